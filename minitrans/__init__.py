@@ -1,0 +1,42 @@
+"""minitrans: a tensor and reverse-mode autograd engine with hand-derived attention.
+
+    import minitrans as mt
+    x = mt.tensor([[1., 2.]], requires_grad=True)
+    w = mt.randn(2, 3, requires_grad=True)
+    (x @ w).relu().sum().backward(); x.grad
+"""
+from . import _tensor_methods  # noqa: F401  (attaches the ops to Tensor)
+from ._dtype import bool_ as bool  # noqa: A001
+from ._dtype import dtype, float32, float64, int64
+from ._functions import *  # noqa: F401,F403
+from ._functions import (abs, add, all, allclose, amax, amin, any, argmax, argmin, as_tensor, cat, chunk,
+                         clamp, clip, concatenate, div, exp, flatten, gelu, is_tensor, log, masked_fill, matmul,
+                         max, maximum, mean, min, minimum, mul, permute, pow, relu, reshape, rsqrt, sigmoid, split,
+                         sqrt, square, squeeze, stack, std, sub, sum, tanh, transpose, unsqueeze, var, where)
+from .autograd import enable_grad, no_grad, set_grad_enabled, is_grad_enabled
+from . import autograd
+from .device import device
+from .random import (get_rng_state, manual_seed, rand, rand_like, randint, randint_like, randn, randn_like,
+                     randperm, set_rng_state)
+from .tensor import (Tensor, arange, empty, empty_like, from_numpy, full, full_like, linspace, ones, ones_like,
+                     tensor, zeros, zeros_like)
+from .backends.cpu import get_kernels, set_kernels
+
+float = float32  # noqa: A001
+double = float64
+long = int64
+
+__version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # heavier subpackages load on first use
+    import importlib
+
+    if name in ("nn", "optim", "cuda", "data"):
+        return importlib.import_module(f".{name}", __name__)
+    if name in ("save", "load"):
+        from . import serialization
+
+        return getattr(serialization, name)
+    raise AttributeError(f"module 'minitrans' has no attribute {name!r}")

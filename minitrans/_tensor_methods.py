@@ -1,0 +1,459 @@
+"""Tensor operators and methods: each a thin call of one op's ``Function.apply``."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import _dtype
+from .ops import elementwise as E
+from .ops import linalg as L
+from .ops import reduce as R
+from .ops import shape as S
+from .tensor import Tensor
+
+_Number = (numbers.Number, np.generic)
+
+
+def _other(a: Tensor, b):
+    """Validate the second operand of a binary op: a Tensor, a number, or a bool/number array."""
+    if isinstance(b, Tensor) or isinstance(b, _Number):
+        return b
+    if isinstance(b, (list, tuple, np.ndarray)):
+        from .tensor import tensor
+
+        return tensor(b, dtype=a.dtype if a.dtype.is_floating_point else None, device=a.device)
+    raise TypeError(f"unsupported operand type for a Tensor op: {type(b).__name__}")
+
+
+def _binary(fn, name):
+    def op(a, b):
+        return fn.apply(a, _other(a, b))
+
+    def rop(a, b):
+        return fn.apply(_other(a, b), a)
+
+    op.__name__, rop.__name__ = f"__{name}__", f"__r{name}__"
+    return op, rop
+
+
+Tensor.__add__, Tensor.__radd__ = _binary(E.Add, "add")
+Tensor.__sub__, Tensor.__rsub__ = _binary(E.Sub, "sub")
+Tensor.__mul__, Tensor.__rmul__ = _binary(E.Mul, "mul")
+Tensor.__truediv__, Tensor.__rtruediv__ = _binary(E.Div, "truediv")
+Tensor.__matmul__ = lambda a, b: matmul(a, b)
+Tensor.__rmatmul__ = lambda a, b: matmul(_other(a, b), a)
+Tensor.__neg__ = lambda a: E.Neg.apply(a)
+Tensor.__pos__ = lambda a: a
+
+
+def pow(a: Tensor, p) -> Tensor:
+    if isinstance(p, _Number):
+        return E.PowScalar.apply(a, p)
+    return E.Pow.apply(a, _other(a, p))
+
+
+def __rpow__(a: Tensor, c):
+    if isinstance(c, _Number):
+        return E.RPowScalar.apply(a, c)
+    return E.Pow.apply(_other(a, c), a)
+
+
+Tensor.__pow__ = Tensor.pow = pow
+Tensor.__rpow__ = __rpow__
+
+
+def _compare(name, f):
+    def op(a, b):
+        b = _other(a, b)
+        bd = b._data if isinstance(b, Tensor) else b
+        if isinstance(b, Tensor) and b._device != a._device:
+            raise RuntimeError(f"{name}: tensors on different devices, {a._device} and {b._device}")
+        try:
+            return Tensor._wrap(f(a._data, bd), a._device)
+        except ValueError:
+            raise ValueError(f"{name}: shapes {tuple(a.shape)} and {tuple(getattr(bd, 'shape', ()))} "
+                             "cannot be broadcast together") from None
+
+    op.__name__ = f"__{name}__"
+    return op
+
+
+Tensor.__lt__ = _compare("lt", lambda x, y: x < y)
+Tensor.__le__ = _compare("le", lambda x, y: x <= y)
+Tensor.__gt__ = _compare("gt", lambda x, y: x > y)
+Tensor.__ge__ = _compare("ge", lambda x, y: x >= y)
+Tensor.__eq__ = Tensor.eq = _compare("eq", lambda x, y: x == y)
+Tensor.__ne__ = Tensor.ne = _compare("ne", lambda x, y: x != y)
+Tensor.lt, Tensor.le, Tensor.gt, Tensor.ge = Tensor.__lt__, Tensor.__le__, Tensor.__gt__, Tensor.__ge__
+Tensor.__hash__ = lambda self: id(self)
+
+
+def _logical(name, f):
+    def op(a, b):
+        b = _other(a, b)
+        if a.dtype is not _dtype.bool_ or (isinstance(b, Tensor) and b.dtype is not _dtype.bool_):
+            raise TypeError(f"{name}: expected bool tensors, got {a.dtype}"
+                            f"{' and ' + str(b.dtype) if isinstance(b, Tensor) else ''}")
+        return Tensor._wrap(f(a._data, b._data if isinstance(b, Tensor) else b), a._device)
+
+    return op
+
+
+Tensor.__and__ = Tensor.logical_and = _logical("and", lambda x, y: x & y)
+Tensor.__or__ = Tensor.logical_or = _logical("or", lambda x, y: x | y)
+Tensor.__xor__ = _logical("xor", lambda x, y: x ^ y)
+
+
+def __invert__(a: Tensor) -> Tensor:
+    if a.dtype is not _dtype.bool_:
+        raise TypeError(f"~ expects a bool tensor, got {a.dtype}")
+    return Tensor._wrap(~a._data, a._device)
+
+
+Tensor.__invert__ = Tensor.logical_not = __invert__
+
+# ------------------------------------------------------------------ unary math
+Tensor.exp = lambda a: E.Exp.apply(a)
+Tensor.log = lambda a: E.Log.apply(a)
+Tensor.sqrt = lambda a: E.Sqrt.apply(a)
+Tensor.rsqrt = lambda a: E.PowScalar.apply(a, -0.5)
+Tensor.abs = Tensor.__abs__ = lambda a: E.Abs.apply(a)
+Tensor.tanh = lambda a: E.Tanh.apply(a)
+Tensor.sigmoid = lambda a: E.Sigmoid.apply(a)
+Tensor.relu = lambda a: E.Relu.apply(a)
+Tensor.square = lambda a: E.PowScalar.apply(a, 2)
+
+
+def gelu(a: Tensor, approximate: str = "tanh") -> Tensor:
+    if approximate not in ("tanh",):
+        raise ValueError(f"gelu: only approximate='tanh' is implemented, got {approximate!r}")
+    return E.Gelu.apply(a)
+
+
+Tensor.gelu = gelu
+
+
+def clamp(a: Tensor, min=None, max=None) -> Tensor:
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be given")
+    return E.Clamp.apply(a, min, max)
+
+
+Tensor.clamp = Tensor.clip = clamp
+Tensor.maximum = lambda a, b: E.Maximum.apply(a, _other(a, b))
+Tensor.minimum = lambda a, b: E.Minimum.apply(a, _other(a, b))
+
+
+def masked_fill(a: Tensor, mask: Tensor, value) -> Tensor:
+    if not isinstance(mask, Tensor) or mask.dtype is not _dtype.bool_:
+        raise TypeError(f"masked_fill: mask must be a bool Tensor, got "
+                        f"{mask.dtype if isinstance(mask, Tensor) else type(mask).__name__}")
+    if mask.device != a.device:
+        raise RuntimeError(f"masked_fill: mask is on {mask.device} but the input is on {a.device}")
+    if isinstance(value, Tensor):
+        value = value.item()
+    return S.MaskedFill.apply(a, mask._data, value)
+
+
+Tensor.masked_fill = masked_fill
+
+
+def astype(a: Tensor, dtype) -> Tensor:
+    d = _dtype.as_dtype(dtype)
+    if d.np == a._data.dtype:
+        return a
+    if a.requires_grad and d.is_floating_point:
+        return E.Cast.apply(a, d.np)
+    return Tensor._wrap(a._data.astype(d.np), a._device)
+
+
+Tensor.astype = Tensor.type = astype
+
+# ------------------------------------------------------------------ reductions
+
+
+def _reduce(fn, name):
+    def op(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+        return fn.apply(a, R.normalize_axes(dim, a.ndim, name), bool(keepdim))
+
+    op.__name__ = name
+    return op
+
+
+Tensor.sum = _reduce(R.Sum, "sum")
+Tensor.amax = _reduce(R.Amax, "amax")
+Tensor.amin = _reduce(R.Amin, "amin")
+
+
+def mean(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    axes = R.normalize_axes(dim, a.ndim, "mean")
+    if not a.dtype.is_floating_point:
+        raise TypeError(f"mean: expected a floating-point tensor, got {a.dtype}")
+    n = a.numel() if axes is None else int(np.prod([a.shape[i] for i in axes]))
+    return R.Sum.apply(a, axes, bool(keepdim)) * (1.0 / n if n else float("nan"))
+
+
+def var(a: Tensor, dim=None, keepdim: bool = False, correction: int = 1, unbiased=None) -> Tensor:
+    if unbiased is not None:
+        correction = 1 if unbiased else 0
+    axes = R.normalize_axes(dim, a.ndim, "var")
+    n = a.numel() if axes is None else int(np.prod([a.shape[i] for i in axes]))
+    centred = a - mean(a, dim, keepdim=True)
+    return (centred * centred).sum(dim, keepdim) * (1.0 / max(n - correction, 0) if n > correction else float("nan"))
+
+
+def std(a: Tensor, dim=None, keepdim: bool = False, correction: int = 1, unbiased=None) -> Tensor:
+    return var(a, dim, keepdim, correction, unbiased).sqrt()
+
+
+Tensor.mean, Tensor.var, Tensor.std = mean, var, std
+
+
+class _MaxResult(tuple):
+    """(values, indices) as returned by max(dim)/min(dim), like torch.return_types.max."""
+
+    @property
+    def values(self):
+        return self[0]
+
+    @property
+    def indices(self):
+        return self[1]
+
+
+def _extreme(fn, argfn, name):
+    def op(a: Tensor, dim=None, keepdim: bool = False):
+        if isinstance(dim, Tensor):  # max(a, b): elementwise
+            return (E.Maximum if name == "max" else E.Minimum).apply(a, dim)
+        if dim is None:
+            return fn.apply(a, None, False)
+        (ax,) = R.normalize_axes(dim, a.ndim, name)
+        values = fn.apply(a, (ax,), bool(keepdim))
+        idx = argfn(a, ax, keepdim)
+        return _MaxResult((values, idx))
+
+    op.__name__ = name
+    return op
+
+
+def argmax(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    xp = a._device.backend
+    if dim is None:
+        return Tensor._wrap(xp.asarray(xp.argmax(a._data)).astype(np.int64), a._device)
+    (ax,) = R.normalize_axes(dim, a.ndim, "argmax")
+    return Tensor._wrap(xp.argmax(a._data, axis=ax, keepdims=bool(keepdim)).astype(np.int64), a._device)
+
+
+def argmin(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+    xp = a._device.backend
+    if dim is None:
+        return Tensor._wrap(xp.asarray(xp.argmin(a._data)).astype(np.int64), a._device)
+    (ax,) = R.normalize_axes(dim, a.ndim, "argmin")
+    return Tensor._wrap(xp.argmin(a._data, axis=ax, keepdims=bool(keepdim)).astype(np.int64), a._device)
+
+
+Tensor.argmax, Tensor.argmin = argmax, argmin
+Tensor.max = _extreme(R.Amax, argmax, "max")
+Tensor.min = _extreme(R.Amin, argmin, "min")
+
+
+def _bool_reduce(name):
+    def op(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
+        xp = a._device.backend
+        axes = R.normalize_axes(dim, a.ndim, name)
+        return Tensor._wrap(xp.asarray(getattr(xp, name)(a._data, axis=axes, keepdims=keepdim)), a._device)
+
+    return op
+
+
+Tensor.any, Tensor.all = _bool_reduce("any"), _bool_reduce("all")
+
+# ------------------------------------------------------------------ shape
+
+
+def _size_args(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        shape = tuple(shape[0])
+    for s in shape:
+        if not isinstance(s, (int, np.integer)):
+            raise TypeError(f"shape entries must be ints, got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def reshape(a: Tensor, *shape) -> Tensor:
+    shape = _size_args(shape)
+    if shape == a.shape:
+        return a
+    return S.Reshape.apply(a, shape)
+
+
+Tensor.reshape = Tensor.view = reshape
+Tensor.view_as = Tensor.reshape_as = lambda a, other: reshape(a, other.shape)
+
+
+def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    if a.ndim == 0:
+        return reshape(a, 1)
+    s, e = start_dim % a.ndim, end_dim % a.ndim
+    return reshape(a, *a.shape[:s], -1, *a.shape[e + 1:])
+
+
+Tensor.flatten = flatten
+
+
+def _dim(d: int, n: int, name: str) -> int:
+    if not isinstance(d, (int, np.integer)):
+        raise TypeError(f"{name}: dim must be an int, got {type(d).__name__}")
+    if not -max(n, 1) <= d < max(n, 1):
+        raise IndexError(f"{name}: dim {d} is out of range for a tensor with {n} dimensions")
+    return int(d) % max(n, 1)
+
+
+def permute(a: Tensor, *dims) -> Tensor:
+    dims = _size_args(dims)
+    if len(dims) != a.ndim or sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
+        raise ValueError(f"permute: dims {dims} are not a permutation of the {a.ndim} dims of shape {tuple(a.shape)}")
+    return S.Permute.apply(a, tuple(d % a.ndim for d in dims))
+
+
+def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
+    d0, d1 = _dim(dim0, a.ndim, "transpose"), _dim(dim1, a.ndim, "transpose")
+    axes = list(range(a.ndim))
+    axes[d0], axes[d1] = axes[d1], axes[d0]
+    return S.Permute.apply(a, tuple(axes))
+
+
+Tensor.permute, Tensor.transpose = permute, transpose
+Tensor.t = lambda a: transpose(a, 0, 1) if a.ndim == 2 else a
+
+
+def expand(a: Tensor, *shape) -> Tensor:
+    shape = _size_args(shape)
+    lead = len(shape) - a.ndim
+    if lead < 0:
+        raise ValueError(f"expand: target shape {shape} has fewer dims than the tensor's {tuple(a.shape)}")
+    full = tuple(a.shape[i - lead] if s == -1 and i >= lead else s for i, s in enumerate(shape))
+    return S.Expand.apply(a, full)
+
+
+Tensor.expand = expand
+Tensor.expand_as = lambda a, other: expand(a, *other.shape)
+
+
+def squeeze(a: Tensor, dim=None) -> Tensor:
+    if dim is None:
+        return reshape(a, *[s for s in a.shape if s != 1])
+    d = _dim(dim, a.ndim, "squeeze")
+    if a.shape[d] != 1:
+        return a
+    return reshape(a, *a.shape[:d], *a.shape[d + 1:])
+
+
+def unsqueeze(a: Tensor, dim: int) -> Tensor:
+    d = _dim(dim, a.ndim + 1, "unsqueeze")
+    return reshape(a, *a.shape[:d], 1, *a.shape[d:])
+
+
+Tensor.squeeze, Tensor.unsqueeze = squeeze, unsqueeze
+
+
+def _index_part(i, a: Tensor):
+    if isinstance(i, Tensor):
+        if i.device != a.device:
+            raise RuntimeError(f"index tensor is on {i.device} but the indexed tensor is on {a.device}")
+        if i.dtype.is_floating_point:
+            raise IndexError(f"tensors used as indices must be int64 or bool, got {i.dtype}")
+        return i._data
+    if isinstance(i, (list, np.ndarray)):
+        arr = np.asarray(i)
+        if arr.dtype.kind == "f":
+            raise IndexError(f"arrays used as indices must be integer or bool, got {arr.dtype}")
+        return arr
+    if isinstance(i, float):
+        raise IndexError(f"indices must be integers, slices, None, ..., or int/bool tensors, got float {i}")
+    return i
+
+
+def __getitem__(a: Tensor, idx) -> Tensor:
+    idx = tuple(_index_part(i, a) for i in idx) if isinstance(idx, tuple) else _index_part(idx, a)
+    return S.GetItem.apply(a, idx)
+
+
+Tensor.__getitem__ = __getitem__
+
+
+def split(a: Tensor, split_size, dim: int = 0):
+    d = _dim(dim, a.ndim, "split")
+    n = a.shape[d]
+    sizes = [split_size] * (n // split_size) + ([n % split_size] if n % split_size else []) \
+        if isinstance(split_size, int) else list(split_size)
+    if sum(sizes) != n:
+        raise ValueError(f"split: sizes {sizes} do not add up to {n} (dim {d} of shape {tuple(a.shape)})")
+    out, start = [], 0
+    for s in sizes:
+        sl = [slice(None)] * a.ndim
+        sl[d] = slice(start, start + s)
+        out.append(a[tuple(sl)])
+        start += s
+    return tuple(out)
+
+
+def chunk(a: Tensor, chunks: int, dim: int = 0):
+    n = a.shape[_dim(dim, a.ndim, "chunk")]
+    return split(a, max(1, -(-n // chunks)), dim)
+
+
+Tensor.split, Tensor.chunk = split, chunk
+
+
+def matmul(a: Tensor, b: Tensor) -> Tensor:
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor):
+        raise TypeError(f"matmul expects Tensors, got {type(a).__name__} and {type(b).__name__}")
+    return L.Matmul.apply(a, b)
+
+
+Tensor.matmul = matmul
+
+# ------------------------------------------------------------------ in place (bumps the version counter)
+
+
+def _inplace(name, f):
+    def op(a: Tensor, *args) -> Tensor:
+        if a.requires_grad and a.is_leaf and _grad_on():
+            raise RuntimeError(f"{name}: a leaf tensor that requires grad cannot be modified in place "
+                               "(wrap it in `with mt.no_grad():`)")
+        if a._node is not None and _grad_on():
+            raise RuntimeError(f"{name}: in-place ops on tensors inside the graph are not supported; "
+                               "use the out-of-place op")
+        vals = [x._data if isinstance(x, Tensor) else x for x in args]
+        try:
+            f(a._data, *vals)
+        except ValueError:
+            raise ValueError(f"{name}: operand shapes {[tuple(getattr(v, 'shape', ())) for v in vals]} do "
+                             f"not broadcast to the tensor's shape {tuple(a.shape)}") from None
+        a._vc[0] += 1
+        return a
+
+    op.__name__ = name
+    return op
+
+
+def _grad_on() -> bool:
+    from .autograd.grad_mode import STATE
+
+    return STATE.enabled
+
+
+def _set(x, v):
+    x[...] = v
+
+
+Tensor.add_ = _inplace("add_", lambda x, v, alpha=1: x.__iadd__(v * alpha if alpha != 1 else v))
+Tensor.sub_ = _inplace("sub_", lambda x, v: x.__isub__(v))
+Tensor.mul_ = _inplace("mul_", lambda x, v: x.__imul__(v))
+Tensor.div_ = _inplace("div_", lambda x, v: x.__itruediv__(v))
+Tensor.zero_ = _inplace("zero_", lambda x: _set(x, 0))
+Tensor.fill_ = _inplace("fill_", _set)
+Tensor.copy_ = _inplace("copy_", _set)
+Tensor.clamp_ = _inplace("clamp_", lambda x, lo=None, hi=None: x.__setitem__(..., x.clip(lo, hi)))

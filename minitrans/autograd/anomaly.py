@@ -1,0 +1,42 @@
+"""``detect_anomaly()``: raise at the first op whose forward or backward makes NaN or Inf."""
+from __future__ import annotations
+
+from .grad_mode import STATE
+
+
+class detect_anomaly:
+    """Context manager: check every op's output and every gradient for NaN/Inf.
+
+    The error names the op and, for backward, the line of user code that created it.
+    It costs one finiteness check per array, so use it for debugging only.
+    """
+
+    def __init__(self, check_nan: bool = True) -> None:
+        self.check_nan = check_nan
+
+    def __enter__(self):
+        self._prev = STATE.anomaly
+        STATE.anomaly = self.check_nan
+        return self
+
+    def __exit__(self, *exc):
+        STATE.anomaly = self._prev
+        return False
+
+
+def _bad(arr, xp) -> bool:
+    return arr.dtype.kind == "f" and not bool(xp.all(xp.isfinite(arr)))
+
+
+def check_forward(name: str, out, xp) -> None:
+    if _bad(out, xp):
+        raise RuntimeError(f"detect_anomaly: function '{name}' returned NaN or Inf values in its forward output")
+
+
+def check_backward(node, grads) -> None:
+    for i, g in enumerate(grads):
+        if g is not None and _bad(g, node.xp):
+            where = getattr(node, "_trace", "") or "(creation trace not recorded)"
+            raise RuntimeError(
+                f"detect_anomaly: function '{type(node).__name__}Backward' returned NaN or Inf values in its "
+                f"gradient for input {i}. The op was created at:\n{where}")

@@ -1,0 +1,136 @@
+"""The CPU backend: NumPy/BLAS arrays, with Numba kernels for the fused ops.
+
+``set_kernels("numba")`` (default) routes the fused ops (softmax, cross-entropy, layer
+norm, attention, Adam) to ``minitrans.kernels.cpu``; ``set_kernels("reference")`` or the
+environment variable ``MINITRANS_KERNELS=reference`` routes them to the plain NumPy
+oracle in ``minitrans.kernels.reference``.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+_MODE = {"name": os.environ.get("MINITRANS_KERNELS", "numba")}
+_FUSED = ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
+          "cross_entropy_forward", "cross_entropy_backward", "layer_norm_forward",
+          "layer_norm_backward", "attention_forward", "attention_backward", "adam_step")
+
+
+def set_kernels(name: str) -> None:
+    """Choose the CPU implementation of the fused ops: ``"numba"`` or ``"reference"``."""
+    if name not in ("numba", "reference"):
+        raise ValueError(f"set_kernels: expected 'numba' or 'reference', got {name!r}")
+    _MODE["name"] = name
+    _bind_fused()
+
+
+def get_kernels() -> str:
+    return _MODE["name"]
+
+
+def _sum_to(g, shape):
+    """Sum a broadcast gradient back down to ``shape`` (the engine calls this once per input)."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+class CPUBackend:
+    """Primitive array functions on the CPU (static methods; arrays are ``np.ndarray``)."""
+
+    name = "cpu"
+    ndarray = np.ndarray
+
+    # creation / conversion
+    asarray = staticmethod(np.asarray)
+    ascontiguousarray = staticmethod(np.ascontiguousarray)
+    zeros = staticmethod(np.zeros)
+    ones = staticmethod(np.ones)
+    full = staticmethod(np.full)
+    empty = staticmethod(np.empty)
+    arange = staticmethod(np.arange)
+    zeros_like = staticmethod(np.zeros_like)
+    ones_like = staticmethod(np.ones_like)
+
+    @staticmethod
+    def to_numpy(a):
+        return a
+
+    @staticmethod
+    def from_numpy(a):
+        return a
+
+    # elementwise
+    exp = staticmethod(np.exp)
+    log = staticmethod(np.log)
+    sqrt = staticmethod(np.sqrt)
+    abs = staticmethod(np.abs)
+    tanh = staticmethod(np.tanh)
+    sign = staticmethod(np.sign)
+    maximum = staticmethod(np.maximum)
+    minimum = staticmethod(np.minimum)
+    where = staticmethod(np.where)
+    clip = staticmethod(np.clip)
+    power = staticmethod(np.power)
+    isfinite = staticmethod(np.isfinite)
+    logical_not = staticmethod(np.logical_not)
+    errstate = staticmethod(np.errstate)
+
+    # reductions
+    sum = staticmethod(np.sum)
+    max = staticmethod(np.max)
+    min = staticmethod(np.min)
+    argmax = staticmethod(np.argmax)
+    argmin = staticmethod(np.argmin)
+    any = staticmethod(np.any)
+    all = staticmethod(np.all)
+    sum_to = staticmethod(_sum_to)
+
+    # shape
+    reshape = staticmethod(np.reshape)
+    transpose = staticmethod(np.transpose)
+    broadcast_to = staticmethod(np.broadcast_to)
+    broadcast_shapes = staticmethod(np.broadcast_shapes)
+    concatenate = staticmethod(np.concatenate)
+    split_at = staticmethod(np.split)
+    moveaxis = staticmethod(np.moveaxis)
+    add_at = staticmethod(np.add.at)
+    copy = staticmethod(np.copy)
+
+    # linear algebra
+    matmul = staticmethod(np.matmul)
+
+    @staticmethod
+    def sigmoid(x):
+        # exp of a non-positive number only: no overflow warnings for large |x|
+        e = np.exp(-np.abs(x))
+        return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
+
+
+def _bind_fused() -> None:
+    if _MODE["name"] == "reference":
+        from ..kernels import reference as mod
+    else:
+        from ..kernels import cpu as mod
+    for name in _FUSED:
+        setattr(CPUBackend, name, staticmethod(getattr(mod, name)))
+
+
+class _Lazy:
+    """Bind the fused kernels on first use so that importing minitrans does not compile Numba code."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, obj, owner):
+        _bind_fused()
+        return getattr(owner, self.name)
+
+
+for _n in _FUSED:
+    setattr(CPUBackend, _n, _Lazy(_n))

@@ -1,0 +1,161 @@
+"""Shape ops: reshape, permute, expand, indexing, cat, masked_fill and device moves."""
+from __future__ import annotations
+
+from ..autograd.function import Function
+
+
+class Reshape(Function):
+    """a viewed with another shape (same number of elements)"""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        ctx.shape = a.shape
+        try:
+            return a.reshape(shape)
+        except ValueError:
+            raise ValueError(f"reshape: cannot view a tensor of shape {tuple(a.shape)} "
+                             f"({a.size} elements) as shape {tuple(shape)}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.reshape(ctx.shape), None
+
+
+class Permute(Function):
+    """a with its axes reordered"""
+
+    @staticmethod
+    def forward(ctx, a, axes):
+        ctx.axes = axes
+        return a.transpose(axes)
+
+    @staticmethod
+    def backward(ctx, g):
+        inv = [0] * len(ctx.axes)
+        for i, a in enumerate(ctx.axes):
+            inv[a] = i
+        return g.transpose(inv), None
+
+
+class Expand(Function):
+    """a broadcast to a larger shape (a view; the engine sums the gradient back)"""
+
+    @staticmethod
+    def forward(ctx, a, shape):
+        try:
+            return ctx.xp.broadcast_to(a, shape)
+        except ValueError:
+            raise ValueError(f"expand: a tensor of shape {tuple(a.shape)} cannot be expanded to {tuple(shape)}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, None
+
+
+def _is_basic(idx) -> bool:
+    """True when indexing selects each element at most once (ints, slices, None, Ellipsis)."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+    return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
+
+
+class GetItem(Function):
+    """a[idx]; backward scatter-adds, so repeated integer indices accumulate"""
+
+    @staticmethod
+    def forward(ctx, a, idx):
+        ctx.shape, ctx.idx, ctx.dtype = a.shape, idx, a.dtype
+        try:
+            return a[idx]
+        except IndexError as e:
+            raise IndexError(f"index {_describe(idx)} is invalid for a tensor of shape {tuple(a.shape)}: {e}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        xp = ctx.xp
+        out = xp.zeros(ctx.shape, ctx.dtype)
+        if _is_basic(ctx.idx):
+            out[ctx.idx] = g
+        else:
+            xp.add_at(out, ctx.idx, g)
+        return out, None
+
+
+def _describe(idx) -> str:
+    items = idx if isinstance(idx, tuple) else (idx,)
+    parts = []
+    for i in items:
+        shape = getattr(i, "shape", None)
+        parts.append(f"array{tuple(shape)}" if shape is not None else repr(i))
+    return "[" + ", ".join(parts) + "]"
+
+
+class Cat(Function):
+    """concatenation of the inputs along ``dim``"""
+
+    @staticmethod
+    def forward(ctx, *arrays, dim):
+        ctx.sizes = [x.shape[dim] for x in arrays]
+        ctx.dim = dim
+        try:
+            return ctx.xp.concatenate(arrays, axis=dim)
+        except ValueError:
+            raise ValueError(f"cat: tensors of shapes {[tuple(x.shape) for x in arrays]} differ outside "
+                             f"dim {dim}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        out, start = [], 0
+        sl = [slice(None)] * g.ndim
+        for s, need in zip(ctx.sizes, ctx.needs_input_grad):
+            sl[ctx.dim] = slice(start, start + s)
+            out.append(g[tuple(sl)] if need else None)
+            start += s
+        return tuple(out)
+
+
+class MaskedFill(Function):
+    """a with ``value`` wherever the bool mask is True"""
+
+    @staticmethod
+    def forward(ctx, a, mask, value):
+        ctx.save_for_backward(mask)
+        try:
+            return ctx.xp.where(mask, a.dtype.type(value), a)
+        except ValueError:
+            raise ValueError(f"masked_fill: mask of shape {tuple(mask.shape)} does not broadcast to "
+                             f"the input's shape {tuple(a.shape)}") from None
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_arrays
+        return g * ~mask, None, None
+
+
+class ToDevice(Function):
+    """a copied to another device (the gradient is copied back)"""
+
+    @staticmethod
+    def forward(ctx, a, dev):
+        return dev.backend.from_numpy(ctx.xp.to_numpy(a))
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.xp.from_numpy(ctx.dst.to_numpy(g)), None
+
+    @classmethod
+    def apply(cls, a, dev):
+        # Function.apply, except that the output lives on ``dev`` while the node's backend
+        # (which runs backward and receives the gradient) is the source device's.
+        from ..autograd.grad_mode import STATE
+        from ..tensor import Tensor
+
+        ctx = cls.__new__(cls)
+        ctx.xp, ctx.dst, ctx.saved, ctx._freed = a._device.backend, dev.backend, (), False
+        req = a.requires_grad and STATE.enabled
+        ctx.needs_input_grad = (a.requires_grad, False)
+        out = Tensor._wrap(cls.forward(ctx, a._data, dev), dev, req)
+        if req:
+            ctx.parents, ctx.shapes, ctx.dtypes = (a._node or a, None), (a.shape, None), (a._data.dtype, None)
+            ctx._hooks = ctx._retain = ctx._versions = None
+            out._node = ctx
+        return out
