@@ -1,0 +1,288 @@
+"""``minitrans.nn.functional``: the functional forms of the nn ops (``import minitrans.nn.functional as F``)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import _dtype
+from ..autograd.function import Function
+from ..ops import attention as A
+from ..ops import elementwise as E
+from ..ops import linalg as L
+from ..ops import nn as N
+from ..random import generator
+from ..tensor import Tensor
+
+
+def _need_tensor(x, name: str, arg: str = "input") -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: {arg} must be a Tensor, got {type(x).__name__}")
+
+
+def _need_float(x: Tensor, name: str, arg: str = "input") -> None:
+    _need_tensor(x, name, arg)
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name}: {arg} must be floating point, got dtype {x.dtype}")
+
+
+def relu(input: Tensor) -> Tensor:
+    return E.Relu.apply(input)
+
+
+def gelu(input: Tensor, approximate: str = "tanh") -> Tensor:
+    return input.gelu(approximate)
+
+
+def tanh(input: Tensor) -> Tensor:
+    return E.Tanh.apply(input)
+
+
+def sigmoid(input: Tensor) -> Tensor:
+    return E.Sigmoid.apply(input)
+
+
+def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """input·weightᵀ + bias (weight: (out_features, in_features))."""
+    _need_float(input, "linear")
+    if input.ndim == 0:
+        raise ValueError("linear: input must have at least 1 dimension")
+    if input.shape[-1] != weight.shape[1]:
+        raise ValueError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but "
+                         f"weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
+    return L.Linear.apply(input, weight, bias)
+
+
+def _dim_arg(input: Tensor, dim, name: str) -> int:
+    if dim is None:
+        raise TypeError(f"{name}: pass dim explicitly (implicit dim is deprecated in PyTorch)")
+    n = max(input.ndim, 1)
+    if not -n <= dim < n:
+        raise IndexError(f"{name}: dim {dim} is out of range for a tensor of shape {tuple(input.shape)}")
+    return dim % n
+
+
+def softmax(input: Tensor, dim: int | None = None) -> Tensor:
+    _need_float(input, "softmax")
+    return N.Softmax.apply(input, _dim_arg(input, dim, "softmax"))
+
+
+def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:
+    _need_float(input, "log_softmax")
+    return N.LogSoftmax.apply(input, _dim_arg(input, dim, "log_softmax"))
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int = -100,
+                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
+    """Fused log-softmax + negative log-likelihood. input (N, C) or (N, C, d1, ...), target int64 (N, d1, ...)."""
+    _need_float(input, "cross_entropy")
+    _need_tensor(target, "cross_entropy", "target")
+    if weight is not None:
+        raise NotImplementedError("cross_entropy: per-class weight is not supported")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if target.dtype is not _dtype.int64:
+        raise TypeError(f"cross_entropy: target must be int64 class indices, got dtype {target.dtype}")
+    if input.ndim == 1:
+        input, target = input.unsqueeze(0), target.reshape(1)
+    if input.ndim < 2:
+        raise ValueError(f"cross_entropy: input must be (N, C) or (N, C, d1, ...), got shape {tuple(input.shape)}")
+    expect = (input.shape[0],) + tuple(input.shape[2:])
+    if tuple(target.shape) != expect:
+        raise ValueError(f"cross_entropy: input of shape {tuple(input.shape)} needs target of shape {expect}, "
+                         f"got {tuple(target.shape)}")
+    C = input.shape[1]
+    t = target._data
+    bad = (t != ignore_index) & ((t < 0) | (t >= C))
+    if bad.any():
+        raise IndexError(f"cross_entropy: target values must be in [0, {C}) or ignore_index={ignore_index}; "
+                         f"found {int(t[bad].reshape(-1)[0])}")
+    if input.ndim > 2:  # move the class dim last: (N, d1, ..., C)
+        input = input.permute(0, *range(2, input.ndim), 1)
+    rows = input.reshape(-1, C)
+    out = N.CrossEntropy.apply(rows, t.reshape(-1), ignore_index, float(label_smoothing), reduction)
+    return out.reshape(*target.shape) if reduction == "none" else out
+
+
+def nll_loss(input: Tensor, target: Tensor, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
+    """−input[i, target[i]] averaged; ``input`` holds log-probabilities."""
+    t = target._data
+    keep = t != ignore_index
+    picked = input[np.arange(t.shape[0]), np.where(keep, t, 0)] * Tensor._wrap(keep.astype(input._data.dtype),
+                                                                                input.device)
+    if reduction == "none":
+        return -picked
+    total = -picked.sum()
+    return total if reduction == "sum" else total / float(keep.sum())
+
+
+def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    _need_float(input, "layer_norm")
+    ns = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    if tuple(input.shape[input.ndim - len(ns):]) != ns or len(ns) > input.ndim:
+        raise ValueError(f"layer_norm: input of shape {tuple(input.shape)} does not end in normalized_shape {ns}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and tuple(p.shape) != ns:
+            raise ValueError(f"layer_norm: {name} has shape {tuple(p.shape)}, expected {ns}")
+    return N.LayerNorm.apply(input, weight, bias, len(ns), float(eps))
+
+
+def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:
+    _need_tensor(input, "embedding")
+    if input.dtype is not _dtype.int64:
+        raise TypeError(f"embedding: indices must be int64, got dtype {input.dtype}")
+    n = weight.shape[0]
+    idx = input._data
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"embedding: index out of range: indices must be in [0, {n}), got "
+                         f"min {int(idx.min())}, max {int(idx.max())}")
+    return N.Embedding.apply(weight, idx, padding_idx)
+
+
+def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout)."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout: probability must be in [0, 1], got {p}")
+    if not training or p == 0.0:
+        return input
+    if p == 1.0:
+        return input * 0.0
+    keep = generator().random(input.shape) >= p
+    mask = (keep / (1.0 - p)).astype(input._data.dtype)
+    if input.device.type != "cpu":
+        mask = input.device.backend.from_numpy(mask)
+    return E.Mul.apply(input, mask)
+
+
+# --------------------------------------------------------------------------- attention
+def _attn_bias(attn_mask, shape_q, shape_k, xp, dtype, name="scaled_dot_product_attention"):
+    """A float additive bias (−inf where masked) from a bool (True = keep) or float mask."""
+    if attn_mask is None:
+        return None
+    if not isinstance(attn_mask, Tensor):
+        raise TypeError(f"{name}: attn_mask must be a Tensor, got {type(attn_mask).__name__}")
+    m = attn_mask._data
+    if attn_mask.dtype is _dtype.bool_:
+        m = xp.where(m, dtype.type(0), dtype.type(-np.inf))
+    elif attn_mask.dtype.is_floating_point:
+        m = m.astype(dtype, copy=False)
+    else:
+        raise TypeError(f"{name}: attn_mask must be bool or floating point, got {attn_mask.dtype}")
+    return m
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask: Tensor | None = None,
+                                 *, dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None,
+                                 fused: bool = True) -> Tensor:
+    """softmax(query·keyᵀ·scale + mask)·value over inputs (..., T, d); one fused op with a hand-written backward.
+
+    ``attn_mask``: bool (True = take part, as PyTorch) or float (added to the scores),
+    broadcastable to (..., Tq, Tk). ``is_causal`` keeps key j for query i iff j <= i.
+    A fully masked row gives zeros (and zero gradients), never NaN. The arguments after
+    ``attn_mask`` are keyword-only: PyTorch orders them (dropout_p, is_causal, scale) and
+    the project's spec (is_causal, dropout_p, scale); keywords make both readings safe.
+    ``fused=False`` runs the readable composed version (matmul → scale → mask → softmax → matmul).
+    """
+    for n, t in (("query", query), ("key", key), ("value", value)):
+        _need_float(t, "scaled_dot_product_attention", n)
+        if t.ndim < 2:
+            raise ValueError(f"scaled_dot_product_attention: {n} must be (..., T, d), got shape {tuple(t.shape)}")
+    if not (query.dtype is key.dtype is value.dtype):
+        raise TypeError(f"scaled_dot_product_attention: query, key and value dtypes differ: "
+                        f"{query.dtype}, {key.dtype}, {value.dtype}")
+    Tq, d = query.shape[-2:]
+    Tk = key.shape[-2]
+    if key.shape[-1] != d:
+        raise ValueError(f"scaled_dot_product_attention: query {tuple(query.shape)} and key {tuple(key.shape)} "
+                         "differ in the last (head) dim")
+    if value.shape[-2] != Tk:
+        raise ValueError(f"scaled_dot_product_attention: key {tuple(key.shape)} and value {tuple(value.shape)} "
+                         "differ in sequence length")
+    try:
+        lead = np.broadcast_shapes(query.shape[:-2], key.shape[:-2], value.shape[:-2])
+    except ValueError:
+        raise ValueError(f"scaled_dot_product_attention: batch dims of query {tuple(query.shape)}, key "
+                         f"{tuple(key.shape)} and value {tuple(value.shape)} cannot be broadcast") from None
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got {dropout_p}")
+    scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
+    xp = query.device.backend
+    bias = _attn_bias(attn_mask, query.shape, key.shape, xp, query._data.dtype)
+    full = lead + (Tq, Tk)
+    if bias is not None:
+        try:
+            bias = xp.broadcast_to(bias, full)
+        except ValueError:
+            raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {tuple(attn_mask.shape)} does not "
+                             f"broadcast to the score shape {full}") from None
+    if not fused or dropout_p > 0.0:
+        return attention_reference(query, key, value, bias, is_causal, scale, dropout_p)
+    B = int(np.prod(lead, dtype=np.int64))
+
+    def flat(t: Tensor, T: int) -> Tensor:
+        if t.shape[:-2] != lead:
+            t = t.expand(*lead, *t.shape[-2:])
+        return t.reshape(B, T, t.shape[-1])
+
+    q3, k3, v3 = flat(query, Tq), flat(key, Tk), flat(value, Tk)
+    if bias is not None:
+        bias = bias.reshape(B, Tq, Tk) if len(lead) != 1 else bias
+    o = A.ScaledDotProductAttention.apply(_contig(q3), _contig(k3), _contig(v3), bias, bool(is_causal), scale)
+    return o.reshape(*lead, Tq, value.shape[-1])
+
+
+def _contig(t: Tensor) -> Tensor:
+    """The kernels need C-contiguous (B, T, d) arrays; a strided view becomes a copy node."""
+    a = t._data
+    if getattr(a, "flags", None) is None or a.flags.c_contiguous:
+        return t
+    return _Contig.apply(t)
+
+
+class _Contig(Function):
+    """a copied into C order (gradient passes through)"""
+
+    @staticmethod
+    def forward(ctx, a):
+        return ctx.xp.ascontiguousarray(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
+
+
+def masked_softmax(scores: Tensor, bias=None, is_causal: bool = False) -> Tensor:
+    """softmax over the last dim after adding ``bias`` (−inf = masked) and an optional causal mask.
+
+    Masked scores are filled with −1e30 rather than −inf so that a row with every key masked
+    yields 0/0-free arithmetic; such rows are then multiplied by 0 (they attend to nothing).
+    """
+    xp = scores.device.backend
+    Tq, Tk = scores.shape[-2:]
+    neg = None
+    if bias is not None:
+        b = bias._data if isinstance(bias, Tensor) else bias
+        finite = xp.isfinite(b)
+        scores = scores + Tensor._wrap(xp.where(finite, b, 0).astype(scores._data.dtype), scores.device)
+        neg = xp.broadcast_to(~finite, scores.shape)
+    if is_causal:
+        causal = xp.broadcast_to(xp.arange(Tk)[None, :] > xp.arange(Tq)[:, None], scores.shape)
+        neg = causal if neg is None else (neg | causal)
+    if neg is None:
+        return softmax(scores, dim=-1)
+    scores = scores.masked_fill(Tensor._wrap(neg, scores.device), -1e30)
+    alive = (~neg).any(axis=-1, keepdims=True).astype(scores._data.dtype)
+    return softmax(scores, dim=-1) * Tensor._wrap(alive, scores.device)
+
+
+def attention_reference(query, key, value, bias=None, is_causal=False, scale=None, dropout_p=0.0):
+    """The readable composed version: matmul → scale → mask → softmax → matmul (holds the n×n matrix)."""
+    scale = 1.0 / math.sqrt(query.shape[-1]) if scale is None else scale
+    scores = (query @ key.transpose(-2, -1)) * scale                      # (..., Tq, Tk)
+    p = masked_softmax(scores, bias, is_causal)                            # rows sum to 1 (or 0 if dead)
+    if dropout_p > 0.0:
+        p = dropout(p, dropout_p)
+    return p @ value

@@ -1,0 +1,216 @@
+"""Positional encoding, feed-forward, encoder/decoder layers and the encoder–decoder Transformer.
+
+Layers mirror ``torch.nn.Transformer*`` (argument names, order, state-dict keys) with one
+deliberate difference: ``norm_first=True`` (pre-LayerNorm) is the default, because pre-LN
+trains stably without careful warm-up — the spec of this project asks for it.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+
+from ..tensor import Tensor
+from . import functional as F
+from . import init
+from .attention import MultiheadAttention
+from .layers import Dropout, LayerNorm, Linear, ModuleList
+from .module import Module
+
+
+def _activation(name):
+    if callable(name):
+        return name
+    if name == "relu":
+        return F.relu
+    if name == "gelu":
+        return F.gelu
+    raise ValueError(f"activation must be 'relu', 'gelu' or a callable, got {name!r}")
+
+
+class PositionalEncoding(Module):
+    """x + PE[:T], PE[t, 2i] = sin(t / 10000^(2i/d)), PE[t, 2i+1] = cos(t / 10000^(2i/d)); then dropout."""
+
+    def __init__(self, d_model: int, dropout: float = 0.0, max_len: int = 5000, batch_first: bool = True) -> None:
+        super().__init__()
+        pos = np.arange(max_len)[:, None]
+        div = np.exp(np.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        pe = np.zeros((max_len, d_model), np.float32)
+        pe[:, 0::2] = np.sin(pos * div)
+        pe[:, 1::2] = np.cos(pos * div)[:, : d_model // 2]
+        self.register_buffer("pe", Tensor._wrap(pe), persistent=False)
+        self.dropout = Dropout(dropout)
+        self.d_model, self.max_len, self.batch_first = d_model, max_len, batch_first
+
+    def forward(self, x: Tensor) -> Tensor:
+        T = x.shape[1] if self.batch_first else x.shape[0]
+        if x.ndim != 3 or x.shape[-1] != self.d_model:
+            raise ValueError(f"PositionalEncoding(d_model={self.d_model}) got input of shape {tuple(x.shape)}")
+        if T > self.max_len:
+            raise ValueError(f"PositionalEncoding: sequence length {T} exceeds max_len={self.max_len}")
+        pe = self.pe[:T].astype(x.dtype)                               # (T, d)
+        return self.dropout(x + (pe if self.batch_first else pe.unsqueeze(1)))
+
+
+def feed_forward(x: Tensor, linear1: Linear, linear2: Linear, activation, dropout: Dropout) -> Tensor:
+    """linear2(dropout(activation(linear1(x)))): the position-wise feed-forward block."""
+    return linear2(dropout(activation(linear1(x))))
+
+
+class FeedForward(Module):
+    """The position-wise feed-forward network d_model → d_ff → d_model."""
+
+    def __init__(self, d_model: int, dim_feedforward: int, dropout: float = 0.0, activation="relu") -> None:
+        super().__init__()
+        self.linear1, self.linear2 = Linear(d_model, dim_feedforward), Linear(dim_feedforward, d_model)
+        self.dropout = Dropout(dropout)
+        self.activation = _activation(activation)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return feed_forward(x, self.linear1, self.linear2, self.activation, self.dropout)
+
+
+class TransformerEncoderLayer(Module):
+    """Self-attention and feed-forward blocks, each with a residual; pre-LN by default."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
+                 norm_first: bool = True, bias: bool = True) -> None:
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
+        self.linear1, self.linear2 = Linear(d_model, dim_feedforward, bias), Linear(dim_feedforward, d_model, bias)
+        self.dropout = Dropout(dropout)
+        self.norm1, self.norm2 = LayerNorm(d_model, layer_norm_eps), LayerNorm(d_model, layer_norm_eps)
+        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
+        self.activation = _activation(activation)
+        self.norm_first = norm_first
+
+    def _sa(self, x, attn_mask, key_padding_mask, is_causal):
+        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
+                           need_weights=False, is_causal=is_causal)[0]
+        return self.dropout1(x)
+
+    def _ff(self, x):
+        return self.dropout2(feed_forward(x, self.linear1, self.linear2, self.activation, self.dropout))
+
+    def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
+                is_causal: bool = False) -> Tensor:
+        x = src
+        if self.norm_first:
+            x = x + self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
+            return x + self._ff(self.norm2(x))
+        x = self.norm1(x + self._sa(x, src_mask, src_key_padding_mask, is_causal))
+        return self.norm2(x + self._ff(x))
+
+
+class TransformerDecoderLayer(Module):
+    """Masked self-attention, cross-attention over the encoder memory, feed-forward; pre-LN by default."""
+
+    def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
+                 norm_first: bool = True, bias: bool = True) -> None:
+        super().__init__()
+        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
+        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
+        self.linear1, self.linear2 = Linear(d_model, dim_feedforward, bias), Linear(dim_feedforward, d_model, bias)
+        self.dropout = Dropout(dropout)
+        self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, layer_norm_eps) for _ in range(3))
+        self.dropout1, self.dropout2, self.dropout3 = Dropout(dropout), Dropout(dropout), Dropout(dropout)
+        self.activation = _activation(activation)
+        self.norm_first = norm_first
+
+    def _sa(self, x, mask, kpm, is_causal):
+        return self.dropout1(self.self_attn(x, x, x, attn_mask=mask, key_padding_mask=kpm, need_weights=False,
+                                            is_causal=is_causal)[0])
+
+    def _mha(self, x, mem, mask, kpm, is_causal):
+        return self.dropout2(self.multihead_attn(x, mem, mem, attn_mask=mask, key_padding_mask=kpm,
+                                                 need_weights=False, is_causal=is_causal)[0])
+
+    def _ff(self, x):
+        return self.dropout3(feed_forward(x, self.linear1, self.linear2, self.activation, self.dropout))
+
+    def forward(self, tgt: Tensor, memory: Tensor, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
+        x = tgt
+        if self.norm_first:
+            x = x + self._sa(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
+            x = x + self._mha(self.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal)
+            return x + self._ff(self.norm3(x))
+        x = self.norm1(x + self._sa(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
+        x = self.norm2(x + self._mha(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal))
+        return self.norm3(x + self._ff(x))
+
+
+class TransformerEncoder(Module):
+    """``num_layers`` copies of ``encoder_layer`` and an optional final norm."""
+
+    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None) -> None:
+        super().__init__()
+        self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
+        self.num_layers, self.norm = num_layers, norm
+
+    def forward(self, src: Tensor, mask=None, src_key_padding_mask=None, is_causal: bool = False) -> Tensor:
+        x = src
+        for layer in self.layers:
+            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
+        return x if self.norm is None else self.norm(x)
+
+
+class TransformerDecoder(Module):
+    """``num_layers`` copies of ``decoder_layer`` and an optional final norm."""
+
+    def __init__(self, decoder_layer: TransformerDecoderLayer, num_layers: int, norm: Module | None = None) -> None:
+        super().__init__()
+        self.layers = ModuleList(copy.deepcopy(decoder_layer) for _ in range(num_layers))
+        self.num_layers, self.norm = num_layers, norm
+
+    def forward(self, tgt: Tensor, memory: Tensor, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
+                memory_key_padding_mask=None, tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
+        x = tgt
+        for layer in self.layers:
+            x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                      tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
+                      tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
+        return x if self.norm is None else self.norm(x)
+
+
+class Transformer(Module):
+    """The encoder–decoder of "Attention Is All You Need"; weights with >1 dim get Xavier-uniform init."""
+
+    def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6,
+                 num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
+                 activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
+                 norm_first: bool = True, bias: bool = True) -> None:
+        super().__init__()
+        enc = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                                      batch_first, norm_first, bias)
+        dec = TransformerDecoderLayer(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                                      batch_first, norm_first, bias)
+        self.encoder = TransformerEncoder(enc, num_encoder_layers, LayerNorm(d_model, layer_norm_eps))
+        self.decoder = TransformerDecoder(dec, num_decoder_layers, LayerNorm(d_model, layer_norm_eps))
+        self.d_model, self.nhead, self.batch_first = d_model, nhead, batch_first
+        for p in self.parameters():
+            if p.ndim > 1:
+                init.xavier_uniform_(p)
+
+    def forward(self, src: Tensor, tgt: Tensor, src_mask=None, tgt_mask=None, memory_mask=None,
+                src_key_padding_mask=None, tgt_key_padding_mask=None, memory_key_padding_mask=None,
+                src_is_causal: bool = False, tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
+        bdim = 0 if self.batch_first else 1
+        if src.shape[bdim] != tgt.shape[bdim]:
+            raise ValueError(f"Transformer: src {tuple(src.shape)} and tgt {tuple(tgt.shape)} differ in batch size")
+        if src.shape[-1] != self.d_model or tgt.shape[-1] != self.d_model:
+            raise ValueError(f"Transformer(d_model={self.d_model}) got src {tuple(src.shape)}, tgt {tuple(tgt.shape)}")
+        memory = self.encoder(src, mask=src_mask, src_key_padding_mask=src_key_padding_mask, is_causal=src_is_causal)
+        return self.decoder(tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                            tgt_key_padding_mask=tgt_key_padding_mask,
+                            memory_key_padding_mask=memory_key_padding_mask, tgt_is_causal=tgt_is_causal,
+                            memory_is_causal=memory_is_causal)
+
+    @staticmethod
+    def generate_square_subsequent_mask(sz: int, dtype=None) -> Tensor:
+        """A float (sz, sz) mask: 0 on and below the diagonal, −inf above (future positions)."""
+        m = np.triu(np.full((sz, sz), -np.inf, np.float32), k=1)
+        return Tensor._wrap(m if dtype is None else m.astype(np.dtype(getattr(dtype, "np", dtype))))
