@@ -17,6 +17,8 @@ _Number = (numbers.Number, np.generic)
 
 def _other(a: Tensor, b):
     """Validate the second operand of a binary op: a Tensor, a number, or a bool/number array."""
+    if isinstance(b, np.generic):
+        return b.item()  # a NumPy scalar acts as a Python number: np.float64 must not promote float32 tensors
     if isinstance(b, Tensor) or isinstance(b, _Number):
         return b
     if isinstance(b, (list, tuple, np.ndarray)):
@@ -48,15 +50,17 @@ Tensor.__pos__ = lambda a: a
 
 
 def pow(a: Tensor, p) -> Tensor:
+    p = _other(a, p)
     if isinstance(p, _Number):
         return E.PowScalar.apply(a, p)
-    return E.Pow.apply(a, _other(a, p))
+    return E.Pow.apply(a, p)
 
 
 def __rpow__(a: Tensor, c):
+    c = _other(a, c)
     if isinstance(c, _Number):
         return E.RPowScalar.apply(a, c)
-    return E.Pow.apply(_other(a, c), a)
+    return E.Pow.apply(c, a)
 
 
 Tensor.__pow__ = Tensor.pow = pow
@@ -137,6 +141,7 @@ Tensor.gelu = gelu
 def clamp(a: Tensor, min=None, max=None) -> Tensor:
     if min is None and max is None:
         raise ValueError("clamp: at least one of min and max must be given")
+    min, max = (v.item() if isinstance(v, np.generic) else v for v in (min, max))
     return E.Clamp.apply(a, min, max)
 
 
