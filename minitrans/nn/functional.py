@@ -95,8 +95,10 @@ def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int 
                          f"got {tuple(target.shape)}")
     C = input.shape[1]
     t = target._data
-    bad = (t != ignore_index) & ((t < 0) | (t >= C))
-    if bad.any():
+    # On cuda the range check would need a device->host read inside every training step, so
+    # it is skipped there: the CUDA kernel gives a NaN loss for an out-of-range target instead.
+    bad = (t != ignore_index) & ((t < 0) | (t >= C)) if input.device.type == "cpu" else None
+    if bad is not None and bad.any():
         raise IndexError(f"cross_entropy: target values must be in [0, {C}) or ignore_index={ignore_index}; "
                          f"found {int(t[bad].reshape(-1)[0])}")
     if input.ndim > 2:  # move the class dim last: (N, d1, ..., C)
@@ -108,14 +110,19 @@ def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int 
 
 def nll_loss(input: Tensor, target: Tensor, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
     """−input[i, target[i]] averaged; ``input`` holds log-probabilities."""
+    xp = input.device.backend
     t = target._data
     keep = t != ignore_index
-    picked = input[np.arange(t.shape[0]), np.where(keep, t, 0)] * Tensor._wrap(keep.astype(input._data.dtype),
+    picked = input[xp.arange(t.shape[0]), xp.where(keep, t, 0)] * Tensor._wrap(keep.astype(input._data.dtype),
                                                                                 input.device)
     if reduction == "none":
         return -picked
     total = -picked.sum()
-    return total if reduction == "sum" else total / float(keep.sum())
+    if reduction == "sum":
+        return total
+    if input.device.type == "cpu":
+        return total / float(keep.sum())
+    return total / Tensor._wrap(keep.sum().astype(input._data.dtype), input.device)  # no host read
 
 
 def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
@@ -136,7 +143,9 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
         raise TypeError(f"embedding: indices must be int64, got dtype {input.dtype}")
     n = weight.shape[0]
     idx = input._data
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+    # cuda: no range check (it would read the indices' min/max back to the host every step);
+    # the gather kernel returns zero rows for out-of-range indices and the backward skips them.
+    if input.device.type == "cpu" and idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise IndexError(f"embedding: index out of range: indices must be in [0, {n}), got "
                          f"min {int(idx.min())}, max {int(idx.max())}")
     return N.Embedding.apply(weight, idx, padding_idx)
@@ -150,10 +159,14 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         return input
     if p == 1.0:
         return input * 0.0
-    keep = generator().random(input.shape) >= p
-    mask = (keep / (1.0 - p)).astype(input._data.dtype)
-    if input.device.type != "cpu":
-        mask = input.device.backend.from_numpy(mask)
+    if input.device.type == "cpu":
+        keep = generator().random(input.shape) >= p
+        mask = (keep / (1.0 - p)).astype(input._data.dtype)
+    else:
+        # drawn on the device: a counter-based hash of (seed, element index), the seed one
+        # 63-bit draw of the global generator (so manual_seed fixes it; the stream differs from CPU's)
+        seed = int(generator().integers(0, 2 ** 63))
+        mask = input.device.backend.dropout_mask(input.shape, p, seed, input._data.dtype)
     return E.Mul.apply(input, mask)
 
 
@@ -218,6 +231,10 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         except ValueError:
             raise ValueError(f"scaled_dot_product_attention: attn_mask of shape {tuple(attn_mask.shape)} does not "
                              f"broadcast to the score shape {full}") from None
+    if attn_mask is not None and attn_mask.requires_grad:
+        # the fused kernels treat the mask as a constant; a float mask that needs a gradient
+        # (a learned bias) goes through the composed ops, which differentiate it
+        return attention_reference(query, key, value, attn_mask, is_causal, scale, dropout_p)
     if not fused or dropout_p > 0.0:
         return attention_reference(query, key, value, bias, is_causal, scale, dropout_p)
     B = int(np.prod(lead, dtype=np.int64))
@@ -266,7 +283,10 @@ def masked_softmax(scores: Tensor, bias=None, is_causal: bool = False) -> Tensor
     if bias is not None:
         b = bias._data if isinstance(bias, Tensor) else bias
         finite = xp.isfinite(b)
-        scores = scores + Tensor._wrap(xp.where(finite, b, 0).astype(scores._data.dtype), scores.device)
+        if isinstance(bias, Tensor) and bias.requires_grad:   # a learnable additive mask: keep it in the graph
+            scores = scores + bias.masked_fill(Tensor._wrap(~finite, scores.device), 0.0)
+        else:
+            scores = scores + Tensor._wrap(xp.where(finite, b, 0).astype(scores._data.dtype), scores.device)
         neg = xp.broadcast_to(~finite, scores.shape)
     if is_causal:
         causal = xp.broadcast_to(xp.arange(Tk)[None, :] > xp.arange(Tq)[:, None], scores.shape)

@@ -1,0 +1,49 @@
+"""Adam / AdamW step, in place on flat (1-D) device buffers, PyTorch's formulas.
+
+Launch shape: 1-D grid-stride loop, ``THREADS`` threads per block,
+``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks. Memory plan: each element of param, grad,
+exp_avg, exp_avg_sq read once and param / exp_avg / exp_avg_sq written once; the bias
+corrections are computed on the host and passed as scalars.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import cuda
+
+from ._util import cdiv
+
+THREADS = 256
+MAX_BLOCKS = 4096
+
+
+@cuda.jit
+def _adam_kernel(p, g, m, v, lr, b1, b2, eps, wd, bc1, sqrt_bc2, decoupled):
+    i = cuda.grid(1)
+    while i < p.size:
+        gi = g[i]
+        pi = p[i]
+        if decoupled:
+            pi = pi * (1.0 - lr * wd)
+        else:
+            gi = gi + wd * pi
+        mi = b1 * m[i] + (1.0 - b1) * gi
+        vi = b2 * v[i] + (1.0 - b2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - (lr / bc1) * mi / (math.sqrt(vi) / sqrt_bc2 + eps)
+        i += cuda.gridsize(1)
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, lr: float, beta1: float, beta2: float,
+              eps: float, weight_decay: float, step: int, decoupled: bool) -> None:
+    """One Adam (decoupled=False) or AdamW (decoupled=True) step, in place."""
+    n = param.size
+    if n == 0:
+        return
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    grid = max(1, min(cdiv(n, THREADS), MAX_BLOCKS))
+    _adam_kernel[grid, THREADS](param, grad, exp_avg, exp_avg_sq, float(lr), float(beta1),
+                                float(beta2), float(eps), float(weight_decay), bc1,
+                                math.sqrt(bc2), bool(decoupled))

@@ -1,0 +1,283 @@
+"""Array-plumbing kernels for the CUDA array backend: fill, arange, strided copy, logical
+maps, advanced-index gather / scatter, and the dropout mask.
+
+Launch shape (all): 1-D grid-stride loop, ``THREADS`` threads per block,
+``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks; thread ``i`` handles elements
+``i, i + gridsize, ...`` of the (C-ordered) iteration space.
+Memory plan: like ``elementwise``, every strided operand is a flat view of its memory
+plus per-dim element strides (``_util.flat_view``; 0 on broadcast dims), shapes and
+strides are by-value int64 tuples padded to ``MAX_DIMS``; each cell is read once and
+written once. No shared memory.
+
+Advanced indexing (``a[idx_0, ..., idx_k]`` with int index arrays) is split in two:
+``index_linear`` folds each (broadcast) index array into one int64 array ``lin`` of
+element offsets (negative indices wrap, an out-of-range index marks the cell ``-1``);
+``gather`` then reads ``x[offset_of(i, shape, xs) + lin[offset_of(i, shape, ls)]]``
+(0 where ``lin < 0``), and ``scatter`` writes / atomically adds into the same place
+(cells with ``lin < 0`` are skipped). ``scatter(..., accumulate=True)`` uses
+``cuda.atomic.add``: repeated indices are summed in a hardware-dependent order, so
+float results are not bit-deterministic.
+
+``dropout_mask`` is counter-based: cell ``i`` keeps its value iff
+``hash32(i, seed) / 2**32 >= p`` (two rounds of the murmur3 32-bit finaliser), so a
+mask depends only on (seed, shape, p) — no RNG state lives on the device. All hash
+arithmetic stays below 2**64 with explicit 32-bit masks, so the simulator (Python
+ints) and the GPU (64-bit ints) compute the same bits.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+from numba import cuda
+
+from ._util import broadcast_strides, cdiv, flat_view, offset_of, pad
+
+THREADS = 256
+MAX_BLOCKS = 4096
+M32 = 0xFFFFFFFF
+
+
+def _launch(n: int) -> tuple[int, int]:
+    return max(1, min(cdiv(n, THREADS), MAX_BLOCKS)), THREADS
+
+
+def _n(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _operand(x, shape):
+    flat, st = flat_view(x)
+    return flat, pad(broadcast_strides(tuple(x.shape), st, tuple(shape)))
+
+
+# ------------------------------------------------------------------ fill / arange / copy
+@cuda.jit
+def _fill_kernel(out, value, n):
+    i = cuda.grid(1)
+    while i < n:
+        out[i] = value
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _arange_kernel(out, start, step, n):
+    i = cuda.grid(1)
+    while i < n:
+        out[i] = start + i * step
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _copy_kernel(dst, src, n, shape, ds, ss):
+    i = cuda.grid(1)
+    while i < n:
+        dst[offset_of(i, shape, ds)] = src[offset_of(i, shape, ss)]
+        i += cuda.gridsize(1)
+
+
+def full(shape, value, dtype):
+    """A new C-contiguous device array of ``shape`` filled with ``value`` (on the device)."""
+    out = cuda.device_array(tuple(shape), dtype=dtype)
+    n = _n(out.shape)
+    if n:
+        _fill_kernel[_launch(n)](out.reshape(n), np.dtype(dtype).type(value), n)
+    return out
+
+
+def arange(n: int, start, step, dtype):
+    """``start + step * [0, n)`` as a new 1-D device array of ``dtype``."""
+    out = cuda.device_array((int(n),), dtype=dtype)
+    if n:
+        t = np.dtype(dtype).type
+        _arange_kernel[_launch(n)](out, t(start), t(step), int(n))
+    return out
+
+
+def copy_into(dst, src):
+    """``dst[...] = src`` (broadcast): ``dst`` is any non-negative strided view, written in place.
+
+    ``dst`` must not overlap itself (no zero strides) nor ``src``.
+    """
+    shape = tuple(dst.shape)
+    n = _n(shape)
+    if n:
+        df, ds = flat_view(dst)
+        sf, ss = _operand(src, shape)
+        _copy_kernel[_launch(n)](df, sf, n, pad(shape, 1), pad(ds), ss)
+    return dst
+
+
+# ------------------------------------------------------------------ logical maps (bool out)
+LOGICAL_UNARY = {
+    "not": cuda.jit(device=True)(lambda x: not x),
+    "isfinite": cuda.jit(device=True)(lambda x: x == x and x != math.inf and x != -math.inf),
+}
+LOGICAL_BINARY = {
+    "and": cuda.jit(device=True)(lambda a, b: a and b),
+    "or": cuda.jit(device=True)(lambda a, b: a or b),
+    "xor": cuda.jit(device=True)(lambda a, b: a != b),
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _lmap(op):
+    f = LOGICAL_UNARY[op]
+
+    @cuda.jit
+    def k(out, x, n, shape, xs):
+        i = cuda.grid(1)
+        while i < n:
+            out[i] = f(x[offset_of(i, shape, xs)])
+            i += cuda.gridsize(1)
+
+    return k
+
+
+@functools.lru_cache(maxsize=None)
+def _lzip(op):
+    f = LOGICAL_BINARY[op]
+
+    @cuda.jit
+    def k(out, a, b, n, shape, as_, bs):
+        i = cuda.grid(1)
+        while i < n:
+            out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)])
+            i += cuda.gridsize(1)
+
+    return k
+
+
+def logical_unary(op: str, x):
+    """``not`` (of a bool array) or ``isfinite`` (of a float array) -> bool array."""
+    shape = tuple(x.shape)
+    out = cuda.device_array(shape, dtype=np.bool_)
+    n = _n(shape)
+    if n:
+        xf, xs = _operand(x, shape)
+        _lmap(op)[_launch(n)](out.reshape(n), xf, n, pad(shape, 1), xs)
+    return out
+
+
+def logical_binary(op: str, a, b):
+    """``and`` / ``or`` / ``xor`` of two bool arrays with NumPy broadcasting -> bool array."""
+    shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
+    out = cuda.device_array(shape, dtype=np.bool_)
+    n = _n(shape)
+    if n:
+        af, as_ = _operand(a, shape)
+        bf, bs = _operand(b, shape)
+        _lzip(op)[_launch(n)](out.reshape(n), af, bf, n, pad(shape, 1), as_, bs)
+    return out
+
+
+# ------------------------------------------------------------------ advanced indexing
+@cuda.jit
+def _index_linear_kernel(lin, idx, size, stride, n, shape, ids):
+    i = cuda.grid(1)
+    while i < n:
+        v = idx[offset_of(i, shape, ids)]
+        if v < 0:
+            v += size
+        if lin[i] < 0 or v < 0 or v >= size:
+            lin[i] = -1
+        else:
+            lin[i] += v * stride
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _gather_kernel(out, x, lin, n, shape, xs, ls, zero):
+    i = cuda.grid(1)
+    while i < n:
+        l = lin[offset_of(i, shape, ls)]
+        if l < 0:
+            out[i] = zero
+        else:
+            out[i] = x[offset_of(i, shape, xs) + l]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _scatter_kernel(dst, src, lin, n, shape, ds, ss, ls, accumulate):
+    i = cuda.grid(1)
+    while i < n:
+        l = lin[offset_of(i, shape, ls)]
+        if l >= 0:
+            t = offset_of(i, shape, ds) + l
+            v = src[offset_of(i, shape, ss)]
+            if accumulate:
+                cuda.atomic.add(dst, t, v)
+            else:
+                dst[t] = v
+        i += cuda.gridsize(1)
+
+
+def index_linear(lin, idx, size: int, stride: int):
+    """In place on C-contiguous int64 ``lin``: ``lin += wrap(idx) * stride`` (idx broadcast to
+    ``lin.shape``); cells whose index is outside ``[-size, size)`` (or already -1) become -1."""
+    shape = tuple(lin.shape)
+    n = _n(shape)
+    if n:
+        idf, ids = _operand(idx, shape)
+        _index_linear_kernel[_launch(n)](lin.reshape(n), idf, int(size), int(stride), n,
+                                         pad(shape, 1), ids)
+    return lin
+
+
+def gather(x_flat, lin, shape, xs, ls, dtype):
+    """out[i] = x_flat[offset_of(i, shape, xs) + lin[offset_of(i, shape, ls)]] (0 where lin < 0)."""
+    shape = tuple(shape)
+    out = cuda.device_array(shape, dtype=dtype)
+    n = _n(shape)
+    if n:
+        lf, _ = flat_view(lin)
+        _gather_kernel[_launch(n)](out.reshape(n), x_flat, lf, n, pad(shape, 1), pad(xs), pad(ls),
+                                   np.dtype(dtype).type(0))
+    return out
+
+
+def scatter(dst_flat, src, lin, shape, ds, ls, accumulate: bool):
+    """dst_flat[offset_of(i, shape, ds) + lin[...]] (+)= src[i] with src broadcast to ``shape``."""
+    shape = tuple(shape)
+    n = _n(shape)
+    if n:
+        sf, ss = _operand(src, shape)
+        lf, _ = flat_view(lin)
+        _scatter_kernel[_launch(n)](dst_flat, sf, lf, n, pad(shape, 1), pad(ds), ss, pad(ls),
+                                    bool(accumulate))
+
+
+# ------------------------------------------------------------------ dropout mask
+@cuda.jit(device=True)
+def _fmix32(h):
+    h ^= h >> 16
+    h = (h * 0x85EBCA6B) & M32
+    h ^= h >> 13
+    h = (h * 0xC2B2AE35) & M32
+    h ^= h >> 16
+    return h
+
+
+@cuda.jit
+def _dropout_kernel(out, n, seed_lo, seed_hi, p, scale):
+    i = cuda.grid(1)
+    while i < n:
+        h = _fmix32((i & M32) ^ seed_lo)
+        h = _fmix32(h ^ (((i >> 32) + seed_hi) & M32))
+        u = h * 2.3283064365386963e-10  # / 2**32
+        out[i] = scale if u >= p else 0.0
+        i += cuda.gridsize(1)
+
+
+def dropout_mask(shape, p: float, seed: int, dtype):
+    """Inverted-dropout multiplier: ``1/(1-p)`` where kept, 0 where dropped (see module doc)."""
+    shape = tuple(shape)
+    out = cuda.device_array(shape, dtype=dtype)
+    n = _n(shape)
+    if n:
+        seed = int(seed)
+        _dropout_kernel[_launch(n)](out.reshape(n), n, seed & M32, (seed >> 32) & M32, float(p),
+                                    1.0 / (1.0 - p))
+    return out

@@ -1,0 +1,93 @@
+"""Cross-entropy fused with log-softmax (ignore_index, label smoothing), forward and backward.
+
+Launch shape: one block of ``THREADS`` threads per row of the (N, C) logits (grid = N).
+Memory plan: forward does three float64 block reductions in a ``THREADS``-slot shared
+array (row max, sum of exp, sum of logits for the smoothing term), reads the row three
+times and writes two scalars per row (``loss``, ``lse``); backward reads the row once and
+writes ``dlogits`` once, p = exp(x - lse) recomputed from the saved ``lse``.
+loss[i] = (1-ls) * (lse[i] - x[i, t]) + ls * (lse[i] - mean_c x[i, c]); 0 where t == ignore_index.
+dlogits[i] = dloss[i] * (softmax(x[i]) - (1-ls) * onehot(t) - ls / C); 0 rows where ignored.
+A target outside [0, C) (other than ignore_index) is never read through: its loss is NaN
+(the CUDA backend does not validate targets on the host, see docs/kernels.md).
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+from numba import cuda
+
+from ._util import block_max, block_sum
+
+THREADS = 128  # power of two
+
+
+@functools.lru_cache(maxsize=None)
+def _kernels(threads: int):
+    @cuda.jit
+    def fwd(loss, lse, x, target, ignore_index, ls):
+        sh = cuda.shared.array(threads, numba.float64)
+        row = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        C = x.shape[1]
+        m = -math.inf
+        for j in range(tid, C, threads):
+            m = max(m, x[row, j])
+        m = block_max(sh, m, tid, threads)
+        s = 0.0
+        sx = 0.0
+        for j in range(tid, C, threads):
+            s += math.exp(x[row, j] - m)
+            sx += x[row, j]
+        s = block_sum(sh, s, tid, threads)
+        sx = block_sum(sh, sx, tid, threads)
+        if tid == 0:
+            z = m + math.log(s)
+            lse[row] = z
+            t = target[row]
+            if t == ignore_index:
+                loss[row] = 0.0
+            elif t < 0 or t >= C:  # no bounds fault: an invalid target gives a NaN loss
+                loss[row] = math.nan
+            else:
+                loss[row] = (1.0 - ls) * (z - x[row, t]) + ls * (z - sx / C)
+
+    @cuda.jit
+    def bwd(dx, x, target, lse, dloss, ignore_index, ls):
+        row = cuda.blockIdx.x
+        tid = cuda.threadIdx.x
+        C = x.shape[1]
+        t = target[row]
+        g = dloss[row]
+        z = lse[row]
+        for j in range(tid, C, threads):
+            if t == ignore_index:
+                dx[row, j] = 0.0
+            else:
+                v = math.exp(x[row, j] - z) - ls / C
+                if j == t:
+                    v -= 1.0 - ls
+                dx[row, j] = g * v
+
+    return fwd, bwd
+
+
+def cross_entropy_forward(logits, target, ignore_index: int, label_smoothing: float):
+    """(loss (N,), lse (N,)) per docs/kernels.md."""
+    N = logits.shape[0]
+    loss = cuda.device_array(N, dtype=logits.dtype)
+    lse = cuda.device_array(N, dtype=logits.dtype)
+    if N:
+        _kernels(THREADS)[0][N, THREADS](loss, lse, logits, target, int(ignore_index),
+                                        float(label_smoothing))
+    return loss, lse
+
+
+def cross_entropy_backward(logits, target, lse, dloss, ignore_index: int, label_smoothing: float):
+    """dlogits (N, C) per docs/kernels.md."""
+    dx = cuda.device_array(tuple(logits.shape), dtype=logits.dtype)
+    if logits.shape[0]:
+        _kernels(THREADS)[1][logits.shape[0], THREADS](dx, logits, target, lse, dloss,
+                                                      int(ignore_index), float(label_smoothing))
+    return dx

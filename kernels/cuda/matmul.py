@@ -1,0 +1,127 @@
+"""Batched matmul ``C = op(A) @ op(B)`` with broadcast batch dims and transpose flags.
+
+Shapes: ``a`` is (..., M, K) — or (..., K, M) with ``trans_a`` — and ``b`` is (..., K, N) —
+or (..., N, K) with ``trans_b``; batch dims broadcast as in NumPy (up to 4 of them); the
+result is a fresh C-contiguous (..., M, N) array. A transpose flag only swaps the two
+matrix strides the kernel is given, so ``Aᵀ·G`` and ``G·Bᵀ`` never materialise a copy
+(any non-negative strided view works the same way).
+
+Tiles: a block computes a ``TILE_M x TILE_N`` tile of C with
+``(TILE_M / MICRO_M) * (TILE_N / MICRO_N)`` threads (64x64 with 16x16 = 256 threads by
+default); each thread owns a ``MICRO_M x MICRO_N`` (4x4) register micro-tile.
+Launch shape: grid = (ceil(N / TILE_N), ceil(M / TILE_M), batch), 1-D block.
+Memory plan: per step of ``TILE_K`` (16) along K the block stages a TILE_K x TILE_M slab of
+A and a TILE_K x TILE_N slab of B in shared memory (2 * 16 * 64 elements = 8 KiB for
+float32), each global cell of A read ceil(N / TILE_N) times and of B ceil(M / TILE_M)
+times; every thread then does TILE_K rank-1 updates of its micro-tile from registers.
+Out-of-range rows/cols/ks are loaded as 0 and never written, so any M, N, K >= 1 work.
+Accumulation is in the result dtype.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from numba import cuda
+
+from ._util import MAX_DIMS, broadcast_strides, cdiv, flat_view, nb_dtype, offset_of, pad
+
+TILE_M = 64
+TILE_N = 64
+TILE_K = 16
+MICRO_M = 4
+MICRO_N = 4
+
+
+@functools.lru_cache(maxsize=None)
+def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
+    nbt = nb_dtype(dtype)
+    tx_n = tn // rn
+    nthreads = (tm // rm) * tx_n
+
+    @cuda.jit
+    def matmul_kernel(c, a, b, M, N, K, bshape, abst, bbst, sam, sak, sbk, sbn):
+        As = cuda.shared.array((tk, tm), nbt)
+        Bs = cuda.shared.array((tk, tn), nbt)
+        acc = cuda.local.array(rm * rn, nbt)
+        ar = cuda.local.array(rm, nbt)
+        br = cuda.local.array(rn, nbt)
+        tid = cuda.threadIdx.x
+        tx = tid % tx_n
+        ty = tid // tx_n
+        m0 = cuda.blockIdx.y * tm
+        n0 = cuda.blockIdx.x * tn
+        bz = cuda.blockIdx.z
+        aoff = offset_of(bz, bshape, abst)
+        boff = offset_of(bz, bshape, bbst)
+        for i in range(rm * rn):
+            acc[i] = 0
+        for k0 in range(0, K, tk):
+            # stage the A and B slabs (zero-padded outside the matrices)
+            for l in range(tid, tk * tm, nthreads):
+                kk = l % tk
+                mm = l // tk
+                if m0 + mm < M and k0 + kk < K:
+                    As[kk, mm] = a[aoff + (m0 + mm) * sam + (k0 + kk) * sak]
+                else:
+                    As[kk, mm] = 0
+            for l in range(tid, tk * tn, nthreads):
+                nn = l % tn
+                kk = l // tn
+                if n0 + nn < N and k0 + kk < K:
+                    Bs[kk, nn] = b[boff + (k0 + kk) * sbk + (n0 + nn) * sbn]
+                else:
+                    Bs[kk, nn] = 0
+            cuda.syncthreads()
+            for kk in range(tk):
+                for i in range(rm):
+                    ar[i] = As[kk, ty * rm + i]
+                for j in range(rn):
+                    br[j] = Bs[kk, tx * rn + j]
+                for i in range(rm):
+                    for j in range(rn):
+                        acc[i * rn + j] += ar[i] * br[j]
+            cuda.syncthreads()
+        cbase = bz * M * N
+        for i in range(rm):
+            m = m0 + ty * rm + i
+            if m < M:
+                for j in range(rn):
+                    n = n0 + tx * rn + j
+                    if n < N:
+                        c[cbase + m * N + n] = acc[i * rn + j]
+
+    return matmul_kernel, nthreads
+
+
+def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
+    """``swap(a) @ swap(b)`` where swap transposes the last two dims when its flag is set."""
+    if a.ndim < 2 or b.ndim < 2:
+        raise ValueError("matmul needs arrays of rank >= 2 (reshape vectors first)")
+    if (TILE_M % MICRO_M) or (TILE_N % MICRO_N):
+        raise ValueError("TILE_M/TILE_N must be multiples of MICRO_M/MICRO_N")
+    af, ast = flat_view(a)
+    bf, bst = flat_view(b)
+    ashape, bshape = tuple(a.shape), tuple(b.shape)  # the simulator's shape has no negative indexing
+    M, K = (ashape[-1], ashape[-2]) if trans_a else (ashape[-2], ashape[-1])
+    sam, sak = (ast[-1], ast[-2]) if trans_a else (ast[-2], ast[-1])
+    Kb, N = (bshape[-1], bshape[-2]) if trans_b else (bshape[-2], bshape[-1])
+    sbk, sbn = (bst[-1], bst[-2]) if trans_b else (bst[-2], bst[-1])
+    if K != Kb:
+        raise ValueError(f"matmul: inner dims differ ({K} vs {Kb})")
+    batch = np.broadcast_shapes(ashape[:-2], bshape[:-2])
+    if len(batch) > MAX_DIMS - 2:
+        raise ValueError("at most 4 batch dims")
+    nb = int(np.prod(batch, dtype=np.int64))
+    dtype = np.result_type(a.dtype, b.dtype)
+    c = cuda.device_array(tuple(batch) + (M, N), dtype=dtype)
+    if nb and M and N:
+        if K == 0:
+            raise ValueError("matmul with K == 0 is not supported")
+        kern, nthreads = _matmul_kernel(dtype, TILE_M, TILE_N, TILE_K, MICRO_M, MICRO_N)
+        abst = pad(broadcast_strides(ashape[:-2], ast[:-2], batch))
+        bbst = pad(broadcast_strides(bshape[:-2], bst[:-2], batch))
+        grid = (cdiv(N, TILE_N), cdiv(M, TILE_M), nb)
+        kern[grid, nthreads](c.reshape(c.size), af, bf, M, N, K, pad(batch, 1), abst, bbst,
+                             sam, sak, sbk, sbn)
+    return c

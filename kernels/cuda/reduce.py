@@ -1,0 +1,145 @@
+"""Axis reductions: sum / mean / max / min over any set of axes (keepdims), argmax over one axis.
+
+Launch shape: one block of ``THREADS`` threads per output element (grid = number of outputs).
+Memory plan: the wrapper splits the input's dims into kept dims (indexed by the block) and
+reduced dims (indexed by the thread loop), each with its own shape/stride tuple, so any
+axis set of any strided view reduces without a transpose. Thread ``t`` folds reduced
+elements ``t, t + THREADS, ...`` (each input cell read once) into a float64 register, then
+a shared-memory tree (``THREADS`` float64 slots, plus ``THREADS`` int64 slots for argmax)
+combines the block; thread 0 writes the single output. Deterministic (fixed order).
+Argmax ties resolve to the smallest index, as NumPy.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import numba
+import numpy as np
+from numba import cuda
+
+from ._util import flat_view, offset_of, pad
+
+THREADS = 128  # power of two
+
+_OPS = {"sum": 0, "mean": 0, "max": 1, "min": 2}
+
+
+@functools.lru_cache(maxsize=None)
+def _reduce_kernel(code: int, threads: int):
+    init = 0.0 if code == 0 else (-math.inf if code == 1 else math.inf)
+
+    @cuda.jit
+    def reduce_kernel(out, x, nred, scale, kshape, kstrides, rshape, rstrides):
+        sh = cuda.shared.array(threads, numba.float64)
+        tid = cuda.threadIdx.x
+        base = offset_of(cuda.blockIdx.x, kshape, kstrides)
+        acc = init
+        r = tid
+        while r < nred:
+            v = x[base + offset_of(r, rshape, rstrides)]
+            if code == 0:
+                acc += v
+            elif code == 1:
+                acc = max(acc, v)
+            else:
+                acc = min(acc, v)
+            r += threads
+        sh[tid] = acc
+        cuda.syncthreads()
+        s = threads // 2
+        while s > 0:
+            if tid < s:
+                if code == 0:
+                    sh[tid] += sh[tid + s]
+                elif code == 1:
+                    sh[tid] = max(sh[tid], sh[tid + s])
+                else:
+                    sh[tid] = min(sh[tid], sh[tid + s])
+            cuda.syncthreads()
+            s //= 2
+        if tid == 0:
+            out[cuda.blockIdx.x] = sh[0] * scale
+
+    return reduce_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _argmax_kernel(threads: int):
+    @cuda.jit
+    def argmax_kernel(out, x, nred, kshape, kstrides, rstride):
+        shv = cuda.shared.array(threads, numba.float64)
+        shi = cuda.shared.array(threads, numba.int64)
+        tid = cuda.threadIdx.x
+        base = offset_of(cuda.blockIdx.x, kshape, kstrides)
+        best = -math.inf
+        besti = nred  # sentinel: larger than any index
+        r = tid
+        while r < nred:
+            v = x[base + r * rstride]
+            if v > best or besti == nred:
+                best = v
+                besti = r
+            r += threads
+        shv[tid] = best
+        shi[tid] = besti
+        cuda.syncthreads()
+        s = threads // 2
+        while s > 0:
+            if tid < s:
+                v = shv[tid + s]
+                j = shi[tid + s]
+                if j < nred and (shi[tid] == nred or v > shv[tid] or (v == shv[tid] and j < shi[tid])):
+                    shv[tid] = v
+                    shi[tid] = j
+            cuda.syncthreads()
+            s //= 2
+        if tid == 0:
+            out[cuda.blockIdx.x] = shi[0]
+
+    return argmax_kernel
+
+
+def _norm_axes(axes, ndim):
+    if axes is None:
+        return tuple(range(ndim))
+    if isinstance(axes, int):
+        axes = (axes,)
+    return tuple(sorted({a % ndim for a in axes})) if ndim else ()
+
+
+def _split(x, axes):
+    flat, st = flat_view(x)
+    kept = [d for d in range(x.ndim) if d not in axes]
+    kshape = [x.shape[d] for d in kept]
+    rshape = [x.shape[d] for d in axes]
+    return (flat, kshape, [st[d] for d in kept], rshape, [st[d] for d in axes])
+
+
+def reduce(op: str, x, axes=None, keepdims: bool = False):
+    """``np.<op>(x, axis=axes, keepdims=keepdims)`` for op in sum, mean, max, min."""
+    axes = _norm_axes(axes, x.ndim)
+    flat, kshape, kst, rshape, rst = _split(x, axes)
+    nout = int(np.prod(kshape, dtype=np.int64))
+    nred = int(np.prod(rshape, dtype=np.int64))
+    out_shape = tuple(1 if d in axes else x.shape[d] for d in range(x.ndim)) if keepdims else tuple(kshape)
+    y = cuda.device_array(out_shape, dtype=x.dtype)
+    if nout:
+        scale = 1.0 / nred if op == "mean" else 1.0
+        kern = _reduce_kernel(_OPS[op], THREADS)
+        kern[nout, THREADS](y.reshape(nout), flat, nred, scale, pad(kshape, 1), pad(kst),
+                            pad(rshape, 1), pad(rst))
+    return y
+
+
+def argmax(x, axis: int = -1, keepdims: bool = False):
+    """``np.argmax(x, axis=axis, keepdims=keepdims)`` (int64; first maximum wins)."""
+    axis = axis % x.ndim
+    flat, kshape, kst, rshape, rst = _split(x, (axis,))
+    nout = int(np.prod(kshape, dtype=np.int64))
+    out_shape = tuple(1 if d == axis else x.shape[d] for d in range(x.ndim)) if keepdims else tuple(kshape)
+    y = cuda.device_array(out_shape, dtype=np.int64)
+    if nout:
+        _argmax_kernel(THREADS)[nout, THREADS](y.reshape(nout), flat, rshape[0], pad(kshape, 1),
+                                               pad(kst), rst[0])
+    return y

@@ -1,0 +1,326 @@
+"""CUDA kernels against their NumPy references (Numba simulator, tiny shapes, tiny tiles)."""
+import importlib
+import os
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from numba import cuda  # noqa: E402
+
+from minitrans.kernels import cuda as K  # noqa: E402
+from minitrans.kernels import reference as ref  # noqa: E402
+from minitrans.kernels.cuda import _reference_extra as xref  # noqa: E402
+
+# the package re-exports functions named like some modules (matmul, reduce): fetch modules by path
+(adam, attention, cross_entropy, elementwise, embedding, layer_norm, matmul, reduce, softmax) = (
+    importlib.import_module(f"minitrans.kernels.cuda.{m}") for m in
+    ["adam", "attention", "cross_entropy", "elementwise", "embedding", "layer_norm", "matmul",
+     "reduce", "softmax"])
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+
+# Small tiles so that tiny shapes still span several blocks and partial tiles, and the
+# simulator (one Python thread per CUDA thread) stays fast.
+SMALL_TILES = {
+    elementwise: dict(THREADS=32), embedding: dict(THREADS=32), adam: dict(THREADS=32),
+    reduce: dict(THREADS=4), softmax: dict(THREADS=8), cross_entropy: dict(THREADS=8),
+    layer_norm: dict(THREADS=8, COL_THREADS=4),
+    matmul: dict(TILE_M=8, TILE_N=8, TILE_K=4, MICRO_M=2, MICRO_N=4),
+    attention: dict(BLOCK_Q=4, BLOCK_K=4),
+}
+
+DEFAULT_TILES = {m: {k: getattr(m, k) for k in kv} for m, kv in SMALL_TILES.items()}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def small_tiles():
+    saved = {m: {k: getattr(m, k) for k in kv} for m, kv in SMALL_TILES.items()}
+    for m, kv in SMALL_TILES.items():
+        for k, v in kv.items():
+            setattr(m, k, v)
+    yield
+    for m, kv in saved.items():
+        for k, v in kv.items():
+            setattr(m, k, v)
+
+
+@pytest.fixture
+def rng(request):
+    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def host(d):
+    return d.copy_to_host()
+
+
+def close(got, want, dtype):
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+# ------------------------------------------------------------------------- elementwise
+POSITIVE = {"log", "sqrt", "reciprocal"}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (2, 3, 4), (1, 2, 1, 3, 1, 2)])
+def test_unary(rng, dtype, shape):
+    for op in K.UNARY:
+        x = rng.standard_normal(shape).astype(dtype)
+        if op in POSITIVE:
+            x = np.abs(x) + 0.1
+        close(host(K.unary(op, dev(x))), xref.unary(op, x).astype(dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_unary_strided_view(rng, dtype):
+    x = rng.standard_normal((4, 7)).astype(dtype)
+    d = dev(x)
+    close(host(K.unary("exp", d[1:, ::3])), np.exp(x[1:, ::3]), dtype)
+    close(host(K.unary("identity", d.T)), x.T.copy(), dtype)  # materialise a transpose
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sa,sb", [((3, 1, 5), (4, 1)), ((1,), (2, 3)), ((2, 3), (2, 3)), ((), (3,))])
+def test_binary_broadcast(rng, dtype, sa, sb):
+    for op in K.BINARY:
+        a = np.asarray(rng.standard_normal(sa)).astype(dtype)
+        b = np.asarray(rng.standard_normal(sb)).astype(dtype)
+        if op == "pow":
+            a = np.abs(a) + 0.5
+        if op in K.COMPARISONS:
+            b = np.where(rng.random(sb) < 0.3, np.broadcast_to(a.reshape(-1)[0], sb), b).astype(dtype)
+        got, want = host(K.binary(op, dev(a), dev(b))), xref.binary(op, a, b)
+        if op in K.COMPARISONS:
+            assert got.dtype == np.bool_ and (got == want).all(), op
+        else:
+            close(got, want.astype(dtype), dtype)
+
+
+def test_binary_mixed_dtype_and_out(rng):
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.standard_normal((4,))
+    got = K.binary("mul", dev(a), dev(b))
+    assert got.dtype == np.float64
+    close(host(got), a * b, np.float64)
+    acc = dev(a)
+    K.binary("add", acc, dev(a), out=acc)  # in-place accumulate
+    close(host(acc), 2 * a, np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_where(rng, dtype):
+    c = rng.random((3, 1, 4)) > 0.5
+    a = rng.standard_normal((2, 4)).astype(dtype)
+    b = rng.standard_normal((1,)).astype(dtype)
+    close(host(K.where(dev(c), dev(a), dev(b))), xref.where(c, a, b), dtype)
+
+
+# -------------------------------------------------------------------------- reductions
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axes", [((1,), None), ((17,), 0), ((3, 2, 5), (0, 2)),
+                                        ((2, 3, 5), -1), ((2, 1, 3), (1,)), ((4, 3), None)])
+def test_reduce(rng, dtype, shape, axes):
+    x = rng.standard_normal(shape).astype(dtype)
+    for op, keepdims in [("sum", False), ("mean", True), ("max", True), ("min", False)]:
+        got = host(K.reduce(op, dev(x), axes, keepdims))
+        close(got, xref.reduce(op, x, axes, keepdims).astype(dtype), dtype)
+
+
+def test_reduce_strided_view(rng):
+    x = rng.standard_normal((5, 6))
+    close(host(K.reduce("sum", dev(x)[:, ::2], 0)), x[:, ::2].sum(0), np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,axis", [((1,), 0), ((3, 19), 1), ((19, 3), 0), ((2, 3, 5), 1)])
+def test_argmax(rng, dtype, shape, axis):
+    x = rng.integers(-3, 3, size=shape).astype(dtype)  # many ties: first index must win
+    for keepdims in (False, True):
+        got = host(K.argmax(dev(x), axis, keepdims))
+        want = xref.argmax(x, axis, keepdims)
+        assert got.shape == want.shape and (got == want).all()
+
+
+# ------------------------------------------------------------------------------ matmul
+MATMUL_CASES = [
+    ((1, 1), (1, 1), False, False),
+    ((17, 9), (9, 11), False, False),
+    ((2, 9, 17), (9, 11), True, False),      # Aᵀ·B, B broadcast over the batch
+    ((3, 1, 5, 4), (2, 6, 4), False, True),  # A·Bᵀ, 2 batch dims broadcast
+    ((9, 3), (5, 9), True, True),
+    ((1, 20), (20, 1), False, False),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sa,sb,ta,tb", MATMUL_CASES)
+def test_matmul(rng, dtype, sa, sb, ta, tb):
+    a = rng.standard_normal(sa).astype(dtype)
+    b = rng.standard_normal(sb).astype(dtype)
+    close(host(K.matmul(dev(a), dev(b), ta, tb)), xref.matmul(a, b, ta, tb), dtype)
+
+
+def test_matmul_transposed_view(rng):
+    a = rng.standard_normal((6, 5))
+    b = rng.standard_normal((6, 7))
+    close(host(K.matmul(dev(a).T, dev(b))), a.T @ b, np.float64)
+
+
+# ------------------------------------------------------------------------ fused row ops
+ROW_SHAPES = [(1, 1), (3, 17), (5, 8)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+def test_softmax_and_log_softmax(rng, dtype, shape):
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    for name in ["softmax", "log_softmax"]:
+        fwd, bwd = getattr(K, name + "_forward"), getattr(K, name + "_backward")
+        y = fwd(dev(x))
+        close(host(y), getattr(ref, name + "_forward")(x), dtype)
+        yh = host(y)
+        close(host(bwd(dev(yh), dev(dy))), getattr(ref, name + "_backward")(yh, dy), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", ROW_SHAPES)
+@pytest.mark.parametrize("affine", [(True, True), (False, False), (True, False)])
+def test_layer_norm(rng, dtype, shape, affine):
+    N, D = shape
+    x = (rng.standard_normal(shape) + 1.0).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(D).astype(dtype) if affine[0] else None
+    b = rng.standard_normal(D).astype(dtype) if affine[1] else None
+    dw_, db_ = (dev(w) if w is not None else None), (dev(b) if b is not None else None)
+    got = K.layer_norm_forward(dev(x), dw_, db_, 1e-5)
+    want = ref.layer_norm_forward(x, w, b, 1e-5)
+    for g, e in zip(got, want):
+        close(host(g), e, dtype)
+    y, mean, rstd = want
+    got = K.layer_norm_backward(dev(dy), dev(x), dw_, dev(mean), dev(rstd))
+    want = ref.layer_norm_backward(dy, x, w, mean, rstd)
+    for g, e in zip(got, want):
+        if e is None:
+            assert g is None
+        else:
+            close(host(g), e, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (4, 13), (6, 8)])
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+def test_cross_entropy(rng, dtype, shape, ls):
+    N, C = shape
+    x = (2 * rng.standard_normal(shape)).astype(dtype)
+    t = rng.integers(0, C, size=N).astype(np.int64)
+    if N > 1:
+        t[1] = -100  # ignored
+    dloss = rng.standard_normal(N).astype(dtype)
+    loss, lse = K.cross_entropy_forward(dev(x), dev(t), -100, ls)
+    wloss, wlse = ref.cross_entropy_forward(x, t, -100, ls)
+    close(host(loss), wloss, dtype)
+    close(host(lse), wlse, dtype)
+    got = K.cross_entropy_backward(dev(x), dev(t), dev(wlse), dev(dloss), -100, ls)
+    close(host(got), ref.cross_entropy_backward(x, t, wlse, dloss, -100, ls), dtype)
+
+
+# ------------------------------------------------------------------ embedding, optimizer
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("idx_shape", [(1,), (3, 5)])
+def test_embedding(rng, dtype, idx_shape):
+    V, D = 6, 5
+    w = rng.standard_normal((V, D)).astype(dtype)
+    idx = rng.integers(0, V, size=idx_shape).astype(np.int64)  # repeats: atomics must add
+    close(host(K.embedding_forward(dev(w), dev(idx))), xref.embedding_forward(w, idx), dtype)
+    g = rng.standard_normal(idx_shape + (D,)).astype(dtype)
+    close(host(K.embedding_backward(dev(g), dev(idx), V)), xref.embedding_backward(g, idx, V), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("decoupled", [False, True])
+@pytest.mark.parametrize("n", [1, 37])
+def test_adam_step(rng, dtype, decoupled, n):
+    p, g = rng.standard_normal(n).astype(dtype), rng.standard_normal(n).astype(dtype)
+    m, v = rng.standard_normal(n).astype(dtype), rng.random(n).astype(dtype)
+    dp, dg, dm, dv = dev(p), dev(g), dev(m), dev(v)
+    args = (1e-2, 0.9, 0.999, 1e-8, 0.1, 3, decoupled)
+    K.adam_step(dp, dg, dm, dv, *args)
+    ref.adam_step(p, g, m, v, *args)
+    for d, h in [(dp, p), (dm, m), (dv, v)]:
+        close(host(d), h, dtype)
+
+
+# ---------------------------------------------------------------------------- attention
+ATTN_CASES = [  # B, Tq, Tk, d, dv, causal, bias kind
+    (1, 1, 1, 1, 1, False, None),
+    (2, 5, 7, 3, 4, False, None),
+    (2, 9, 9, 4, 4, True, None),
+    (1, 6, 10, 3, 2, True, "pad"),   # Tk > Tq, causal + key padding
+    (2, 10, 6, 2, 3, False, "pad"),  # a fully masked row in batch 1
+    (2, 5, 7, 3, 3, False, "full"),  # a dense (1, Tq, Tk) bias broadcast over the batch
+]
+
+
+def _bias(rng, kind, B, Tq, Tk, dtype):
+    if kind is None:
+        return None
+    if kind == "pad":  # (B, 1, Tk): key padding; batch 1 keeps no key -> fully masked rows
+        m = np.zeros((B, 1, Tk), dtype=dtype)
+        m[0, 0, Tk - 2:] = -np.inf
+        if B > 1:
+            m[1, 0, :] = -np.inf
+        return m
+    m = rng.standard_normal((1, Tq, Tk)).astype(dtype)
+    m[0, 1, :] = -np.inf
+    return m
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,Tq,Tk,d,dv,causal,kind", ATTN_CASES)
+def test_attention(rng, dtype, B, Tq, Tk, d, dv, causal, kind):
+    q = rng.standard_normal((B, Tq, d)).astype(dtype)
+    k = rng.standard_normal((B, Tk, d)).astype(dtype)
+    v = rng.standard_normal((B, Tk, dv)).astype(dtype)
+    do = rng.standard_normal((B, Tq, dv)).astype(dtype)
+    bias = _bias(rng, kind, B, Tq, Tk, dtype)
+    bias_view = None if bias is None else np.broadcast_to(bias, (B, Tq, Tk))
+    bias_dev = None if bias is None else dev(bias)
+    scale = 1.0 / np.sqrt(d)
+    o, lse = K.attention_forward(dev(q), dev(k), dev(v), bias_dev, causal, scale)
+    wo, wlse = ref.attention_forward(q, k, v, bias_view, causal, scale)
+    close(host(o), wo, dtype)
+    close(host(lse), wlse, dtype)  # -inf on fully masked rows compares equal
+    assert np.isfinite(host(o)).all()
+    grads = K.attention_backward(dev(q), dev(k), dev(v), dev(wo), dev(wlse), dev(do), bias_dev,
+                                 causal, scale)
+    want = ref.attention_backward(q, k, v, wo, wlse, do, bias_view, causal, scale)
+    for g, e in zip(grads, want):
+        close(host(g), e, dtype)
+
+
+def test_default_tile_sizes(rng):
+    """One launch per tiled kernel at the modules' real tile sizes (shared-memory shapes)."""
+    small = {m: {k: getattr(m, k) for k in kv} for m, kv in SMALL_TILES.items()}
+    try:
+        for m, kv in DEFAULT_TILES.items():
+            for k, v in kv.items():
+                setattr(m, k, v)
+        a, b = rng.standard_normal((3, 5)).astype(np.float32), rng.standard_normal((5, 2)).astype(np.float32)
+        close(host(K.matmul(dev(a), dev(b))), a @ b, np.float32)
+        x = rng.standard_normal((2, 3))
+        close(host(K.softmax_forward(dev(x))), ref.softmax_forward(x), np.float64)
+        q = rng.standard_normal((1, 3, 2))
+        o, lse = K.attention_forward(dev(q), dev(q), dev(q), None, True, 0.5)
+        close(host(o), ref.attention_forward(q, q, q, None, True, 0.5)[0], np.float64)
+    finally:
+        for m, kv in small.items():
+            for k, v in kv.items():
+                setattr(m, k, v)
