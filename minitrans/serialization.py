@@ -29,7 +29,8 @@ class CheckpointError(RuntimeError):
 
 def _encode(obj, arrays: dict, where: str):
     if isinstance(obj, Tensor) or isinstance(obj, np.ndarray):
-        arr = np.ascontiguousarray(obj.numpy() if isinstance(obj, Tensor) else obj)
+        arr = np.asarray(obj.numpy() if isinstance(obj, Tensor) else obj)
+        arr = np.ascontiguousarray(arr).reshape(arr.shape)  # ascontiguousarray alone turns 0-d into (1,)
         name = f"a{len(arrays)}"
         arrays[name] = arr
         return {"__array__": name, "kind": "tensor" if isinstance(obj, Tensor) else "ndarray",
@@ -113,6 +114,8 @@ def load(path, map_location=None):
         with open(path, "rb") as f:
             raw = f.read()
         files = np.load(io.BytesIO(raw), allow_pickle=False)
+        if not hasattr(files, "files"):  # a plain .npy array, not an archive
+            raise ValueError("the file holds a single array, not a checkpoint archive")
         manifest_arr = files["__manifest__"]
     except (zipfile.BadZipFile, ValueError, OSError, KeyError, EOFError) as e:
         raise CheckpointError(f"load: {path} is not a readable minitrans checkpoint (truncated or corrupted: "
@@ -121,7 +124,7 @@ def load(path, map_location=None):
         manifest = json.loads(manifest_arr.tobytes().decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise CheckpointError(f"load: {path}: the manifest is corrupted") from None
-    if manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise CheckpointError(f"load: {path} is not a minitrans checkpoint")
     if manifest.get("version") != VERSION:
         raise CheckpointError(f"load: {path} has format version {manifest.get('version')}, this minitrans reads "

@@ -266,7 +266,7 @@ def tensor(data, dtype=None, device=None, requires_grad: bool = False) -> Tensor
             arr = np.array(data)
         except ValueError as e:
             raise ValueError(f"tensor(): could not build an array from the data given ({e})") from None
-        if arr.dtype == np.float64:
+        if arr.dtype == np.float64 and dtype is None:
             arr = arr.astype(np.float32)  # Python floats become the default dtype, as in PyTorch
     if arr.dtype == object or arr.dtype.kind not in "biuf":
         raise TypeError(f"tensor(): unsupported data of NumPy dtype {arr.dtype}")

@@ -12,6 +12,13 @@ import numpy as np
 PAD, BOS, EOS = 0, 1, 2
 
 
+def _count_try(tries: int, n: int, exclude) -> int:
+    if tries > 1000 * (n + 10):
+        raise ValueError(f"could not draw {n} examples outside the held-out set of {len(exclude or ())}: "
+                         "the held-out set covers (nearly) the whole task; make it smaller")
+    return tries + 1
+
+
 @dataclass
 class ReverseTask:
     """Reverse a random token sequence: src = s, tgt = BOS + reversed(s) + EOS (PAD-padded)."""
@@ -25,8 +32,9 @@ class ReverseTask:
         return self.n_symbols + 3
 
     def sample(self, rng: np.random.Generator, n: int, exclude: set | None = None) -> list[tuple[int, ...]]:
-        out = []
+        out, tries = [], 0
         while len(out) < n:
+            tries = _count_try(tries, n, exclude)
             L = int(rng.integers(self.min_len, self.max_len + 1))
             s = tuple(int(x) for x in rng.integers(3, 3 + self.n_symbols, size=L))
             if exclude is None or s not in exclude:
@@ -73,9 +81,10 @@ class AdditionTask:
         return self.prompt_len + self.n_digits + 2  # answer digits (≤ n+1) and EOS
 
     def sample(self, rng: np.random.Generator, n: int, exclude: set | None = None) -> list[tuple[int, int]]:
-        out = []
+        out, tries = [], 0
         hi = 10 ** self.n_digits
         while len(out) < n:
+            tries = _count_try(tries, n, exclude)
             a, b = int(rng.integers(0, hi)), int(rng.integers(0, hi))
             if exclude is None or (a, b) not in exclude:
                 out.append((a, b))

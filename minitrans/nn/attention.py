@@ -80,14 +80,12 @@ class MultiheadAttention(Module):
         p_drop = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
-            out, weights = self._with_weights(q, k, v, bias, is_causal and bias is None, p_drop)
+            out, weights = self._with_weights(q, k, v, bias, is_causal, p_drop)
             if average_attn_weights:
                 weights = weights.mean(dim=1)
         else:
-            out = F.scaled_dot_product_attention(q, k, v, bias, dropout_p=p_drop,
-                                                 is_causal=is_causal and bias is None)
-        if is_causal and bias is not None and attn_mask is None:
-            raise ValueError("MultiheadAttention: is_causal with a key_padding_mask needs attn_mask as well")
+            # is_causal and a mask may come together (a causal attn_mask is then applied twice: harmless)
+            out = F.scaled_dot_product_attention(q, k, v, bias, dropout_p=p_drop, is_causal=is_causal)
         out = self.out_proj(out.transpose(1, 2).reshape(B, Tq, E))
         if not self.batch_first:
             out = out.transpose(0, 1)
@@ -105,14 +103,16 @@ class MultiheadAttention(Module):
             else:
                 raise ValueError(f"MultiheadAttention: attn_mask must be ({Tq}, {Tk}) or "
                                  f"({B * self.num_heads}, {Tq}, {Tk}), got {tuple(attn_mask.shape)}")
-            bias = m
+            bias = Tensor._wrap(m, ref.device)
+            if attn_mask.requires_grad:  # a learned float bias: keep it in the graph (as PyTorch does)
+                bias = (attn_mask if attn_mask.dtype is ref.dtype else attn_mask.astype(ref.dtype)).reshape(*m.shape)
         kp = _as_bias(key_padding_mask, dt, "key_padding_mask")
         if kp is not None:
             if kp.shape != (B, Tk):
                 raise ValueError(f"MultiheadAttention: key_padding_mask must be ({B}, {Tk}), got {tuple(kp.shape)}")
-            kp = kp.reshape(B, 1, 1, Tk)
+            kp = Tensor._wrap(kp.reshape(B, 1, 1, Tk), ref.device)
             bias = kp if bias is None else bias + kp
-        return None if bias is None else Tensor._wrap(bias, ref.device)
+        return bias
 
     @staticmethod
     def _with_weights(q, k, v, bias, is_causal, p_drop):
