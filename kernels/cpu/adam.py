@@ -1,0 +1,47 @@
+"""Adam / AdamW step, in place on flat parameter and state buffers.
+
+Parallelisation: `prange` over elements. Memory plan: reads param, grad, exp_avg,
+exp_avg_sq once and writes param, exp_avg, exp_avg_sq once; the scalar factors
+(bias corrections, step size) are folded in Python before the call.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .softmax import FASTMATH
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _adam(p, g, m, v, b1, b2, eps, wd, decay, step_size, inv_sqrt_bc2, decoupled):
+    for i in prange(p.shape[0]):
+        gi = g[i]
+        pi = p[i]
+        if decoupled:
+            pi = pi * decay
+        else:
+            gi = gi + wd * pi
+        mi = b1 * m[i] + (1.0 - b1) * gi
+        vi = b2 * v[i] + (1.0 - b2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - step_size * mi / (np.sqrt(vi) * inv_sqrt_bc2 + eps)
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay,
+              step: int, decoupled: bool) -> None:
+    arrays = (param, grad, exp_avg, exp_avg_sq)
+    for a in arrays:
+        if a.ndim != 1 or a.shape != param.shape or not a.flags.c_contiguous:
+            raise ValueError("adam_step expects 1-D C-contiguous buffers of one shape")
+        if a.dtype != param.dtype or a.dtype not in (np.float32, np.float64):
+            raise TypeError("adam_step expects float32 or float64 buffers of one dtype")
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    _adam(param, grad, exp_avg, exp_avg_sq, float(beta1), float(beta2), float(eps),
+          float(weight_decay), 1.0 - lr * weight_decay, lr / bc1, 1.0 / math.sqrt(bc2),
+          bool(decoupled))
