@@ -45,6 +45,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from numba import get_num_threads, njit, prange
 
+from .attention_small import SMALL_T, small_backward, small_forward
 from .softmax import FASTMATH, exp_inplace, row_max
 
 BLOCK_Q = 256
@@ -245,6 +246,8 @@ def _parallel(work, units: list, nthreads: int) -> None:
 def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
     _check(q, k, v, bias)
     (B, Tq, d), Tk, dv = q.shape, k.shape[1], v.shape[2]
+    if Tq <= SMALL_T and Tk <= SMALL_T:       # many short sequences: one prange kernel
+        return small_forward(q, k, v, bias, is_causal, scale)
     dt = q.dtype
     o = np.zeros((B, Tq, dv), dt)
     lse = np.empty((B, Tq), dt)
@@ -297,6 +300,8 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
         if a.shape != (B, Tq, dv) or a.dtype != dt or not a.flags.c_contiguous:
             raise ValueError("o and do must be C-contiguous (B, Tq, dv) arrays of q's dtype")
     lse = np.ascontiguousarray(lse, dt)
+    if Tq <= SMALL_T and Tk <= SMALL_T:
+        return small_backward(q, k, v, o, lse, do, bias, is_causal, scale)
     dq, dk, dvv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
     dvec = np.empty((B, Tq), dt)                 # D = rowsum(dO * O)
     if B * Tq:

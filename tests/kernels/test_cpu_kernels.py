@@ -278,10 +278,13 @@ def _make_bias(rng, kind, B, Tq, Tk):
     return bias
 
 
-@pytest.mark.parametrize("blocks", ["default", "small"])
+@pytest.mark.parametrize("blocks", ["default", "small", "short-path"])
 @pytest.mark.parametrize("dt", DTYPES)
 @pytest.mark.parametrize("case", ATTN_CASES)
 def test_attention(rng, monkeypatch, blocks, dt, case):
+    # "default"/"small": the tiled path whatever the size; "short-path": the one-kernel
+    # path for short sequences (attention_small.py) whatever the size
+    monkeypatch.setattr(cpu_attention, "SMALL_T", 10**9 if blocks == "short-path" else 0)
     if blocks == "small":                      # many ragged tiles on small shapes
         monkeypatch.setattr(cpu_attention, "BLOCK_Q", 16)
         monkeypatch.setattr(cpu_attention, "BLOCK_K", 24)
