@@ -31,6 +31,9 @@ class Seq2Seq(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        # N(0, 1/d) so that embed·√d has unit scale, like the positional encoding it is added to
+        # (with N(0, 1) the positions would be drowned by embeddings 8x larger at d = 64)
+        nn.init.normal_(self.embed.weight, 0.0, cfg.d_model ** -0.5)
         self.pos = nn.PositionalEncoding(cfg.d_model, max_len=cfg.max_len) if cfg.positional else nn.Identity()
         self.transformer = nn.Transformer(cfg.d_model, cfg.nhead, cfg.num_layers, cfg.num_layers,
                                           cfg.dim_feedforward, cfg.dropout, batch_first=True)
@@ -98,6 +101,7 @@ class DecoderLM(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        nn.init.normal_(self.embed.weight, 0.0, cfg.d_model ** -0.5)   # unit scale after ·√d, as the positions
         self.pos = nn.PositionalEncoding(cfg.d_model, max_len=cfg.max_len)
         layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.nhead, cfg.dim_feedforward, cfg.dropout,
                                            batch_first=True, norm_first=True)
