@@ -1,5 +1,12 @@
-"""Hypothesis profiles: ``ci`` (default, small) and ``long`` (``MINITRANS_LONG=1``)."""
+"""Hypothesis profiles: ``ci`` (default, small) and ``long`` (``MINITRANS_LONG=1``).
+
+The CUDA tests run in Numba's simulator unless the caller says otherwise: on a machine
+with a GPU, ``NUMBA_ENABLE_CUDASIM=0 python -m pytest tests/cuda tests/kernels`` runs them
+on the device. Set here, before anything imports numba.
+"""
 import os
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 from hypothesis import HealthCheck, settings
 
