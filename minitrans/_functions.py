@@ -9,6 +9,8 @@ from .tensor import Tensor, tensor
 
 
 def _tensors(seq, name):
+    if isinstance(seq, Tensor) or not hasattr(seq, "__iter__"):
+        raise TypeError(f"{name}: expected a sequence of tensors, got {type(seq).__name__}")
     seq = list(seq)
     if not seq:
         raise ValueError(f"{name}: expected a non-empty sequence of tensors")
@@ -17,6 +19,8 @@ def _tensors(seq, name):
             raise TypeError(f"{name}: element {i} is a {type(t).__name__}, not a Tensor")
     nd = seq[0].ndim
     for i, t in enumerate(seq):
+        if t.device != seq[0].device:
+            raise RuntimeError(f"{name}: tensor {i} is on {t.device} but tensor 0 is on {seq[0].device}")
         if t.ndim != nd:
             raise ValueError(f"{name}: tensor {i} has shape {tuple(t.shape)} but tensor 0 has shape "
                              f"{tuple(seq[0].shape)} (different number of dims)")

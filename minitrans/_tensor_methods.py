@@ -158,6 +158,8 @@ def masked_fill(a: Tensor, mask: Tensor, value) -> Tensor:
         raise RuntimeError(f"masked_fill: mask is on {mask.device} but the input is on {a.device}")
     if isinstance(value, Tensor):
         value = value.item()
+    if not isinstance(value, _Number):
+        raise TypeError(f"masked_fill: value must be a number or a 1-element Tensor, got {type(value).__name__}")
     return S.MaskedFill.apply(a, mask._data, value)
 
 
@@ -290,6 +292,9 @@ def reshape(a: Tensor, *shape) -> Tensor:
     shape = _size_args(shape)
     if shape == a.shape:
         return a
+    if shape and min(shape) < 0 and (min(shape) < -1 or shape.count(-1) > 1):
+        raise ValueError(f"reshape: invalid shape {shape} for a tensor of shape {tuple(a.shape)}: sizes must be "
+                         "non-negative, with at most one -1")
     return S.Reshape.apply(a, shape)
 
 
@@ -300,7 +305,9 @@ Tensor.view_as = Tensor.reshape_as = lambda a, other: reshape(a, other.shape)
 def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
     if a.ndim == 0:
         return reshape(a, 1)
-    s, e = start_dim % a.ndim, end_dim % a.ndim
+    s, e = _dim(start_dim, a.ndim, "flatten"), _dim(end_dim, a.ndim, "flatten")
+    if s > e:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {tuple(a.shape)}")
     return reshape(a, *a.shape[:s], -1, *a.shape[e + 1:])
 
 
@@ -317,7 +324,8 @@ def _dim(d: int, n: int, name: str) -> int:
 
 def permute(a: Tensor, *dims) -> Tensor:
     dims = _size_args(dims)
-    if len(dims) != a.ndim or sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
+    if len(dims) != a.ndim or any(not -a.ndim <= d < a.ndim for d in dims) or \
+            sorted(d % max(a.ndim, 1) for d in dims) != list(range(a.ndim)):
         raise ValueError(f"permute: dims {dims} are not a permutation of the {a.ndim} dims of shape {tuple(a.shape)}")
     return S.Permute.apply(a, tuple(d % a.ndim for d in dims))
 
@@ -391,6 +399,8 @@ Tensor.__getitem__ = __getitem__
 def split(a: Tensor, split_size, dim: int = 0):
     d = _dim(dim, a.ndim, "split")
     n = a.shape[d]
+    if isinstance(split_size, int) and split_size <= 0:
+        raise ValueError(f"split: split_size must be a positive int, got {split_size}")
     sizes = [split_size] * (n // split_size) + ([n % split_size] if n % split_size else []) \
         if isinstance(split_size, int) else list(split_size)
     if sum(sizes) != n:
@@ -406,6 +416,8 @@ def split(a: Tensor, split_size, dim: int = 0):
 
 def chunk(a: Tensor, chunks: int, dim: int = 0):
     n = a.shape[_dim(dim, a.ndim, "chunk")]
+    if not isinstance(chunks, int) or chunks <= 0:
+        raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
     return split(a, max(1, -(-n // chunks)), dim)
 
 
@@ -424,7 +436,7 @@ Tensor.matmul = matmul
 
 
 def _inplace(name, f):
-    def op(a: Tensor, *args) -> Tensor:
+    def op(a: Tensor, *args, **kwargs) -> Tensor:
         if a.requires_grad and a.is_leaf and _grad_on():
             raise RuntimeError(f"{name}: a leaf tensor that requires grad cannot be modified in place "
                                "(wrap it in `with mt.no_grad():`)")
@@ -433,7 +445,7 @@ def _inplace(name, f):
                                "use the out-of-place op")
         vals = [x._data if isinstance(x, Tensor) else x for x in args]
         try:
-            f(a._data, *vals)
+            f(a._data, *vals, **kwargs)
         except ValueError:
             raise ValueError(f"{name}: operand shapes {[tuple(getattr(v, 'shape', ())) for v in vals]} do "
                              f"not broadcast to the tensor's shape {tuple(a.shape)}") from None

@@ -70,8 +70,8 @@ class Tensor:
 
     @property
     def data(self) -> "Tensor":
-        """A tensor sharing this one's storage, outside the graph (as ``torch.Tensor.data``)."""
-        return Tensor._wrap(self._data, self._device)
+        """A tensor sharing this one's storage and version counter, outside the graph."""
+        return self.detach()
 
     @data.setter
     def data(self, value: "Tensor") -> None:
@@ -120,7 +120,11 @@ class Tensor:
         return a if dtype is None else a.astype(dtype)
 
     def detach(self) -> "Tensor":
-        return Tensor._wrap(self._data, self._device)
+        # shares the version counter (as PyTorch): an in-place change through the detached
+        # tensor is seen by any graph that saved this one
+        t = Tensor._wrap(self._data, self._device)
+        t._vc = self._vc
+        return t
 
     def detach_(self) -> "Tensor":
         self._node, self.requires_grad = None, False

@@ -1,7 +1,12 @@
 """``detect_anomaly()``: raise at the first op whose forward or backward makes NaN or Inf."""
 from __future__ import annotations
 
+import os
+import traceback
+
 from .grad_mode import STATE
+
+_PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
 class detect_anomaly:
@@ -28,9 +33,18 @@ def _bad(arr, xp) -> bool:
     return arr.dtype.kind == "f" and not bool(xp.all(xp.isfinite(arr)))
 
 
+def creation_trace(skip: int = 2) -> str:
+    """Where the op being applied was called from: the user's line first, then the recent stack."""
+    stack = traceback.extract_stack()[:-skip]  # drop this function and Function.apply (and its callees)
+    user = next((f for f in reversed(stack) if not os.path.abspath(f.filename).startswith(_PKG)), None)
+    head = f"  {user.filename}:{user.lineno} in {user.name}: {user.line}\n" if user else ""
+    return head + "".join(traceback.format_list(stack[-12:]))
+
+
 def check_forward(name: str, out, xp) -> None:
     if _bad(out, xp):
-        raise RuntimeError(f"detect_anomaly: function '{name}' returned NaN or Inf values in its forward output")
+        raise RuntimeError(f"detect_anomaly: function '{name}' returned NaN or Inf values in its forward output. "
+                           f"The op was called at:\n{creation_trace(3)}")
 
 
 def check_backward(node, grads) -> None:

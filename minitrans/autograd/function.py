@@ -6,8 +6,6 @@ checks devices, runs ``forward`` and records the node when a gradient is needed.
 """
 from __future__ import annotations
 
-import traceback
-
 from ..tensor import Tensor
 from .grad_mode import STATE
 
@@ -92,13 +90,15 @@ class Function:
             saved = ctx.saved
             ctx._versions = None
             if saved:
-                vs = [(a._vc, a._vc[0]) for a in args if isinstance(a, Tensor) and any(s is a._data for s in saved)]
+                vs = [(a._vc, a._vc[0]) for a in args if isinstance(a, Tensor) and _shares(a._data, saved)]
                 if any(s is out for s in saved):
                     vs.append((t._vc, 0))
                 if vs:
                     ctx._versions = vs
             if STATE.anomaly:
-                ctx._trace = "".join(traceback.format_stack(limit=12)[:-2])
+                from .anomaly import creation_trace
+
+                ctx._trace = creation_trace()
             t._node = ctx
         if STATE.anomaly:
             from .anomaly import check_forward
@@ -108,3 +108,17 @@ class Function:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__}Backward>"
+
+
+def _shares(data, saved) -> bool:
+    """True when a saved array is ``data`` or a view of its storage (a fused op may save a
+    reshaped input, e.g. Linear's (N, in) view of x or LayerNorm's flat weight), so that an
+    in-place change of the input is still caught. A saved copy shares nothing and needs no check."""
+    owner = getattr(data, "base", None)
+    for s in saved:
+        if s is data:
+            return True
+        b = getattr(s, "base", None)
+        if b is not None and (b is data or b is owner):
+            return True
+    return False

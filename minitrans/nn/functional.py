@@ -45,8 +45,16 @@ def sigmoid(input: Tensor) -> Tensor:
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """input·weightᵀ + bias (weight: (out_features, in_features))."""
     _need_float(input, "linear")
+    _need_float(weight, "linear", "weight")
     if input.ndim == 0:
         raise ValueError("linear: input must have at least 1 dimension")
+    if weight.ndim != 2:
+        raise ValueError(f"linear: weight must be 2-D (out_features, in_features), got shape {tuple(weight.shape)}")
+    if bias is not None:
+        _need_float(bias, "linear", "bias")
+        if tuple(bias.shape) != (weight.shape[0],):
+            raise ValueError(f"linear: bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},) for weight "
+                             f"of shape {tuple(weight.shape)}")
     if input.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but "
                          f"weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
@@ -56,6 +64,8 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
 def _dim_arg(input: Tensor, dim, name: str) -> int:
     if dim is None:
         raise TypeError(f"{name}: pass dim explicitly (implicit dim is deprecated in PyTorch)")
+    if not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{name}: dim must be an int, got {type(dim).__name__}")
     n = max(input.ndim, 1)
     if not -n <= dim < n:
         raise IndexError(f"{name}: dim {dim} is out of range for a tensor of shape {tuple(input.shape)}")
@@ -85,6 +95,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int 
         raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
     if target.dtype is not _dtype.int64:
         raise TypeError(f"cross_entropy: target must be int64 class indices, got dtype {target.dtype}")
+    if target.device != input.device:
+        raise RuntimeError(f"cross_entropy: target is on {target.device} but input is on {input.device}")
     if input.ndim == 1:
         input, target = input.unsqueeze(0), target.reshape(1)
     if input.ndim < 2:
@@ -132,6 +144,8 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
     if tuple(input.shape[input.ndim - len(ns):]) != ns or len(ns) > input.ndim:
         raise ValueError(f"layer_norm: input of shape {tuple(input.shape)} does not end in normalized_shape {ns}")
     for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None:
+            _need_float(p, "layer_norm", name)
         if p is not None and tuple(p.shape) != ns:
             raise ValueError(f"layer_norm: {name} has shape {tuple(p.shape)}, expected {ns}")
     return N.LayerNorm.apply(input, weight, bias, len(ns), float(eps))
@@ -139,8 +153,14 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
 
 def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> Tensor:
     _need_tensor(input, "embedding")
+    _need_tensor(weight, "embedding", "weight")
     if input.dtype is not _dtype.int64:
         raise TypeError(f"embedding: indices must be int64, got dtype {input.dtype}")
+    if weight.ndim != 2:
+        raise ValueError(f"embedding: weight must be 2-D (num_embeddings, embedding_dim), got shape "
+                         f"{tuple(weight.shape)}")
+    if input.device != weight.device:
+        raise RuntimeError(f"embedding: indices are on {input.device} but weight is on {weight.device}")
     n = weight.shape[0]
     idx = input._data
     # cuda: no range check (it would read the indices' min/max back to the host every step);

@@ -17,6 +17,13 @@ def _bcast(name, a, b, xp, f):
         return f(a, b)
     except ValueError:
         raise ValueError(f"{name}: shapes {_shape(a)} and {_shape(b)} cannot be broadcast together") from None
+    except TypeError:  # e.g. NumPy refuses bool - bool
+        raise TypeError(f"{name}: not supported for operands of dtype {_dtype_of(a)} and {_dtype_of(b)}") from None
+
+
+def _dtype_of(a):
+    d = getattr(a, "dtype", None)
+    return type(a).__name__ if d is None else d
 
 
 class Add(Function):

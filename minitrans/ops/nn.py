@@ -25,40 +25,36 @@ def _rows(xp, a, dim):
     return a2, back
 
 
-class Softmax(Function):
+class _RowKernel(Function):
+    """A fused row op along ``dim``: forward saves its output y, backward needs only y and g."""
+
+    fwd = bwd = ""
+
+    @classmethod
+    def forward(cls, ctx, a, dim):
+        a2, back = _rows(ctx.xp, a, dim)
+        y = getattr(ctx.xp, cls.fwd)(a2)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return back(y)
+
+    @classmethod
+    def backward(cls, ctx, g):
+        (y,) = ctx.saved_arrays
+        g2, back = _rows(ctx.xp, g, ctx.dim)
+        return back(getattr(ctx.xp, cls.bwd)(y, g2)), None
+
+
+class Softmax(_RowKernel):
     """exp(a - max) / sum(exp(a - max)) along ``dim``; da = y ⊙ (g − Σ g⊙y)"""
 
-    @staticmethod
-    def forward(ctx, a, dim):
-        a2, back = _rows(ctx.xp, a, dim)
-        y = ctx.xp.softmax_forward(a2)
-        ctx.save_for_backward(y)
-        ctx.dim = dim
-        return back(y)
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_arrays
-        g2, back = _rows(ctx.xp, g, ctx.dim)
-        return back(ctx.xp.softmax_backward(y, g2)), None
+    fwd, bwd = "softmax_forward", "softmax_backward"
 
 
-class LogSoftmax(Function):
+class LogSoftmax(_RowKernel):
     """a - max - log Σ exp(a - max) along ``dim``; da = g − exp(y)·Σ g"""
 
-    @staticmethod
-    def forward(ctx, a, dim):
-        a2, back = _rows(ctx.xp, a, dim)
-        y = ctx.xp.log_softmax_forward(a2)
-        ctx.save_for_backward(y)
-        ctx.dim = dim
-        return back(y)
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_arrays
-        g2, back = _rows(ctx.xp, g, ctx.dim)
-        return back(ctx.xp.log_softmax_backward(y, g2)), None
+    fwd, bwd = "log_softmax_forward", "log_softmax_backward"
 
 
 class CrossEntropy(Function):

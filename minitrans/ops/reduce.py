@@ -1,6 +1,8 @@
 """Reductions along any axes with keepdim: sum (primitive), amax/amin (primitive), the rest composed."""
 from __future__ import annotations
 
+from numbers import Integral
+
 from ..autograd.function import Function
 
 
@@ -8,7 +10,14 @@ def normalize_axes(axis, ndim: int, name: str):
     """Validate ``axis`` (None, int or sequence) against ``ndim``; return a sorted tuple or None."""
     if axis is None:
         return None
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if isinstance(axis, int):
+        axes = (axis,)
+    elif isinstance(axis, Integral):  # a NumPy integer
+        axes = (int(axis),)
+    elif isinstance(axis, (tuple, list)):
+        axes = tuple(int(a) if isinstance(a, Integral) else a for a in axis)
+    else:
+        raise TypeError(f"{name}: dim must be an int or a tuple of ints, got {axis!r}")
     out = []
     for a in axes:
         if not isinstance(a, int):

@@ -4,7 +4,21 @@ from __future__ import annotations
 from ..autograd.function import Function
 
 
-class Reshape(Function):
+class _View(Function):
+    """An op whose output may be a view of its input's storage: when it is, the two share one
+    version counter (as in PyTorch), so an in-place change through either is seen by every
+    node that saved the other."""
+
+    @classmethod
+    def apply(cls, a, *args, **kwargs):
+        t = super().apply(a, *args, **kwargs)
+        b = getattr(t._data, "base", None)
+        if b is not None and (b is a._data or b is getattr(a._data, "base", None)):
+            t._vc = a._vc
+        return t
+
+
+class Reshape(_View):
     """a viewed with another shape (same number of elements)"""
 
     @staticmethod
@@ -21,7 +35,7 @@ class Reshape(Function):
         return g.reshape(ctx.shape), None
 
 
-class Permute(Function):
+class Permute(_View):
     """a with its axes reordered"""
 
     @staticmethod
@@ -37,7 +51,7 @@ class Permute(Function):
         return g.transpose(inv), None
 
 
-class Expand(Function):
+class Expand(_View):
     """a broadcast to a larger shape (a view; the engine sums the gradient back)"""
 
     @staticmethod
@@ -58,7 +72,7 @@ def _is_basic(idx) -> bool:
     return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
 
 
-class GetItem(Function):
+class GetItem(_View):
     """a[idx]; backward scatter-adds, so repeated integer indices accumulate"""
 
     @staticmethod

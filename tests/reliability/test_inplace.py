@@ -1,0 +1,205 @@
+"""In-place safety: every in-place write bumps the tensor's version counter, and a backward
+that needs a tensor changed since it was saved raises instead of giving a wrong gradient
+(including an optimizer step between forward and backward, and the fused ops that save a
+reshaped view of their input or weight)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minitrans as mt
+import minitrans.nn as nn
+import minitrans.nn.functional as F
+
+
+def leaf(*shape):
+    return mt.randn(*shape, requires_grad=True)
+
+
+# ----------------------------------------------------------------------------- version counter
+@pytest.mark.parametrize("op", [
+    lambda t: t.add_(1.0), lambda t: t.add_(mt.ones(3), alpha=2.0), lambda t: t.sub_(1.0),
+    lambda t: t.mul_(2.0), lambda t: t.div_(2.0), lambda t: t.zero_(), lambda t: t.fill_(3.0),
+    lambda t: t.copy_(mt.ones(3)), lambda t: t.clamp_(0.0, 1.0),
+], ids=["add_", "add_alpha", "sub_", "mul_", "div_", "zero_", "fill_", "copy_", "clamp_"])
+def test_every_in_place_op_bumps_the_version(op):
+    t = mt.randn(3)
+    v = t._vc[0]
+    assert op(t) is t
+    assert t._vc[0] == v + 1
+
+
+def test_failed_in_place_op_does_not_bump_the_version():
+    t = mt.randn(3)
+    with pytest.raises(ValueError):
+        t.add_(mt.ones(4))
+    assert t._vc[0] == 0
+
+
+@pytest.mark.parametrize("make_opt", [lambda ps: mt.optim.SGD(ps, lr=0.1),
+                                      lambda ps: mt.optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=0.1),
+                                      lambda ps: mt.optim.Adam(ps, lr=0.1),
+                                      lambda ps: mt.optim.AdamW(ps, lr=0.1)],
+                         ids=["sgd", "sgd_momentum", "adam", "adamw"])
+def test_optimizer_step_bumps_the_version_of_updated_parameters_only(make_opt):
+    a, b = leaf(2, 3), leaf(3)
+    opt = make_opt([a, b])
+    (a * 2.0).sum().backward()                    # b gets no gradient, so the step leaves it alone
+    opt.step()
+    assert a._vc[0] == 1 and b._vc[0] == 0
+
+
+def test_detach_and_data_share_the_version_counter():
+    w = leaf(3)
+    w.detach().mul_(2.0)
+    assert w._vc[0] == 1
+    w.data.add_(1.0)
+    assert w._vc[0] == 2
+
+
+# ----------------------------------------------------------------------------- saved tensors
+def _raises_in_place(loss, *leaves):
+    with pytest.raises(RuntimeError, match="modified by an in-place operation"):
+        loss.backward()
+    for t in leaves:
+        assert t.grad is None, "a gradient was written before the error"
+
+
+CASES = {
+    # name: (build(x) -> output, which tensor to modify in place)
+    "mul_input": (lambda x, c: x * c, "c"),
+    "div_input": (lambda x, c: x / c, "c"),
+    "matmul": (lambda x, c: x @ c.reshape(3, 1), None),   # c's reshape is a view node; modify c's source
+    "exp_output": (lambda x, c: x.exp(), "out"),
+    "sigmoid_output": (lambda x, c: x.sigmoid(), "out"),
+}
+
+
+@pytest.mark.parametrize("name", ["mul_input", "div_input", "exp_output", "sigmoid_output"])
+def test_modified_saved_tensor_raises(name):
+    build, which = CASES[name]
+    x, c = leaf(4, 3), mt.randn(4, 3) + 3.0
+    out = build(x, c)
+    with mt.no_grad():
+        (c if which == "c" else out).mul_(2.0)
+    _raises_in_place(out.sum(), x)
+
+
+def test_matmul_operand_changed_in_place_raises():
+    x, w = leaf(4, 3), mt.randn(3, 2)
+    y = x @ w
+    w.add_(1.0)
+    _raises_in_place(y.sum(), x)
+
+
+def test_linear_input_and_weight_changed_in_place_raise():
+    """Linear saves an (N, in) *view* of x: the change must still be seen through the view."""
+    w, x = leaf(4, 3), mt.randn(2, 5, 3)
+    y = F.linear(x, w)
+    x.add_(1.0)
+    _raises_in_place(y.sum(), w)
+    w2, x2 = leaf(4, 3), leaf(2, 3)
+    y2 = F.linear(x2, w2)
+    with mt.no_grad():
+        w2.mul_(0.5)
+    _raises_in_place(y2.sum(), w2, x2)
+
+
+def test_layer_norm_weight_and_input_changed_in_place_raise():
+    """LayerNorm saves its weight flattened and its input as a (rows, D) view."""
+    ln = nn.LayerNorm(3)
+    x = leaf(2, 3)
+    y = ln(x)
+    with mt.no_grad():
+        ln.weight.mul_(2.0)
+    _raises_in_place(y.sum(), x, ln.weight)
+    x2 = mt.randn(4, 3)
+    y2 = ln(x2)
+    x2.mul_(2.0)
+    _raises_in_place(y2.sum(), ln.weight)
+
+
+def test_attention_inputs_changed_in_place_raise():
+    q, k, v = mt.randn(1, 4, 8), mt.randn(1, 4, 8), leaf(1, 4, 8)
+    o = F.scaled_dot_product_attention(q, k, v)
+    k.add_(1.0)
+    _raises_in_place(o.sum(), v)
+
+
+def test_cross_entropy_logits_changed_in_place_raise():
+    w = leaf(3, 5)
+    logits = w * 1.0
+    loss = F.cross_entropy(logits, mt.tensor([0, 1, 4]))
+    with mt.no_grad():
+        logits.add_(1.0)
+    _raises_in_place(loss, w)
+
+
+def test_unsaved_or_copied_inputs_may_change():
+    """No false alarms: Add saves nothing, and a transposed input reaches LayerNorm as a copy."""
+    w, c = leaf(3), mt.randn(3)
+    y = w + c
+    c.add_(1.0)
+    y.sum().backward()
+    np.testing.assert_array_equal(w.grad.numpy(), 1.0)
+    ln = nn.LayerNorm(2)
+    x = mt.randn(2, 3)
+    y = ln(x.transpose(0, 1))
+    x.mul_(2.0)                 # the transposed view is a different tensor; its data was copied
+    y.sum().backward()
+    assert ln.weight.grad is not None
+
+
+# ----------------------------------------------------------------------------- optimizer between forward and backward
+def _model(kind):
+    mt.manual_seed(0)
+    if kind == "linear":
+        return nn.Linear(3, 4), lambda m: m(mt.randn(5, 3)).sum()
+    if kind == "mlp":
+        net = nn.Sequential(nn.Linear(3, 8), nn.GELU(), nn.LayerNorm(8), nn.Linear(8, 2))
+        return net, lambda m: F.cross_entropy(m(mt.randn(5, 3)), mt.tensor([0, 1, 1, 0, 1]))
+    if kind == "layernorm":
+        return nn.LayerNorm(4), lambda m: (m(mt.randn(3, 4)) * mt.randn(3, 4)).sum()
+    if kind == "encoder":
+        layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+        return layer, lambda m: m(mt.randn(2, 3, 8)).square().sum()
+    raise AssertionError(kind)
+
+
+@pytest.mark.parametrize("kind", ["linear", "mlp", "layernorm", "encoder"])
+@pytest.mark.parametrize("opt_name", ["sgd", "adam", "adamw"])
+def test_optimizer_step_between_forward_and_backward_raises(kind, opt_name):
+    model, loss_fn = _model(kind)
+    opt = {"sgd": mt.optim.SGD, "adam": mt.optim.Adam, "adamw": mt.optim.AdamW}[opt_name](model.parameters(), lr=0.1)
+    loss_fn(model).backward()              # every parameter now has a .grad
+    loss = loss_fn(model)                  # a graph that saved the parameters
+    opt.step()                             # ... which are then updated in place
+    with pytest.raises(RuntimeError, match="modified by an in-place operation"):
+        loss.backward()
+
+
+def test_step_after_backward_is_fine_and_next_graph_sees_new_weights():
+    model, loss_fn = _model("mlp")
+    opt = mt.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        opt.zero_grad()
+        loss_fn(model).backward()
+        opt.step()
+
+
+def test_load_state_dict_between_forward_and_backward_raises():
+    model, loss_fn = _model("linear")
+    loss = loss_fn(model)
+    model.load_state_dict({k: v * 2.0 for k, v in model.state_dict().items()})
+    with pytest.raises(RuntimeError, match="in-place"):
+        loss.backward()
+
+
+@pytest.mark.parametrize("view", [lambda x: x.reshape(6), lambda x: x.transpose(0, 1), lambda x: x[1:],
+                                  lambda x: x.unsqueeze(0).expand(2, 2, 3)],
+                         ids=["reshape", "transpose", "slice", "expand"])
+def test_views_share_the_version_counter_with_their_base(view):
+    w, x = leaf(1), mt.randn(2, 3)
+    y = view(x) * w                      # Mul saves the view
+    x.add_(1.0)                          # ... whose storage changes through the base
+    _raises_in_place(y.sum(), w)
