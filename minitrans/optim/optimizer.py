@@ -89,6 +89,9 @@ class Optimizer:
                     if arr.shape != p.shape and arr.ndim > 0:
                         raise ValueError(f"optimizer state_dict: state {k!r} of parameter {i} has shape "
                                          f"{arr.shape}, the parameter has {tuple(p.shape)}")
+                    if arr.ndim > 0 and arr.dtype.kind != "f":
+                        raise ValueError(f"optimizer state_dict: state {k!r} of parameter {i} has dtype "
+                                         f"{arr.dtype}, expected a floating-point buffer like the parameter")
                     arr = arr.astype(p._data.dtype) if arr.dtype.kind == "f" else arr
                     entry[k] = arr.copy() if p.device.type == "cpu" else p.device.backend.from_numpy(arr)
                 else:
