@@ -6,6 +6,7 @@ from typing import Iterator
 
 import numpy as np
 
+from .. import _dtype
 from ..device import as_device
 from ..ops.shape import ToDevice
 from ..tensor import Tensor
@@ -175,7 +176,7 @@ class Module:
         dev = kwargs.get("device")
         dt = kwargs.get("dtype")
         for a in args:
-            if isinstance(a, str) and a in ("float32", "float64") or not isinstance(a, str) and hasattr(a, "np"):
+            if isinstance(a, _dtype.dtype) or (isinstance(a, str) and a in _dtype._NAMES):
                 dt = a
             else:
                 dev = a
