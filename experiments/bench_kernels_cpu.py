@@ -92,9 +92,9 @@ def bench_w2(ns, reps: int, rng) -> list[dict]:
     return rows
 
 
-def bench_w4(reps: int, rng) -> dict:
-    x = rng.standard_normal((4096, 4096)).astype(np.float32)
-    dy = rng.standard_normal((4096, 4096)).astype(np.float32)
+def bench_w4(reps: int, rng, n: int = 4096) -> dict:
+    x = rng.standard_normal((n, n)).astype(np.float32)
+    dy = rng.standard_normal((n, n)).astype(np.float32)
 
     def ours():
         cpu.softmax_backward(cpu.softmax_forward(x), dy)
@@ -111,7 +111,7 @@ def bench_w4(reps: int, rng) -> dict:
             reference.softmax_backward(reference.softmax_forward(x), dy)
     ms, peer_ms = _race(ours, peer, reps)
     gbytes = 5 * x.nbytes / 1e9          # fwd: read x, write y; bwd: read y, dy, write dx
-    return dict(workload="W4", shape=[4096, 4096], ms=ms, peer_ms=peer_ms,
+    return dict(workload="W4", shape=[n, n], ms=ms, peer_ms=peer_ms,
                 ratio=ms / peer_ms, gb_s=gbytes / (ms / 1e3), peer_gb_s=gbytes / (peer_ms / 1e3))
 
 
@@ -146,7 +146,7 @@ def _print_table(res: dict) -> None:
         ratio = f"{r['ratio']:.2f}" if r["ratio"] else "-"
         print(f"{label:<26}{r['ms']:>10.1f}{pm:>14}{ratio:>8}")
     w4 = res["W4"]
-    print(f"\nW4 softmax 4096^2 fwd+bwd: {w4['ms']:.1f} ms ({w4['gb_s']:.1f} GB/s), "
+    print(f"\nW4 softmax {w4['shape'][0]}^2 fwd+bwd: {w4['ms']:.1f} ms ({w4['gb_s']:.1f} GB/s), "
           f"{peer} {w4['peer_ms']:.1f} ms ({w4['peer_gb_s']:.1f} GB/s), ratio {w4['ratio']:.2f}")
     print(f"\n{'W6 n':<10}{'peak MiB':>10}{'bytes/n':>10}{'ms':>10}{'n^2 f32 MiB':>14}")
     for r in res["W6"]:

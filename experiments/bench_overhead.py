@@ -103,7 +103,7 @@ def main() -> None:
     print(f"{'':<22}{'median µs/op':>14}{'best µs/op':>12}")
     for name, med, best in rows:
         print(f"{name:<22}{med:>14.2f}{best:>12.2f}")
-    if tr is not None:
+    if tr:
         print(f"{'ratio minitrans/torch':<22}{result['ratio_minitrans_over_torch']:>14.2f}")
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w") as f:
