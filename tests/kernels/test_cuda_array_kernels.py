@@ -7,7 +7,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from numba import cuda  # noqa: E402
 
-from minitrans.kernels.cuda import _reference_extra as xref  # noqa: E402
+from minitrans.kernels import reference as xref  # noqa: E402
 from minitrans.kernels.cuda import array as KA  # noqa: E402
 from minitrans.kernels.cuda._util import flat_view  # noqa: E402
 

@@ -10,7 +10,7 @@ from numba import cuda  # noqa: E402
 
 from minitrans.kernels import cuda as K  # noqa: E402
 from minitrans.kernels import reference as ref  # noqa: E402
-from minitrans.kernels.cuda import _reference_extra as xref  # noqa: E402
+from minitrans.kernels import reference as xref  # noqa: E402
 
 # the package re-exports functions named like some modules (matmul, reduce): fetch modules by path
 (adam, attention, cross_entropy, elementwise, embedding, layer_norm, matmul, reduce, softmax) = (
