@@ -28,12 +28,38 @@ def _other(a: Tensor, b):
     raise TypeError(f"unsupported operand type for a Tensor op: {type(b).__name__}")
 
 
+def _promote(a: Tensor, b, div: bool):
+    """PyTorch's type promotion where it differs from NumPy's: an int/bool tensor meets a
+    float (tensor or Python float) -> the float dtype (float32 for a Python float, never
+    float64); int / int -> float32."""
+    af = a._data.dtype.kind == "f"
+    if isinstance(b, Tensor):
+        bf = b._data.dtype.kind == "f"
+        if af and not bf:
+            b = astype(b, a.dtype)
+        elif bf and not af:
+            a = astype(a, b.dtype)
+        elif not af and not bf and div:
+            a, b = astype(a, _dtype.float32), astype(b, _dtype.float32)
+    elif not af and (div or isinstance(b, float)):
+        a = astype(a, _dtype.float32)
+    return a, b
+
+
 def _binary(fn, name):
+    div = name == "truediv"
+
     def op(a, b):
-        return fn.apply(a, _other(a, b))
+        b = _other(a, b)
+        if div or a._data.dtype.kind != "f" or (isinstance(b, Tensor) and b._data.dtype.kind != "f"):
+            a, b = _promote(a, b, div)
+        return fn.apply(a, b)
 
     def rop(a, b):
-        return fn.apply(_other(a, b), a)
+        b = _other(a, b)
+        if div or a._data.dtype.kind != "f" or (isinstance(b, Tensor) and b._data.dtype.kind != "f"):
+            a, b = _promote(a, b, div)
+        return fn.apply(b, a)
 
     op.__name__, rop.__name__ = f"__{name}__", f"__r{name}__"
     return op, rop
@@ -118,13 +144,18 @@ def __invert__(a: Tensor) -> Tensor:
 Tensor.__invert__ = Tensor.logical_not = __invert__
 
 # ------------------------------------------------------------------ unary math
-Tensor.exp = lambda a: E.Exp.apply(a)
-Tensor.log = lambda a: E.Log.apply(a)
-Tensor.sqrt = lambda a: E.Sqrt.apply(a)
-Tensor.rsqrt = lambda a: E.PowScalar.apply(a, -0.5)
+def _floating(a: Tensor) -> Tensor:
+    """Float ops on int/bool tensors compute in float32, as in PyTorch."""
+    return a if a._data.dtype.kind == "f" else astype(a, _dtype.float32)
+
+
+Tensor.exp = lambda a: E.Exp.apply(_floating(a))
+Tensor.log = lambda a: E.Log.apply(_floating(a))
+Tensor.sqrt = lambda a: E.Sqrt.apply(_floating(a))
+Tensor.rsqrt = lambda a: E.PowScalar.apply(_floating(a), -0.5)
 Tensor.abs = Tensor.__abs__ = lambda a: E.Abs.apply(a)
-Tensor.tanh = lambda a: E.Tanh.apply(a)
-Tensor.sigmoid = lambda a: E.Sigmoid.apply(a)
+Tensor.tanh = lambda a: E.Tanh.apply(_floating(a))
+Tensor.sigmoid = lambda a: E.Sigmoid.apply(_floating(a))
 Tensor.relu = lambda a: E.Relu.apply(a)
 Tensor.square = lambda a: E.PowScalar.apply(a, 2)
 
@@ -132,7 +163,7 @@ Tensor.square = lambda a: E.PowScalar.apply(a, 2)
 def gelu(a: Tensor, approximate: str = "tanh") -> Tensor:
     if approximate not in ("tanh",):
         raise ValueError(f"gelu: only approximate='tanh' is implemented, got {approximate!r}")
-    return E.Gelu.apply(a)
+    return E.Gelu.apply(_floating(a))
 
 
 Tensor.gelu = gelu
@@ -299,6 +330,20 @@ def reshape(a: Tensor, *shape) -> Tensor:
 
 
 Tensor.reshape = Tensor.view = reshape
+
+
+def contiguous(a: Tensor) -> Tensor:
+    """``a`` itself when its array is C-contiguous, else a contiguous copy (gradient passes through)."""
+    flags = getattr(a._data, "flags", None)
+    if flags is None or flags.c_contiguous:
+        return a
+    from .nn.functional import _Contig
+
+    return _Contig.apply(a)
+
+
+Tensor.contiguous = contiguous
+Tensor.is_contiguous = lambda a: bool(getattr(a._data, "flags", None) is None or a._data.flags.c_contiguous)
 Tensor.view_as = Tensor.reshape_as = lambda a, other: reshape(a, other.shape)
 
 

@@ -47,8 +47,11 @@ def rand(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
     return _finish(_GEN["g"].random(_shape_arg(size), dtype=d), None, device, requires_grad)
 
 
-def randint(low: int, high: int | None = None, size=(), dtype=None, device=None) -> Tensor:
-    if high is None:
+def randint(low: int, high=None, size=(), dtype=None, device=None) -> Tensor:
+    """Integers in [low, high); ``randint(high, size)`` and ``randint(low, high, size)`` as in PyTorch."""
+    if isinstance(high, (tuple, list)):          # randint(high, size)
+        low, high, size = 0, low, high
+    elif high is None:
         low, high = 0, low
     if high <= low:
         raise ValueError(f"randint: high ({high}) must be greater than low ({low})")

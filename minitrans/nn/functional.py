@@ -11,6 +11,7 @@ from ..ops import attention as A
 from ..ops import elementwise as E
 from ..ops import linalg as L
 from ..ops import nn as N
+from ..ops import shape as S
 from ..random import generator
 from ..tensor import Tensor
 
@@ -264,11 +265,36 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
             t = t.expand(*lead, *t.shape[-2:])
         return t.reshape(B, T, t.shape[-1])
 
-    q3, k3, v3 = flat(query, Tq), flat(key, Tk), flat(value, Tk)
-    if bias is not None:
-        bias = bias.reshape(B, Tq, Tk) if len(lead) != 1 else bias
-    o = A.ScaledDotProductAttention.apply(_contig(q3), _contig(k3), _contig(v3), bias, bool(is_causal), scale)
+    q3, k3, v3 = _contig(flat(query, Tq)), _contig(flat(key, Tk)), _contig(flat(value, Tk))
+    if bias is not None and len(lead) > 1 and not _merges_without_copy(bias, len(lead)) \
+            and B * Tq * Tk * bias.dtype.itemsize > _MASK_COPY_LIMIT:
+        # e.g. a (B, 1, 1, Tk) padding mask broadcast over heads: flattening (B, H) would copy
+        # it to B·H·Tq·Tk floats. Run one fused call per index of the first batch dim instead,
+        # where the mask slice (H, Tq, Tk) is still a zero-stride view.
+        R = B // lead[0]
+        outs = [A.ScaledDotProductAttention.apply(q3[i * R:(i + 1) * R], k3[i * R:(i + 1) * R],
+                                                  v3[i * R:(i + 1) * R], bias[i].reshape(R, Tq, Tk),
+                                                  bool(is_causal), scale) for i in range(lead[0])]
+        o = S.Cat.apply(*outs, dim=0)
+    else:
+        if bias is not None and len(lead) != 1:
+            bias = bias.reshape(B, Tq, Tk)
+        o = A.ScaledDotProductAttention.apply(q3, k3, v3, bias, bool(is_causal), scale)
     return o.reshape(*lead, Tq, value.shape[-1])
+
+
+_MASK_COPY_LIMIT = 16 << 20   # bytes of flattened mask we accept to materialise
+
+
+def _merges_without_copy(a, nlead: int) -> bool:
+    """True when the first ``nlead`` dims of ``a`` can be merged into one without a copy."""
+    shape, strides = a.shape, getattr(a, "strides", None)
+    if strides is None:
+        return True
+    for i in range(nlead - 1):
+        if shape[i + 1] != 1 and shape[i] != 1 and strides[i] != strides[i + 1] * shape[i + 1]:
+            return False
+    return True
 
 
 def _contig(t: Tensor) -> Tensor:
