@@ -51,6 +51,12 @@ def where(condition: Tensor, input, other) -> Tensor:
     ref = input if isinstance(input, Tensor) else other
     if isinstance(ref, Tensor):
         input, other = M._other(ref, input), M._other(ref, other)
+        if isinstance(input, Tensor) and isinstance(other, Tensor):
+            input, other = M._promote(input, other, False)
+        elif isinstance(input, Tensor):
+            input, other = M._promote(input, other, False)
+        else:
+            other, input = M._promote(other, input, False)
     for t in (input, other):
         if isinstance(t, Tensor) and t.device != condition.device:
             raise RuntimeError(f"where: condition is on {condition.device} but an operand is on {t.device}")
@@ -58,11 +64,11 @@ def where(condition: Tensor, input, other) -> Tensor:
 
 
 def maximum(a: Tensor, b: Tensor) -> Tensor:
-    return E.Maximum.apply(a, M._other(a, b))
+    return a.maximum(b)
 
 
 def minimum(a: Tensor, b: Tensor) -> Tensor:
-    return E.Minimum.apply(a, M._other(a, b))
+    return a.minimum(b)
 
 
 def _unary(name):

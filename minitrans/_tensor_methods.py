@@ -71,21 +71,39 @@ Tensor.__mul__, Tensor.__rmul__ = _binary(E.Mul, "mul")
 Tensor.__truediv__, Tensor.__rtruediv__ = _binary(E.Div, "truediv")
 Tensor.__matmul__ = lambda a, b: matmul(a, b)
 Tensor.__rmatmul__ = lambda a, b: matmul(_other(a, b), a)
-Tensor.__neg__ = lambda a: E.Neg.apply(a)
+
+
+def __neg__(a: Tensor) -> Tensor:
+    if a.dtype is _dtype.bool_:
+        raise TypeError("neg: the - operator is not supported on bool tensors; use ~ or logical_not()")
+    return E.Neg.apply(a)
+
+
+Tensor.__neg__ = __neg__
 Tensor.__pos__ = lambda a: a
 
 
 def pow(a: Tensor, p) -> Tensor:
     p = _other(a, p)
     if isinstance(p, _Number):
+        if isinstance(p, float):  # int ** 0.5 -> float32, as PyTorch (NumPy: float64)
+            a = _floating(a)
+        elif a.dtype is _dtype.bool_:  # bool ** 2 -> int64 (NumPy: int8, which has no minitrans dtype)
+            a = astype(a, _dtype.int64)
         return E.PowScalar.apply(a, p)
+    a, p = _promote(a, p, False)
     return E.Pow.apply(a, p)
 
 
 def __rpow__(a: Tensor, c):
     c = _other(a, c)
     if isinstance(c, _Number):
+        if isinstance(c, float):  # 0.5 ** int_tensor -> float32 (was truncated to int)
+            a = _floating(a)
+        elif a.dtype is _dtype.bool_:  # 2 ** bool_tensor -> int64
+            a = astype(a, _dtype.int64)
         return E.RPowScalar.apply(a, c)
+    c, a = _promote(c, a, False)
     return E.Pow.apply(c, a)
 
 
@@ -177,8 +195,8 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:
 
 
 Tensor.clamp = Tensor.clip = clamp
-Tensor.maximum = lambda a, b: E.Maximum.apply(a, _other(a, b))
-Tensor.minimum = lambda a, b: E.Minimum.apply(a, _other(a, b))
+Tensor.maximum = lambda a, b: E.Maximum.apply(*_promote(a, _other(a, b), False))
+Tensor.minimum = lambda a, b: E.Minimum.apply(*_promote(a, _other(a, b), False))
 
 
 def masked_fill(a: Tensor, mask: Tensor, value) -> Tensor:
@@ -275,8 +293,16 @@ def _extreme(fn, argfn, name):
     return op
 
 
+def _nonempty_arg(a: Tensor, dim, name: str) -> None:
+    """argmax/argmin over nothing has no answer: a clean error instead of NumPy's."""
+    if a.numel() == 0 and (dim is None or a.shape[R.normalize_axes(dim, a.ndim, name)[0]] == 0):
+        raise RuntimeError(f"{name}(): cannot reduce an empty tensor of shape {tuple(a.shape)}"
+                           + ("" if dim is None else f" along dim {dim}"))
+
+
 def argmax(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     xp = a._device.backend
+    _nonempty_arg(a, dim, "argmax")
     if dim is None:
         return Tensor._wrap(xp.asarray(xp.argmax(a._data)).astype(np.int64), a._device)
     (ax,) = R.normalize_axes(dim, a.ndim, "argmax")
@@ -285,6 +311,7 @@ def argmax(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
 
 def argmin(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     xp = a._device.backend
+    _nonempty_arg(a, dim, "argmin")
     if dim is None:
         return Tensor._wrap(xp.asarray(xp.argmin(a._data)).astype(np.int64), a._device)
     (ax,) = R.normalize_axes(dim, a.ndim, "argmin")
@@ -494,6 +521,12 @@ def _inplace(name, f):
         except ValueError:
             raise ValueError(f"{name}: operand shapes {[tuple(getattr(v, 'shape', ())) for v in vals]} do "
                              f"not broadcast to the tensor's shape {tuple(a.shape)}") from None
+        except TypeError:  # NumPy's casting refusal, e.g. an int64 tensor plus 0.5
+            kinds = [str(v.dtype) if hasattr(v, "dtype") else type(v).__name__ for v in vals]
+            if not all(hasattr(v, "dtype") or isinstance(v, _Number) for v in vals):
+                raise TypeError(f"{name}: unsupported operand type(s) {kinds}") from None
+            raise RuntimeError(f"{name}: the result with operand(s) {kinds} can't be stored in place in a "
+                               f"tensor of dtype {a.dtype}; in-place ops keep the tensor's dtype") from None
         a._vc[0] += 1
         return a
 

@@ -313,6 +313,10 @@ def empty(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    if isinstance(fill_value, Tensor) and fill_value.numel() == 1:
+        fill_value = fill_value.item()
+    if not isinstance(fill_value, (bool, int, float, np.bool_, np.integer, np.floating)):
+        raise TypeError(f"full: fill_value must be a number or bool, got {type(fill_value).__name__}")
     if dtype is None:
         dtype = _dtype.bool_ if isinstance(fill_value, bool) else (
             _dtype.int64 if isinstance(fill_value, (int, np.integer)) else _dtype.float32)

@@ -36,11 +36,11 @@ def gelu(input: Tensor, approximate: str = "tanh") -> Tensor:
 
 
 def tanh(input: Tensor) -> Tensor:
-    return E.Tanh.apply(input)
+    return input.tanh()  # int/bool compute in float32
 
 
 def sigmoid(input: Tensor) -> Tensor:
-    return E.Sigmoid.apply(input)
+    return input.sigmoid()  # int/bool compute in float32
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -174,6 +174,8 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     """Zero each element with probability p and scale the rest by 1/(1-p) (inverted dropout)."""
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"dropout: p must be a number, got {type(p).__name__}")
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: probability must be in [0, 1], got {p}")
     if not training or p == 0.0:

@@ -104,7 +104,8 @@ class LayerNorm(Function):
         b = None if bias is None else bias.reshape(d)
         y, mean, rstd = xp.layer_norm_forward(a2, w, b, eps)
         ctx.save_for_backward(a2, w, mean, rstd)
-        ctx.shape, ctx.wshape = shape, None if weight is None else weight.shape
+        ctx.shape = shape
+        ctx.wshape = weight.shape if weight is not None else (None if bias is None else bias.shape)
         return y.reshape(shape)
 
     @staticmethod
@@ -133,7 +134,7 @@ class Embedding(Function):
         xp = ctx.xp
         out = xp.zeros(ctx.wshape, g.dtype)
         flat = idx.reshape(-1)
-        xp.add_at(out, flat, g.reshape(flat.shape[0], -1))
+        xp.add_at(out, flat, g.reshape(flat.shape[0], ctx.wshape[1]))  # not -1: breaks for 0 indices
         if ctx.padding_idx is not None:
             out[ctx.padding_idx] = 0
         return out, None, None

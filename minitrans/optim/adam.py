@@ -1,7 +1,7 @@
 """Adam and AdamW; the update runs as one fused kernel per parameter (``adam_step`` of the backend)."""
 from __future__ import annotations
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _check_numbers
 
 
 class Adam(Optimizer):
@@ -11,6 +11,10 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0) -> None:
+        name = type(self).__name__
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+        _check_numbers(name, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps, weight_decay=weight_decay)
         if lr < 0 or eps < 0 or weight_decay < 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
             raise ValueError(f"{type(self).__name__}: invalid lr={lr}, betas={betas}, eps={eps} or "
                              f"weight_decay={weight_decay}")

@@ -1,9 +1,18 @@
 """Optimizer base class: parameter groups, per-parameter state, zero_grad and state dicts."""
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..tensor import Tensor
+
+
+def _check_numbers(owner: str, **values) -> None:
+    """Hyper-parameters must be real numbers (not str/None/bool): a clean TypeError naming the argument."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise TypeError(f"{owner}: {name} must be a number, got {type(v).__name__}")
 
 
 class Optimizer:

@@ -1,12 +1,13 @@
 """SGD with momentum, dampening, Nesterov and weight decay (PyTorch's formulas)."""
 from __future__ import annotations
 
-from .optimizer import Optimizer
+from .optimizer import Optimizer, _check_numbers
 
 
 class SGD(Optimizer):
     def __init__(self, params, lr: float = 1e-3, momentum: float = 0.0, dampening: float = 0.0,
                  weight_decay: float = 0.0, nesterov: bool = False) -> None:
+        _check_numbers("SGD", lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay)
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError(f"SGD: invalid lr={lr}, momentum={momentum} or weight_decay={weight_decay}")
         if nesterov and (momentum <= 0 or dampening != 0):

@@ -220,3 +220,71 @@ def test_mask_of_wrong_shape_or_dtype():
         F.scaled_dot_product_attention(_t(2, 3, 4), _t(2, 3, 4), _t(2, 3, 4), mt.ones(5, 5, dtype=mt.bool))
     with pytest.raises(TypeError, match="int64"):
         F.scaled_dot_product_attention(_t(2, 3, 4), _t(2, 3, 4), _t(2, 3, 4), mt.ones(3, 3, dtype=mt.int64))
+
+
+# ----------------------------------------------------------------------------- padding masks on (B, H, T, d)
+def _count_fused_calls(monkeypatch):
+    """Patch the fused Function's ``apply`` to record the bias of each call."""
+    cls = F.A.ScaledDotProductAttention
+    orig, biases = cls.apply, []
+
+    def apply(*args, **kwargs):
+        biases.append(args[3])
+        return orig(*args, **kwargs)
+
+    monkeypatch.setattr(cls, "apply", apply)
+    return biases
+
+
+def test_padding_mask_runs_per_batch_without_materialising_the_mask(kernels, monkeypatch):
+    """A (B, 1, 1, Tk) padding mask over heads is never expanded to B·H·T·T floats."""
+    import tracemalloc
+
+    if kernels == "reference":
+        pytest.skip("the reference kernels hold the (T, T) scores by design; the fused ones do not")
+    monkeypatch.setattr(F, "_MASK_COPY_LIMIT", 0)
+    B, H, T, d = 2, 8, 512, 16
+    rng = np.random.default_rng(0)
+    q, k, v = (mt.tensor(rng.standard_normal((B, H, T, d)).astype(np.float32)) for _ in range(3))
+    lengths = np.array([T, T // 3])
+    mask = mt.tensor(np.arange(T)[None, :] < lengths[:, None]).reshape(B, 1, 1, T)
+    F.scaled_dot_product_attention(q, k, v, mask)          # compile the kernels outside the measurement
+
+    biases = _count_fused_calls(monkeypatch)
+    tracemalloc.start()
+    try:
+        out = F.scaled_dot_product_attention(q, k, v, mask)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    flat_mask = B * H * T * T * 4
+    assert peak < flat_mask / 3, f"peak {peak / 2**20:.1f} MiB, a flattened mask alone is {flat_mask / 2**20:.1f} MiB"
+    assert len(biases) == B, f"expected one fused call per batch index, got {len(biases)}"
+    assert all(b.strides[:2] == (0, 0) for b in biases), "the mask slice was copied"
+
+    ref = F.scaled_dot_product_attention(q, k, v, mask, fused=False)
+    assert out.shape == (B, H, T, d) and out.dtype is mt.float32
+    np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_shape", ["padding", "per_query"])
+def test_per_batch_path_gradcheck(kernels, monkeypatch, mask_shape):
+    """The per-batch path (mask copy limit 0) against NumPy and float64 central differences."""
+    monkeypatch.setattr(F, "_MASK_COPY_LIMIT", 0)
+    B, H, T, d = 2, 3, 4, 3
+    rng = np.random.default_rng(11)
+    if mask_shape == "padding":
+        mask = (np.arange(T)[None, :] < np.array([T, 2])[:, None]).reshape(B, 1, 1, T)
+    else:
+        mask = rng.random((B, 1, T, T)) < 0.6
+        mask[..., 0] = True                     # every query keeps at least one key
+    q, k, v = (rand(rng, (B, H, T, d)) for _ in range(3))
+    biases = _count_fused_calls(monkeypatch)
+    check_op(lambda a, b, c, m: F.scaled_dot_product_attention(a, b, c, m),
+             lambda a, b, c, m: np_attention(a, b, c, m), [q, k, v, mask], noncontig=True)
+    assert biases and all(b.shape == (H, T, T) for b in biases), "the per-batch path was not taken"
+
+    qt, kt, vt = (mt.tensor(x) for x in (q, k, v))
+    fused = F.scaled_dot_product_attention(qt, kt, vt, mt.tensor(mask))
+    composed = F.scaled_dot_product_attention(qt, kt, vt, mt.tensor(mask), fused=False)
+    np.testing.assert_allclose(fused.numpy(), composed.numpy(), rtol=1e-10, atol=1e-12)

@@ -392,10 +392,108 @@ def case_device(draw):
     return calls[op], [x], ["cuda"], (RuntimeError,)
 
 
+def case_dropout_p(draw):
+    sa = draw(shapes)
+    x = _with_grads(leaf(sa))[0]
+    p = draw(st.floats(-3.0, -1e-3) | st.floats(1.0 + 1e-3, 5.0) | st.sampled_from(["0.5", None]))
+    if not isinstance(p, float):
+        return (lambda: F.dropout(x, p)), [x], ["p must be a number", type(p).__name__], (TypeError,)
+    call = draw(st.sampled_from([lambda: F.dropout(x, p), lambda: F.dropout(x, p, training=False),
+                                 lambda: nn.Dropout(p)(x)]))
+    return call, [x], [str(p)], (ValueError,)
+
+
+def case_optimizer(draw):
+    p = _with_grads(leaf(draw(shapes)))[0]
+    opt = draw(st.sampled_from([mt.optim.SGD, mt.optim.Adam, mt.optim.AdamW]))
+    bad = draw(st.sampled_from(["ndarray", "number", "no_grad", "single", "lr_neg", "lr_str", "lr_none",
+                                "betas_short", "betas_range", "betas_str"]))
+    if opt is mt.optim.SGD and bad.startswith("betas"):
+        bad = "lr_neg"
+    if bad == "ndarray":
+        return (lambda: opt([p, p.numpy()], lr=0.1)), [p], ["ndarray"], (TypeError,)
+    if bad == "number":
+        return (lambda: opt([p, 3.0], lr=0.1)), [p], ["float"], (TypeError,)
+    if bad == "no_grad":
+        q = mt.randn(2)
+        return (lambda: opt([p, q], lr=0.1)), [p, q], ["require grad"], (ValueError,)
+    if bad == "single":
+        return (lambda: opt(p, lr=0.1)), [p], ["single Tensor"], (TypeError,)
+    if bad == "lr_neg":
+        lr = -draw(st.floats(1e-6, 10.0))
+        return (lambda: opt([p], lr=lr)), [p], [f"lr={lr}"], (ValueError,)
+    if bad in ("lr_str", "lr_none"):
+        lr = "0.1" if bad == "lr_str" else None
+        return (lambda: opt([p], lr=lr)), [p], ["lr must be a number"], (TypeError,)
+    if bad == "betas_short":
+        betas = draw(st.sampled_from([(0.9,), (0.9, 0.99, 0.999), 0.9]))
+        return (lambda: opt([p], betas=betas)), [p], ["betas"], (ValueError,)
+    if bad == "betas_range":
+        betas = draw(st.sampled_from([(1.0, 0.999), (0.9, 1.5), (-0.1, 0.999)]))
+        return (lambda: opt([p], betas=betas)), [p], [f"betas={betas}"], (ValueError,)
+    return (lambda: opt([p], betas=(0.9, "0.999"))), [p], ["beta2 must be a number"], (TypeError,)
+
+
+def case_positional_encoding(draw):
+    d = 2 * draw(st.integers(1, 4))
+    max_len = draw(dims)
+    batch_first = draw(st.booleans())
+    pe = nn.PositionalEncoding(d, max_len=max_len, batch_first=batch_first)
+    b = draw(dims)
+    if draw(st.booleans()):
+        t, width = draw(st.integers(1, max_len)), draw(dims.filter(lambda w: w != d))
+        x = mt.randn(*((b, t, width) if batch_first else (t, b, width)))
+        return (lambda: pe(x)), [x], [f"d_model={d}", s(x.shape)], (ValueError,)
+    t = max_len + draw(st.integers(1, 3))
+    x = mt.randn(*((b, t, d) if batch_first else (t, b, d)))
+    return (lambda: pe(x)), [x], [f"max_len={max_len}"], (ValueError,)
+
+
+def case_decoder_memory(draw):
+    h = draw(st.sampled_from([1, 2]))
+    e = 2 * draw(st.integers(1, 3))
+    layer = nn.TransformerDecoderLayer(e, h, 8, dropout=0.0, batch_first=True, norm_first=draw(st.booleans()))
+    ps = _params(layer)
+    b, t, tm = draw(dims), draw(dims), draw(dims)
+    tgt = mt.randn(b, t, e)
+    bad = draw(st.sampled_from(["width", "batch", "ndim"]))
+    if bad == "width":
+        memory = mt.randn(b, tm, e + draw(st.integers(1, 3)))
+    elif bad == "batch":
+        memory = mt.randn(b + 1, tm, e)
+    else:
+        memory = mt.randn(tm, e)
+    return (lambda: layer(tgt, memory)), ps, [s(memory.shape)], (ValueError,)
+
+
+def case_argmax_empty(draw):
+    op = draw(st.sampled_from(["argmax", "argmin"]))
+    sa = list(draw(shapes))
+    i = draw(st.integers(0, len(sa) - 1))
+    sa[i] = 0
+    x = mt.zeros(*sa)
+    dim = draw(st.sampled_from([None, i, i - len(sa)]))
+    call = (lambda: getattr(x, op)()) if dim is None else (lambda: getattr(x, op)(dim))
+    return call, [x], ["empty", s(sa)], (RuntimeError,)
+
+
+def case_inplace_dtype(draw):
+    sa = draw(shapes)
+    dt = draw(st.sampled_from([mt.int64, mt.bool]))
+    x = mt.ones(*sa, dtype=dt)
+    op = draw(st.sampled_from(["add_", "sub_", "mul_", "div_"]))
+    if dt is mt.bool and op == "sub_":
+        op = "add_"
+    other = draw(st.sampled_from(["float", "float_tensor"] + (["int"] if op == "div_" or dt is mt.bool else [])))
+    v = {"float": 0.5, "int": 2, "float_tensor": mt.full(sa, 0.5)}[other]
+    return (lambda: getattr(x, op)(v)), [x], [str(dt)], (RuntimeError,)
+
+
 CASES = [case_binary_shape, case_binary_dtype, case_matmul, case_reduce_dim, case_reshape, case_permute,
          case_getitem, case_cat_stack, case_where_masked_fill, case_cross_entropy, case_layer_norm,
          case_embedding, case_sdpa, case_linear, case_embedding_layer, case_layer_norm_layer, case_mha,
-         case_encoder_layer, case_transformer, case_device]
+         case_encoder_layer, case_transformer, case_device, case_dropout_p, case_optimizer,
+         case_positional_encoding, case_decoder_memory, case_argmax_empty, case_inplace_dtype]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
@@ -445,3 +543,51 @@ def test_no_op_raises_an_internal_exception_type():
             assert re.search(r"\S", str(e))
         else:  # pragma: no cover - reported below
             pytest.fail("bad input accepted")
+
+
+def test_full_with_a_string_fill_value_names_it():
+    _expect_clean_error(lambda: mt.full((2,), "a"), [], ["fill_value", "str"], (TypeError, ValueError))
+
+
+# ----------------------------------------------------------------------------- float ops on int/bool
+# not errors: as in PyTorch, float ops on int/bool tensors compute in float32
+UNARY_FLOAT = {
+    "exp": (lambda t: t.exp(), np.exp), "mt.exp": (lambda t: mt.exp(t), np.exp),
+    "log": (lambda t: t.log(), np.log), "sqrt": (lambda t: t.sqrt(), np.sqrt),
+    "rsqrt": (lambda t: t.rsqrt(), lambda a: 1.0 / np.sqrt(a)),
+    "tanh": (lambda t: t.tanh(), np.tanh), "F.tanh": (F.tanh, np.tanh),
+    "sigmoid": (lambda t: t.sigmoid(), lambda a: 1.0 / (1.0 + np.exp(-a))),
+    "F.sigmoid": (F.sigmoid, lambda a: 1.0 / (1.0 + np.exp(-a))),
+    "gelu": (lambda t: t.gelu(), lambda a: 0.5 * a * (1 + np.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a**3)))),
+    "F.gelu": (F.gelu, lambda a: 0.5 * a * (1 + np.tanh(np.sqrt(2 / np.pi) * (a + 0.044715 * a**3)))),
+}
+_POSITIVE_ONLY = ("log", "sqrt", "rsqrt")
+
+
+@pytest.mark.parametrize("op", sorted(UNARY_FLOAT))
+@settings(max_examples=examples(10))
+@given(shape=st.lists(st.integers(0, 4), max_size=3).map(tuple), use_bool=st.booleans(), data=st.data())
+def test_float_op_on_int_or_bool_computes_in_float32(op, shape, use_bool, data):
+    f, ref = UNARY_FLOAT[op]
+    if use_bool:
+        a = np.asarray(data.draw(st.lists(st.booleans(), min_size=int(np.prod(shape)),
+                                          max_size=int(np.prod(shape))))).reshape(shape).astype(bool)
+        if op in ("log", "rsqrt"):
+            a = np.ones(shape, bool)       # log(False) = -inf is right but not the point here
+    else:
+        lo = 1 if op in _POSITIVE_ONLY else -4
+        a = np.asarray(data.draw(st.lists(st.integers(lo, 6), min_size=int(np.prod(shape)),
+                                          max_size=int(np.prod(shape))))).reshape(shape).astype(np.int64)
+    t = mt.tensor(a)
+    assert t.dtype is (mt.bool if use_bool else mt.int64)
+    out = f(t)
+    assert out.dtype is mt.float32, f"{op} on {t.dtype} gave {out.dtype}"
+    assert out.shape == a.shape
+    np.testing.assert_allclose(out.numpy(), ref(a.astype(np.float64)), rtol=2e-6, atol=1e-6)
+    np.testing.assert_array_equal(t.numpy(), a)   # the input is untouched
+
+
+def test_sigmoid_of_an_int_tensor_is_float32():
+    out = mt.tensor([1, 3]).sigmoid()
+    assert out.dtype is mt.float32
+    np.testing.assert_allclose(out.numpy(), 1 / (1 + np.exp(-np.array([1.0, 3.0]))), rtol=1e-6)
