@@ -16,6 +16,9 @@ from .softmax import FASTMATH
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _adam(p, g, m, v, b1, b2, eps, wd, decay, step_size, inv_sqrt_bc2, decoupled):
+    """Adam/AdamW update of every element, in place on p, m, v (scalars folded on the host).
+    `prange` over the flat elements (one element per iteration, no tiles). Memory: reads p, g,
+    m, v once each and writes p, m, v once; no scratch."""
     for i in prange(p.shape[0]):
         gi = g[i]
         pi = p[i]

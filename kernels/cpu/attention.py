@@ -56,7 +56,9 @@ BLOCK_K = 512
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _fwd_tile(s, bias, has_bias, scale, causal, diag, m, l, acc, ib, first):
     """s (qn, kn) holds Q_t K_t^T; overwritten with P_t = exp(S - m_new). Key j is masked
-    for row i iff causal and j > i + diag. Updates m, l and rescales acc rows."""
+    for row i iff causal and j > i + diag. Updates m, l and rescales acc rows.
+    One BLOCK_Q x BLOCK_K tile, serial over its rows in the calling worker thread (nogil);
+    s, m, l, acc updated in place; ib is the thread's int exp scratch."""
     qn, kn = s.shape
     for i in range(qn):
         sr = s[i]
@@ -84,6 +86,9 @@ def _fwd_tile(s, bias, has_bias, scale, causal, diag, m, l, acc, ib, first):
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _fwd_finish(acc, m, l, lse):
+    """Finish one query tile: o rows = acc / l (in place) and lse = m + log l; a fully masked
+    row (l == 0) gets o = 0, lse = -inf. Serial over the tile's <= BLOCK_Q rows in the calling
+    worker thread (nogil); reads m, l once, writes acc rows and lse once; no scratch."""
     for i in range(acc.shape[0]):
         if l[i] > 0.0:
             acc[i, :] *= 1.0 / l[i]
@@ -95,7 +100,9 @@ def _fwd_finish(acc, m, l, lse):
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec, ib):
-    """s: Q_t K_t^T -> P_t = exp(scale S + bias - lse); dp: dO_t V_t^T -> scale P (dP - D)."""
+    """s: Q_t K_t^T -> P_t = exp(scale S + bias - lse); dp: dO_t V_t^T -> scale P (dP - D).
+    One BLOCK_Q x BLOCK_K tile, serial over its rows in the calling worker thread (nogil);
+    s and dp overwritten in place; ib is the thread's int exp scratch."""
     qn, kn = s.shape
     for i in range(qn):
         sr, dr = s[i], dp[i]
@@ -121,6 +128,8 @@ def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec, ib):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _row_dot(a, b, out):
+    """out[i] = sum_j a[i, j] * b[i, j] (the backward's D = rowsum(dO * O) over B*Tq rows).
+    `prange` over rows, one row per task; reads a and b once, writes out once; no scratch."""
     for i in prange(a.shape[0]):
         s = 0.0
         for j in range(a.shape[1]):

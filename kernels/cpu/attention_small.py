@@ -25,7 +25,9 @@ SMALL_T = 128          # use this path when Tq ≤ SMALL_T and Tk ≤ SMALL_T
 
 @njit(parallel=True, cache=True)
 def _probs(s, bias, has_bias, causal, scale, lse):
-    """In place: s (B, Tq, Tk) raw q·kᵀ -> P = softmax(scale·s + bias) by rows; lse saved."""
+    """In place: s (B, Tq, Tk) raw q·kᵀ -> P = softmax(scale·s + bias) by rows; lse saved.
+    `prange` over the B·Tq rows, one row per task (the tile is the whole sequence, Tk <= SMALL_T);
+    each s row read and rewritten in place, lse written once; no scratch."""
     B, Tq, Tk = s.shape
     for r in prange(B * Tq):
         b, i = r // Tq, r % Tq
@@ -57,7 +59,9 @@ def _probs(s, bias, has_bias, causal, scale, lse):
 
 @njit(parallel=True, cache=True)
 def _dscores(s, dp, bias, has_bias, causal, scale, lse, o, do):
-    """In place: s (raw q·kᵀ) -> P = exp(scale·s + bias − lse); dp -> dS·scale = scale·P ⊙ (dP − rowsum(dO ⊙ O))."""
+    """In place: s (raw q·kᵀ) -> P = exp(scale·s + bias − lse); dp -> dS·scale = scale·P ⊙ (dP − rowsum(dO ⊙ O)).
+    `prange` over the B·Tq rows, one row per task; s and dp rows rewritten in place, the o / do
+    rows read once (for D), lse read once; no scratch."""
     B, Tq, Tk = s.shape
     dv = o.shape[2]
     for r in prange(B * Tq):

@@ -16,6 +16,9 @@ from .softmax import FASTMATH, exp_into, int_scratch, row_max
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _ce_fwd(x, target, ignore_index, ls, loss, lse):
+    """Per row: lse[i] = logsumexp(x[i]) and the label-smoothed NLL loss[i] (0 if ignored).
+    `prange` over the N rows, one row per task; the row is read in cache (max, sum, exp) and
+    loss[i], lse[i] written once; scratch: one exp row and one int row per task."""
     n, c = x.shape
     for i in prange(n):
         xr = x[i]
@@ -35,6 +38,9 @@ def _ce_fwd(x, target, ignore_index, ls, loss, lse):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _ce_bwd(x, target, lse, dloss, ignore_index, ls, dx):
+    """dx[i] = dloss[i] * (exp(x[i] - lse[i]) - ls / C - (1 - ls) * onehot(t)); 0 rows if ignored.
+    `prange` over the N rows, one row per task; reads the x row once, writes the dx row once
+    (the exp goes straight into dx); scratch: one int row per task."""
     n, c = x.shape
     for i in prange(n):
         xr, dr = x[i], dx[i]

@@ -18,6 +18,9 @@ from .softmax import FASTMATH
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _ln_fwd(x, w, b, has_w, has_b, eps, y, mean, rstd):
+    """y = (x - mean) * rstd (* w) (+ b) per row, saving mean and rstd (float64 sums).
+    `prange` over the N rows, one row per task; the cached row is read three times and the
+    y row, mean[i], rstd[i] written once; no scratch."""
     n, d = x.shape
     for i in prange(n):
         xr, yr = x[i], y[i]
@@ -43,6 +46,9 @@ def _ln_fwd(x, w, b, has_w, has_b, eps, y, mean, rstd):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _ln_bwd(dy, x, w, has_w, mean, rstd, dx, pw, pb):
+    """dx per row plus partial dweight / dbias: task c owns rows [c*per, (c+1)*per) and adds
+    into its own float64 rows pw[c], pb[c]. `prange` over the chunks; dy and x read once (two
+    passes over the cached row), dx written once; the (chunks, D) partials are the scratch."""
     n, d = x.shape
     nchunks = pw.shape[0]
     per = (n + nchunks - 1) // nchunks

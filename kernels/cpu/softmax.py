@@ -98,6 +98,8 @@ def _split32(x):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _split64(x):
+    """exp(x) = p * 2^k for float64 (x clamped to [-709, 709]): returns (p, bit pattern of
+    the float64 2^k). Inlined scalar helper: registers only."""
     x = min(max(x, -709.0), 709.0)
     kf = np.floor(x * _LOG2E + 0.5)
     r = x - kf * _LN2_HI64 - kf * _LN2_LO64
@@ -119,6 +121,8 @@ def _split64(x):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _scale_by_bits(dst, two_k, n):
+    """dst[j] *= two_k[j] for j < n (two_k: the float view of the 2^k bit patterns); returns
+    sum(dst[:n]). Inlined serial loop over one row, in place on dst; no scratch."""
     s = dst[0] - dst[0]
     for j in range(n):
         e = dst[j] * two_k[j]
@@ -129,6 +133,9 @@ def _scale_by_bits(dst, two_k, n):
 
 @overload(exp_into, jit_options={"fastmath": FASTMATH})
 def _exp_into_ov(src, shift, dst, ib):
+    """Numba implementation of `exp_into` (float32 / float64 rows): one branch-free pass writes
+    p into dst and the 2^k bits into ib, then `_scale_by_bits`. Inlined per row into the
+    calling kernel; reads src once, writes dst once; ib is the caller's int scratch."""
     split, ftype = (_split32, np.float32) if dst.dtype == types.float32 else (_split64, np.float64)
 
     def impl(src, shift, dst, ib):
@@ -141,6 +148,8 @@ def _exp_into_ov(src, shift, dst, ib):
 
 @overload(exp_inplace, jit_options={"fastmath": FASTMATH})
 def _exp_inplace_ov(row, shift, ib):
+    """Numba implementation of `exp_inplace`: as `_exp_into_ov` with src = dst = row (a single
+    pointer, so the loops vectorise). Inlined per row; ib is the caller's int scratch."""
     split, ftype = (_split32, np.float32) if row.dtype == types.float32 else (_split64, np.float64)
 
     def impl(row, shift, ib):
@@ -174,6 +183,8 @@ def row_max(r, n, init):
 # ----------------------------------------------------------------------------- kernels
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _softmax_fwd(x, y):
+    """y = softmax(x) by rows. `prange` over the N rows, one row per task: max, exp into y,
+    then y scaled in place; reads x once, writes y once; scratch: one int row per task."""
     n, c = x.shape
     for i in prange(n):
         xr, yr = x[i], y[i]
@@ -185,6 +196,8 @@ def _softmax_fwd(x, y):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _softmax_bwd(y, dy, dx):
+    """dx = y * (dy - sum(y * dy)) by rows. `prange` over the N rows, one row per task; the
+    cached y, dy rows are read twice, dx written once; no scratch."""
     n, c = y.shape
     for i in prange(n):
         yr, gr, dr = y[i], dy[i], dx[i]
@@ -197,6 +210,8 @@ def _softmax_bwd(y, dy, dx):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _log_softmax_fwd(x, y):
+    """y = x - (max + log sum exp(x - max)) by rows. `prange` over the N rows, one row per task;
+    exp(x - max) goes into y (used as scratch), then y is overwritten; one int row per task."""
     n, c = x.shape
     for i in prange(n):
         xr, yr = x[i], y[i]
@@ -208,6 +223,8 @@ def _log_softmax_fwd(x, y):
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _log_softmax_bwd(y, dy, dx):
+    """dx = dy - exp(y) * sum(dy) by rows. `prange` over the N rows, one row per task; exp(y)
+    is written into dx, then dx updated in place; reads y, dy once; one int row per task."""
     n, c = y.shape
     for i in prange(n):
         yr, gr, dr = y[i], dy[i], dx[i]

@@ -19,6 +19,9 @@ MAX_BLOCKS = 4096
 
 @cuda.jit
 def _adam_kernel(p, g, m, v, lr, b1, b2, eps, wd, bc1, sqrt_bc2, decoupled):
+    """Adam/AdamW update of element i in place (bias corrections bc1, sqrt_bc2 from the host).
+    Launch: 1-D grid-stride loop, min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS; thread i
+    owns elements i, i + gridsize, ... Reads p, g, m, v once, writes p, m, v once; no shared memory."""
     i = cuda.grid(1)
     while i < p.size:
         gi = g[i]

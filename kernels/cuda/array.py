@@ -55,6 +55,9 @@ def _operand(x, shape):
 # ------------------------------------------------------------------ fill / arange / copy
 @cuda.jit
 def _fill_kernel(out, value, n):
+    """out[i] = value over the flat C-contiguous out. Launch `_launch(n)`: 1-D grid-stride loop,
+    THREADS per block, <= MAX_BLOCKS blocks, thread i owns i, i + gridsize, ...; each cell is
+    written once; no shared memory."""
     i = cuda.grid(1)
     while i < n:
         out[i] = value
@@ -63,6 +66,8 @@ def _fill_kernel(out, value, n):
 
 @cuda.jit
 def _arange_kernel(out, start, step, n):
+    """out[i] = start + i * step. Launch `_launch(n)` (1-D grid-stride, THREADS x <= MAX_BLOCKS);
+    each cell written once, nothing read; no shared memory."""
     i = cuda.grid(1)
     while i < n:
         out[i] = start + i * step
@@ -71,6 +76,9 @@ def _arange_kernel(out, start, step, n):
 
 @cuda.jit
 def _copy_kernel(dst, src, n, shape, ds, ss):
+    """dst[offset_of(i, shape, ds)] = src[offset_of(i, shape, ss)] (broadcast strided copy).
+    Launch `_launch(n)` (1-D grid-stride over the C-ordered index space, THREADS x <= MAX_BLOCKS);
+    each cell read once and written once; no shared memory."""
     i = cuda.grid(1)
     while i < n:
         dst[offset_of(i, shape, ds)] = src[offset_of(i, shape, ss)]
@@ -127,6 +135,9 @@ def _lmap(op):
 
     @cuda.jit
     def k(out, x, n, shape, xs):
+        """out[i] = f(x[offset_of(i, shape, xs)]) -> bool for the logical unary ``op``.
+        Launch `_launch(n)` (1-D grid-stride, THREADS x <= MAX_BLOCKS); each input cell read once,
+        the C-contiguous out written once; no shared memory."""
         i = cuda.grid(1)
         while i < n:
             out[i] = f(x[offset_of(i, shape, xs)])
@@ -141,6 +152,9 @@ def _lzip(op):
 
     @cuda.jit
     def k(out, a, b, n, shape, as_, bs):
+        """out[i] = f(a[...], b[...]) -> bool for the logical binary ``op`` (broadcast strides).
+        Launch `_launch(n)` (1-D grid-stride, THREADS x <= MAX_BLOCKS); each input cell read once,
+        the C-contiguous out written once; no shared memory."""
         i = cuda.grid(1)
         while i < n:
             out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)])
@@ -175,6 +189,9 @@ def logical_binary(op: str, a, b):
 # ------------------------------------------------------------------ advanced indexing
 @cuda.jit
 def _index_linear_kernel(lin, idx, size, stride, n, shape, ids):
+    """lin[i] += wrap(idx[offset_of(i, shape, ids)]) * stride, in place; -1 if the index is out
+    of [-size, size) or lin[i] is already -1. Launch `_launch(n)` (1-D grid-stride over lin,
+    THREADS x <= MAX_BLOCKS); idx and lin read once, lin written once; no shared memory."""
     i = cuda.grid(1)
     while i < n:
         v = idx[offset_of(i, shape, ids)]
@@ -189,6 +206,9 @@ def _index_linear_kernel(lin, idx, size, stride, n, shape, ids):
 
 @cuda.jit
 def _gather_kernel(out, x, lin, n, shape, xs, ls, zero):
+    """out[i] = x[offset_of(i, shape, xs) + lin[offset_of(i, shape, ls)]] (``zero`` where lin < 0).
+    Launch `_launch(n)` (1-D grid-stride over the output, THREADS x <= MAX_BLOCKS); one lin and
+    one x read per output cell, out written once; no shared memory."""
     i = cuda.grid(1)
     while i < n:
         l = lin[offset_of(i, shape, ls)]
@@ -201,6 +221,9 @@ def _gather_kernel(out, x, lin, n, shape, xs, ls, zero):
 
 @cuda.jit
 def _scatter_kernel(dst, src, lin, n, shape, ds, ss, ls, accumulate):
+    """dst[offset_of(i, shape, ds) + lin[...]] = src[...], or `cuda.atomic.add` with ``accumulate``
+    (repeats summed in hardware order); cells with lin < 0 skipped. Launch `_launch(n)` (1-D
+    grid-stride over the index space, THREADS x <= MAX_BLOCKS); src, lin read once; no shared memory."""
     i = cuda.grid(1)
     while i < n:
         l = lin[offset_of(i, shape, ls)]
@@ -252,6 +275,8 @@ def scatter(dst_flat, src, lin, shape, ds, ls, accumulate: bool):
 # ------------------------------------------------------------------ dropout mask
 @cuda.jit(device=True)
 def _fmix32(h):
+    """murmur3 32-bit finaliser of h (< 2**32), masked to 32 bits after each multiply.
+    Device function, run per thread; registers only."""
     h ^= h >> 16
     h = (h * 0x85EBCA6B) & M32
     h ^= h >> 13
@@ -262,6 +287,9 @@ def _fmix32(h):
 
 @cuda.jit
 def _dropout_kernel(out, n, seed_lo, seed_hi, p, scale):
+    """out[i] = scale if hash32(i, seed) / 2**32 >= p else 0 (see the module docstring).
+    Launch `_launch(n)` (1-D grid-stride, THREADS x <= MAX_BLOCKS), thread i owns i, i + gridsize,
+    ...; each cell written once, nothing read; no shared memory."""
     i = cuda.grid(1)
     while i < n:
         h = _fmix32((i & M32) ^ seed_lo)

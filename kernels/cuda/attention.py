@@ -49,6 +49,8 @@ ROWDOT_THREADS = 128  # threads per block of the rowsum(dO ⊙ O) kernel
 
 @cuda.jit(device=True)
 def _score(qrow, tile, jj, d, scale, bias, bb, bi, bj, has_bias, b, i, j):
+    """scale * (qrow . tile[jj, :d]) + bias[b*bb + i*bi + j*bj] (stride 0 = broadcast dim).
+    Device function, per thread: reads one staged shared-memory row and at most one bias cell."""
     s = 0.0
     for c in range(d):
         s += qrow[c] * tile[jj, c]
@@ -64,6 +66,10 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
 
     @cuda.jit
     def fwd(o, lse, q, k, v, bias, bb, bi, bj, has_bias, causal, scale):
+        """o[b, i], lse[b, i] for query row i = blockIdx.x * bq + threadIdx.x, batch b = blockIdx.y.
+        Grid (ceil(Tq / bq), B), bq threads, one query row each; per key tile, K and V (bk x dpad)
+        staged in shared memory; per thread local q row, float64 accumulator (dpad) and bk scores;
+        online softmax over the tiles; o and lse written once."""
         Ks = cuda.shared.array((bk, dpad), nbt)
         Vs = cuda.shared.array((bk, dpad), nbt)
         qr = cuda.local.array(dpad, nbt)
@@ -131,6 +137,10 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
 
     @cuda.jit
     def bwd_dq(dq, q, k, v, lse, do, Dr, bias, bb, bi, bj, has_bias, causal, scale):
+        """dq[b, i] = scale * sum_j P_ij (dO_i . v_j - D_i) k_j, with P = exp(S - lse) recomputed.
+        Grid (ceil(Tq / bq), B), bq threads, one query row each; K and V tiles (bk x dpad) staged in
+        shared memory as in `fwd`; per thread local q, dO rows and a float64 accumulator; dq
+        written once, no atomics."""
         Ks = cuda.shared.array((bk, dpad), nbt)
         Vs = cuda.shared.array((bk, dpad), nbt)
         qr = cuda.local.array(dpad, nbt)
@@ -186,6 +196,10 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
 
     @cuda.jit
     def bwd_dkv(dk, dvv, q, k, v, lse, do, Dr, bias, bb, bi, bj, has_bias, causal, scale):
+        """dk[b, j], dv[b, j] for key row j = blockIdx.x * bk + threadIdx.x, batch b = blockIdx.y.
+        Grid (ceil(Tk / bk), B), bk threads, one key row each; per query tile, Q and dO (bq x dpad)
+        plus their lse and D (float64, bq each) staged in shared memory; per thread local k, v rows
+        and float64 dk / dv accumulators; dk, dv written once, no atomics."""
         Qs = cuda.shared.array((bq, dpad), nbt)
         dOs = cuda.shared.array((bq, dpad), nbt)
         Ls = cuda.shared.array(bq, numba.float64)
@@ -251,7 +265,8 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
 
 @cuda.jit
 def _rowdot(Dr, do, o):
-    """Dr[b, i] = Σ_c do[b, i, c] * o[b, i, c]; one thread per (b, i)."""
+    """Dr[b, i] = Σ_c do[b, i, c] * o[b, i, c]; one thread per (b, i): grid ceil(B * Tq /
+    ROWDOT_THREADS) x ROWDOT_THREADS. do, o read once, Dr (float64) written once; no shared memory."""
     t = cuda.grid(1)
     B, T, dv = o.shape
     if t < B * T:

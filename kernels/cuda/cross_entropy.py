@@ -27,6 +27,10 @@ THREADS = 128  # power of two
 def _kernels(threads: int):
     @cuda.jit
     def fwd(loss, lse, x, target, ignore_index, ls):
+        """loss[row], lse[row] for row = blockIdx.x (NaN loss for a target outside [0, C)).
+        Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; three
+        float64 block reductions (max, sum exp, sum x) in a ``threads``-slot shared array;
+        the row is read three times, thread 0 writes the two scalars."""
         sh = cuda.shared.array(threads, numba.float64)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
@@ -55,6 +59,9 @@ def _kernels(threads: int):
 
     @cuda.jit
     def bwd(dx, x, target, lse, dloss, ignore_index, ls):
+        """dx[row] = dloss[row] * (exp(x - lse) - ls / C - (1 - ls) * onehot(t)); 0 rows if ignored.
+        Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; the row is
+        read once and dx written once; no shared memory."""
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = x.shape[1]

@@ -29,6 +29,7 @@ GELU_C = math.sqrt(2.0 / math.pi)
 # ---------------------------------------------------------------- scalar device functions
 @cuda.jit(device=True)
 def _sigmoid(x):
+    """Logistic of x without overflow for large |x|. Device function, per thread; registers only."""
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
@@ -37,17 +38,20 @@ def _sigmoid(x):
 
 @cuda.jit(device=True)
 def _gelu(x):
+    """tanh-approximation GELU of x. Device function, per thread; registers only."""
     return 0.5 * x * (1.0 + math.tanh(GELU_C * (x + 0.044715 * x * x * x)))
 
 
 @cuda.jit(device=True)
 def _gelu_grad(x):
+    """Derivative of the tanh-approximation GELU at x. Device function, per thread; registers only."""
     t = math.tanh(GELU_C * (x + 0.044715 * x * x * x))
     return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * x * x)
 
 
 @cuda.jit(device=True)
 def _sign(x):
+    """sign(x) as a float (NaN stays NaN). Device function, per thread; registers only."""
     if x > 0:
         return 1.0
     if x < 0:
@@ -101,6 +105,9 @@ def _map_kernel(op: str):
 
     @cuda.jit
     def map_kernel(out, x, n, shape, xs):
+        """out[i] = f(x[offset_of(i, shape, xs)]) for the unary ``op``. Launch `_launch(n)`: 1-D
+        grid-stride loop, min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS, thread i owns i,
+        i + gridsize, ...; each input cell read once, the C-contiguous out written once; no shared memory."""
         i = cuda.grid(1)
         while i < n:
             out[i] = f(x[offset_of(i, shape, xs)])
@@ -115,6 +122,9 @@ def _zip_kernel(op: str):
 
     @cuda.jit
     def zip_kernel(out, a, b, n, shape, as_, bs):
+        """out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)]) for the binary ``op``
+        (broadcast strides). Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS; each
+        input cell read once, the C-contiguous out written once; no shared memory."""
         i = cuda.grid(1)
         while i < n:
             out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)])
@@ -125,6 +135,9 @@ def _zip_kernel(op: str):
 
 @cuda.jit
 def _where_kernel(out, c, a, b, n, shape, cs, as_, bs):
+    """out[i] = a[...] if c[...] else b[...] (all three broadcast by strides). Launch `_launch(n)`:
+    1-D grid-stride, THREADS x <= MAX_BLOCKS; c and one of a / b read once per cell, out
+    written once; no shared memory."""
     i = cuda.grid(1)
     while i < n:
         if c[offset_of(i, shape, cs)]:

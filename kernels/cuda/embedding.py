@@ -21,6 +21,9 @@ MAX_BLOCKS = 4096
 
 @cuda.jit
 def _gather(out, weight, idx, n, D):
+    """out[r, c] = weight[idx[r], c] (0 for idx outside [0, V)) over the n * D cells. Launch:
+    1-D grid-stride, min(ceil(n * D / THREADS), MAX_BLOCKS) blocks x THREADS, consecutive
+    threads on consecutive columns (coalesced); each cell read and written once; no shared memory."""
     i = cuda.grid(1)
     V = weight.shape[0]
     while i < n * D:
@@ -33,6 +36,8 @@ def _gather(out, weight, idx, n, D):
 
 @cuda.jit
 def _zero(a):
+    """a[i] = 0 over the flat a. Launch: 1-D grid-stride, min(ceil(n / THREADS), MAX_BLOCKS)
+    blocks x THREADS; each cell written once; no shared memory."""
     i = cuda.grid(1)
     while i < a.size:
         a[i] = 0
@@ -41,6 +46,9 @@ def _zero(a):
 
 @cuda.jit
 def _scatter_add(dw, dout, idx, n, D):
+    """dw[idx[r], c] += dout[r, c] by `cuda.atomic.add` (idx outside [0, V) skipped; repeats
+    summed in hardware order). Launch: 1-D grid-stride over the n * D cells of dout, THREADS x
+    <= MAX_BLOCKS, coalesced by column; dout read once; no shared memory."""
     i = cuda.grid(1)
     V = dw.shape[0]
     while i < n * D:

@@ -30,6 +30,10 @@ COL_THREADS = 128
 def _kernels(threads: int):
     @cuda.jit
     def fwd(y, mean, rstd, x, w, b, has_w, has_b, eps):
+        """y[row] = (x - mean) * rstd (* w) (+ b), saving mean[row], rstd[row]; row = blockIdx.x.
+        Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; two float64
+        block sums (mean, two-pass variance) in a ``threads``-slot shared array; x read three
+        times, y written once, thread 0 writes mean / rstd."""
         sh = cuda.shared.array(threads, numba.float64)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
@@ -56,6 +60,9 @@ def _kernels(threads: int):
 
     @cuda.jit
     def bwd_dx(dx, dy, x, w, has_w, mean, rstd):
+        """dx[row] = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w; row = blockIdx.x.
+        Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; two float64
+        block sums in a ``threads``-slot shared array; dy, x read twice, dx written once."""
         sh = cuda.shared.array(threads, numba.float64)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
@@ -79,6 +86,10 @@ def _kernels(threads: int):
 
 @cuda.jit
 def _bwd_params(dw, db, dy, x, mean, rstd, has_w):
+    """db[j] = sum_i dy[i, j], dw[j] = sum_i dy[i, j] * xhat[i, j] for column j = cuda.grid(1).
+    Grid ceil(D / COL_THREADS) x COL_THREADS, one thread per column folding the N rows in order
+    (deterministic, no atomics; neighbouring threads read neighbouring columns: coalesced);
+    dy, x read once; no shared memory."""
     j = cuda.grid(1)
     N, D = x.shape
     if j < D:

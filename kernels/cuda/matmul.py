@@ -41,6 +41,10 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
 
     @cuda.jit
     def matmul_kernel(c, a, b, M, N, K, bshape, abst, bbst, sam, sak, sbk, sbn):
+        """C tile (blockIdx.y, blockIdx.x) of batch blockIdx.z: tm x tn (TILE_M x TILE_N) with
+        (tm / rm) * (tn / rn) threads, each owning an rm x rn (MICRO_M x MICRO_N) register micro-tile.
+        Per tk (TILE_K) step: A (tk x tm) and B (tk x tn) slabs staged zero-padded in shared memory,
+        then tk rank-1 updates from local arrays; each C cell written once."""
         As = cuda.shared.array((tk, tm), nbt)
         Bs = cuda.shared.array((tk, tn), nbt)
         acc = cuda.local.array(rm * rn, nbt)

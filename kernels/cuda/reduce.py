@@ -31,6 +31,10 @@ def _reduce_kernel(code: int, threads: int):
 
     @cuda.jit
     def reduce_kernel(out, x, nred, scale, kshape, kstrides, rshape, rstrides):
+        """out[blockIdx.x] = sum / max / min (``code``; * ``scale`` for mean) over the nred reduced cells
+        of kept index blockIdx.x. Grid = number of outputs, ``threads`` (THREADS) per block; thread t
+        folds t, t + threads, ... into a float64 register, then a tree in a ``threads``-slot float64
+        shared array; each input cell read once, thread 0 writes the output."""
         sh = cuda.shared.array(threads, numba.float64)
         tid = cuda.threadIdx.x
         base = offset_of(cuda.blockIdx.x, kshape, kstrides)
@@ -68,6 +72,10 @@ def _reduce_kernel(code: int, threads: int):
 def _argmax_kernel(threads: int):
     @cuda.jit
     def argmax_kernel(out, x, nred, kshape, kstrides, rstride):
+        """out[blockIdx.x] = index of the first maximum along the reduced axis (stride rstride).
+        Grid = number of outputs, ``threads`` (THREADS) per block, thread t scans t, t + threads, ...;
+        (value, index) tree in ``threads``-slot float64 + int64 shared arrays (ties -> smallest
+        index); each input cell read once, thread 0 writes."""
         shv = cuda.shared.array(threads, numba.float64)
         shi = cuda.shared.array(threads, numba.int64)
         tid = cuda.threadIdx.x

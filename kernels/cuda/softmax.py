@@ -24,6 +24,10 @@ THREADS = 128  # power of two
 def _kernels(threads: int):
     @cuda.jit
     def fwd(y, x, log):
+        """y[row] = softmax (or, with ``log``, log-softmax) of x[row], row = blockIdx.x. Grid N,
+        ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; row max and sum exp
+        are float64 block reductions in a ``threads``-slot shared array; x read three times, y
+        written once."""
         sh = cuda.shared.array(threads, numba.float64)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
@@ -47,6 +51,9 @@ def _kernels(threads: int):
 
     @cuda.jit
     def bwd(dx, y, dy, log):
+        """dx[row] = y * (dy - sum(dy * y)), or with ``log`` dy - exp(y) * sum(dy); row = blockIdx.x.
+        Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; one float64
+        block sum in a ``threads``-slot shared array; y, dy read twice, dx written once."""
         sh = cuda.shared.array(threads, numba.float64)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x

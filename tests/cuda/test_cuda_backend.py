@@ -310,7 +310,20 @@ def _forward_backward(model, src, tgt_in, tgt_out, kpm):
 
 
 def _spy_transfers(monkeypatch, calls):
-    """Count every host<->device copy entry point of numba-cuda and of the backend."""
+    """Count every host<->device copy entry point of numba-cuda and of the backend.
+
+    Explicit copies: ``cuda.to_device``, ``copy_to_host`` / ``copy_to_device`` of device
+    arrays, the backend's ``from_numpy`` / ``to_numpy`` (in every module of the
+    ``minitrans.backends.cuda`` package that binds them, and on ``CUDABackend``).
+    Implicit copies: a host NumPy array passed straight to a kernel launch is moved to the
+    device by numba-cuda (``In`` / ``Out`` / ``InOut`` argument hints): through
+    ``devicearray.auto_device`` (the simulator's ``numba.cuda.simulator.cudadrv.devicearray``,
+    and older numba-cuda on a GPU) or ``devicearray._to_strided_memory_view`` (numba-cuda
+    on a GPU). Those two are counted only when they really converted host data (their
+    second result is True); device arrays pass through them without a copy."""
+    import importlib
+    import sys
+
     from numba import cuda
 
     from minitrans.backends import cuda as B
@@ -321,16 +334,79 @@ def _spy_transfers(monkeypatch, calls):
             return fn(*a, **k)
         return wrapper
 
+    def spy_converted(name, fn):
+        def wrapper(*a, **k):
+            res = fn(*a, **k)
+            if isinstance(res, tuple) and len(res) == 2 and res[1]:
+                calls.append(name)
+            return res
+        return wrapper
+
     monkeypatch.setattr(cuda, "to_device", spy("cuda.to_device", cuda.to_device))
     if mt.cuda.is_simulated():
+        from numba.cuda.simulator.cudadrv import devicearray as dmod
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DA
     else:
+        dmod = importlib.import_module("numba.cuda.cudadrv.devicearray")
         from numba.cuda.cudadrv.devicearray import DeviceNDArray as DA
     for meth in ("copy_to_host", "copy_to_device"):
         monkeypatch.setattr(DA, meth, spy(f"DeviceArray.{meth}", getattr(DA, meth)))
+    found = 0
+    for fname in ("auto_device", "_to_strided_memory_view"):
+        if hasattr(dmod, fname):  # looked up at call time by numba's argument hints
+            monkeypatch.setattr(dmod, fname, spy_converted(f"devicearray.{fname}", getattr(dmod, fname)))
+            found += 1
+    assert found, f"no implicit-transfer entry point found in {dmod.__name__}"
+    mods = [m for n, m in list(sys.modules.items())
+            if m is not None and (n == B.__name__ or n.startswith(B.__name__ + "."))]
     for name in ("from_numpy", "to_numpy"):
-        monkeypatch.setattr(B, name, spy(f"backend.{name}", getattr(B, name)))
-        monkeypatch.setattr(CUDABackend, name, staticmethod(spy(f"CUDABackend.{name}", getattr(B, name))))
+        orig = getattr(B, name)
+        for m in mods:
+            if getattr(m, name, None) is orig:
+                monkeypatch.setattr(m, name, spy(f"backend.{name}", orig))
+        monkeypatch.setattr(CUDABackend, name, staticmethod(spy(f"CUDABackend.{name}", orig)))
+
+
+def test_transfer_spy_catches_host_array_passed_to_a_kernel(monkeypatch):
+    """The spy is not vacuous: a host NumPy array handed straight to a kernel launch (no
+    explicit copy anywhere) is counted as an implicit numba-cuda transfer."""
+    from minitrans.kernels.cuda import array as KA
+    from minitrans.kernels.cuda._util import pad
+
+    dst = CUDABackend.zeros((4,), np.float64)
+    src = np.arange(4.0)  # host memory
+    calls = []
+    _spy_transfers(monkeypatch, calls)
+    KA._copy_kernel[1, 4](dst._d, src, 4, pad((4,), 1), pad((1,)), pad((1,)))
+    monkeypatch.undo()
+    assert any(c.startswith("devicearray.") for c in calls), calls
+    np.testing.assert_array_equal(CUDABackend.to_numpy(dst), src)
+    calls.clear()
+    _spy_transfers(monkeypatch, calls)  # a device operand: no transfer
+    KA._copy_kernel[1, 4](dst._d, dst._d, 4, pad((4,), 1), pad((1,)), pad((1,)))
+    monkeypatch.undo()
+    assert calls == [], calls
+
+
+def test_transfer_spy_catches_host_array_inside_a_step(monkeypatch):
+    """A fused kernel fed a host array in the middle of forward + backward (a LayerNorm
+    weight built with NumPy instead of on the device) is caught by the spy."""
+    from minitrans.kernels import cuda as K
+
+    real = K.layer_norm_forward
+
+    def leaky(x, weight, bias, eps):
+        return real(x, np.ones(tuple(x.shape)[-1:], x.dtype), bias, eps)
+
+    ln = nn.LayerNorm(4)
+    ln.to("cuda")
+    x = mt.tensor(randn(2, 4), device="cuda", requires_grad=True)
+    calls = []
+    _spy_transfers(monkeypatch, calls)
+    monkeypatch.setattr(K, "layer_norm_forward", leaky)
+    ln(x).sum().backward()
+    monkeypatch.undo()
+    assert any(c.startswith("devicearray.") for c in calls), calls
 
 
 def test_training_step_matches_cpu_without_host_device_copies(monkeypatch):

@@ -1,0 +1,331 @@
+"""``CudaArray``: an n-dimensional strided view of numba-cuda device memory, its views
+(``_view``: same memory, other shape / strides / offset; ``reshape`` without a copy where
+NumPy could), and the only two host<->device entry points, ``from_numpy`` / ``to_numpy``.
+
+The operators and methods forward to ``ops`` and ``indexing`` (imported at the bottom of
+this module: those modules build on ``CudaArray``). See the package docstring for the design.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from numba import cuda
+
+from ...kernels.cuda._util import simulated
+
+_Scalar = (numbers.Number, np.generic)
+
+
+def _n(shape) -> int:
+    return int(np.prod(shape, dtype=np.int64))
+
+
+def _c_strides(shape) -> tuple[int, ...]:
+    st, acc = [], 1
+    for s in reversed(shape):
+        st.append(acc)
+        acc *= s
+    return tuple(reversed(st))
+
+
+def _view(d, off: int, shape, strides):
+    """A device array over the memory of ``d``: element ``i`` at ``d``'s first element
+    + ``off + sum(i_k * strides[k])`` (element units, non-negative)."""
+    shape = tuple(int(s) for s in shape)
+    strides = tuple(int(s) for s in strides)
+    if any(s < 0 for s in strides) or off < 0:
+        raise NotImplementedError("negative strides are not supported on cuda")
+    if _n(shape) == 0:
+        return cuda.device_array(shape, dtype=d.dtype)
+    item = d.dtype.itemsize
+    bstrides = tuple(s * item for s in strides)
+    if simulated():
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        ast = np.lib.stride_tricks.as_strided
+        p = ast(d._ary, shape=(off + 1,), strides=(item,))[off:]
+        return FakeCUDAArray(ast(p, shape=shape, strides=bstrides))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray(shape, bstrides, d.dtype, gpu_data=d.gpu_data.view(off * item))
+
+
+def _nocopy_strides(shape, strides, newshape):
+    """Strides viewing (shape, strides) as ``newshape`` without a copy, or None (NumPy's rule)."""
+    old = [(n, s) for n, s in zip(shape, strides) if n != 1]
+    oshape = [n for n, _ in old]
+    ost = [s for _, s in old]
+    nst = [0] * len(newshape)
+    oi, oj, ni, nj = 0, 1, 0, 1
+    on, nn = len(oshape), len(newshape)
+    while ni < nn and oi < on:
+        np_, op = newshape[ni], oshape[oi]
+        while np_ != op:
+            if np_ < op:
+                np_ *= newshape[nj]
+                nj += 1
+            else:
+                op *= oshape[oj]
+                oj += 1
+        for ok in range(oi, oj - 1):
+            if ost[ok] != oshape[ok + 1] * ost[ok + 1]:
+                return None
+        nst[nj - 1] = ost[oj - 1]
+        for nk in range(nj - 1, ni, -1):
+            nst[nk - 1] = nst[nk] * newshape[nk]
+        ni, nj, oi, oj = nj, nj + 1, oj, oj + 1
+    for nk in range(ni, nn):
+        nst[nk] = 0  # trailing size-1 dims
+    return tuple(nst)
+
+
+class _Flags:
+    __slots__ = ("c_contiguous",)
+
+    def __init__(self, c: bool) -> None:
+        self.c_contiguous = c
+
+    def __getitem__(self, k):
+        if k in ("C_CONTIGUOUS", "C", "c_contiguous"):
+            return self.c_contiguous
+        raise KeyError(k)
+
+
+class CudaArray:
+    """An n-dimensional array in CUDA device memory (see the module docstring)."""
+
+    __slots__ = ("_d", "shape", "dtype", "_st", "__weakref__")
+    __array_ufunc__ = None  # ``np.float32(2) * x`` defers to ``x.__rmul__``
+    __array_priority__ = 2000
+
+    def __init__(self, d) -> None:
+        self._d = d
+        self.shape = tuple(int(s) for s in d.shape)
+        self.dtype = np.dtype(d.dtype)
+        item = self.dtype.itemsize
+        self._st = tuple(int(s) // item for s in d.strides)
+
+    # ------------------------------------------------------------ attributes
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return _n(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        return self.dtype.itemsize
+
+    @property
+    def nbytes(self) -> int:
+        return self.size * self.dtype.itemsize
+
+    @property
+    def strides(self) -> tuple:
+        return tuple(s * self.dtype.itemsize for s in self._st)
+
+    @property
+    def flags(self) -> _Flags:
+        return _Flags(self._is_c())
+
+    @property
+    def T(self) -> "CudaArray":
+        return self.transpose()
+
+    def _is_c(self) -> bool:
+        if self.size == 0:
+            return True
+        exp = 1
+        for n, s in zip(reversed(self.shape), reversed(self._st)):
+            if n != 1 and s != exp:
+                return False
+            exp *= n
+        return True
+
+    def _span(self) -> int:
+        return 1 + sum((n - 1) * s for n, s in zip(self.shape, self._st))
+
+    def _v(self, off, shape, strides) -> "CudaArray":
+        return CudaArray(_view(self._d, off, shape, strides))
+
+    def __repr__(self) -> str:
+        return f"CudaArray(shape={self.shape}, dtype={self.dtype})"
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a 0-d array")
+        return self.shape[0]
+
+    def __array__(self, dtype=None, copy=None):
+        raise TypeError("a CudaArray lives in device memory: copy it explicitly with CUDABackend.to_numpy")
+
+    def __iter__(self):
+        raise TypeError("iterating over a CudaArray would copy every element to the host")
+
+    # host reads (one value each, through to_numpy)
+    def item(self):
+        if self.size != 1:
+            raise ValueError("can only convert an array of size 1 to a Python scalar")
+        return to_numpy(self).reshape(()).item()
+
+    def tolist(self):
+        return to_numpy(self).tolist()
+
+    def __bool__(self) -> bool:
+        return bool(self.item())
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    # ------------------------------------------------------------ shape
+    def reshape(self, *shape, order: str = "C") -> "CudaArray":
+        if order != "C":
+            raise NotImplementedError("only C-order reshape")
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        shape = tuple(int(s) for s in shape)
+        if shape.count(-1) > 1:
+            raise ValueError("can only specify one unknown dimension")
+        if -1 in shape:
+            known = _n([s for s in shape if s != -1])
+            if known == 0 or self.size % known:
+                raise ValueError(f"cannot reshape array of size {self.size} into shape {shape}")
+            shape = tuple(self.size // known if s == -1 else s for s in shape)
+        if _n(shape) != self.size:
+            raise ValueError(f"cannot reshape array of size {self.size} into shape {shape}")
+        if shape == self.shape:
+            return self._v(0, shape, self._st)
+        st = _c_strides(shape) if self._is_c() else _nocopy_strides(self.shape, self._st, shape)
+        if st is None:
+            return copy(self).reshape(shape)
+        return self._v(0, shape, st)
+
+    def transpose(self, *axes) -> "CudaArray":
+        if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
+            axes = axes[0]
+        nd = self.ndim
+        axes = tuple(range(nd - 1, -1, -1)) if not axes else tuple(int(a) % max(nd, 1) for a in axes)
+        if sorted(axes) != list(range(nd)):
+            raise ValueError(f"axes {axes} don't match array of {nd} dims")
+        return self._v(0, [self.shape[a] for a in axes], [self._st[a] for a in axes])
+
+    def ravel(self) -> "CudaArray":
+        return self.reshape(-1)
+
+    def flatten(self) -> "CudaArray":
+        return copy(self).reshape(-1)
+
+    def squeeze(self, axis=None) -> "CudaArray":
+        if axis is None:
+            keep = [i for i, n in enumerate(self.shape) if n != 1]
+        else:
+            ax = {a % self.ndim for a in ((axis,) if isinstance(axis, int) else axis)}
+            keep = [i for i in range(self.ndim) if i not in ax]
+        return self._v(0, [self.shape[i] for i in keep], [self._st[i] for i in keep])
+
+    def astype(self, dtype, copy: bool = True) -> "CudaArray":
+        return astype(self, dtype, copy)
+
+    def copy(self) -> "CudaArray":
+        return copy(self)
+
+    # ------------------------------------------------------------ reductions
+    def sum(self, axis=None, keepdims=False, dtype=None):
+        r = sum_(self, axis=axis, keepdims=keepdims)
+        return r if dtype is None else r.astype(dtype, copy=False)
+
+    def mean(self, axis=None, keepdims=False):
+        return mean(self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return amax(self, axis=axis, keepdims=keepdims)
+
+    def min(self, axis=None, keepdims=False):
+        return amin(self, axis=axis, keepdims=keepdims)
+
+    def any(self, axis=None, keepdims=False):
+        return any_(self, axis=axis, keepdims=keepdims)
+
+    def all(self, axis=None, keepdims=False):
+        return all_(self, axis=axis, keepdims=keepdims)
+
+    def argmax(self, axis=None, keepdims=False):
+        return argmax(self, axis=axis, keepdims=keepdims)
+
+    def argmin(self, axis=None, keepdims=False):
+        return argmin(self, axis=axis, keepdims=keepdims)
+
+    # ------------------------------------------------------------ indexing
+    def __getitem__(self, idx) -> "CudaArray":
+        return _getitem(self, idx)
+
+    def __setitem__(self, idx, value) -> None:
+        _setitem(self, idx, value)
+
+    # ------------------------------------------------------------ operators
+    def __add__(self, o): return _binary("add", self, o)
+    def __radd__(self, o): return _binary("add", o, self)
+    def __sub__(self, o): return _binary("sub", self, o)
+    def __rsub__(self, o): return _binary("sub", o, self)
+    def __mul__(self, o): return _binary("mul", self, o)
+    def __rmul__(self, o): return _binary("mul", o, self)
+    def __truediv__(self, o): return _binary("div", self, o)
+    def __rtruediv__(self, o): return _binary("div", o, self)
+    def __pow__(self, o): return _binary("pow", self, o)
+    def __rpow__(self, o): return _binary("pow", o, self)
+    def __lt__(self, o): return _binary("lt", self, o)
+    def __le__(self, o): return _binary("le", self, o)
+    def __gt__(self, o): return _binary("gt", self, o)
+    def __ge__(self, o): return _binary("ge", self, o)
+    def __eq__(self, o): return _binary("eq", self, o)  # noqa: E704
+    def __ne__(self, o): return _binary("ne", self, o)
+    def __and__(self, o): return _logical("and", self, o)
+    def __rand__(self, o): return _logical("and", o, self)
+    def __or__(self, o): return _logical("or", self, o)
+    def __ror__(self, o): return _logical("or", o, self)
+    def __xor__(self, o): return _logical("xor", self, o)
+    def __rxor__(self, o): return _logical("xor", o, self)
+    def __neg__(self): return _unary("neg", self)
+    def __pos__(self): return self
+    def __abs__(self): return _unary("abs", self)
+    def __invert__(self): return logical_not(self, _invert=True)
+    def __iadd__(self, o): return _inplace("add", self, o)
+    def __isub__(self, o): return _inplace("sub", self, o)
+    def __imul__(self, o): return _inplace("mul", self, o)
+    def __itruediv__(self, o): return _inplace("div", self, o)
+
+    __hash__ = None
+
+
+# ---------------------------------------------------------------- conversion
+def from_numpy(a) -> CudaArray:
+    """Copy a host array to the device (the host->device entry point)."""
+    a = np.asarray(a)
+    if not a.flags.c_contiguous:
+        a = a.copy(order="C")
+    return CudaArray(cuda.to_device(a))
+
+
+def to_numpy(a) -> np.ndarray:
+    """Copy a device array to the host (the device->host entry point)."""
+    if not isinstance(a, CudaArray):
+        return np.asarray(a)
+    if a.size == 0:
+        return np.empty(a.shape, a.dtype)
+    c = a if a._is_c() else copy(a)
+    return np.asarray(c._d.copy_to_host()).reshape(a.shape)
+
+
+# The operator / method implementations. Imported last: ops and indexing import CudaArray
+# from this module (the package __init__ imports this module first).
+from .ops import (  # noqa: E402
+    _binary, _inplace, _logical, _unary, all_, amax, amin, any_, argmax, argmin, astype, copy,
+    logical_not, mean, sum_,
+)
+from .indexing import _getitem, _setitem  # noqa: E402

@@ -1,0 +1,173 @@
+"""``CUDABackend``: the namespace of primitives (the same names and semantics as
+``cpu.CPUBackend``, plus ``dropout_mask``), matmul, and the bindings of the fused kernels
+(softmax, cross-entropy, layer norm, attention, Adam, dropout mask) from
+``minitrans.kernels.cuda``: ``CudaArray`` in, the kernel on its device array, ``CudaArray`` out.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...kernels import cuda as K
+from ...kernels.cuda import array as KA
+from .array import CudaArray, from_numpy, to_numpy
+from .indexing import add_at, broadcast_to, concatenate, moveaxis, reshape, split_at, sum_to, transpose
+from .ops import (
+    _dev, _shape_arg, _unary, all_, amax, amin, any_, arange, argmax, argmin, asarray,
+    ascontiguousarray, clip, copy, empty, errstate, full, isfinite, logical_not, maximum, minimum,
+    ones, ones_like, power, sigmoid, sum_, where, zeros, zeros_like,
+)
+
+
+# ---------------------------------------------------------------- linear algebra
+def matmul(a, b) -> CudaArray:
+    a, b = _dev(a), _dev(b)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError("matmul: Input operand does not have enough dimensions")
+    A = a.reshape(1, -1) if a.ndim == 1 else a
+    B = b.reshape(-1, 1) if b.ndim == 1 else b
+    if A.shape[-1] != B.shape[-2]:
+        raise ValueError(f"matmul: mismatch in core dimension ({A.shape} @ {B.shape})")
+    np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
+    c = CudaArray(K.matmul(A._d, B._d))
+    if a.ndim == 1 and b.ndim == 1:
+        return c.reshape(())
+    if a.ndim == 1:
+        return c.reshape(c.shape[:-2] + c.shape[-1:])
+    if b.ndim == 1:
+        return c.reshape(c.shape[:-1])
+    return c
+
+
+# ---------------------------------------------------------------- fused kernels
+def _u(x):
+    return None if x is None else _dev(x)._d
+
+
+def _w(d):
+    return None if d is None else CudaArray(d)
+
+
+def softmax_forward(x):
+    return _w(K.softmax_forward(_u(x)))
+
+
+def softmax_backward(y, dy):
+    return _w(K.softmax_backward(_u(y), _u(dy)))
+
+
+def log_softmax_forward(x):
+    return _w(K.log_softmax_forward(_u(x)))
+
+
+def log_softmax_backward(y, dy):
+    return _w(K.log_softmax_backward(_u(y), _u(dy)))
+
+
+def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
+    loss, lse = K.cross_entropy_forward(_u(logits), _u(target), ignore_index, label_smoothing)
+    return _w(loss), _w(lse)
+
+
+def cross_entropy_backward(logits, target, lse, dloss, ignore_index, label_smoothing):
+    return _w(K.cross_entropy_backward(_u(logits), _u(target), _u(lse), _u(ascontiguousarray(dloss)),
+                                       ignore_index, label_smoothing))
+
+
+def layer_norm_forward(x, weight, bias, eps):
+    return tuple(_w(r) for r in K.layer_norm_forward(_u(x), _u(weight), _u(bias), eps))
+
+
+def layer_norm_backward(dy, x, weight, mean, rstd):
+    return tuple(_w(r) for r in K.layer_norm_backward(_u(dy), _u(x), _u(weight), _u(mean), _u(rstd)))
+
+
+def attention_forward(q, k, v, bias, is_causal, scale):
+    o, lse = K.attention_forward(_u(q), _u(k), _u(v), _u(bias), is_causal, scale)
+    return _w(o), _w(lse)
+
+
+def attention_backward(q, k, v, o, lse, do, bias, is_causal, scale):
+    return tuple(_w(r) for r in K.attention_backward(_u(q), _u(k), _u(v), _u(o), _u(lse), _u(do), _u(bias),
+                                                      is_causal, scale))
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
+    K.adam_step(_u(param), _u(grad), _u(exp_avg), _u(exp_avg_sq), lr, beta1, beta2, eps, weight_decay,
+                step, decoupled)
+
+
+def dropout_mask(shape, p, seed, dtype):
+    """CUDA only: the inverted-dropout multiplier (0 or 1/(1-p)) from a counter-based hash of
+    (seed, element index); see kernels/cuda/array.py."""
+    return _w(KA.dropout_mask(_shape_arg(shape), p, seed, np.dtype(dtype)))
+
+
+# ---------------------------------------------------------------- the namespace
+class CUDABackend:
+    """Primitive array functions on a CUDA device (arrays are ``CudaArray``); the same names
+    and semantics as ``CPUBackend`` (plus ``dropout_mask``)."""
+
+    name = "cuda"
+    ndarray = CudaArray
+
+    asarray = staticmethod(asarray)
+    ascontiguousarray = staticmethod(ascontiguousarray)
+    zeros = staticmethod(zeros)
+    ones = staticmethod(ones)
+    full = staticmethod(full)
+    empty = staticmethod(empty)
+    arange = staticmethod(arange)
+    zeros_like = staticmethod(zeros_like)
+    ones_like = staticmethod(ones_like)
+    to_numpy = staticmethod(to_numpy)
+    from_numpy = staticmethod(from_numpy)
+
+    exp = staticmethod(lambda x: _unary("exp", x))
+    log = staticmethod(lambda x: _unary("log", x))
+    sqrt = staticmethod(lambda x: _unary("sqrt", x))
+    abs = staticmethod(lambda x: _unary("abs", x))
+    tanh = staticmethod(lambda x: _unary("tanh", x))
+    sign = staticmethod(lambda x: _unary("sign", x))
+    maximum = staticmethod(maximum)
+    minimum = staticmethod(minimum)
+    where = staticmethod(where)
+    clip = staticmethod(clip)
+    power = staticmethod(power)
+    isfinite = staticmethod(isfinite)
+    logical_not = staticmethod(logical_not)
+    errstate = staticmethod(errstate)
+
+    sum = staticmethod(sum_)
+    max = staticmethod(amax)
+    min = staticmethod(amin)
+    argmax = staticmethod(argmax)
+    argmin = staticmethod(argmin)
+    any = staticmethod(any_)
+    all = staticmethod(all_)
+    sum_to = staticmethod(sum_to)
+
+    reshape = staticmethod(reshape)
+    transpose = staticmethod(transpose)
+    broadcast_to = staticmethod(broadcast_to)
+    broadcast_shapes = staticmethod(np.broadcast_shapes)
+    concatenate = staticmethod(concatenate)
+    split_at = staticmethod(split_at)
+    moveaxis = staticmethod(moveaxis)
+    add_at = staticmethod(add_at)
+    copy = staticmethod(copy)
+
+    matmul = staticmethod(matmul)
+    sigmoid = staticmethod(sigmoid)
+
+    softmax_forward = staticmethod(softmax_forward)
+    softmax_backward = staticmethod(softmax_backward)
+    log_softmax_forward = staticmethod(log_softmax_forward)
+    log_softmax_backward = staticmethod(log_softmax_backward)
+    cross_entropy_forward = staticmethod(cross_entropy_forward)
+    cross_entropy_backward = staticmethod(cross_entropy_backward)
+    layer_norm_forward = staticmethod(layer_norm_forward)
+    layer_norm_backward = staticmethod(layer_norm_backward)
+    attention_forward = staticmethod(attention_forward)
+    attention_backward = staticmethod(attention_backward)
+    adam_step = staticmethod(adam_step)
+    dropout_mask = staticmethod(dropout_mask)

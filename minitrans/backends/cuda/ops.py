@@ -1,0 +1,342 @@
+"""Elementwise, creation and reduction primitives of the CUDA backend, and the operand
+plumbing they share: ``_dev`` (host data becomes a device array: an explicit upload),
+``_const`` (cached 0-d device constants for Python scalars, filled by a kernel: no copy),
+NumPy 2 dtype rules through ``np.result_type``. Every computation is one or more kernels
+of ``minitrans.kernels.cuda``.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+from numba import cuda
+
+from ...kernels import cuda as K
+from ...kernels.cuda import array as KA
+from .array import CudaArray, _Scalar, from_numpy
+
+_FLOAT_FUNCS = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid"})
+_COMPARE = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+
+
+# ---------------------------------------------------------------- operands
+def _dev(x) -> CudaArray:
+    """``x`` as a CudaArray; host arrays are uploaded (an explicit host->device copy)."""
+    if isinstance(x, CudaArray):
+        return x
+    if isinstance(x, _Scalar):
+        return asarray(x)
+    return from_numpy(x)
+
+
+_CONSTS: dict = {}
+
+
+def _const(v, dtype):
+    """A cached 0-d device array holding ``v`` as ``dtype`` (internal operands only: never
+    handed out, never written)."""
+    dtype = np.dtype(dtype)
+    with np.errstate(all="ignore"):
+        cv = dtype.type(v)
+    key = (dtype.str, cv.tobytes())
+    d = _CONSTS.get(key)
+    if d is None:
+        if len(_CONSTS) > 1024:
+            _CONSTS.clear()
+        d = _CONSTS[key] = KA.full((), cv, dtype)
+    return d
+
+
+def _dt(x):
+    """What np.result_type should see for an operand (a dtype, or the scalar itself)."""
+    if isinstance(x, CudaArray):
+        return x.dtype
+    if isinstance(x, np.ndarray):
+        return x.dtype
+    return x
+
+
+def _operand(x, dtype):
+    """Device array for an operand: CudaArray -> its device array, scalar -> cached constant."""
+    if isinstance(x, CudaArray):
+        return x._d
+    if isinstance(x, _Scalar):
+        return _const(x, dtype)
+    if isinstance(x, np.ndarray) and x.ndim == 0:
+        return _const(x[()], dtype)
+    return _dev(x)._d
+
+
+def _norm_scalar(x):
+    if isinstance(x, np.ndarray) and x.ndim == 0:
+        return x[()]
+    if isinstance(x, (list, tuple)):
+        return np.asarray(x)
+    return x
+
+
+def _shape_of(x):
+    return tuple(getattr(x, "shape", ()))
+
+
+# ---------------------------------------------------------------- elementwise
+def _unary(op, x) -> CudaArray:
+    x = _dev(x)
+    if op in _FLOAT_FUNCS and x.dtype.kind in "biu":
+        x = astype(x, np.float64)
+    return CudaArray(K.unary(op, x._d))
+
+
+def _binary(op, a, b) -> CudaArray:
+    a, b = _norm_scalar(a), _norm_scalar(b)
+    if not isinstance(a, (CudaArray, np.ndarray) + _Scalar) or not isinstance(b, (CudaArray, np.ndarray) + _Scalar):
+        return NotImplemented
+    rt = np.result_type(_dt(a), _dt(b))
+    shape = np.broadcast_shapes(_shape_of(a), _shape_of(b))
+    if op in _COMPARE:
+        dtype = np.dtype(np.bool_)
+    elif op == "div" and rt.kind in "biu":
+        dtype, rt = np.dtype(np.float64), np.dtype(np.float64)
+    else:
+        dtype = rt
+    da, db = _operand(a, rt), _operand(b, rt)
+    out = cuda.device_array(shape, dtype=dtype)
+    K.binary(op, da, db, out=out)
+    return CudaArray(out)
+
+
+def _logical(op, a, b) -> CudaArray:
+    a, b = _norm_scalar(a), _norm_scalar(b)
+    for x in (a, b):
+        if np.result_type(_dt(x)) != np.bool_:
+            raise TypeError(f"'{op}' is only supported between bool arrays on cuda")
+    return CudaArray(KA.logical_binary(op, _operand(a, np.bool_), _operand(b, np.bool_)))
+
+
+def _inplace(op, self: CudaArray, o) -> CudaArray:
+    r = _binary(op, self, o)
+    if r.shape != self.shape:
+        raise ValueError(f"non-broadcastable output operand with shape {self.shape} doesn't match the "
+                         f"broadcast shape {r.shape}")
+    KA.copy_into(self._d, r._d)
+    return self
+
+
+def logical_not(a, _invert: bool = False) -> CudaArray:
+    a = _dev(a)
+    if a.dtype == np.bool_:
+        return CudaArray(KA.logical_unary("not", a._d))
+    if _invert:
+        raise TypeError("~ on cuda is only supported for bool arrays")
+    return _binary("eq", a, 0)
+
+
+def isfinite(a) -> CudaArray:
+    a = _dev(a)
+    if a.dtype.kind != "f":
+        return full(a.shape, True, np.bool_)
+    return CudaArray(KA.logical_unary("isfinite", a._d))
+
+
+def where(cond, a, b) -> CudaArray:
+    cond, a, b = _norm_scalar(cond), _norm_scalar(a), _norm_scalar(b)
+    rt = np.result_type(_dt(a), _dt(b))
+    shape = np.broadcast_shapes(_shape_of(cond), _shape_of(a), _shape_of(b))
+    dc = _operand(cond, np.bool_)
+    if np.dtype(dc.dtype) != np.bool_:
+        dc = _binary("ne", CudaArray(dc), 0)._d
+    out = cuda.device_array(shape, dtype=rt)
+    K.where(dc, _operand(a, rt), _operand(b, rt), out=out)
+    return CudaArray(out)
+
+
+def maximum(a, b) -> CudaArray:
+    return _binary("maximum", a, b)
+
+
+def minimum(a, b) -> CudaArray:
+    return _binary("minimum", a, b)
+
+
+def power(a, b) -> CudaArray:
+    return _binary("pow", a, b)
+
+
+def clip(a, lo=None, hi=None) -> CudaArray:
+    if lo is None and hi is None:
+        raise ValueError("One of max or min must be given")
+    r = _dev(a)
+    if lo is not None:
+        r = maximum(r, lo)
+    if hi is not None:
+        r = minimum(r, hi)
+    return r
+
+
+def sigmoid(x) -> CudaArray:
+    return _unary("sigmoid", x)
+
+
+def astype(a, dtype, copy_: bool = True) -> CudaArray:
+    a = _dev(a)
+    dtype = np.dtype(dtype)
+    if dtype == a.dtype:
+        return copy(a) if copy_ else a
+    if dtype == np.bool_:
+        return _binary("ne", a, 0)
+    out = cuda.device_array(a.shape, dtype=dtype)
+    K.unary("identity", a._d, out=out)
+    return CudaArray(out)
+
+
+def copy(a) -> CudaArray:
+    """A fresh C-contiguous copy (on the device)."""
+    a = _dev(a)
+    out = cuda.device_array(a.shape, dtype=a.dtype)
+    if a.size:
+        KA.copy_into(out, a._d)
+    return CudaArray(out)
+
+
+def ascontiguousarray(a) -> CudaArray:
+    if isinstance(a, CudaArray):
+        return a if a._is_c() else copy(a)
+    return asarray(a)
+
+
+def asarray(a, dtype=None) -> CudaArray:
+    if isinstance(a, CudaArray):
+        return a if dtype is None else astype(a, dtype, False)
+    if isinstance(a, _Scalar):
+        dt = np.dtype(dtype) if dtype is not None else np.asarray(a).dtype
+        return CudaArray(KA.full((), a, dt))  # filled on the device, no copy
+    return from_numpy(np.asarray(a, dtype=dtype))
+
+
+def errstate(**kwargs):
+    """Device kernels raise no floating-point warnings: a no-op context."""
+    return contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------- creation
+def _shape_arg(shape):
+    return (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+
+
+def full(shape, fill_value, dtype=None) -> CudaArray:
+    dtype = np.asarray(fill_value).dtype if dtype is None else np.dtype(dtype)
+    return CudaArray(KA.full(_shape_arg(shape), fill_value, dtype))
+
+
+def zeros(shape, dtype=float) -> CudaArray:
+    return full(shape, 0, dtype)
+
+
+def ones(shape, dtype=float) -> CudaArray:
+    return full(shape, 1, dtype)
+
+
+def empty(shape, dtype=float) -> CudaArray:
+    return CudaArray(cuda.device_array(_shape_arg(shape), dtype=np.dtype(dtype)))
+
+
+def zeros_like(a, dtype=None) -> CudaArray:
+    return zeros(a.shape, a.dtype if dtype is None else dtype)
+
+
+def ones_like(a, dtype=None) -> CudaArray:
+    return ones(a.shape, a.dtype if dtype is None else dtype)
+
+
+def arange(start, stop=None, step=1, dtype=None) -> CudaArray:
+    if stop is None:
+        start, stop = 0, start
+    if step == 0:
+        raise ValueError("arange: step must be non-zero")
+    dt = np.result_type(start, stop, step) if dtype is None else np.dtype(dtype)
+    n = max(0, int(math.ceil((stop - start) / step)))
+    return CudaArray(KA.arange(n, start, step, dt))
+
+
+# ---------------------------------------------------------------- reductions
+def _axes(axis, ndim):
+    if axis is None:
+        return None
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -max(ndim, 1) <= a < max(ndim, 1):
+            raise np.exceptions.AxisError(a, ndim)
+        out.append(int(a) % max(ndim, 1))
+    return tuple(out)
+
+
+def sum_(a, axis=None, keepdims=False) -> CudaArray:
+    a = _dev(a)
+    if a.dtype.kind in "biu":
+        a = astype(a, np.int64, False)
+    return CudaArray(K.reduce("sum", a._d, _axes(axis, a.ndim), bool(keepdims)))
+
+
+def mean(a, axis=None, keepdims=False) -> CudaArray:
+    a = _dev(a)
+    if a.dtype.kind in "biu":
+        a = astype(a, np.float64)
+    return CudaArray(K.reduce("mean", a._d, _axes(axis, a.ndim), bool(keepdims)))
+
+
+def _extreme(op, a, axis, keepdims):
+    a = _dev(a)
+    if a.size == 0:
+        raise ValueError(f"zero-size array to reduction operation {op}imum which has no identity")
+    if a.dtype == np.bool_:
+        return astype(_extreme(op, astype(a, np.int64), axis, keepdims), np.bool_)
+    return CudaArray(K.reduce(op, a._d, _axes(axis, a.ndim), bool(keepdims)))
+
+
+def amax(a, axis=None, keepdims=False) -> CudaArray:
+    return _extreme("max", a, axis, keepdims)
+
+
+def amin(a, axis=None, keepdims=False) -> CudaArray:
+    return _extreme("min", a, axis, keepdims)
+
+
+def any_(a, axis=None, keepdims=False) -> CudaArray:
+    a = _dev(a)
+    if a.size == 0:
+        return full(_reduced_shape(a.shape, axis, keepdims), False, np.bool_)
+    nz = astype(a if a.dtype == np.bool_ else _binary("ne", a, 0), np.int64)
+    return _binary("gt", CudaArray(K.reduce("max", nz._d, _axes(axis, a.ndim), bool(keepdims))), 0)
+
+
+def all_(a, axis=None, keepdims=False) -> CudaArray:
+    a = _dev(a)
+    if a.size == 0:
+        return full(_reduced_shape(a.shape, axis, keepdims), True, np.bool_)
+    nz = astype(a if a.dtype == np.bool_ else _binary("ne", a, 0), np.int64)
+    return _binary("gt", CudaArray(K.reduce("min", nz._d, _axes(axis, a.ndim), bool(keepdims))), 0)
+
+
+def _reduced_shape(shape, axis, keepdims):
+    axes = _axes(axis, len(shape))
+    axes = range(len(shape)) if axes is None else axes
+    return tuple(1 if i in axes else n for i, n in enumerate(shape)) if keepdims else tuple(
+        n for i, n in enumerate(shape) if i not in axes)
+
+
+def argmax(a, axis=None, keepdims=False) -> CudaArray:
+    a = _dev(a)
+    if a.size == 0:
+        raise ValueError("attempt to get argmax of an empty sequence")
+    if axis is None:
+        r = CudaArray(K.argmax(a.reshape(-1)._d, 0, False))
+        return r.reshape((1,) * a.ndim) if keepdims else r
+    return CudaArray(K.argmax(a._d, int(axis) % max(a.ndim, 1), bool(keepdims)))
+
+
+def argmin(a, axis=None, keepdims=False) -> CudaArray:
+    a = _dev(a)
+    neg = logical_not(a) if a.dtype == np.bool_ else -(astype(a, np.float64) if a.dtype.kind in "iu" else a)
+    return argmax(neg, axis, keepdims)
