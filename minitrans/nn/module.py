@@ -238,7 +238,9 @@ class Module:
             if tuple(arr.shape) != tuple(t.shape):
                 errors.append(f"size mismatch for {k!r}: copying a param with shape {tuple(arr.shape)} from "
                               f"checkpoint, the shape in current model is {tuple(t.shape)}")
-            elif arr.dtype != t._data.dtype and not (arr.dtype.kind == t._data.dtype.kind == "f"):
+            elif arr.dtype != t._data.dtype:
+                # strict on purpose (PyTorch casts): a float64 checkpoint silently rounded into a float32
+                # model is lost precision; convert the model first (.double()/.float()) to load it
                 errors.append(f"dtype mismatch for {k!r}: checkpoint has {arr.dtype}, model has {t._data.dtype}")
         if errors:
             raise RuntimeError(f"Error(s) in loading state_dict for {type(self).__name__}:\n\t" + "\n\t".join(errors))

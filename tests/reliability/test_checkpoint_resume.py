@@ -94,7 +94,7 @@ def test_without_the_rng_state_the_resume_differs(tmp_path):
     assert rest != straight[1:]
 
 
-@pytest.mark.parametrize("bad_dtype", [mt.int64, mt.bool])
+@pytest.mark.parametrize("bad_dtype", [mt.int64, mt.bool, mt.float64])
 def test_dtype_mismatch_on_load_names_the_key_and_changes_nothing(tmp_path, bad_dtype):
     model, _, _ = make(seed=0)
     sd = model.state_dict()
