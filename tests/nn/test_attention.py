@@ -147,6 +147,8 @@ F32_CASES = [
     ((1,), 1, 1, 4, 4, None, False),
     ((3,), 1, 7, 4, 4, "bool", False),
     ((2,), 9, 1, 4, 5, None, False),
+    ((1, 2), 200, 300, 16, 16, "padding", True),   # > SMALL_T: the tiled CPU path
+    ((2,), 257, 140, 8, 8, "bool", False),
 ]
 
 
