@@ -66,9 +66,14 @@ def main(argv=None) -> dict:
 
     last = train(args, run, model, batch_fn, loss_of, lambda m: evaluate(m, task, held_out, args.device),
                  np.random.default_rng(args.seed))
-    plots = try_plots(run, None, title="addition")
     a, b = held_out[0]
     pred = model.greedy(np.array([task.prompt(a, b)], np.int64), task.n_digits + 2, args.device)[0]
+    x, _ = task.batch([(a, b)])
+    L = len(task.prompt(a, b)) + len(str(a + b)) + 1                    # prompt, answer, EOS
+    attn = model.self_attention_map(mt.tensor(x[:, :L], device=args.device))[0]
+    labels = ["<bos>"] + list(task.decode(x[0, 1:L])) + ["<eos>"]
+    plots = try_plots(run, attn, xlabels=labels[:L], ylabels=labels[:L], title="addition",
+                      attention_title="causal self-attention, last block (head mean)")
     shown = task.decode(pred[: list(pred).index(EOS)] if EOS in pred else pred)
     a, b = f"{a:0{args.digits}d}", f"{b:0{args.digits}d}"
     info = {"task": "addition", "steps": last["step"], "elapsed_s": last["elapsed_s"],

@@ -199,8 +199,14 @@ def bench_w1(warmup: int, steps: int, seed: int) -> tuple[list, dict]:
 def bench_w2(ns, reps: int, rng) -> tuple[list, list]:
     raw = kern.bench_w2(ns, reps, rng)
     peer = "torch sdpa" if torch is not None else "numpy reference"
-    return [row("W2 attention", f"n={r['n']} {'causal' if r['causal'] else 'full'}", "ms fwd+bwd", r["ms"],
-                peer, r["peer_ms"], r["ratio"], "B1 H8 d64") for r in raw], raw
+    rows = [row("W2 attention", f"n={r['n']} {'causal' if r['causal'] else 'full'}", "ms fwd+bwd", r["ms"],
+                peer, r["peer_ms"], r["ratio"], "B1 H8 d64") for r in raw]
+    for n in ns:          # peak memory above the inputs (torch's allocations are invisible to tracemalloc)
+        for causal in (False, True):
+            mib, _ = kern.peak_memory(n, 8, causal, rng)
+            rows.append(row("W2 attention", f"n={n} {'causal' if causal else 'full'}", "peak MiB above inputs",
+                            mib, note=f"B1 H8 d64; an n^2 f32 score matrix per head: {4 * n * n / 2**20:.0f} MiB"))
+    return rows, raw
 
 
 def bench_w3(ns, rng) -> tuple[list, list]:

@@ -115,23 +115,29 @@ def bench_w4(reps: int, rng, n: int = 4096) -> dict:
                 ratio=ms / peer_ms, gb_s=gbytes / (ms / 1e3), peer_gb_s=gbytes / (peer_ms / 1e3))
 
 
+def peak_memory(n: int, heads: int, causal: bool, rng) -> tuple[float, float]:
+    """(peak MiB above the inputs, ms) of one attention forward + backward (tracemalloc)."""
+    q, k, v, do = (rng.standard_normal((heads, n, 64)).astype(np.float32) for _ in range(4))
+    scale = 0.125
+    cpu.attention_forward(q[:, :64], k[:, :64], v[:, :64], None, causal, scale)  # compiled
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    t0 = time.perf_counter()
+    o, lse = cpu.attention_forward(q, k, v, None, causal, scale)
+    grads = cpu.attention_backward(q, k, v, o, lse, do, None, causal, scale)
+    ms = (time.perf_counter() - t0) * 1e3
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    del o, lse, grads
+    return peak / 2**20, ms
+
+
 def bench_w6(ns, rng) -> list[dict]:
     rows = []
     for n in tqdm(ns, desc="W6 memory", leave=False):
-        q, k, v, do = (rng.standard_normal((1, n, 64)).astype(np.float32) for _ in range(4))
-        scale = 0.125
-        cpu.attention_forward(q[:, :64], k[:, :64], v[:, :64], None, False, scale)  # compiled
-        tracemalloc.start()
-        base = tracemalloc.get_traced_memory()[0]
-        t0 = time.perf_counter()
-        o, lse = cpu.attention_forward(q, k, v, None, False, scale)
-        grads = cpu.attention_backward(q, k, v, o, lse, do, None, False, scale)
-        ms = (time.perf_counter() - t0) * 1e3
-        peak = tracemalloc.get_traced_memory()[1] - base
-        tracemalloc.stop()
-        del o, lse, grads
-        rows.append(dict(workload="W6", n=n, heads=1, d=64, peak_mib=peak / 2**20,
-                         peak_bytes_per_n=peak / n, ms=ms,
+        peak_mib, ms = peak_memory(n, 1, False, rng)
+        rows.append(dict(workload="W6", n=n, heads=1, d=64, peak_mib=peak_mib,
+                         peak_bytes_per_n=peak_mib * 2**20 / n, ms=ms,
                          n2_matrix_mib=4 * n * n / 2**20))
     return rows
 

@@ -57,7 +57,8 @@ class Timer:
         return time.perf_counter() - self.t0
 
 
-def try_plots(run: Run, attention: np.ndarray | None, xlabels=None, ylabels=None, title: str = "") -> list[str]:
+def try_plots(run: Run, attention: np.ndarray | None, xlabels=None, ylabels=None, title: str = "",
+              attention_title: str = "cross-attention, last decoder layer (head mean)") -> list[str]:
     """Loss curve and attention heat map as PNG when matplotlib is installed (the ``plot`` extra)."""
     try:
         import matplotlib
@@ -89,9 +90,9 @@ def try_plots(run: Run, attention: np.ndarray | None, xlabels=None, ylabels=None
             ax.set_xticks(range(len(xlabels)), xlabels, fontsize=7)
         if ylabels is not None:
             ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
-        ax.set_xlabel("source position (key)")
-        ax.set_ylabel("output position (query)")
-        ax.set_title("cross-attention, last decoder layer (head mean)")
+        ax.set_xlabel("key position")
+        ax.set_ylabel("query position")
+        ax.set_title(attention_title)
         fig.tight_layout()
         p = os.path.join(run.dir, "attention.png")
         fig.savefig(p, dpi=100)

@@ -117,6 +117,16 @@ class DecoderLM(nn.Module):
         return self.head(h)                                          # (B, T, vocab)
 
     @mt.no_grad()
+    def self_attention_map(self, x: mt.Tensor) -> np.ndarray:
+        """Head-averaged causal self-attention weights of the last block for one batch: (B, T, T)."""
+        h = self.pos(self.embed(x) * math.sqrt(self.cfg.d_model))
+        for layer in self.blocks.layers[:-1]:
+            h = layer(h, is_causal=True)
+        last = self.blocks.layers[-1]
+        _, w = last.self_attn(*(last.norm1(h),) * 3, need_weights=True, is_causal=True)
+        return w.numpy()
+
+    @mt.no_grad()
     def greedy(self, prompt: np.ndarray, steps: int, device="cpu") -> np.ndarray:
         out = prompt
         for _ in range(steps):

@@ -181,10 +181,16 @@ def test_optimizer_step_between_forward_and_backward_raises(kind, opt_name):
 def test_step_after_backward_is_fine_and_next_graph_sees_new_weights():
     model, loss_fn = _model("mlp")
     opt = mt.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
     for _ in range(3):
+        before = [p.numpy().copy() for p in model.parameters()]
         opt.zero_grad()
-        loss_fn(model).backward()
+        loss = loss_fn(model)
+        loss.backward()                     # no in-place error: the step comes after backward
         opt.step()
+        losses.append(loss.item())
+        assert all(not np.array_equal(b, p.numpy()) for b, p in zip(before, model.parameters()))
+    assert losses[0] != losses[1] != losses[2]   # each new graph sees the updated weights
 
 
 def test_load_state_dict_between_forward_and_backward_raises():
