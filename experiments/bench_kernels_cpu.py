@@ -119,7 +119,8 @@ def peak_memory(n: int, heads: int, causal: bool, rng) -> tuple[float, float]:
     """(peak MiB above the inputs, ms) of one attention forward + backward (tracemalloc)."""
     q, k, v, do = (rng.standard_normal((heads, n, 64)).astype(np.float32) for _ in range(4))
     scale = 0.125
-    cpu.attention_forward(q[:, :64], k[:, :64], v[:, :64], None, causal, scale)  # compiled
+    warm = [np.ascontiguousarray(a[:, :64]) for a in (q, k, v)]
+    cpu.attention_forward(*warm, None, causal, scale)  # compiled
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     t0 = time.perf_counter()
