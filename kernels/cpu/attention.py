@@ -53,6 +53,23 @@ BLOCK_K = 512
 
 
 # ----------------------------------------------------------------------- njit kernels
+@njit(nogil=True, cache=True, fastmath=FASTMATH, inline="always")
+def _score_row(sr, bias, i, has_bias, scale, causal, diag):
+    """Row i of a score tile in place: scale, add the bias row, −inf past the causal limit.
+    Shared by the forward and backward tiles; returns the number of keys kept."""
+    kn = sr.shape[0]
+    lim = min(kn, max(0, i + diag + 1)) if causal else kn
+    for j in range(lim):
+        sr[j] = sr[j] * scale
+    if has_bias:
+        br = bias[i]
+        for j in range(lim):
+            sr[j] += br[j]
+    for j in range(lim, kn):
+        sr[j] = -np.inf
+    return lim
+
+
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _fwd_tile(s, bias, has_bias, scale, causal, diag, m, l, acc, ib, first):
     """s (qn, kn) holds Q_t K_t^T; overwritten with P_t = exp(S - m_new). Key j is masked
@@ -62,15 +79,7 @@ def _fwd_tile(s, bias, has_bias, scale, causal, diag, m, l, acc, ib, first):
     qn, kn = s.shape
     for i in range(qn):
         sr = s[i]
-        lim = min(kn, max(0, i + diag + 1)) if causal else kn
-        for j in range(lim):
-            sr[j] = sr[j] * scale
-        if has_bias:
-            br = bias[i]
-            for j in range(lim):
-                sr[j] += br[j]
-        for j in range(lim, kn):
-            sr[j] = -np.inf
+        lim = _score_row(sr, bias, i, has_bias, scale, causal, diag)
         m_old = m[i]
         mx = row_max(sr, lim, m_old)
         if mx == -np.inf:                      # nothing kept so far in this row
@@ -111,15 +120,7 @@ def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec, ib):
             sr[:] = 0.0
             dr[:] = 0.0
             continue
-        lim = min(kn, max(0, i + diag + 1)) if causal else kn
-        for j in range(lim):
-            sr[j] = sr[j] * scale
-        if has_bias:
-            br = bias[i]
-            for j in range(lim):
-                sr[j] += br[j]
-        for j in range(lim, kn):
-            sr[j] = -np.inf
+        _score_row(sr, bias, i, has_bias, scale, causal, diag)
         exp_inplace(sr, z, ib[i])
         di = dvec[i]
         for j in range(kn):
