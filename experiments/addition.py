@@ -13,7 +13,8 @@ import minitrans as mt
 from minitrans.data import EOS, AdditionTask
 
 from common import Run, add_training_args, train, try_plots
-from seq2seq import DecoderLM, LMConfig, loss_fn
+from minitrans.models import GPT, GPTConfig
+from seq2seq import loss_fn
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -28,7 +29,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def evaluate(model: DecoderLM, task: AdditionTask, held_out, device) -> tuple[float, float]:
+def evaluate(model: GPT, task: AdditionTask, held_out, device) -> tuple[float, float]:
     """(exact-match accuracy, digit accuracy) of greedy decoding of the answer on held-out problems."""
     exact = ok = n = 0
     for i in range(0, len(held_out), 250):
@@ -51,9 +52,9 @@ def main(argv=None) -> dict:
     task = AdditionTask(n_digits=args.digits)
     held_out = task.sample(np.random.default_rng(10_000 + args.seed), args.eval_size)
     exclude = set(held_out)                      # training never sees a held-out problem
-    cfg = LMConfig(vocab_size=task.vocab_size, d_model=args.d_model, nhead=args.heads, num_layers=args.layers,
-                   dim_feedforward=args.ff, max_len=task.seq_len + 1)
-    model = DecoderLM(cfg).to(args.device)
+    cfg = GPTConfig(vocab_size=task.vocab_size, block_size=task.seq_len + 1, n_layer=args.layers,
+                    n_head=args.heads, n_embd=args.d_model, n_ff=args.ff)
+    model = GPT(cfg).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"addition: {n_params:,} parameters, up to {args.digits}-digit operands, device {args.device}")
 

@@ -13,7 +13,8 @@ import minitrans as mt
 from minitrans.data import BOS, EOS, PAD, ReverseTask
 
 from common import Run, add_training_args, train, try_plots
-from seq2seq import Seq2Seq, Seq2SeqConfig, loss_fn
+from minitrans.models import Seq2Seq, Seq2SeqConfig
+from seq2seq import loss_fn
 
 
 def parse_args(argv=None) -> argparse.Namespace:
