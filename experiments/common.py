@@ -1,179 +1,99 @@
-"""Shared plumbing for the training experiments: run directory, metrics, checkpoints, plots."""
+"""What the training scripts share beyond ``minitrans.train``: the optimizer recipe, the loss, plots."""
 from __future__ import annotations
 
-import csv
-import json
 import os
-import time
+import sys
 
 import numpy as np
 
 import minitrans as mt
+import minitrans.nn.functional as F
+from minitrans.train import Budget, RunSetup, Trainer
 
 
-class Run:
-    """A run directory holding metrics.csv, summary.json, checkpoint.npz and (optionally) PNG plots."""
-
-    def __init__(self, out_dir: str) -> None:
-        self.dir = out_dir
-        os.makedirs(out_dir, exist_ok=True)
-        self.metrics_path = os.path.join(out_dir, "metrics.csv")
-        self.ckpt_path = os.path.join(out_dir, "checkpoint.npz")
-        self.rows: list[dict] = []
-
-    def log(self, row: dict) -> None:
-        self.rows.append(row)
-        with open(self.metrics_path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(self.rows[0].keys()))
-            w.writeheader()
-            w.writerows(self.rows)
-
-    def summary(self, info: dict) -> None:
-        with open(os.path.join(self.dir, "summary.json"), "w") as f:
-            json.dump(info, f, indent=2)
-
-    def save(self, model, opt, sched, step: int, data_rng: np.random.Generator, extra: dict) -> None:
-        mt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "step": step, "data_rng": json.dumps(data_rng.bit_generator.state),
-                 "rng": json.dumps(mt.get_rng_state()), "metrics": json.dumps(self.rows), "extra": json.dumps(extra)},
-                self.ckpt_path)
-
-    def resume(self, model, opt, sched, data_rng: np.random.Generator) -> tuple[int, dict]:
-        ck = mt.load(self.ckpt_path)
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        data_rng.bit_generator.state = json.loads(ck["data_rng"])
-        mt.set_rng_state(json.loads(ck["rng"]))
-        self.rows = json.loads(ck["metrics"])
-        return int(ck["step"]), json.loads(ck["extra"])
+def seq_loss(logits: mt.Tensor, target: np.ndarray, device="cpu", ignore_index: int = 0) -> mt.Tensor:
+    """Mean cross-entropy over every (batch, time) position whose target is not ``ignore_index``."""
+    B, T, V = logits.shape                                          # (batch, time, vocab)
+    return F.cross_entropy(logits.reshape(B * T, V), mt.tensor(target.reshape(-1), device=device),
+                           ignore_index=ignore_index)
 
 
-class Timer:
-    def __init__(self, offset: float = 0.0) -> None:
-        self.t0 = time.perf_counter() - offset
+def make_trainer(setup: RunSetup, model, loss_fn, batch_fn, evaluate, task: dict, script: str,
+                 metric_names=("seq_acc", "token_acc")) -> Trainer:
+    """Adam (β2 0.98) + linear warm-up then 1/√step decay + clipping at 1, resumed when --resume was given."""
+    args = setup.args
+    opt = mt.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9)
+    sched = mt.optim.lr_scheduler.WarmupInverseSqrtLR(opt, warmup_steps=args.warmup)
+    meta = {"task": task, "args": {k: v for k, v in vars(args).items()}}
+    trainer = Trainer(model, opt, loss_fn, batch_fn, evaluate, setup.dir,
+                      Budget(max_steps=args.steps, time_limit=args.time_limit, target=args.target),
+                      data_rng=np.random.default_rng(args.seed), scheduler=sched, metric_names=metric_names,
+                      eval_every=args.eval_every, log_every=args.log_every, meta=meta, progress=not args.quiet,
+                      resume_command=f"python {script}")
+    if setup.checkpoint is not None:
+        trainer.restore(setup.checkpoint)
+    for note in setup.notes:
+        print(note)
+    return trainer
 
-    def __call__(self) -> float:
-        return time.perf_counter() - self.t0
+
+_WARNED = []
 
 
-def try_plots(run: Run, attention: np.ndarray | None, xlabels=None, ylabels=None, title: str = "",
-              attention_title: str = "cross-attention, last decoder layer (head mean)") -> list[str]:
-    """Loss curve and attention heat map as PNG when matplotlib is installed (the ``plot`` extra)."""
+def _pyplot():
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        if not _WARNED:
+            print("plots skipped: matplotlib is not installed (python -m pip install matplotlib, "
+                  "or python -m pip install -e '.[plot]')", file=sys.stderr)
+            _WARNED.append(True)
+        return None
+    return plt
+
+
+def try_plots(run_dir: str, rows: list[dict], title: str, attention: np.ndarray | None = None,
+              xlabels=None, ylabels=None, attention_title: str = "", caption: str = "") -> list[str]:
+    """loss.png (training loss and held-out exact match per step) and attention.png with its caption."""
+    plt = _pyplot()
+    if plt is None:
         return []
     made = []
-    steps = [r["step"] for r in run.rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(steps, [r["train_loss"] for r in run.rows], label="train loss")
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy")
+    logged = [r for r in rows if r.get("train_loss") not in (None, "")]
+    evals = [r for r in rows if r.get("seq_acc") not in (None, "")]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.plot([r["step"] for r in logged], [r["train_loss"] for r in logged], lw=1, label="training loss")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("training loss (cross-entropy per token, log scale)")
     ax2 = ax.twinx()
-    ax2.plot(steps, [r["seq_acc"] for r in run.rows], color="tab:green", label="held-out exact match")
-    ax2.set_ylim(0, 1)
-    ax.set_title(title)
+    ax2.plot([r["step"] for r in evals], [r["seq_acc"] for r in evals], "o-", color="tab:green", ms=3,
+             label="held-out exact match")
+    ax2.set_ylim(0, 1.02)
+    ax2.set_ylabel("held-out exact match (fraction)")
+    ax.set_title(f"{title}: training loss and held-out accuracy")
     fig.legend(loc="center right")
     fig.tight_layout()
-    p = os.path.join(run.dir, "loss.png")
-    fig.savefig(p, dpi=100)
+    made.append(os.path.join(run_dir, "loss.png"))
+    fig.savefig(made[-1], dpi=100)
     plt.close(fig)
-    made.append(p)
     if attention is not None:
-        fig, ax = plt.subplots(figsize=(6, 5))
-        ax.imshow(attention, cmap="viridis", aspect="auto")
+        fig, ax = plt.subplots(figsize=(6.5, 5.8))
+        im = ax.imshow(attention, cmap="viridis", aspect="auto", vmin=0)
+        fig.colorbar(im, ax=ax, label="attention weight")
         if xlabels is not None:
             ax.set_xticks(range(len(xlabels)), xlabels, fontsize=7)
         if ylabels is not None:
             ax.set_yticks(range(len(ylabels)), ylabels, fontsize=7)
-        ax.set_xlabel("key position")
-        ax.set_ylabel("query position")
-        ax.set_title(attention_title)
-        fig.tight_layout()
-        p = os.path.join(run.dir, "attention.png")
-        fig.savefig(p, dpi=100)
+        ax.set_xlabel("key position (what is attended to)")
+        ax.set_ylabel("query position (who attends)")
+        ax.set_title(attention_title, fontsize=10)
+        fig.text(0.5, 0.01, caption, ha="center", va="bottom", fontsize=8, wrap=True)
+        fig.tight_layout(rect=(0, 0.05, 1, 1))
+        made.append(os.path.join(run_dir, "attention.png"))
+        fig.savefig(made[-1], dpi=100)
         plt.close(fig)
-        made.append(p)
     return made
-
-
-def add_training_args(p, steps: int, batch_size: int, lr: float, warmup: int, eval_every: int, eval_size: int,
-                      target: float, time_limit: float) -> None:
-    """The arguments every training experiment shares."""
-    p.add_argument("--steps", type=int, default=steps, help="maximum optimizer steps")
-    p.add_argument("--batch-size", type=int, default=batch_size)
-    p.add_argument("--lr", type=float, default=lr, help="peak learning rate (after warm-up)")
-    p.add_argument("--warmup", type=int, default=warmup, help="linear warm-up steps, then 1/sqrt(step) decay")
-    p.add_argument("--eval-every", type=int, default=eval_every)
-    p.add_argument("--eval-size", type=int, default=eval_size, help="held-out examples")
-    p.add_argument("--target", type=float, default=target, help="stop once held-out exact match reaches this")
-    p.add_argument("--time-limit", type=float, default=time_limit, help="stop training after this many seconds")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--out-dir", default=None)
-    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def train(args, run: Run, model, batch_fn, loss_of, evaluate, data_rng: np.random.Generator) -> dict:
-    """Adam + warm-up/inverse-sqrt schedule + clipping, tqdm progress, periodic held-out evaluation,
-    a checkpoint at every evaluation, early stop at ``args.target``. Returns the last metrics row."""
-    import sys
-
-    from tqdm import tqdm
-
-    opt = mt.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9)
-    sched = mt.optim.lr_scheduler.WarmupInverseSqrtLR(opt, warmup_steps=args.warmup)
-    step, extra = 0, {"elapsed": 0.0}
-    if args.resume:
-        step, extra = run.resume(model, opt, sched, data_rng)
-        print(f"resumed from {run.ckpt_path} at step {step}")
-    clock = Timer(extra["elapsed"])
-    window_t, window_tok, losses = clock(), 0, []
-    row = run.rows[-1] if run.rows else {"seq_acc": float("nan"), "token_acc": float("nan")}
-    bar = tqdm(total=args.steps, initial=step, disable=args.quiet, file=sys.stdout, dynamic_ncols=True)
-
-    def checkpoint():
-        nonlocal row
-        seq_acc, tok_acc = evaluate(model)
-        row = {"step": step, "elapsed_s": round(clock(), 2), "train_loss": float(np.mean(losses[-50:] or [np.nan])),
-               "seq_acc": seq_acc, "token_acc": tok_acc, "lr": sched.get_last_lr()[0]}
-        run.log(row)
-        run.save(model, opt, sched, step, data_rng, {"elapsed": clock()})
-        tqdm.write(f"step {step:5d}  loss {row['train_loss']:.4f}  held-out exact {seq_acc:.3f}  "
-                   f"token {tok_acc:.3f}  ({clock():.0f}s)", file=sys.stdout)
-
-    while step < args.steps and clock() < args.time_limit:
-        batch = batch_fn(data_rng)
-        loss, n_tok = loss_of(model, batch)
-        opt.zero_grad()
-        loss.backward()
-        mt.optim.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        step += 1
-        window_tok += n_tok
-        losses.append(loss.item())
-        if step % 25 == 0:
-            dt = clock() - window_t
-            bar.set_postfix(loss=f"{np.mean(losses[-25:]):.3f}", acc=f"{row['seq_acc']:.3f}",
-                            tok_s=f"{window_tok / max(dt, 1e-9):,.0f}")
-            window_t, window_tok = clock(), 0
-        bar.update(1)
-        if step % args.eval_every == 0:
-            model.eval()
-            checkpoint()
-            model.train()
-            if row["seq_acc"] >= args.target:
-                break
-    bar.close()
-    if row.get("step") != step:
-        model.eval()
-        checkpoint()
-        model.train()
-    row["elapsed_s"] = round(clock(), 2)
-    return row
