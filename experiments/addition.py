@@ -1,36 +1,45 @@
 """Train a decoder-only (causal) transformer to add: "123+456=" → "579".
 
-    python experiments/addition.py            # default: ≥ 95% held-out exact match
-    python experiments/addition.py --resume   # continue from runs/addition/checkpoint.npz
+    python experiments/addition.py            # stops at >= 97% held-out exact match (or 12000 steps)
+    python experiments/addition.py --resume   # continue the newest runs/addition* from its checkpoint
+
+The run ends at the first of: the target (checked every --eval-every steps), the step budget,
+the optional --time-limit; its last line says which, and warns when the target was missed.
+Ctrl-C finishes the current step, writes a checkpoint and prints the command that resumes.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
 
 import numpy as np
 
 import minitrans as mt
 from minitrans.data import EOS, AdditionTask
-
-from common import Run, add_training_args, train, try_plots
 from minitrans.models import GPT, GPTConfig
-from seq2seq import loss_fn
+from minitrans.train import add_arguments, cli, start_run
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import make_trainer, seq_loss, try_plots  # noqa: E402
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_training_args(p, steps=6000, batch_size=64, lr=1e-3, warmup=300, eval_every=250, eval_size=500,
-                      target=0.97, time_limit=560.0)
-    p.add_argument("--digits", type=int, default=3, help="operands have up to this many digits")
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--heads", type=int, default=4)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--ff", type=int, default=512)
-    return p.parse_args(argv)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=type(
+        "Fmt", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}))
+    add_arguments(p, steps=12000, batch_size=64, lr=1e-3, warmup=300, eval_every=250, eval_size=500, target=0.97)
+    m = p.add_argument_group("model and task")
+    m.add_argument("--digits", type=int, default=3, help="operands have up to this many digits")
+    m.add_argument("--d-model", type=int, default=128, help="embedding width")
+    m.add_argument("--heads", type=int, default=4, help="attention heads")
+    m.add_argument("--layers", type=int, default=2, help="transformer blocks")
+    m.add_argument("--ff", type=int, default=512, help="feed-forward width")
+    return p
 
 
-def evaluate(model: GPT, task: AdditionTask, held_out, device) -> tuple[float, float]:
-    """(exact-match accuracy, digit accuracy) of greedy decoding of the answer on held-out problems."""
+def evaluate(model: GPT, task: AdditionTask, held_out, device) -> dict:
+    """Exact-match and digit accuracy of greedy decoding of the answer on held-out problems."""
     exact = ok = n = 0
     for i in range(0, len(held_out), 250):
         group = held_out[i:i + 250]
@@ -42,12 +51,12 @@ def evaluate(model: GPT, task: AdditionTask, held_out, device) -> tuple[float, f
             exact += got == want
             ok += sum(x == y for x, y in zip(got, want))
             n += len(want)
-    return exact / len(held_out), ok / n
+    return {"seq_acc": exact / len(held_out), "token_acc": ok / n}
 
 
 def main(argv=None) -> dict:
-    args = parse_args(argv)
-    run = Run(args.out_dir or "runs/addition")
+    setup = start_run(build_parser(), argv, "addition")
+    args = setup.args
     mt.manual_seed(args.seed)
     task = AdditionTask(n_digits=args.digits)
     held_out = task.sample(np.random.default_rng(10_000 + args.seed), args.eval_size)
@@ -56,37 +65,46 @@ def main(argv=None) -> dict:
                     n_head=args.heads, n_embd=args.d_model, n_ff=args.ff)
     model = GPT(cfg).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"addition: {n_params:,} parameters, up to {args.digits}-digit operands, device {args.device}")
+    print(f"addition: {n_params:,} parameters, up to {args.digits}-digit operands, device {args.device}, "
+          f"run directory {setup.dir}")
 
     def batch_fn(rng):
         return task.batch(task.sample(rng, args.batch_size, exclude))
 
-    def loss_of(model, batch):
+    def loss_fn(model, batch):
         x, y = batch
-        return loss_fn(model(mt.tensor(x, device=args.device)), y, args.device, ignore_index=-100), int((y >= 0).sum())
+        logits = model(mt.tensor(x, device=args.device))
+        return seq_loss(logits, y, args.device, ignore_index=-100), int((y >= 0).sum())
 
-    last = train(args, run, model, batch_fn, loss_of, lambda m: evaluate(m, task, held_out, args.device),
-                 np.random.default_rng(args.seed))
-    a, b = held_out[0]
-    pred = model.greedy(np.array([task.prompt(a, b)], np.int64), task.n_digits + 2, args.device)[0]
-    x, _ = task.batch([(a, b)])
-    L = len(task.prompt(a, b)) + len(str(a + b)) + 1                    # prompt, answer, EOS
-    attn = model.self_attention_map(mt.tensor(x[:, :L], device=args.device))[0]
-    labels = ["<bos>"] + list(task.decode(x[0, 1:L])) + ["<eos>"]
-    plots = try_plots(run, attn, xlabels=labels[:L], ylabels=labels[:L], title="addition",
-                      attention_title="causal self-attention, last block (head mean)")
-    shown = task.decode(pred[: list(pred).index(EOS)] if EOS in pred else pred)
-    a, b = f"{a:0{args.digits}d}", f"{b:0{args.digits}d}"
-    info = {"task": "addition", "steps": last["step"], "elapsed_s": last["elapsed_s"],
-            "held_out_exact_match": last["seq_acc"], "held_out_digit_acc": last["token_acc"],
-            "parameters": n_params, "seed": args.seed, "device": str(args.device),
-            "example": f"{a}+{b}={shown}", "plots": plots}
-    run.summary(info)
-    print(f"example: {a}+{b}={shown}   (true {int(a) + int(b)})")
-    print(f"done: step {last['step']}, {last['elapsed_s']:.0f}s, held-out exact match {last['seq_acc']:.4f} "
-          f"(digit accuracy {last['token_acc']:.4f}); metrics in {run.dir}/")
+    settings = {"name": "addition", "n_digits": task.n_digits}
+    trainer = make_trainer(setup, model, loss_fn, batch_fn, lambda m: evaluate(m, task, held_out, args.device),
+                           settings, "experiments/addition.py")
+    res = trainer.fit()
+    info = {"task": "addition", "steps": res.step, "ended": res.ended, "target_met": res.target_met,
+            "signal": res.signal, "elapsed_s": res.elapsed_s, "held_out_exact_match": res.metrics.get("seq_acc"),
+            "held_out_digit_acc": res.metrics.get("token_acc"), "parameters": n_params, "seed": args.seed,
+            "device": str(args.device), "run_dir": setup.dir}
+    if res.ended != "interrupted":                # an interrupted run leaves fast: plots come with the resumed one
+        a, b = held_out[0]
+        pred = model.greedy(np.array([task.prompt(a, b)], np.int64), task.n_digits + 2, args.device)[0]
+        x, _ = task.batch([(a, b)])
+        L = len(task.prompt(a, b)) + len(str(a + b)) + 1                    # prompt, answer, EOS
+        attn = model.self_attention_map(mt.tensor(x[:, :L], device=args.device))[0]
+        labels = ["<bos>"] + list(task.decode(x[0, 1:L])) + ["<eos>"]
+        info["plots"] = try_plots(
+            setup.dir, res.rows, "addition", attn, xlabels=labels[:L], ylabels=labels[:L],
+            attention_title="causal self-attention, last block (mean of heads), one held-out problem",
+            caption="Rows after '=' show which prompt tokens each answer digit reads; column-wise addition would "
+                    "put the weight on the operand digits of that digit's place.")
+        shown = task.decode(pred[: list(pred).index(EOS)] if EOS in pred else pred)
+        a, b = f"{a:0{args.digits}d}", f"{b:0{args.digits}d}"
+        info["example"] = f"{a}+{b}={shown}"
+        print(f"example: {a}+{b}={shown}   (true {int(a) + int(b)})")
+        with open(os.path.join(setup.dir, "summary.json"), "w") as f:
+            json.dump(info, f, indent=2)
+    print(res.message)
     return info
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli(main))
