@@ -65,6 +65,16 @@ class Result:
     rows: list = field(default_factory=list)
 
 
+def _spec(model) -> dict:
+    """The model's class and config when it is a registered model (so the checkpoint rebuilds it), else {}."""
+    from ..models.checkpoint import describe
+
+    try:
+        return describe(model)
+    except TypeError:
+        return {}        # any Module trains; only registered ones can be rebuilt by from_checkpoint
+
+
 class Trainer:
     """Adam-style loop: ``loss_fn(model, batch) -> (loss, n_tokens)``; ``evaluate(model) -> {name: value}``."""
 
@@ -102,10 +112,8 @@ class Trainer:
         return getattr(self.model, "module", self.model)     # a data-parallel wrapper keeps the model in .module
 
     def state(self, elapsed: float) -> dict:
-        from ..models.checkpoint import describe
-
         m = self._raw_model()
-        return {"model": m.state_dict(), "model_spec": describe(m), "task": self.meta.get("task", {}),
+        return {"model": m.state_dict(), "model_spec": _spec(m), "task": self.meta.get("task", {}),
                 "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict() if self.sched is not None else {},
                 "step": self.step, "elapsed": elapsed, "sessions": self.sessions,
@@ -119,10 +127,16 @@ class Trainer:
 
     def restore(self, ck: dict) -> None:
         """Continue from a checkpoint dict (``mt.load``): the model config must match the one built here."""
-        from ..models.checkpoint import check_config, describe
+        from ..models.checkpoint import check_config
 
+        mine, saved = _spec(self._raw_model()), ck.get("model_spec") or {}
+        if mine.get("class") != saved.get("class"):
+            have = saved.get("class", "model of no registered class")
+            built = mine.get("class", type(self._raw_model()).__name__)
+            raise RunError(f"--resume {self.dir}: the checkpoint holds a {have}, this run built a {built}")
         try:
-            check_config(describe(self._raw_model())["config"], ck["model_spec"]["config"])
+            if mine:
+                check_config(mine["config"], saved["config"])
         except ValueError as e:
             raise RunError(f"--resume {self.dir}: {e}") from None
         self._raw_model().load_state_dict(ck["model"])
