@@ -20,6 +20,7 @@ except Exception:  # pragma: no cover
     pass
 
 from . import _tensor_methods  # noqa: F401  (attaches the ops to Tensor)
+from . import _tensor_extra  # noqa: F401  (and the ones PyTorch programs need beyond them)
 from ._dtype import bool_ as bool  # noqa: A001
 from ._dtype import dtype, float32, float64, int64
 from ._functions import *  # noqa: F401,F403
