@@ -28,6 +28,9 @@ from ._functions import (abs, add, all, allclose, amax, amin, any, argmax, argmi
                          clamp, clip, concatenate, div, exp, flatten, gelu, is_tensor, log, masked_fill, matmul,
                          max, maximum, mean, min, minimum, mul, permute, pow, relu, reshape, rsqrt, sigmoid, split,
                          sqrt, square, squeeze, stack, std, sub, sum, tanh, transpose, unsqueeze, var, where)
+from ._tensor_extra import (argsort, ceil, clone, cos, div, floor, floor_divide, gather, isfinite, isinf, isnan,
+                            log_softmax, multinomial, narrow, neg, negative, numel, remainder, round, sign, sin,
+                            softmax, sort, topk, tril, triu, trunc)
 from .autograd import enable_grad, no_grad, set_grad_enabled, is_grad_enabled
 from . import autograd
 from .device import device
