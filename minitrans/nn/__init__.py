@@ -2,6 +2,7 @@
 from . import functional, init
 from .attention import MultiheadAttention
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ModuleList, ReLU, Sequential, Tanh)
+from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from .transformer import (FeedForward, PositionalEncoding, Transformer, TransformerDecoder, TransformerDecoderLayer,
                           TransformerEncoder, TransformerEncoderLayer)
@@ -10,4 +11,5 @@ from . import utils
 __all__ = ["Module", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "ReLU", "GELU", "Tanh", "Identity",
            "Sequential", "ModuleList", "MultiheadAttention", "PositionalEncoding", "FeedForward",
            "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder",
-           "Transformer", "functional", "init", "utils"]
+           "Transformer", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "functional", "init",
+           "utils"]
