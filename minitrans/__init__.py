@@ -51,7 +51,7 @@ def __getattr__(name):
     # heavier subpackages load on first use
     import importlib
 
-    if name in ("nn", "optim", "cuda", "data", "models"):
+    if name in ("nn", "optim", "cuda", "data", "models", "serialization"):
         return importlib.import_module(f".{name}", __name__)
     if name in ("save", "load"):
         from . import serialization
