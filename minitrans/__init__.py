@@ -23,9 +23,8 @@ from . import _tensor_methods  # noqa: F401  (attaches the ops to Tensor)
 from . import _tensor_extra  # noqa: F401  (and the ones PyTorch programs need beyond them)
 from ._dtype import bool_ as bool  # noqa: A001
 from ._dtype import dtype, float32, float64, int64
-from ._functions import *  # noqa: F401,F403
 from ._functions import (abs, add, all, allclose, amax, amin, any, argmax, argmin, as_tensor, cat, chunk,
-                         clamp, clip, concatenate, div, exp, flatten, gelu, is_tensor, log, masked_fill, matmul,
+                         clamp, clip, concatenate, exp, flatten, gelu, is_tensor, log, masked_fill, matmul,
                          max, maximum, mean, min, minimum, mul, permute, pow, relu, reshape, rsqrt, sigmoid, split,
                          sqrt, square, squeeze, stack, std, sub, sum, tanh, transpose, unsqueeze, var, where)
 from ._tensor_extra import (argsort, ceil, clone, cos, div, floor, floor_divide, gather, isfinite, isinf, isnan,
@@ -45,6 +44,31 @@ double = float64
 long = int64
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # tensors, dtypes, devices
+    "Tensor", "tensor", "as_tensor", "from_numpy", "is_tensor", "numel", "dtype", "float32", "float64", "int64",
+    "bool", "float", "double", "long", "device",
+    # creation and randomness
+    "zeros", "ones", "empty", "full", "arange", "linspace", "zeros_like", "ones_like", "empty_like", "full_like",
+    "manual_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm", "rand_like",
+    "randn_like", "randint_like", "multinomial",
+    # math
+    "add", "sub", "mul", "div", "floor_divide", "remainder", "pow", "neg", "negative", "abs", "sign", "exp", "log",
+    "sqrt", "rsqrt", "square", "sin", "cos", "tanh", "sigmoid", "relu", "gelu", "softmax", "log_softmax", "clamp",
+    "clip", "floor", "ceil", "round", "trunc", "maximum", "minimum", "where", "masked_fill", "matmul", "isnan",
+    "isinf", "isfinite", "allclose",
+    # reductions, selection
+    "sum", "mean", "var", "std", "amax", "amin", "max", "min", "argmax", "argmin", "any", "all", "topk", "sort",
+    "argsort", "gather",
+    # shape
+    "reshape", "permute", "transpose", "squeeze", "unsqueeze", "flatten", "cat", "concatenate", "stack", "split",
+    "chunk", "narrow", "tril", "triu", "clone",
+    # autograd
+    "autograd", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    # subpackages and checkpoints (loaded on first use)
+    "nn", "optim", "cuda", "data", "models", "serialization", "save", "load", "get_kernels", "set_kernels",
+]
 
 
 def __getattr__(name):

@@ -56,6 +56,10 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"linear: bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},) for weight "
                              f"of shape {tuple(weight.shape)}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.dtype is not input.dtype:   # PyTorch refuses to mix; it never promotes here
+            raise RuntimeError(f"linear: input has dtype {input.dtype} but {name} has dtype {p.dtype}; "
+                               f"convert one of them (e.g. input.to({p.dtype}) or model.to({input.dtype}))")
     if input.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but "
                          f"weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
@@ -270,6 +274,8 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
             _need_float(p, "layer_norm", name)
         if p is not None and tuple(p.shape) != ns:
             raise ValueError(f"layer_norm: {name} has shape {tuple(p.shape)}, expected {ns}")
+        if p is not None and p.dtype is not input.dtype:
+            raise RuntimeError(f"layer_norm: input has dtype {input.dtype} but {name} has dtype {p.dtype}")
     return N.LayerNorm.apply(input, weight, bias, len(ns), float(eps))
 
 
