@@ -4,6 +4,7 @@ from .attention import MultiheadAttention
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ModuleList, ReLU, Sequential, Tanh)
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module, Parameter
+from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
 from .transformer import (FeedForward, PositionalEncoding, Transformer, TransformerDecoder, TransformerDecoderLayer,
                           TransformerEncoder, TransformerEncoderLayer)
 from . import utils
@@ -11,5 +12,6 @@ from . import utils
 __all__ = ["Module", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout", "ReLU", "GELU", "Tanh", "Identity",
            "Sequential", "ModuleList", "MultiheadAttention", "PositionalEncoding", "FeedForward",
            "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder",
-           "Transformer", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "functional", "init",
+           "Transformer", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "RNNBase", "RNN", "LSTM",
+           "GRU", "RNNCell", "LSTMCell", "GRUCell", "functional", "init",
            "utils"]
