@@ -394,3 +394,33 @@ Tensor.isnan, Tensor.isinf, Tensor.isfinite = isnan, isinf, isfinite
 
 def numel(a: Tensor) -> int:
     return a.numel()
+
+
+# ------------------------------------------------------------------ new tensors like this one
+def _new(fill):
+    def op(a: Tensor, *size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+        from .tensor import _shape_arg, full
+
+        return full(_shape_arg(size), fill, dtype=dtype or a.dtype, device=device or a.device,
+                    requires_grad=requires_grad)
+
+    return op
+
+
+Tensor.new_zeros, Tensor.new_ones, Tensor.new_empty = _new(0), _new(1), _new(0)
+
+
+def new_full(a: Tensor, size, fill_value, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    from .tensor import full
+
+    return full(size, fill_value, dtype=dtype or a.dtype, device=device or a.device, requires_grad=requires_grad)
+
+
+def new_tensor(a: Tensor, data, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+    from .tensor import tensor
+
+    return tensor(data, dtype=dtype or a.dtype, device=device or a.device, requires_grad=requires_grad)
+
+
+Tensor.new_full, Tensor.new_tensor = new_full, new_tensor
+Tensor.type_as = lambda a, other: astype(a, other.dtype)
