@@ -27,9 +27,10 @@ from ._functions import (abs, add, all, allclose, amax, amin, any, argmax, argmi
                          clamp, clip, concatenate, exp, flatten, gelu, is_tensor, log, masked_fill, matmul,
                          max, maximum, mean, min, minimum, mul, permute, pow, relu, reshape, rsqrt, sigmoid, split,
                          sqrt, square, squeeze, stack, std, sub, sum, tanh, transpose, unsqueeze, var, where)
-from ._tensor_extra import (argsort, ceil, clone, cos, div, floor, floor_divide, gather, isfinite, isinf, isnan,
-                            log_softmax, multinomial, narrow, neg, negative, numel, remainder, round, sign, sin,
-                            softmax, sort, topk, tril, triu, trunc)
+from ._tensor_extra import (argsort, bmm, ceil, clone, cos, cumsum, div, flip, floor, floor_divide, gather,
+                            inference_mode, isfinite, isinf, isnan, log_softmax, multinomial, narrow, neg, negative,
+                            norm, numel, outer, remainder, repeat_interleave, round, sign, sin, softmax, sort, topk,
+                            tril, triu, trunc)
 from .autograd import enable_grad, no_grad, set_grad_enabled, is_grad_enabled
 from . import autograd
 from .device import device
@@ -60,12 +61,12 @@ __all__ = [
     "isinf", "isfinite", "allclose",
     # reductions, selection
     "sum", "mean", "var", "std", "amax", "amin", "max", "min", "argmax", "argmin", "any", "all", "topk", "sort",
-    "argsort", "gather",
+    "argsort", "gather", "cumsum", "norm", "bmm", "outer",
     # shape
     "reshape", "permute", "transpose", "squeeze", "unsqueeze", "flatten", "cat", "concatenate", "stack", "split",
-    "chunk", "narrow", "tril", "triu", "clone",
+    "chunk", "narrow", "tril", "triu", "clone", "flip", "repeat_interleave",
     # autograd
-    "autograd", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled",
+    "autograd", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled", "is_grad_enabled",
     # subpackages and checkpoints (loaded on first use)
     "nn", "optim", "cuda", "data", "models", "serialization", "save", "load", "get_kernels", "set_kernels",
 ]

@@ -424,3 +424,98 @@ def new_tensor(a: Tensor, data, dtype=None, device=None, requires_grad: bool = F
 
 Tensor.new_full, Tensor.new_tensor = new_full, new_tensor
 Tensor.type_as = lambda a, other: astype(a, other.dtype)
+
+
+# ------------------------------------------------------------------ more shape and math
+def cumsum(a: Tensor, dim: int, dtype=None) -> Tensor:
+    _need_tensor(a, "cumsum")
+    a = a if dtype is None else astype(a, dtype)
+    if a.dtype is _dtype.bool_:
+        a = astype(a, _dtype.int64)                       # as PyTorch: bools count as int64
+    return Sel.CumSum.apply(a, _dim(dim, a.ndim, "cumsum"))
+
+
+def flip(a: Tensor, dims) -> Tensor:
+    """A copy of ``a`` with the order of the given dims reversed (a copy, as in PyTorch)."""
+    _need_tensor(a, "flip")
+    dims = (dims,) if isinstance(dims, (int, np.integer)) else tuple(dims)
+    sl = [slice(None)] * a.ndim
+    for d in dims:
+        sl[_dim(d, a.ndim, "flip")] = slice(None, None, -1)
+    return clone(a[tuple(sl)])
+
+
+def repeat(a: Tensor, *sizes) -> Tensor:
+    """``a`` tiled ``sizes[i]`` times along dim i (``torch.Tensor.repeat``; leading sizes add dims)."""
+    from ._tensor_methods import _size_args
+
+    sizes = _size_args(sizes)
+    if len(sizes) < a.ndim:
+        raise RuntimeError(f"repeat: number of repeat dims ({len(sizes)}) can not be smaller than the number of "
+                           f"dimensions of tensor ({a.ndim})")
+    if any(s < 0 for s in sizes):
+        raise RuntimeError(f"repeat: repeats must be non-negative, got {sizes}")
+    shape = (1,) * (len(sizes) - a.ndim) + tuple(a.shape)
+    inter = [v for n in shape for v in (1, n)]               # (1, s0, 1, s1, ...)
+    big = [v for r, n in zip(sizes, shape) for v in (r, n)]  # (r0, s0, r1, s1, ...)
+    return a.reshape(*inter).expand(*big).reshape(*[r * n for r, n in zip(sizes, shape)])
+
+
+def norm(a: Tensor, p=2, dim=None, keepdim: bool = False) -> Tensor:
+    """The vector p-norm over ``dim`` (all elements when None), as ``Tensor.norm``."""
+    if p == 2 or p == "fro":
+        return (a * a).sum(dim, keepdim).sqrt()
+    if p == 1:
+        return a.abs().sum(dim, keepdim)
+    if p == float("inf"):
+        return a.abs().amax(dim, keepdim)
+    return (a.abs() ** p).sum(dim, keepdim) ** (1.0 / p)
+
+
+def masked_fill_(a: Tensor, mask: Tensor, value) -> Tensor:
+    """In place: ``value`` wherever the (broadcast) bool mask is True."""
+    if not isinstance(mask, Tensor) or mask.dtype is not _dtype.bool_:
+        raise TypeError("masked_fill_: mask must be a bool Tensor")
+    full = mask.expand(*a.shape) if tuple(mask.shape) != tuple(a.shape) else mask
+    a[full] = value.item() if isinstance(value, Tensor) else value
+    return a
+
+
+def bmm(a: Tensor, b: Tensor) -> Tensor:
+    if not isinstance(a, Tensor) or not isinstance(b, Tensor) or a.ndim != 3 or b.ndim != 3:
+        raise RuntimeError("bmm: expected two 3-D tensors (batch, n, m) and (batch, m, p), got shapes "
+                           f"{tuple(getattr(a, 'shape', ()))} and {tuple(getattr(b, 'shape', ()))}")
+    if a.shape[0] != b.shape[0]:
+        raise RuntimeError(f"bmm: batch sizes differ: {a.shape[0]} and {b.shape[0]}")
+    return a @ b
+
+
+def outer(a: Tensor, b: Tensor) -> Tensor:
+    if a.ndim != 1 or b.ndim != 1:
+        raise RuntimeError(f"outer: expected 1-D tensors, got shapes {tuple(a.shape)} and {tuple(b.shape)}")
+    return a.unsqueeze(1) * b.unsqueeze(0)
+
+
+Tensor.cumsum, Tensor.flip, Tensor.repeat, Tensor.norm = cumsum, flip, repeat, norm
+Tensor.masked_fill_, Tensor.bmm, Tensor.outer = masked_fill_, bmm, outer
+
+
+def inference_mode(mode: bool = True):
+    """``no_grad`` (minitrans has no separate inference tensors)."""
+    from .autograd import enable_grad, no_grad
+
+    return no_grad() if mode else enable_grad()
+
+
+def repeat_interleave(a: Tensor, repeats, dim=None) -> Tensor:
+    """Each element repeated ``repeats`` times along ``dim`` (flattened first when None)."""
+    _need_tensor(a, "repeat_interleave")
+    if dim is None:
+        a, dim = a.reshape(-1), 0
+    d = _dim(dim, a.ndim, "repeat_interleave")
+    reps = repeats.numpy() if isinstance(repeats, Tensor) else repeats
+    idx = np.repeat(np.arange(a.shape[d]), reps)
+    return a[(slice(None),) * d + (idx,)]
+
+
+Tensor.repeat_interleave = repeat_interleave

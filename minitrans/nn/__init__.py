@@ -2,6 +2,8 @@
 from . import functional, init
 from .attention import MultiheadAttention
 from .layers import (GELU, Dropout, Embedding, Identity, LayerNorm, Linear, ModuleList, ReLU, Sequential, Tanh)
+from .activation import LogSoftmax, Sigmoid, SiLU, Softmax
+from .containers import ModuleDict
 from .loss import BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module, Parameter
 from .rnn import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNBase, RNNCell
@@ -13,5 +15,6 @@ __all__ = ["Module", "Parameter", "Linear", "Embedding", "LayerNorm", "Dropout",
            "Sequential", "ModuleList", "MultiheadAttention", "PositionalEncoding", "FeedForward",
            "TransformerEncoderLayer", "TransformerDecoderLayer", "TransformerEncoder", "TransformerDecoder",
            "Transformer", "CrossEntropyLoss", "NLLLoss", "MSELoss", "L1Loss", "BCEWithLogitsLoss", "RNNBase", "RNN", "LSTM",
-           "GRU", "RNNCell", "LSTMCell", "GRUCell", "functional", "init",
+           "GRU", "RNNCell", "LSTMCell", "GRUCell", "Sigmoid", "SiLU", "Softmax", "LogSoftmax", "ModuleDict",
+           "functional", "init",
            "utils"]

@@ -12,6 +12,7 @@ from ..ops import elementwise as E
 from ..ops import linalg as L
 from ..ops import nn as N
 from ..ops import shape as S
+from ..ops.select import Pad as S_Pad
 from ..random import generator
 from ..tensor import Tensor
 
@@ -41,6 +42,41 @@ def tanh(input: Tensor) -> Tensor:
 
 def sigmoid(input: Tensor) -> Tensor:
     return input.sigmoid()  # int/bool compute in float32
+
+
+def silu(input: Tensor) -> Tensor:
+    """input·σ(input)"""
+    return input * input.sigmoid()
+
+
+def pad(input: Tensor, pad, mode: str = "constant", value: float | None = None) -> Tensor:
+    """Constant padding, PyTorch's order: ``pad = (last_lo, last_hi, second_last_lo, second_last_hi, ...)``."""
+    _need_tensor(input, "pad")
+    if mode != "constant":
+        raise NotImplementedError(f"pad: only mode='constant' is supported, got {mode!r}")
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ValueError(f"pad: padding length {len(pad)} must be even and at most 2·ndim ({2 * input.ndim})")
+    if any(p < 0 for p in pad):
+        raise NotImplementedError("pad: negative padding (cropping) is not supported")
+    pairs = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):
+        pairs[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return S_Pad.apply(input, tuple(pairs), 0 if value is None else value)
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 (..., num_classes) with a 1 at each index (num_classes = max + 1 when -1)."""
+    _need_tensor(tensor, "one_hot", "tensor")
+    if tensor.dtype is not _dtype.int64:
+        raise RuntimeError(f"one_hot is only applicable to index tensor of dtype int64, got {tensor.dtype}")
+    idx = tensor.numpy()
+    n = int(idx.max()) + 1 if num_classes == -1 and idx.size else int(num_classes)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise RuntimeError(f"one_hot: class values must be in [0, {n}), got {int(idx.min())}..{int(idx.max())}")
+    out = np.eye(n, dtype=np.int64)[idx] if n > 0 else np.zeros(idx.shape + (0,), np.int64)
+    return Tensor._wrap(out if tensor.device.type == "cpu" else tensor.device.backend.from_numpy(out),
+                        tensor.device)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:

@@ -93,3 +93,34 @@ class Gather(Function):
         idx[ctx.dim] = ctx.index
         np.add.at(out, tuple(idx), g)
         return out, None, None
+
+
+class CumSum(Function):
+    """running sum along ``dim``; the gradient is the reversed running sum of g"""
+
+    @staticmethod
+    def forward(ctx, a, dim):
+        xp = cpu_only(ctx, "cumsum")
+        ctx.dim = dim
+        return xp.cumsum(a, axis=dim)
+
+    @staticmethod
+    def backward(ctx, g):
+        rev = np.flip(g, ctx.dim)
+        return np.flip(np.cumsum(rev, axis=ctx.dim), ctx.dim), None
+
+
+class Pad(Function):
+    """a surrounded by ``value``: ``pads`` is one (before, after) pair per dim; the gradient is
+    the middle of g"""
+
+    @staticmethod
+    def forward(ctx, a, pads, value):
+        ctx.inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pads, a.shape))
+        out = ctx.xp.full(tuple(n + lo + hi for (lo, hi), n in zip(pads, a.shape)), value, a.dtype)
+        out[ctx.inner] = a
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        return g[ctx.inner], None, None

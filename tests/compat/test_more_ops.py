@@ -252,3 +252,73 @@ def test_ops_without_a_cuda_kernel_say_so():
             fn(x)
     np.testing.assert_array_equal(x.tril().cpu().numpy(), np.tril(x.cpu().numpy()))   # tril runs on cuda
     assert x.sign().cpu().tolist() == [[1.0, -1.0], [1.0, 1.0]]
+
+
+# -------------------------------------------------------------------------- shape helpers and small extras
+@pytest.mark.parametrize("shape,dim", [((1,), 0), ((5,), 0), ((3, 4), 1), ((2, 3, 2), 0)])
+def test_cumsum_and_flip(shape, dim):
+    check_op(lambda x: x.cumsum(dim), lambda x: np.cumsum(x, axis=dim), [rand(RNG(20), shape)], noncontig=True)
+    check_op(lambda x: mt.flip(x, [dim]), lambda x: np.flip(x, dim), [rand(RNG(21), shape)], noncontig=True)
+
+
+@pytest.mark.parametrize("shape,reps", [((3,), (2,)), ((2, 3), (1, 2)), ((2, 1), (3, 2, 2)), ((1,), (1,))])
+def test_repeat(shape, reps):
+    check_op(lambda x: x.repeat(*reps), lambda x: np.tile(x, reps), [rand(RNG(22), shape)], noncontig=True)
+
+
+def test_repeat_interleave_norm_outer_bmm_silu():
+    check_op(lambda x: x.repeat_interleave(2, dim=1), lambda x: np.repeat(x, 2, axis=1), [rand(RNG(23), (2, 3))])
+    check_op(lambda x: x.norm(dim=1), lambda x: np.linalg.norm(x, axis=1), [rand(RNG(24), (3, 4))], noncontig=True)
+    check_op(lambda x: mt.norm(x, p=1), lambda x: np.abs(x).sum(), [grid(RNG(25), (3, 4))])
+    check_op(mt.outer, np.outer, [rand(RNG(26), (3,)), rand(RNG(27), (4,))])
+    check_op(mt.bmm, np.matmul, [rand(RNG(28), (2, 3, 4)), rand(RNG(29), (2, 4, 5))], noncontig=True)
+    from minitrans.nn import functional as F
+
+    check_op(F.silu, lambda x: x / (1 + np.exp(-x)), [rand(RNG(30), (3, 4))], noncontig=True)
+    check_op(lambda x: F.pad(x, (1, 2, 0, 1), value=0.5), lambda x: np.pad(x, ((0, 1), (1, 2)), constant_values=0.5),
+             [rand(RNG(31), (2, 3))], noncontig=True)
+    assert F.one_hot(mt.tensor([2, 0]), 4).tolist() == [[0, 0, 1, 0], [1, 0, 0, 0]]
+    with pytest.raises(RuntimeError, match="bmm"):
+        mt.bmm(mt.zeros(2, 3), mt.zeros(3, 2))
+
+
+def test_masked_fill_in_place():
+    x = mt.zeros(2, 3)
+    x.masked_fill_(mt.tensor([True, False, True]), 7.0)            # the mask broadcasts over rows
+    assert x.tolist() == [[7, 0, 7], [7, 0, 7]] and x._version == 1
+    w = mt.randn(2, 3, requires_grad=True)
+    y = w * 1.0
+    y.masked_fill_(mt.tensor([[True, False, False], [False, False, True]]), 0.0)
+    y.sum().backward()
+    assert w.grad.tolist() == [[0, 1, 1], [1, 1, 0]]
+
+
+def test_extras_against_pytorch():
+    torch = pytest.importorskip("torch")
+    x = rand(RNG(32), (3, 4))
+    cases = [lambda L, t: t.cumsum(1), lambda L, t: t.flip([0, 1]), lambda L, t: t.repeat(2, 1, 3),
+             lambda L, t: t.repeat_interleave(3, dim=0), lambda L, t: t.norm(dim=0, keepdim=True),
+             lambda L, t: L.nn.functional.pad(t, (2, 1)), lambda L, t: L.nn.functional.silu(t),
+             lambda L, t: L.nn.Softmax(dim=1)(t), lambda L, t: L.nn.LogSoftmax(dim=0)(t),
+             lambda L, t: L.nn.Sigmoid()(t), lambda L, t: L.outer(t[0], t[1])]
+    for i, f in enumerate(cases):
+        got = []
+        for L in (mt, torch):
+            t = L.tensor(x, requires_grad=True)
+            y = f(L, t)
+            (y * L.tensor(rand(RNG(33), tuple(y.shape)))).sum().backward()
+            got.append((y.detach().numpy(), t.grad.numpy()))
+        for a, b in zip(*got):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12, err_msg=f"case {i}")
+    assert mt.nn.functional.one_hot(mt.tensor([3, 1])).tolist() == \
+        torch.nn.functional.one_hot(torch.tensor([3, 1])).tolist()
+
+
+def test_module_dict_registers_its_modules():
+    d = mt.nn.ModuleDict({"a": mt.nn.Linear(2, 3), "b": mt.nn.LSTM(3, 4)})
+    d["c"] = mt.nn.Linear(4, 1)
+    assert list(d) == ["a", "b", "c"] and "b" in d and len(d) == 3
+    names = [n for n, _ in d.named_parameters()]
+    assert names[:2] == ["a.weight", "a.bias"] and "b.weight_hh_l0" in names and names[-1] == "c.bias"
+    with pytest.raises(TypeError, match="must be a Module"):
+        d["x"] = 3
