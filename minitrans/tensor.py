@@ -65,6 +65,11 @@ class Tensor:
         return self._node is None
 
     @property
+    def _version(self) -> int:
+        """How many in-place changes this tensor's storage has seen (shared with its views)."""
+        return self._vc[0]
+
+    @property
     def grad_fn(self):
         return self._node
 

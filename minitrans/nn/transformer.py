@@ -1,8 +1,8 @@
 """Positional encoding, feed-forward, encoder/decoder layers and the encoder–decoder Transformer.
 
-Layers mirror ``torch.nn.Transformer*`` (argument names, order, state-dict keys) with one
-deliberate difference: ``norm_first=True`` (pre-LayerNorm) is the default, because pre-LN
-trains stably without careful warm-up — the spec of this project asks for it.
+Layers mirror ``torch.nn.Transformer*``: argument names, order and defaults (post-LayerNorm,
+``norm_first=False``), state-dict keys. Pre-LN, which trains stably without a careful
+warm-up, is one argument away: ``norm_first=True``.
 """
 from __future__ import annotations
 
@@ -72,11 +72,11 @@ class FeedForward(Module):
 
 
 class TransformerEncoderLayer(Module):
-    """Self-attention and feed-forward blocks, each with a residual; pre-LN by default."""
+    """Self-attention and feed-forward blocks, each with a residual; post-LN unless ``norm_first``."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
-                 norm_first: bool = True, bias: bool = True) -> None:
+                 norm_first: bool = False, bias: bool = True) -> None:
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
         self.linear1, self.linear2 = Linear(d_model, dim_feedforward, bias), Linear(dim_feedforward, d_model, bias)
@@ -105,11 +105,11 @@ class TransformerEncoderLayer(Module):
 
 
 class TransformerDecoderLayer(Module):
-    """Masked self-attention, cross-attention over the encoder memory, feed-forward; pre-LN by default."""
+    """Masked self-attention, cross-attention over the encoder memory, feed-forward; post-LN unless ``norm_first``."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
-                 norm_first: bool = True, bias: bool = True) -> None:
+                 norm_first: bool = False, bias: bool = True) -> None:
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
@@ -146,7 +146,10 @@ class TransformerDecoderLayer(Module):
 class TransformerEncoder(Module):
     """``num_layers`` copies of ``encoder_layer`` and an optional final norm."""
 
-    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None) -> None:
+    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None,
+                 enable_nested_tensor: bool = True, mask_check: bool = True) -> None:
+        # enable_nested_tensor and mask_check select PyTorch's inference fast path; accepted for
+        # compatibility, they change nothing here (there is one path, and its results are the same)
         super().__init__()
         self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
         self.num_layers, self.norm = num_layers, norm
@@ -182,7 +185,7 @@ class Transformer(Module):
     def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6,
                  num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
-                 norm_first: bool = True, bias: bool = True) -> None:
+                 norm_first: bool = False, bias: bool = True) -> None:
         super().__init__()
         enc = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
                                       batch_first, norm_first, bias)
