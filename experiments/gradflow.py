@@ -154,7 +154,8 @@ def heatmap(runs: list[dict], out_dir: str) -> list[str]:
 
     rows = (("grad_out", "‖∂L/∂(layer output)‖ (backward hook)"), ("grad_param", "‖∇W‖ of the layer"),
             ("update_ratio", "update/weight ‖ΔW‖/‖W‖"))
-    fig, axs = plt.subplots(len(rows), len(runs), figsize=(3.6 * len(runs), 2.6 * len(rows)), squeeze=False)
+    fig, axs = plt.subplots(len(rows), len(runs), figsize=(3.4 * len(runs), 2.7 * len(rows)), squeeze=False,
+                            constrained_layout=True)
     for i, (key, title) in enumerate(rows):
         vals = np.concatenate([np.array(r[key]).ravel() for r in runs])
         vals = vals[vals > 0]
@@ -163,9 +164,13 @@ def heatmap(runs: list[dict], out_dir: str) -> list[str]:
             ax = axs[i][j]
             im = ax.imshow(np.array(r[key]).T, aspect="auto", origin="lower", norm=norm, cmap="magma",
                            extent=(0.5, len(r[key]) + 0.5, 0.5, len(r[key][0]) + 0.5), interpolation="nearest")
+            n_layers = len(r[key][0])
+            ax.set_yticks(range(1, n_layers + 1, max(1, n_layers // 8)))
             ax.set_title(f"{r['label']}\n{title}", fontsize=8)
-            ax.set_xlabel("step", fontsize=8)
-            ax.set_ylabel("layer (1 = input side)", fontsize=8)
+            if i == len(rows) - 1:
+                ax.set_xlabel("step", fontsize=8)
+            if j == 0:
+                ax.set_ylabel("layer (1 = input side)", fontsize=8)
         fig.colorbar(im, ax=list(axs[i]), shrink=0.9)
     path = os.path.join(out_dir, "gradflow.png")
     fig.savefig(path, dpi=90)

@@ -13,8 +13,8 @@
    random upstream gradient of unit norm per row: a one-hot softmax passes (almost) no gradient to the
    scores, so Q and K stop learning.
 4. Training. A one-layer, one-head attention model learns to reverse a fixed-length
-   sequence, with a large head dimension, with and without the scale (same seed, data
-   and steps); queries and keys start with unit-variance coordinates, the setting of part 1.
+   sequence, with a large head dimension, with and without the scale (same seed, data,
+   Adam steps); queries and keys start with unit-variance coordinates, the setting of part 1.
 """
 from __future__ import annotations
 
@@ -82,7 +82,11 @@ def saturation(ds, n_keys: int, rows_per_d: int, rng) -> list[dict]:
 
 # ----------------------------------------------------------------------------- 3. gradients
 def gradients(ds, batch: int, T: int, repeats: int, rng) -> list[dict]:
-    """Median over repeats of ‖∂L/∂Q‖_F and ‖∂L/∂K‖_F per (batch·T) row, L = Σ out ⊙ G, G ~ N(0, 1/d) (rows of norm ≈ 1)."""
+    """‖∂L/∂Q‖ and ‖∂L/∂K‖ per row (one query or key vector), L = Σ out ⊙ G, G ~ N(0, 1/d) (rows of norm ≈ 1).
+
+    Two summaries over the batch·T rows of ``repeats`` draws: the root mean square (the size of
+    the whole gradient) and the median row (what a typical query or key receives).
+    """
     out = []
     for d in ds:
         rec = {"d": d}
@@ -95,10 +99,11 @@ def gradients(ds, batch: int, T: int, repeats: int, rng) -> list[dict]:
                 o = F.scaled_dot_product_attention(q, k, v, scale=scale)
                 (o * mt.tensor(g_np)).sum().backward()
                 for name, t in (("dQ", q), ("dK", k), ("dV", v)):
-                    acc.setdefault(f"{name}_{label}", []).append(
-                        float(np.linalg.norm(t.grad.numpy()) / math.sqrt(batch * T)))
+                    acc.setdefault(f"{name}_{label}", []).append(np.linalg.norm(t.grad.numpy(), axis=-1).ravel())
         for key, vals in acc.items():
-            rec[key] = float(np.median(vals))
+            rows = np.concatenate(vals).astype(np.float64)
+            rec[key] = float(np.sqrt((rows ** 2).mean()))
+            rec[key + "_median"] = float(np.median(rows))
         out.append(rec)
     return out
 
@@ -130,11 +135,11 @@ class ReverseAttention(nn.Module):
 
 
 def train(d_head: int, scale, steps: int, seed: int, length: int = 8, d_model: int = 64, batch: int = 64,
-          lr: float = 3e-3, log_every: int = 10) -> dict:
+          lr: float = 3e-3, log_every: int = 10, optimizer: str = "adam") -> dict:
     task = ReverseTask(n_symbols=16, min_len=length, max_len=length)
     mt.manual_seed(seed)
     model = ReverseAttention(task.vocab_size, length, d_model, d_head, scale)
-    opt = mt.optim.Adam(model.parameters(), lr=lr)
+    opt = (mt.optim.Adam if optimizer == "adam" else mt.optim.SGD)(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     held = np.array(task.sample(np.random.default_rng(10_000 + seed), 256))
     curve = []
@@ -176,15 +181,18 @@ def tables(res: dict) -> str:
                [(r["d"], f"{r['entropy_scaled']:.3f}", f"{r['entropy_unscaled']:.3f}",
                  f"{r['max_weight_scaled']:.3f}", f"{r['max_weight_unscaled']:.3f}") for r in res["saturation"]]),
            "",
-           f"Gradient norms through the fused attention (per row, median of {res['args']['repeats']} draws; "
-           f"B={res['args']['batch']}, T={res['args']['T']}, float32)",
-           _md(["d", "‖∂L/∂Q‖ 1/√d", "‖∂L/∂Q‖ no scale", "‖∂L/∂K‖ 1/√d", "‖∂L/∂K‖ no scale", "‖∂L/∂V‖ 1/√d",
-                "‖∂L/∂V‖ no scale"],
-               [(r["d"], *(f"{r[k]:.3g}" for k in ("dQ_scaled", "dQ_unscaled", "dK_scaled", "dK_unscaled",
-                                                    "dV_scaled", "dV_unscaled"))) for r in res["gradients"]])]
+           f"Gradient norms per query/key row through the fused attention: root mean square and median over "
+           f"{res['args']['repeats']}·B·T rows (B={res['args']['batch']}, T={res['args']['T']}, float32)",
+           _md(["d", "‖∂L/∂q‖ rms 1/√d", "rms no scale", "median 1/√d", "median no scale",
+                "‖∂L/∂k‖ rms 1/√d", "rms no scale", "median 1/√d", "median no scale"],
+               [(r["d"], *(f"{r[k]:.3g}" for k in ("dQ_scaled", "dQ_unscaled", "dQ_scaled_median",
+                                                    "dQ_unscaled_median", "dK_scaled", "dK_unscaled",
+                                                    "dK_scaled_median", "dK_unscaled_median")))
+                for r in res["gradients"]])]
     if res.get("training"):
-        out += ["", f"Reversal of length-8 sequences, one head of query/key width {res['args']['d_head']}, "
-                f"{res['args']['steps']} Adam steps (held-out token accuracy)",
+        out += ["", f"Reversal of length-{res['args']['length']} sequences, one head of query/key width "
+                f"{res['args']['d_head']}, {res['args']['steps']} Adam steps, lr {res['args']['lr']} "
+                "(held-out token accuracy)",
                 _md(["scale", "seed", "acc. at 1/4 of steps", "final acc.", "steps to 90%", "‖∂L/∂W_q‖ at step "
                      f"{res['training'][0]['curve'][0]['step']}", "seconds"],
                     [(t["scale"], t["seed"], f"{t['curve'][len(t['curve']) // 4]['token_acc']:.3f}",
@@ -237,11 +245,15 @@ def plots(res: dict, out_dir: str) -> list[str]:
     g = res["gradients"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     d = [r["d"] for r in g]
-    for key, style, label in (("dQ_scaled", "o-", "‖∂L/∂Q‖, 1/√d"), ("dK_scaled", "^-", "‖∂L/∂K‖, 1/√d"),
-                              ("dQ_unscaled", "o--", "‖∂L/∂Q‖, no scale"), ("dK_unscaled", "^--", "‖∂L/∂K‖, no scale")):
+    for key, style, label in (("dQ_scaled", "o-", "‖∂L/∂q‖ rms, 1/√d"), ("dK_scaled", "^-", "‖∂L/∂k‖ rms, 1/√d"),
+                              ("dQ_unscaled", "o--", "‖∂L/∂q‖ rms, no scale"),
+                              ("dK_unscaled", "^--", "‖∂L/∂k‖ rms, no scale"),
+                              ("dQ_scaled_median", "o:", "‖∂L/∂q‖ median row, 1/√d"),
+                              ("dQ_unscaled_median", "x:", "‖∂L/∂q‖ median row, no scale"),
+                              ("dK_unscaled_median", "+:", "‖∂L/∂k‖ median row, no scale")):
         ax.loglog(d, [max(r[key], 1e-12) for r in g], style, label=label)
     ax.set_xlabel("head dimension d")
-    ax.set_ylabel("gradient norm per row")
+    ax.set_ylabel("gradient norm of one query/key row")
     ax.set_title("gradients reaching Q and K through the fused attention")
     ax.legend(fontsize=8)
     save(fig, "gradients.png")
@@ -270,14 +282,16 @@ def main(argv=None) -> dict:
     p.add_argument("--batch", type=int, default=8, help="batch of the gradient measurement")
     p.add_argument("--T", type=int, default=32, help="sequence length of the gradient measurement")
     p.add_argument("--repeats", type=int, default=5, help="draws per d of the gradient measurement (median)")
-    p.add_argument("--d-head", type=int, default=256, help="query/key width of the training run")
-    p.add_argument("--steps", type=int, default=300, help="training steps per run (0: no training)")
+    p.add_argument("--d-head", type=int, default=1024, help="query/key width of the training run")
+    p.add_argument("--length", type=int, default=16, help="sequence length of the training run")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of the training run")
+    p.add_argument("--steps", type=int, default=200, help="training steps per run (0: no training)")
     p.add_argument("--seeds", type=int, default=2, help="training seeds per setting")
     p.add_argument("--out", default="runs/scaling", help="directory for results.json and the PNGs")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     a = p.parse_args(argv)
     if a.quick:
-        a.max_d, a.samples, a.rows, a.repeats, a.steps, a.seeds, a.d_head = 32, 4000, 50, 1, 20, 1, 32
+        a.max_d, a.samples, a.rows, a.repeats, a.steps, a.seeds, a.d_head, a.length = 32, 4000, 50, 1, 20, 1, 32, 8
     os.makedirs(a.out, exist_ok=True)
     t0 = time.perf_counter()
     ds = dims(a.max_d)
@@ -285,7 +299,8 @@ def main(argv=None) -> dict:
     res["variance"] = variance(ds, a.samples, np.random.default_rng(0))
     res["saturation"] = saturation(ds, a.keys, a.rows, np.random.default_rng(1))
     res["gradients"] = gradients(ds, a.batch, a.T, a.repeats, np.random.default_rng(2))
-    res["training"] = [train(a.d_head, scale, a.steps, seed, log_every=max(1, a.steps // 30))
+    res["training"] = [train(a.d_head, scale, a.steps, seed, length=a.length, lr=a.lr,
+                             log_every=max(1, a.steps // 40))
                        for seed in range(a.seeds) for scale in (None, 1.0)] if a.steps else []
     res["seconds"] = time.perf_counter() - t0
     res["loadavg"] = os.getloadavg()
