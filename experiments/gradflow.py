@@ -130,17 +130,18 @@ def run(norm_first: bool, warmup: int, steps: int, layers: int, d_model: int, lr
 
 def table(runs: list[dict], first: int) -> str:
     n = len(runs[0]["grad_out"][0])
-    lines = [f"| run | ‖∂L/∂out‖ layer 1 / layer {n}, first "
-             f"{first} steps | ‖∇W‖ layer 1 / layer {n}, first {first} steps | max ‖ΔW‖/‖W‖ (layer, step) | "
+    lines = [f"| run | ‖∂L/∂out‖ layer 1 / layer {n}, first {first} steps | same, last {first} steps | "
+             f"‖∇W‖ layer 1 / layer {n}, first {first} steps | max ‖ΔW‖/‖W‖ (layer, step) | "
              "median ‖ΔW‖/‖W‖ | final loss | held-out token acc. | seconds |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in runs:
         go, gp, ur = (np.array(r[k]) for k in ("grad_out", "grad_param", "update_ratio"))
         early = slice(0, first)
         g_ratio = go[early, 0].mean() / go[early, -1].mean()
+        g_late = go[-first:, 0].mean() / go[-first:, -1].mean()
         p_ratio = gp[early, 0].mean() / gp[early, -1].mean()
         s, layer = np.unravel_index(np.argmax(ur), ur.shape)
-        lines.append(f"| {r['label']} | {g_ratio:.2f} | {p_ratio:.2f} | {ur.max():.3g} (layer {layer + 1}, step "
+        lines.append(f"| {r['label']} | {g_ratio:.2f} | {g_late:.2g} | {p_ratio:.2f} | {ur.max():.3g} (layer {layer + 1}, step "
                      f"{s + 1}) | {np.median(ur):.3g} | {np.mean(r['loss'][-10:]):.3f} | {r['acc'][-1][1]:.3f} | "
                      f"{r['seconds']:.0f} |")
     return "\n".join(lines)
@@ -184,7 +185,8 @@ def main(argv=None) -> dict:
     p.add_argument("--d-model", type=int, default=32)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--warmup", type=int, default=100, help="linear warm-up steps of the warm-up runs")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate")
+    p.add_argument("--lr", type=float, default=1e-2, help="peak Adam learning rate (high enough that post-LN "
+                   "without warm-up fails)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/gradflow", help="directory for results.json and gradflow.png")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
