@@ -143,7 +143,9 @@ class _BackwardState:
         wrapped = _pass_through([items[i] for i in self.output_index], self, "output")
         for i, w in zip(self.output_index, wrapped):
             items[i] = w
-        return items[0] if single else type(out)(items)
+        if single:
+            return items[0]
+        return type(out)(*items) if hasattr(out, "_fields") else type(out)(items)   # a namedtuple takes fields
 
     # ------------------------------------------------------------ backward side
     def on_grad_output(self, grads: list) -> list:
