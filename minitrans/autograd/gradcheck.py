@@ -7,6 +7,8 @@ element index and both values.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .. import _dtype
@@ -101,52 +103,97 @@ def _analytic_vjp(fn, inputs, diff, v: np.ndarray):
     return res
 
 
-def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
-              fast_mode: bool = False, raise_exception: bool = True, seed: int = 0) -> bool:
-    """True when fn's analytic gradients match float64 central differences for every input element."""
+@dataclass
+class InputCheck:
+    """How one differentiable input fared: the largest errors over its Jacobian and the first bad entry."""
+
+    index: int                      # position in ``inputs``
+    shape: tuple
+    max_abs: float                  # max |analytic − numeric| over the entries compared
+    max_rel: float                  # max |analytic − numeric| / |numeric| over entries with |numeric| > atol
+    n_bad: int                      # entries outside atol + rtol·|numeric|
+    n_compared: int
+    output_element: int | None = None   # first bad entry: flat output index (None in fast mode)
+    element: tuple | None = None        # ... and the input element
+    analytic: float = 0.0
+    numeric: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.n_bad == 0
+
+
+def check_gradients(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+                    fast_mode: bool = False, seed: int = 0) -> list[InputCheck]:
+    """Compare fn's analytic gradients with float64 central differences; one ``InputCheck`` per input needing grad.
+
+    ``gradcheck`` turns the first failure into an error; ``python -m minitrans.gradcheck_report``
+    prints the errors of every op and layer.
+    """
     inputs = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = _check_inputs(inputs)
     n_out = _flat_out(fn, inputs).size
     saved_grads = [inputs[i].grad for i in diff]
     try:
-        if fast_mode:
-            ok, msg = _fast(fn, inputs, diff, n_out, eps, atol, rtol, seed)
-        else:
-            ok, msg = _slow(fn, inputs, diff, n_out, eps, atol, rtol)
+        return (_fast if fast_mode else _slow)(fn, inputs, diff, n_out, eps, atol, rtol, seed)
     finally:
         for i, g in zip(diff, saved_grads):
             inputs[i].grad = g
-    if not ok and raise_exception:
-        raise GradcheckError(msg)
-    return ok
 
 
-def _slow(fn, inputs, diff, n_out, eps, atol, rtol):
+def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
+              fast_mode: bool = False, raise_exception: bool = True, seed: int = 0) -> bool:
+    """True when fn's analytic gradients match float64 central differences for every input element."""
+    for r in check_gradients(fn, inputs, eps, atol, rtol, fast_mode, seed):
+        if not r.ok:
+            if raise_exception:
+                raise GradcheckError(_message(r, atol, rtol, fast_mode))
+            return False
+    return True
+
+
+def _message(r: InputCheck, atol: float, rtol: float, fast_mode: bool) -> str:
+    if fast_mode:
+        return (f"fast-mode gradcheck mismatch for input {r.index} (shape {r.shape}): "
+                f"vᵀJu analytic {r.analytic!r} vs numeric {r.numeric!r}; rerun with fast_mode=False "
+                "to find the element")
+    return (f"Jacobian mismatch for output element {r.output_element} with respect to input {r.index} (shape "
+            f"{r.shape}), element {r.element}:\n"
+            f"  analytic: {r.analytic!r}\n  numeric:  {r.numeric!r}\n"
+            f"  ({r.n_bad} of {r.n_compared} entries differ; atol={atol}, rtol={rtol})")
+
+
+def _stats(i, t, ana: np.ndarray, num: np.ndarray, atol, rtol) -> InputCheck:
+    err = np.abs(ana - num)
+    bad = ~(err <= atol + rtol * np.abs(num))          # NaN counts as bad
+    big = np.abs(num) > atol
+    res = InputCheck(i, tuple(t.shape), float(err.max()) if err.size else 0.0,       # max() keeps a NaN
+                     float((err[big] / np.abs(num[big])).max()) if big.any() else 0.0, int(bad.sum()), int(bad.size))
+    if bad.any() and ana.ndim == 2:
+        r, c = np.argwhere(bad)[0]
+        res.output_element = int(r)
+        res.element = tuple(int(x) for x in np.unravel_index(c, t.shape)) if t.ndim else ()
+        res.analytic, res.numeric = float(ana[r, c]), float(num[r, c])
+    elif ana.ndim < 2:
+        res.analytic, res.numeric = float(ana.reshape(-1)[0]), float(num.reshape(-1)[0])
+    return res
+
+
+def _slow(fn, inputs, diff, n_out, eps, atol, rtol, seed):
     analytic = {i: np.zeros((n_out, inputs[i].numel())) for i in diff}
     for r in range(n_out):
         v = np.zeros(n_out)
         v[r] = 1.0
         for i, row in zip(diff, _analytic_vjp(fn, inputs, diff, v)):
             analytic[i][r] = row.ravel()
-    for i in diff:
-        num = _numeric_jacobian(fn, inputs, i, eps)
-        ana = analytic[i]
-        bad = np.abs(ana - num) > atol + rtol * np.abs(num)
-        if bad.any():
-            r, c = np.argwhere(bad)[0]
-            idx = np.unravel_index(c, inputs[i].shape) if inputs[i].ndim else ()
-            return False, (
-                f"Jacobian mismatch for output element {r} with respect to input {i} (shape "
-                f"{tuple(inputs[i].shape)}), element {tuple(int(x) for x in idx)}:\n"
-                f"  analytic: {ana[r, c]!r}\n  numeric:  {num[r, c]!r}\n"
-                f"  ({int(bad.sum())} of {bad.size} entries differ; atol={atol}, rtol={rtol})")
-    return True, ""
+    return [_stats(i, inputs[i], analytic[i], _numeric_jacobian(fn, inputs, i, eps), atol, rtol) for i in diff]
 
 
 def _fast(fn, inputs, diff, n_out, eps, atol, rtol, seed):
     rng = np.random.default_rng(seed)
     v = rng.standard_normal(n_out)
     vjps = _analytic_vjp(fn, inputs, diff, v)
+    out = []
     for i, vj in zip(diff, vjps):
         t = inputs[i]
         u = rng.standard_normal(t.shape)
@@ -161,8 +208,5 @@ def _fast(fn, inputs, diff, n_out, eps, atol, rtol, seed):
 
         numeric = float(v @ (at(host + eps * u) - at(host - eps * u)) / (2 * eps))
         t._data = old
-        if abs(analytic - numeric) > atol + rtol * abs(numeric):
-            return False, (f"fast-mode gradcheck mismatch for input {i} (shape {tuple(t.shape)}): "
-                           f"vᵀJu analytic {analytic!r} vs numeric {numeric!r}; rerun with fast_mode=False "
-                           "to find the element")
-    return True, ""
+        out.append(_stats(i, t, np.array([analytic]), np.array([numeric]), atol, rtol))
+    return out

@@ -10,6 +10,7 @@ from .. import _dtype
 from ..device import as_device
 from ..ops.shape import ToDevice
 from ..tensor import Tensor
+from . import hooks as _hooks
 
 
 class Parameter(Tensor):
@@ -94,7 +95,26 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} must define forward()")
 
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        if "_hooks_tables" not in self.__dict__:
+            return self.forward(*args, **kwargs)
+        return _hooks.call(self, args, kwargs)
+
+    # ------------------------------------------------------------ hooks (see minitrans/nn/hooks.py)
+    def register_forward_pre_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False):
+        """``hook(module, args)`` (or ``(module, args, kwargs)``) before ``forward``; a return value replaces the inputs."""
+        return _hooks.register(self, "_forward_pre_hooks", hook, prepend, with_kwargs)
+
+    def register_forward_hook(self, hook, *, prepend: bool = False, with_kwargs: bool = False):
+        """``hook(module, args, output)`` (or ``(module, args, kwargs, output)``) after ``forward``; a return value replaces the output."""
+        return _hooks.register(self, "_forward_hooks", hook, prepend, with_kwargs)
+
+    def register_full_backward_pre_hook(self, hook, prepend: bool = False):
+        """``hook(module, grad_output)`` when the output gradients are known; a returned tuple replaces them."""
+        return _hooks.register(self, "_backward_pre_hooks", hook, prepend)
+
+    def register_full_backward_hook(self, hook, prepend: bool = False):
+        """``hook(module, grad_input, grad_output)`` when the input gradients are known; a returned tuple replaces grad_input."""
+        return _hooks.register(self, "_backward_hooks", hook, prepend)
 
     # ------------------------------------------------------------ traversal
     def named_modules(self, prefix: str = "", memo=None) -> Iterator[tuple[str, "Module"]]:

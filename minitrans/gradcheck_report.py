@@ -1,0 +1,613 @@
+"""Float64 gradient checks over every differentiable op and every ``nn`` layer, or over your own.
+
+    python -m minitrans.gradcheck_report                      # the whole library on cpu
+    python -m minitrans.gradcheck_report --device cuda        # ... on the GPU (or Numba's simulator)
+    python -m minitrans.gradcheck_report --fast               # random projections vᵀJu instead of full Jacobians
+    python -m minitrans.gradcheck_report --only Linear        # cases whose name contains "Linear"
+    python -m minitrans.gradcheck_report --target mypkg.layers:MyLayer --shape 2,5,8
+
+Each case runs on several input layouts: plain, broadcast, length 1, and non-contiguous
+(an input stored transposed and handed to the op as a permuted view). Layers are checked
+with respect to their input and every parameter. The table gives, per case and layout, the
+largest absolute and relative error between the analytic gradient and float64 central
+differences; the exit code is 1 when any check fails, so the command can guard a CI job.
+
+A failure names the case, the input (or parameter) and the element; for a ``--target`` it
+also reruns each op the target called on its own, so the op with the wrong backward is named.
+
+Coverage: every ``Function`` subclass in minitrans and every layer in ``minitrans.nn`` must
+have a case below or an entry in ``EXCLUDED`` with its reason (``missing()`` lists the rest;
+a test asserts it is empty), and each case must actually reach the op it claims to cover.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import math
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import minitrans as mt
+from minitrans.autograd.function import Function
+from minitrans.autograd.gradcheck import check_gradients
+from minitrans.tensor import Tensor
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class In:
+    """One input: its shape, how its values are drawn, and whether it reaches the op as a non-contiguous view.
+
+    kinds: "n" uniform in ±1.5; "pos" in [0.5, 2]; "grid"/"grid2" on k·0.1 + 0.03 / + 0.07 (away
+    from 0 and from each other: no kinks for relu/abs/clamp/max); "distinct" pairwise distinct
+    (no ties for amax); "mask" random bool; "keep" bool with the first column True; "idx:N"
+    int64 in [0, N). Only float kinds get a gradient.
+    """
+
+    shape: tuple
+    kind: str = "n"
+    nc: bool = False
+
+    @property
+    def is_float(self) -> bool:
+        return self.kind in ("n", "pos", "grid", "grid2", "distinct")
+
+    def describe(self) -> str:
+        s = "x".join(str(d) for d in self.shape) or "scalar"
+        if self.kind in ("mask", "keep"):
+            s += " bool"
+        elif self.kind.startswith("idx"):
+            s += " int"
+        return s + (" (nc)" if self.nc else "")
+
+
+def _values(rng: np.random.Generator, spec: In) -> np.ndarray:
+    shape, k = spec.shape, spec.kind
+    n = int(np.prod(shape, dtype=np.int64))
+    if k == "n":
+        return rng.uniform(-1.5, 1.5, shape)
+    if k == "pos":
+        return rng.uniform(0.5, 2.0, shape)
+    if k in ("grid", "grid2"):
+        return rng.integers(-20, 20, shape) * 0.1 + (0.03 if k == "grid" else 0.07)
+    if k == "distinct":
+        return rng.permutation((np.arange(n) - n // 2 + 0.5) * 0.07).reshape(shape)
+    if k == "mask":
+        return rng.random(shape) < 0.5
+    if k == "keep":
+        m = rng.random(shape) < 0.6
+        m[..., 0] = True
+        return m
+    if k.startswith("idx:"):
+        return rng.integers(0, int(k[4:]), shape).astype(np.int64)
+    raise ValueError(f"unknown input kind {k!r}")
+
+
+def _leaf(rng, spec: In, dev) -> Tensor:
+    """The tensor gradcheck perturbs: for a non-contiguous input, stored so that ``_view`` gives ``spec.shape``."""
+    x = _values(rng, spec)
+    grad = spec.is_float
+    if spec.nc and x.ndim >= 2:
+        x = np.ascontiguousarray(x.transpose(tuple(range(x.ndim - 1, -1, -1))))
+    elif spec.nc and x.ndim == 1:
+        wide = np.zeros((2 * x.shape[0],), x.dtype)
+        wide[::2] = x
+        x = wide
+    return mt.tensor(x, dtype=mt.float64 if grad else None, device=dev, requires_grad=grad)
+
+
+def _view_element(spec: In, element: tuple | None):
+    """The index in the op's input (the view) of an element of the stored leaf."""
+    if element is None or not spec.nc or len(element) == 0:
+        return element
+    return tuple(reversed(element)) if len(element) >= 2 else (element[0] // 2,)
+
+
+def _view(t: Tensor, spec: In) -> Tensor:
+    if not spec.nc or t.ndim == 0:
+        return t
+    return t.permute(*range(t.ndim - 1, -1, -1)) if t.ndim >= 2 else t[::2]
+
+
+def V(*specs: In, **config) -> tuple:
+    """One layout of a case: its inputs and keyword configuration for the layer's constructor."""
+    return specs, config
+
+
+# --------------------------------------------------------------------------- cases
+@dataclass
+class Case:
+    """``call(*inputs)`` for an op; for a layer ``make(**config)`` builds it and ``call(module, *inputs)`` runs it."""
+
+    name: str
+    call: object
+    variants: list
+    covers: tuple = ()           # the Function classes this case must reach
+    make: object = None          # layers only
+    eps: float = 1e-6
+    seed_each_call: bool = False     # dropout: the same mask in every forward of the check
+
+
+def _ops():
+    from minitrans.nn import functional as F
+    from minitrans.nn import hooks as H
+    from minitrans.ops import attention as A, elementwise as E, linalg as L, nn as N, reduce as R, shape as S
+
+    n34, b4, nc34 = In((3, 4)), In((4,)), In((3, 4), nc=True)
+    one = In((1,))
+
+    def binary(kind_a="n", kind_b="n"):
+        return [V(In((3, 4), kind_a), In((3, 4), kind_b)), V(In((3, 4), kind_a), In((4,), kind_b)),
+                V(In((2, 1, 3), kind_a), In((4, 1), kind_b)), V(In((3, 4), kind_a, nc=True), In((3, 4), kind_b)),
+                V(In((1,), kind_a), In((1,), kind_b))]
+
+    def unary(kind="n"):
+        return [V(In((3, 4), kind)), V(In((2, 3, 5), kind, nc=True)), V(In((1,), kind)), V(In((5,), kind, nc=True))]
+
+    def hooked(a, b):
+        class Pair(mt.nn.Module):
+            def forward(self, x, y):
+                return x * y, x + y
+
+        m = Pair()
+        m.register_full_backward_hook(lambda mod, gi, go: None)
+        o1, o2 = m(a, b)
+        return o1 * o2
+
+    attn = [V(In((2, 3, 4)), In((2, 3, 4)), In((2, 3, 4))),
+            V(In((2, 3, 4)), In((2, 5, 4)), In((2, 5, 4))),
+            V(In((1, 1, 1)), In((1, 1, 1)), In((1, 1, 1))),
+            V(In((2, 2, 3, 4), nc=True), In((2, 1, 3, 4)), In((2, 2, 3, 4)))]
+    return [
+        Case("Add", lambda a, b: a + b, binary(), (E.Add,)),
+        Case("Sub", lambda a, b: a - b, binary(), (E.Sub,)),
+        Case("Mul", lambda a, b: a * b, binary(), (E.Mul,)),
+        Case("Div", lambda a, b: a / b, binary("n", "pos"), (E.Div,)),
+        Case("Neg", lambda a: -a, unary(), (E.Neg,)),
+        Case("Pow", lambda a, b: a ** b, binary("pos", "n"), (E.Pow,)),
+        Case("PowScalar", lambda a: a ** 3 + a ** 0.5 + a.rsqrt(), unary("pos"), (E.PowScalar,)),
+        Case("RPowScalar", lambda a: 2.0 ** a, unary(), (E.RPowScalar,)),
+        Case("Exp", lambda a: a.exp(), unary(), (E.Exp,)),
+        Case("Log", lambda a: a.log(), unary("pos"), (E.Log,)),
+        Case("Sqrt", lambda a: a.sqrt(), unary("pos"), (E.Sqrt,)),
+        Case("Abs", lambda a: a.abs(), unary("grid"), (E.Abs,)),
+        Case("Tanh", lambda a: a.tanh(), unary(), (E.Tanh,)),
+        Case("Sigmoid", lambda a: a.sigmoid(), unary(), (E.Sigmoid,)),
+        Case("Relu", lambda a: a.relu(), unary("grid"), (E.Relu,)),
+        Case("Gelu", lambda a: a.gelu(), unary(), (E.Gelu,)),
+        Case("Maximum", lambda a, b: mt.maximum(a, b), binary("grid", "grid2"), (E.Maximum,)),
+        Case("Minimum", lambda a, b: mt.minimum(a, b), binary("grid", "grid2"), (E.Minimum,)),
+        Case("Where", lambda m, a, b: mt.where(m, a, b),
+             [V(In((3, 4), "mask"), n34, n34), V(In((3, 4), "mask"), n34, b4), V(In((4,), "mask"), nc34, n34)],
+             (E.Where,)),
+        Case("Clamp", lambda a: a.clamp(-0.5, 0.5) + a.clamp(min=0.2), unary("grid"), (E.Clamp,)),
+        # float64 -> float32 -> float64 is linear: a large step is exact, a small one drowns in float32 rounding
+        Case("Cast", lambda a: a.float().double(), [V(In((3, 4), "grid")), V(In((2, 3), "grid", nc=True))],
+             (E.Cast,), eps=1e-2),
+        Case("Matmul", lambda a, b: a @ b,
+             [V(In((3, 4)), In((4, 2))), V(In((2, 3, 4)), In((4, 5))), V(In((4,)), In((4, 3))),
+              V(In((3, 4)), In((4,))), V(In((3, 4), nc=True), In((2, 4, 2))), V(In((1, 1)), In((1, 1)))],
+             (L.Matmul,)),
+        Case("Linear(op)", lambda x, w, b: F.linear(x, w, b) + F.linear(x, w),
+             [V(In((4, 5)), In((3, 5)), In((3,))), V(In((2, 3, 5), nc=True), In((3, 5), nc=True), In((3,))),
+              V(In((1, 1)), In((1, 1)), In((1,)))], (L.Linear,)),
+        Case("Softmax", lambda a: F.softmax(a, dim=-1) + F.softmax(a, dim=0).sum(0),
+             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1))), V(In((2, 3, 5)))], (N.Softmax,)),
+        Case("LogSoftmax", lambda a: F.log_softmax(a, dim=-1),
+             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1)))], (N.LogSoftmax,)),
+        Case("CrossEntropy", lambda a, t: F.cross_entropy(a, t) + F.cross_entropy(a, t, ignore_index=1,
+                                                                                  reduction="sum"),
+             [V(In((4, 5)), In((4,), "idx:5")), V(In((4, 5), nc=True), In((4,), "idx:5")),
+              V(In((1, 1)), In((1,), "idx:1"))], (N.CrossEntropy,)),
+        Case("LayerNorm(op)", lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b),
+             [V(In((3, 5)), In((5,)), In((5,))), V(In((2, 3, 4), nc=True), In((4,), nc=True), In((4,))),
+              V(In((2, 1)), In((1,)), In((1,)))], (N.LayerNorm,)),
+        Case("Embedding(op)", lambda i, w: F.embedding(i, w),
+             [V(In((2, 3), "idx:4"), In((4, 3))), V(In((5,), "idx:2"), In((2, 3), nc=True))], (N.Embedding,)),
+        Case("Sum", lambda a: a.sum() + a.sum(dim=-1).sum() * 0.5 + a.mean(dim=0, keepdim=True).sum(),
+             [V(In((3, 4))), V(In((2, 3, 4), nc=True)), V(In((1,)))], (R.Sum,)),
+        Case("Amax", lambda a: a.amax(dim=-1) + a.max() + a.max(dim=0).values.sum(),
+             [V(In((3, 4), "distinct")), V(In((3, 4), "distinct", nc=True)), V(In((1, 1), "distinct"))],
+             (R.Amax,)),
+        Case("Amin", lambda a: a.amin(dim=0) + a.min(),
+             [V(In((3, 4), "distinct")), V(In((3, 4), "distinct", nc=True)), V(In((1, 1), "distinct"))],
+             (R.Amin,)),
+        Case("Reshape", lambda a: a.reshape(2, -1) * mt.arange(a.numel() // 2, dtype=mt.float64,
+                                                              device=a.device),
+             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((2, 1)))], (S.Reshape,)),
+        Case("Permute", lambda a: a.permute(2, 0, 1).reshape(-1) * mt.arange(a.numel(), dtype=mt.float64,
+                                                                             device=a.device),
+             [V(In((2, 3, 4))), V(In((2, 3, 4), nc=True)), V(In((1, 1, 1)))], (S.Permute,)),
+        Case("Expand", lambda a: a.expand(2, *a.shape) * mt.arange(2, dtype=mt.float64, device=a.device
+                                                                   ).reshape(2, *[1] * a.ndim),
+             [V(In((3, 1))), V(In((3, 4), nc=True)), V(In((1,)))], (S.Expand,)),
+        Case("GetItem", lambda a, i, m: a[1:, ::2].sum() + a[i].sum(0) + (a[m] * 3).sum(),
+             [V(In((3, 4)), In((5,), "idx:3"), In((3, 4), "mask")),
+              V(In((4, 3), nc=True), In((2,), "idx:4"), In((4, 3), "mask"))], (S.GetItem,)),
+        Case("Cat", lambda a, b: mt.cat([a, b, a], dim=-1),
+             [V(In((3, 4)), In((3, 2))), V(In((2, 3), nc=True), In((2, 1))), V(In((1,)), In((1,)))], (S.Cat,)),
+        Case("MaskedFill", lambda a, m: a.masked_fill(m, 0.5),
+             [V(In((3, 4)), In((3, 4), "mask")), V(In((3, 4), nc=True), In((4,), "mask"))], (S.MaskedFill,)),
+        Case("ToDevice", _round_trip, [V(In((3, 4))), V(In((2, 3), nc=True))], (S.ToDevice,)),
+        Case("ScaledDotProductAttention",
+             lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
+             + F.scaled_dot_product_attention(q, k, v, scale=1.0) * 0.5, attn, (A.ScaledDotProductAttention,)),
+        Case("ScaledDotProductAttention(causal, mask)",
+             lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, is_causal=True)
+             + F.scaled_dot_product_attention(q, k, v, attn_mask=m),
+             [V(In((2, 3, 4)), In((2, 3, 4)), In((2, 3, 4)), In((3, 3), "keep")),
+              V(In((1, 2, 4, 4), nc=True), In((1, 2, 4, 4)), In((1, 2, 4, 4)), In((1, 1, 4, 4), "keep"))],
+             (A.ScaledDotProductAttention,)),
+        Case("Contiguous", lambda a: a.contiguous() * a.contiguous(), [V(In((3, 4), nc=True)),
+                                                                    V(In((2, 3, 4), nc=True))], (F._Contig,)),
+        Case("module backward hooks", hooked, [V(n34, n34), V(nc34, In((1, 4)))], (H._HookPoint,)),
+    ]
+
+
+def _round_trip(a: Tensor) -> Tensor:
+    """cpu → cuda → cpu (or the reverse): needs a second device, so it runs only where CUDA is available."""
+    other = "cpu" if a.device.type == "cuda" else "cuda"
+    return (a.to(other) * 2.0).to(a.device)
+
+
+def _layers():
+    nn = mt.nn
+    d = dict(d_model=8, nhead=2, dim_feedforward=12, dropout=0.0, batch_first=True)
+    x238, x238nc, mem = In((2, 3, 8)), In((2, 3, 8), nc=True), In((2, 4, 8))
+
+    def seq():
+        return nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+
+    def enc(norm_first):
+        return nn.TransformerEncoder(nn.TransformerEncoderLayer(norm_first=norm_first, **d), 2,
+                                     norm=nn.LayerNorm(8))
+
+    def dec(norm_first):
+        return nn.TransformerDecoder(nn.TransformerDecoderLayer(norm_first=norm_first, **d), 2)
+
+    both = [V(x238, norm_first=True), V(x238nc, norm_first=False)]
+    return [
+        Case("nn.Linear", lambda m, x: m(x), [V(In((4, 5))), V(In((2, 3, 5), nc=True)), V(In((1, 5)))],
+             make=lambda: nn.Linear(5, 3)),
+        Case("nn.Embedding", lambda m, i: m(i), [V(In((2, 3), "idx:6")), V(In((1,), "idx:6"))],
+             make=lambda: nn.Embedding(6, 4)),
+        Case("nn.LayerNorm", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3, 5), nc=True))],
+             make=lambda: nn.LayerNorm(5)),
+        Case("nn.Dropout", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3, 5), nc=True))],
+             make=lambda: nn.Dropout(0.3), seed_each_call=True),
+        Case("nn.ReLU", lambda m, x: m(x), [V(In((3, 5), "grid")), V(In((2, 3), "grid", nc=True))],
+             make=nn.ReLU),
+        Case("nn.GELU", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.GELU),
+        Case("nn.Tanh", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.Tanh),
+        Case("nn.Identity", lambda m, x: m(x) * m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.Identity),
+        Case("nn.Sequential", lambda m, x: m(x), [V(In((3, 4))), V(In((2, 3, 4), nc=True))], make=seq),
+        Case("nn.MultiheadAttention", _mha, [V(x238, mem, In((2, 4), "mask"), batch_first=True),
+                                               V(In((3, 2, 8), nc=True), In((4, 2, 8)), In((2, 4), "mask"),
+                                                 batch_first=False)],
+             make=lambda batch_first: nn.MultiheadAttention(8, 2, batch_first=batch_first)),
+        Case("nn.PositionalEncoding", lambda m, x: m(x), [V(In((2, 5, 8))), V(In((1, 1, 8), nc=True))],
+             make=lambda: nn.PositionalEncoding(8, dropout=0.0)),
+        Case("nn.FeedForward", lambda m, x: m(x), [V(x238), V(x238nc)], make=lambda: nn.FeedForward(8, 12)),
+        Case("nn.TransformerEncoderLayer", lambda m, x: m(x, is_causal=True), both,
+             make=lambda norm_first: nn.TransformerEncoderLayer(norm_first=norm_first, **d)),
+        Case("nn.TransformerDecoderLayer", lambda m, x, y: m(x, y, tgt_is_causal=True),
+             [V(x238, mem, norm_first=True), V(x238nc, mem, norm_first=False)],
+             make=lambda norm_first: nn.TransformerDecoderLayer(norm_first=norm_first, **d)),
+        Case("nn.TransformerEncoder", lambda m, x: m(x), both, make=enc),
+        Case("nn.TransformerDecoder", lambda m, x, y: m(x, y), [V(x238, mem, norm_first=True),
+                                                                 V(x238nc, mem, norm_first=False)], make=dec),
+        Case("nn.Transformer", lambda m, x, y: m(x, y, tgt_is_causal=True),
+             [V(mem, x238, norm_first=True), V(mem, x238nc, norm_first=False)],
+             make=lambda norm_first: nn.Transformer(num_encoder_layers=1, num_decoder_layers=1,
+                                                    norm_first=norm_first, **d)),
+    ]
+
+
+def _mha(m, q, kv, pad):
+    out, w = m(q, kv, kv, key_padding_mask=pad)                 # cross-attention with padding, weights returned
+    self_out, _ = m(q, q, q, need_weights=False, is_causal=True)
+    return out, w, self_out
+
+
+EXCLUDED = {
+    "_View": "base class of Reshape, Permute, Expand and GetItem; never applied itself",
+    "_RowKernel": "base class of Softmax and LogSoftmax; never applied itself",
+    "_Extreme": "base class of Amax and Amin; never applied itself",
+    "nn.Module": "the base class; every layer built on it is checked",
+    "nn.Parameter": "a tensor, not a layer",
+    "nn.ModuleList": "a container without forward(); its members are checked on their own",
+}
+
+
+def cases() -> list[Case]:
+    return _ops() + _layers()
+
+
+# --------------------------------------------------------------------------- coverage
+def _all_subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+def discover() -> tuple[list[type], list[str]]:
+    """(every Function subclass defined in minitrans, every layer class exported by minitrans.nn)."""
+    for name in ("minitrans.nn", "minitrans.nn.hooks", "minitrans.models", "minitrans.optim"):
+        importlib.import_module(name)
+    ops = sorted({c for c in _all_subclasses(Function) if c.__module__.startswith("minitrans.")},
+                 key=lambda c: (c.__module__, c.__qualname__))
+    layers = sorted(f"nn.{n}" for n in mt.nn.__all__
+                    if isinstance(getattr(mt.nn, n), type) and issubclass(getattr(mt.nn, n), (mt.nn.Module, Tensor)))
+    return ops, layers
+
+
+def missing() -> list[str]:
+    """Ops and layers with neither a case nor an exclusion: what a new op or layer must add here."""
+    ops, layers = discover()
+    covered = {c for case in cases() for c in case.covers}
+    names = {case.name for case in cases()}
+    out = [f"{c.__module__}.{c.__qualname__}" for c in ops if c not in covered and c.__name__ not in EXCLUDED]
+    return out + [n for n in layers if n not in names and n not in EXCLUDED]
+
+
+@contextmanager
+def trace_ops():
+    """Record every ``Function.apply`` call made inside the block as (class, args, kwargs).
+
+    Ops that define their own ``apply`` (e.g. ToDevice) are wrapped too."""
+    calls = []
+    owners = [Function] + [c for c in _all_subclasses(Function) if "apply" in c.__dict__]
+    originals = [(c, c.__dict__["apply"]) for c in owners]
+
+    def wrap(original):
+        def apply(cls, *args, **kwargs):
+            calls.append((cls, args, kwargs))
+            return original.__func__(cls, *args, **kwargs)
+        return classmethod(apply)
+
+    for c, original in originals:
+        c.apply = wrap(original)
+    try:
+        yield calls
+    finally:
+        for c, original in originals:
+            c.apply = original
+
+
+# --------------------------------------------------------------------------- running
+@dataclass
+class Row:
+    name: str
+    shapes: str
+    device: str
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    ok: bool = True
+    status: str = "pass"
+    details: list = field(default_factory=list)
+
+
+def _input_name(k: int, names: list[str]) -> str:
+    return names[k] if k < len(names) else f"input {k}"
+
+
+def check(fn, inputs: list[Tensor], names: list[str], label: str, shapes: str, device: str, fast: bool,
+          eps: float = 1e-6, localize: bool = False, specs=()) -> Row:
+    """One gradcheck of ``fn(*inputs)``, summarised as a table row (failures named by input and element).
+
+    ``specs``: the layouts of the leading inputs, so that an element is named in the view the op saw."""
+    row = Row(label, shapes, device)
+    try:
+        results = check_gradients(fn, inputs, eps=eps, fast_mode=fast)
+    except Exception as e:                       # a crash is a failure of this case, not of the report
+        row.ok, row.status = False, "ERROR"
+        row.details.append(f"{label} [{shapes}]: {type(e).__name__}: {e}")
+        return row
+    for r in results:
+        row.max_abs = max(row.max_abs, r.max_abs) if not math.isnan(r.max_abs) else float("nan")
+        row.max_rel = max(row.max_rel, r.max_rel)
+        if not r.ok:
+            row.ok, row.status = False, "FAIL"
+            el = _view_element(specs[r.index], r.element) if r.index < len(specs) else r.element
+            shape = specs[r.index].shape if r.index < len(specs) else r.shape
+            where = "vᵀJu" if fast else f"element {el} (output element {r.output_element})"
+            row.details.append(f"{label} [{shapes}]: d/d {_input_name(r.index, names)} {shape}, {where}: "
+                               f"analytic {r.analytic:.6g} vs numeric {r.numeric:.6g} "
+                               f"({r.n_bad} of {r.n_compared} differ)")
+    if not row.ok and localize:
+        row.details.extend(localize_ops(fn, inputs))
+    return row
+
+
+def localize_ops(fn, inputs) -> list[str]:
+    """Rerun gradcheck on each op that ``fn`` calls, on the inputs it got: which op's backward is wrong."""
+    with trace_ops() as calls, mt.enable_grad():
+        fn(*inputs)
+    found, seen = [], {}
+    for cls, args, kwargs in calls:
+        if seen.get(cls, 0) >= 3:
+            continue
+        seen[cls] = seen.get(cls, 0) + 1
+        leaves = [Tensor._wrap(a._data.copy(), a._device, a.requires_grad and a.dtype.is_floating_point)
+                  if isinstance(a, Tensor) else a for a in args]
+        if not any(isinstance(a, Tensor) and a.requires_grad for a in leaves):
+            continue
+        if any(isinstance(a, Tensor) and a.requires_grad and a.dtype is not mt.float64 for a in leaves):
+            continue
+        try:
+            res = check_gradients(lambda *xs, c=cls, kw=kwargs: c.apply(*xs, **kw), leaves)
+        except Exception as e:
+            found.append(f"  op {cls.__name__}: its gradcheck raised {type(e).__name__}: {e}")
+            continue
+        for r in res:
+            if not r.ok:
+                found.append(f"  op {cls.__name__} ({cls.__module__}): input {r.index} {r.shape}, element "
+                             f"{r.element}: analytic {r.analytic:.6g} vs numeric {r.numeric:.6g}")
+                break
+    if not found:
+        found.append("  every op it calls passes on its own: the error is in how they are combined "
+                     "(or in a non-differentiable step, e.g. a detach or a NumPy round trip)")
+    return found
+
+
+def run_case(case: Case, device: str, fast: bool, seed: int = 0) -> list[Row]:
+    rows = []
+    for k, (specs, config) in enumerate(case.variants):
+        rng = np.random.default_rng(seed + k)
+        leaves = [_leaf(rng, s, device) for s in specs]
+        shapes = ", ".join(s.describe() for s in specs) + "".join(f" {a}={b}" for a, b in config.items())
+        if case.make is None:
+            call, params, pnames = case.call, [], []
+        else:
+            mt.manual_seed(seed + k)
+            module = case.make(**config).double().to(device)
+            params = [p for p in module.parameters()]
+            pnames = [n for n, _ in module.named_parameters()]
+            call = (lambda *xs, m=module: case.call(m, *xs))
+        n_in = len(leaves)
+
+        def fn(*xs, call=call, specs=specs):
+            if case.seed_each_call:
+                mt.manual_seed(seed)
+            return call(*[_view(t, s) for t, s in zip(xs[:n_in], specs)])
+
+        if k == 0 and case.covers:
+            with trace_ops() as calls, mt.enable_grad():
+                fn(*leaves, *params)
+            reached = {c for c, _, _ in calls}
+            lost = [c.__name__ for c in case.covers if c not in reached]
+            if lost:
+                rows.append(Row(case.name, shapes, device, ok=False, status="FAIL",
+                                details=[f"{case.name}: the case never calls {', '.join(lost)}"]))
+                continue
+        names = [f"x{i}" for i in range(n_in)] + pnames
+        rows.append(check(fn, leaves + params, names, case.name, shapes, device, fast, case.eps, specs=specs))
+    return rows
+
+
+def _target(spec: str):
+    if ":" not in spec:
+        raise SystemExit(f"--target must look like module:attr (e.g. mypkg.layers:MyLayer), got {spec!r}")
+    mod_name, attr = spec.split(":", 1)
+    sys.path.insert(0, ".")
+    try:
+        obj = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise SystemExit(f"--target {spec}: cannot import {mod_name!r} ({e})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise SystemExit(f"--target {spec}: {mod_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if isinstance(obj, type) and issubclass(obj, mt.nn.Module):
+        obj = obj()
+    if not callable(obj):
+        raise SystemExit(f"--target {spec}: {attr!r} is a {type(obj).__name__}, not a module or function")
+    return obj
+
+
+def _shape(text: str) -> tuple:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise SystemExit(f"--shape takes comma-separated sizes such as 2,3,8; got {text!r}") from None
+
+
+def run_target(spec: str, shapes: list[tuple], device: str, fast: bool, seed: int = 0) -> list[Row]:
+    """Check a user's module (its input and every parameter) or function (every input), plain and non-contiguous."""
+    obj = _target(spec)
+    if not shapes:
+        raise SystemExit(f"--target {spec}: give the input shape(s) with --shape, e.g. --shape 2,5,8")
+    params, pnames = [], []
+    if isinstance(obj, mt.nn.Module):
+        obj.double().to(device)
+        params = list(obj.parameters())
+        pnames = [n for n, _ in obj.named_parameters()]
+    rows = []
+    for nc in (False, True):
+        specs = [In(s, nc=nc) for s in shapes]
+        rng = np.random.default_rng(seed)
+        leaves = [_leaf(rng, s, device) for s in specs]
+        n_in = len(leaves)
+
+        def fn(*xs, specs=specs):
+            return obj(*[_view(t, s) for t, s in zip(xs[:n_in], specs)])
+
+        names = [f"input {i}" for i in range(n_in)] + pnames
+        rows.append(check(fn, leaves + params, names, spec, ", ".join(s.describe() for s in specs), device,
+                          fast, localize=True, specs=specs))
+    return rows
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.1e}"
+
+
+def print_table(rows: list[Row], out=None) -> None:
+    out = out or sys.stdout
+    w = max([len(r.name) for r in rows] + [8])
+    ws = max([len(r.shapes) for r in rows] + [6])
+    print(f"{'op/layer':<{w}}  {'shapes':<{ws}}  {'device':<6}  {'max abs':>8}  {'max rel':>8}  result", file=out)
+    for r in rows:
+        print(f"{r.name:<{w}}  {r.shapes:<{ws}}  {r.device:<6}  {_fmt(r.max_abs):>8}  {_fmt(r.max_rel):>8}  "
+              f"{r.status}", file=out)
+    failed = [r for r in rows if not r.ok]
+    for r in failed:
+        for line in r.details:
+            print(line, file=out)
+    na = sum(r.status.startswith("n/a") for r in rows)
+    print(f"\n{len(rows) - len(failed) - na} of {len(rows) - na} checks pass" + (f" ({na} n/a)" if na else ""),
+          file=out)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m minitrans.gradcheck_report", description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--fast", action="store_true", help="compare random projections vᵀJu (2 forwards per input) "
+                   "instead of full Jacobians: for large layers")
+    p.add_argument("--only", action="append", default=[], metavar="TEXT",
+                   help="run only the cases whose name contains TEXT (repeatable)")
+    p.add_argument("--target", action="append", default=[], metavar="MODULE:ATTR",
+                   help="check your own nn.Module (class or instance) or function instead of the library")
+    p.add_argument("--shape", action="append", default=[], metavar="D0,D1,...",
+                   help="input shape for --target, once per input")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--list", action="store_true", help="list the cases and exclusions, run nothing")
+    a = p.parse_args(argv)
+    if a.device not in ("cpu", "cuda"):
+        p.error(f"--device must be cpu or cuda, got {a.device!r}")
+    if a.device == "cuda" and not mt.cuda.is_available():
+        print("--device cuda: no CUDA device (and NUMBA_ENABLE_CUDASIM is not set)", file=sys.stderr)
+        return 2
+    if a.list:
+        for c in cases():
+            print(f"{c.name}: {len(c.variants)} layouts")
+        for k, why in EXCLUDED.items():
+            print(f"{k}: excluded ({why})")
+        return 0
+    rows: list[Row] = []
+    if a.target:
+        shapes = [_shape(s) for s in a.shape]
+        for t in a.target:
+            rows += run_target(t, shapes, a.device, a.fast, a.seed)
+    else:
+        gaps = missing()
+        selected = [c for c in cases() if not a.only or any(o in c.name for o in a.only)]
+        if not selected:
+            p.error(f"--only {a.only}: no case matches (see --list)")
+        for c in selected:
+            if c.name == "ToDevice" and not mt.cuda.is_available():
+                rows.append(Row(c.name, "-", a.device, status="n/a (needs a CUDA device to move to)"))
+                continue
+            rows += run_case(c, a.device, a.fast, a.seed)
+        for g in gaps:
+            rows.append(Row(g, "-", a.device, ok=False, status="FAIL",
+                            details=[f"{g}: no gradcheck case and no exclusion in minitrans/gradcheck_report.py"]))
+    print_table(rows)
+    return 0 if all(r.ok for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
