@@ -26,7 +26,7 @@ def run_mpi(n: int, script, *args, timeout: float = 60, cwd=None, env=None, rank
     need_mpi()
     e = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1",
              PYTHONUNBUFFERED="1", **(env or {}))
-    script = str(SCRIPTS / script) if not os.path.isabs(str(script)) else str(script)
+    script = str(SCRIPTS / script) if script is not None and not os.path.isabs(str(script)) else str(script)
     launch = ranks or ["-n", str(n), sys.executable, "-m", "mpi4py", script, *map(str, args)]
     cmd = ["timeout", "-k", "5", str(timeout), str(MPIEXEC), *launch]
     t0 = time.perf_counter()
