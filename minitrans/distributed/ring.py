@@ -17,9 +17,11 @@ Backward uses the merged O and L: the kernel's backward with the *global* O and 
 block's exact share (P = exp(S − L), D = rowsum(dO·O)), so dQ_r is summed locally while the
 partial dK_j, dV_j travel around the ring with their block and arrive home after N hops.
 
-Messages are MPI ``Isend``/``Irecv`` pairs — a ``Sendrecv`` split in two — started before a
-block's attention and waited for after it, so the transfer overlaps the computation. Memory
-per rank: Q, K, V, O of one block plus one block in flight, i.e. 1/N of one process's.
+Messages are MPI ``Isend``/``Irecv`` pairs — a ``Sendrecv`` split in two. In the forward pass
+they start before a block's attention and are waited for after it, so the transfer overlaps
+the computation; in backward a block and its gradient sums move after the block's kernel has
+run, so that only one set of (K, V, dK, dV) is in memory while the kernel runs. Memory per
+rank grows with the block, n/N: see docs/distributed.md for the measured figures.
 """
 from __future__ import annotations
 
@@ -43,8 +45,9 @@ def _like(h: np.ndarray, xp):
 
 
 class _Ring:
-    """One ring exchange at a time: ``start(arrays)`` sends them on, ``finish()`` returns the
-    arrays received from the previous rank (same shapes and dtypes)."""
+    """One ring exchange at a time: ``start(arrays)`` sends each array on to the next rank (one
+    message each, straight from its memory: no packing copy), ``finish()`` returns the arrays
+    received from the previous rank, in fresh buffers of the same shapes and dtypes."""
 
     def __init__(self, comm) -> None:
         self.comm = comm
@@ -52,31 +55,29 @@ class _Ring:
         self.next, self.prev = (r + 1) % n, (r - 1) % n
 
     def start(self, arrays) -> None:
-        hosts = [_host(a) for a in arrays]
-        self.shapes = [h.shape for h in hosts]
-        self.send = np.concatenate([h.reshape(-1) for h in hosts]) if len(hosts) > 1 else \
-            np.ascontiguousarray(hosts[0]).reshape(-1)
-        self.recv = np.empty_like(self.send)
-        self.reqs = [self.comm.Irecv(self.recv, source=self.prev, tag=7),
-                     self.comm.Isend(self.send, dest=self.next, tag=7)]
+        send = [np.ascontiguousarray(_host(a)) for a in arrays]
+        self.recv = [np.empty_like(h) for h in send]
+        self.reqs = [self.comm.Irecv(h, source=self.prev, tag=i) for i, h in enumerate(self.recv)]
+        self.reqs += [self.comm.Isend(h, dest=self.next, tag=i) for i, h in enumerate(send)]
 
     def finish(self) -> list:
         mpi().Request.Waitall(self.reqs)
-        out, off = [], 0
-        for s in self.shapes:
-            k = int(np.prod(s, dtype=np.int64))
-            out.append(self.recv[off:off + k].reshape(s))
-            off += k
+        self.reqs = []
+        out, self.recv = self.recv, None
         return out
 
 
 def _merge(o, lse, o_j, lse_j):
-    """Two partial softmax-attention results over disjoint key sets, as one (row log-sum-exp merge)."""
+    """Two partial softmax-attention results over disjoint key sets, as one (row log-sum-exp
+    merge); ``o`` is updated in place and ``o_j`` used as scratch (no block-sized temporaries)."""
     with np.errstate(invalid="ignore", over="ignore"):
         new = np.logaddexp(lse, lse_j)
         a = np.where(np.isneginf(new), 0.0, np.exp(lse - new)).astype(o.dtype)
         b = np.where(np.isneginf(new), 0.0, np.exp(lse_j - new)).astype(o.dtype)
-    return o * a[..., None] + o_j * b[..., None], new.astype(lse.dtype)
+    o *= a[..., None]
+    np.multiply(o_j, b[..., None], out=o_j)
+    o += o_j
+    return o, new.astype(lse.dtype)
 
 
 class RingAttention(Function):
@@ -112,27 +113,35 @@ class RingAttention(Function):
         r, n = comm.Get_rank(), comm.Get_size()
         ring = _Ring(comm)
         do = xp.ascontiguousarray(g)
-        dq = np.zeros(q.shape, np.dtype(q.dtype))
-        kj, vj = k, v
-        dk, dv = np.zeros(k.shape, dq.dtype), np.zeros(v.shape, dq.dtype)     # the travelling block's sums
+        dq = None
+        kj, vj, dk, dv = k, v, None, None          # the block held now and its gradient sums so far
         for s in range(n):
             j = (r - s) % n
             if not (ctx.is_causal and j > r):
-                dq_j, dk_j, dv_j = xp.attention_backward(q, kj, vj, o, lse, do, None,
-                                                         bool(ctx.is_causal and j == r), ctx.scale)
-                dq += _host(dq_j)
-                dk += _host(dk_j)
-                dv += _host(dv_j)
-            # pass the block (and its gradient sums) on; after N hops the sums are home
+                dq_j, dk_j, dv_j = (_host(a) for a in xp.attention_backward(
+                    q, kj, vj, o, lse, do, None, bool(ctx.is_causal and j == r), ctx.scale))
+                dq = dq_j if dq is None else _add(dq, dq_j)
+                dk = dk_j if dk is None else _add(dk, dk_j)
+                dv = dv_j if dv is None else _add(dv, dv_j)
+                del dq_j, dk_j, dv_j
+            if dk is None:                         # no rank has touched this block yet
+                dk, dv = np.zeros(kj.shape, np.dtype(kj.dtype)), np.zeros(vj.shape, np.dtype(vj.dtype))
+            # pass the block with its sums on (after the compute: only one block set in memory
+            # while the kernel runs); after N hops the sums are back on the block's own rank
             ring.start((kj, vj, dk, dv) if s < n - 1 else (dk, dv))
             got = ring.finish()
             if s < n - 1:
-                kj, vj = _like(got[0], xp), _like(got[1], xp)
-                dk, dv = got[2].copy(), got[3].copy()
+                kj, vj, dk, dv = _like(got[0], xp), _like(got[1], xp), got[2], got[3]
             else:
                 dk, dv = got
-        return _like(dq, xp), _like(np.ascontiguousarray(dk), xp), _like(np.ascontiguousarray(dv), xp), \
-            None, None, None
+        if dq is None:
+            dq = np.zeros(q.shape, np.dtype(q.dtype))
+        return _like(dq, xp), _like(dk, xp), _like(dv, xp), None, None, None
+
+
+def _add(acc, x):
+    acc += x
+    return acc
 
 
 def ring_attention(query: Tensor, key: Tensor, value: Tensor, is_causal: bool = False,
