@@ -56,3 +56,9 @@ def test_two_ranks_half_batch_equal_one_process_full_batch_after_5_adam_steps(tm
 def test_no_sync_accumulates_locally_then_averages():
     p, _ = run_mpi(2, "ddp_train.py", "no_sync")
     assert "OK rank 1" in ok(p)
+
+
+def test_cuda_gradients_are_staged_through_host_buckets_and_averaged():
+    # NUMBA_ENABLE_CUDASIM=1 (tests/conftest.py) reaches the ranks: cuda is Numba's simulator
+    p, _ = run_mpi(2, "ddp_train.py", "cuda")
+    assert "OK rank 1" in ok(p)

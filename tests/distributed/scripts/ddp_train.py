@@ -4,6 +4,8 @@ one-process reference (``train_single``). Modes (argv[1]):
   equal OUT      5 Adam steps on the global batch split over the ranks; rank 0 saves the
                  parameters to OUT; a spy records when reductions start relative to backward
   no_sync        gradients stay local inside no_sync() and are averaged by the next backward
+  cuda           a tiny model on cuda (the simulator under the tests): gradients are staged
+                 through host buckets and averaged, against a NumPy gradient of the full batch
 """
 import sys
 
@@ -59,12 +61,33 @@ def spy(ddp, events):
     object.__setattr__(ddp, "_wait", spied_wait)
 
 
+def cuda_check(dist, rank, n):
+    mt.manual_seed(rank)                     # different on each rank: the wrapper broadcasts rank 0's
+    lin = mt.nn.Linear(3, 2).to("cuda")
+    ddp = dist.DistributedDataParallel(lin)
+    w, b = lin.weight.numpy().astype(np.float64), lin.bias.numpy().astype(np.float64)
+    rng = np.random.default_rng(5)
+    x, y = rng.normal(size=(4 * n, 3)), rng.normal(size=(4 * n, 2))       # the global batch
+    xs, ys = dist.shard_batch((x, y))
+    out = ddp(mt.tensor(xs, dtype=mt.float32, device="cuda"))
+    ((out - mt.tensor(ys, dtype=mt.float32, device="cuda")) ** 2).mean().backward()
+    err = x @ w.T + b - y                                                   # mean over the global batch
+    gw, gb = 2 * err.T @ x / err.size, 2 * err.sum(0) / err.size
+    assert lin.weight.grad.device.type == "cuda"
+    np.testing.assert_allclose(lin.weight.grad.numpy(), gw, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lin.bias.grad.numpy(), gb, rtol=1e-4, atol=1e-5)
+
+
 def main():
     import minitrans.distributed as dist
     from minitrans.autograd.engine import queue_callback
 
     dist.init_process_group(backend="mpi")
     rank, n = dist.get_rank(), dist.get_world_size()
+    if sys.argv[1] == "cuda":
+        cuda_check(dist, rank, n)
+        print(f"OK rank {rank}", flush=True)
+        return
     model = build(1000 + rank)            # different on every rank: DDP must copy rank 0's weights
     ref0 = build(1000)
     for (k, a), b in zip(model.state_dict().items(), ref0.state_dict().values()):
