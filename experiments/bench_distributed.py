@@ -113,7 +113,7 @@ def work_w1(args) -> dict:
     n, r = dist.get_world_size(), dist.get_rank()
     mt.manual_seed(0)
     model, cfg, B, T = _w1_model()
-    ddp = dist.DistributedDataParallel(model)
+    ddp = dist.DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb)
     timers = {"launch": 0.0, "wait": 0.0}
     _timed_ddp(ddp, timers)
     opt = mt.optim.Adam(ddp.parameters(), lr=1e-3)
@@ -142,7 +142,7 @@ def work_w1(args) -> dict:
         steps.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
         comm_s.append(comm.allreduce(timers["launch"] + timers["wait"], op=MPI.MAX))
     ms = statistics.median(steps) * 1e3
-    return {"ranks": n, "step_ms": ms, "tokens_per_s": B * T / (ms / 1e3), "comm_ms": statistics.median(comm_s) * 1e3,
+    return {"ranks": n, "bucket_mb": args.bucket_mb, "step_ms": ms, "tokens_per_s": B * T / (ms / 1e3), "comm_ms": statistics.median(comm_s) * 1e3,
             "comm_fraction": statistics.median(c / s for c, s in zip(comm_s, steps)),
             "bucket_bytes": ddp.bucket_sizes, "param_bytes": sum(p._data.nbytes for p in model.parameters())}
 
@@ -169,7 +169,7 @@ def work_commonly(args) -> dict:
     n = dist.get_world_size()
     mt.manual_seed(0)
     model, *_ = _w1_model()
-    ddp = dist.DistributedDataParallel(model)
+    ddp = dist.DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb)
     params = list(model.parameters())
     each = args.sleep_ms / 1e3 / len(params)
     comm = dist.get_comm()
@@ -184,23 +184,24 @@ def work_commonly(args) -> dict:
         for p in params:
             p.grad = None
 
-    for _ in range(args.warmup):
-        step()
-    ts = []
-    for _ in range(args.steps):
+    def timed(sync: bool) -> float:
         comm.Barrier()
         t0 = time.perf_counter()
-        step()
-        ts.append(comm.allreduce(time.perf_counter() - t0, op=MPI.MAX))
-    # the same step without DDP's hooks: what the sleeping graph itself costs here
-    base = []
-    for _ in range(max(3, args.steps // 2)):
-        with ddp.no_sync():
-            t0 = time.perf_counter()
+        if sync:
             step()
-            base.append(time.perf_counter() - t0)
+        else:
+            with ddp.no_sync():                   # the same step without any communication
+                step()
+        return comm.allreduce(time.perf_counter() - t0, op=MPI.MAX)
+
+    for _ in range(args.warmup):
+        step()
+    ts, base = [], []
+    for _ in range(args.steps):                   # alternate, so that the machine's load hits both alike
+        ts.append(timed(True))
+        base.append(timed(False))
     ms, bms = statistics.median(ts) * 1e3, statistics.median(base) * 1e3
-    return {"ranks": n, "sleep_ms": args.sleep_ms, "step_ms": ms, "no_sync_step_ms": bms,
+    return {"ranks": n, "bucket_mb": args.bucket_mb, "sleep_ms": args.sleep_ms, "step_ms": ms, "no_sync_step_ms": bms,
             "overhead_ms": ms - bms, "buckets": len(ddp.bucket_sizes)}
 
 
@@ -258,7 +259,7 @@ def launch(part: str, ranks: int, args, timeout: float) -> dict:
     cmd = ["timeout", "-k", "5", str(int(timeout)), str(Path(sys.executable).parent / "mpiexec"), "-n", str(ranks),
            sys.executable, "-m", "mpi4py", __file__, "--worker", part, "--json", str(out),
            "--steps", str(args.steps), "--warmup", str(args.warmup), "--sleep-ms", str(args.sleep_ms),
-           "--ring-n", str(args.ring_n)] + (["--causal"] if args.causal else [])
+           "--ring-n", str(args.ring_n), "--bucket-mb", str(args.bucket_mb)] + (["--causal"] if args.causal else [])
     env = dict(os.environ, OPENBLAS_NUM_THREADS="1", NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1")
     p = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
     if p.returncode != 0:
@@ -278,6 +279,7 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--sleep-ms", type=float, default=100.0, help="the compute a commonly step stands in for")
     p.add_argument("--ring-n", type=int, default=32768)
+    p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket_cap_mb (w1, commonly)")
     p.add_argument("--causal", action="store_true", help="ring: causal attention")
     p.add_argument("--out-dir", default=str(HERE / "results"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
