@@ -20,7 +20,8 @@ partial dK_j, dV_j travel around the ring with their block and arrive home after
 Messages are MPI ``Isend``/``Irecv`` pairs — a ``Sendrecv`` split in two. In the forward pass
 they start before a block's attention and are waited for after it, so the transfer overlaps
 the computation; in backward a block and its gradient sums move after the block's kernel has
-run, so that only one set of (K, V, dK, dV) is in memory while the kernel runs. Memory per
+run, so that only one set of (K, V, dK, dV) is in memory while the kernel runs (K, V move
+first, then dK, dV). Memory per
 rank grows with the block, n/N: see docs/distributed.md for the measured figures.
 """
 from __future__ import annotations
@@ -126,14 +127,14 @@ class RingAttention(Function):
                 del dq_j, dk_j, dv_j
             if dk is None:                         # no rank has touched this block yet
                 dk, dv = np.zeros(kj.shape, np.dtype(kj.dtype)), np.zeros(vj.shape, np.dtype(vj.dtype))
-            # pass the block with its sums on (after the compute: only one block set in memory
-            # while the kernel runs); after N hops the sums are back on the block's own rank
-            ring.start((kj, vj, dk, dv) if s < n - 1 else (dk, dv))
-            got = ring.finish()
+            # pass the block with its sums on, after the compute (only one block set is in memory
+            # while the kernel runs) and in two steps, K, V then dK, dV (at most 1.5 sets in
+            # memory while they move); after N hops the sums are back on the block's own rank
             if s < n - 1:
-                kj, vj, dk, dv = _like(got[0], xp), _like(got[1], xp), got[2], got[3]
-            else:
-                dk, dv = got
+                ring.start((kj, vj))
+                kj, vj = (_like(a, xp) for a in ring.finish())
+            ring.start((dk, dv))
+            dk, dv = ring.finish()
         if dq is None:
             dq = np.zeros(q.shape, np.dtype(q.dtype))
         return _like(dq, xp), _like(dk, xp), _like(dv, xp), None, None, None
