@@ -167,6 +167,15 @@ class Tensor:
         hooks.append(hook)
         return _HookHandle(hooks, hook)
 
+    def register_post_accumulate_grad_hook(self, hook):
+        """``hook(tensor) -> None`` runs on a leaf right after backward has updated its ``.grad``."""
+        if not self.requires_grad or self._node is not None:
+            raise RuntimeError("post accumulate grad hooks can only be registered on leaf tensors that "
+                               "require grad")
+        from .autograd.engine import register_post_accumulate_grad_hook
+
+        return _HookHandle(register_post_accumulate_grad_hook(self, hook), hook)
+
     def backward(self, gradient: "Tensor | None" = None, retain_graph: bool = False) -> None:
         from .autograd.engine import backward
 

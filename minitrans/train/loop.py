@@ -17,6 +17,9 @@ global batch from the same data generator and keeps its share, so the batch the 
 for is the global batch and checkpoints do not depend on the number of ranks),
 ``reduce_loss`` (average the logged loss over ranks) and ``sync_stop`` (agree on the stop
 decision, e.g. an all-reduce MAX of the reason code, so every rank stops at the same step).
+When a ``minitrans.distributed`` process group is initialised, the seams not given default to
+its ``trainer_seams()`` (rank 0 is the main rank), so a script needs no change beyond wrapping
+its model in ``DistributedDataParallel``.
 """
 from __future__ import annotations
 
@@ -82,7 +85,7 @@ class Trainer:
                  evaluate: Callable[[Any], dict], run_dir: str, budget: Budget, *, data_rng: np.random.Generator,
                  scheduler=None, metric_names: Sequence[str] = ("seq_acc", "token_acc"), eval_every: int = 250,
                  log_every: int = 10, clip_grad_norm: float | None = 1.0, meta: dict | None = None,
-                 progress: bool = True, resume_command: str = "", is_main: bool = True,
+                 progress: bool = True, resume_command: str = "", is_main: bool | None = None,
                  shard_batch: Callable | None = None, reduce_loss: Callable[[float], float] | None = None,
                  sync_stop: Callable[[int], int] | None = None) -> None:
         if budget.max_steps < 1:
@@ -95,6 +98,12 @@ class Trainer:
         self.metric_names = list(metric_names)
         self.eval_every, self.log_every, self.clip = eval_every, log_every, clip_grad_norm
         self.meta, self.progress, self.resume_command = dict(meta or {}), progress, resume_command
+        from ..distributed import trainer_seams
+
+        seams = trainer_seams()                   # {} unless a process group is initialised
+        is_main = seams.get("is_main", True) if is_main is None else is_main
+        shard_batch, reduce_loss = shard_batch or seams.get("shard_batch"), reduce_loss or seams.get("reduce_loss")
+        sync_stop = sync_stop or seams.get("sync_stop")
         self.is_main, self.shard_batch = is_main, shard_batch or (lambda b: b)
         self.reduce_loss, self.sync_stop = reduce_loss or (lambda x: x), sync_stop or (lambda c: c)
         self.step, self.elapsed_before, self.sessions = 0, 0.0, 1
