@@ -81,9 +81,11 @@ def race(jobs: dict, rounds: int, threads: int, layer: str, label: str) -> dict:
         summary = []
         for i in range(len(jobs[fw])):
             procs = [run[i] for run in runs]
-            s = {k: v for k, v in procs[0].items() if k not in ("times", "median_s")}
+            s = {k: v for k, v in procs[0].items() if k not in ("times", "median_s", "median_cpu_s")}
             s["process_medians_s"] = [p["median_s"] for p in procs]
             s["median_s"] = statistics.median(s["process_medians_s"])
+            cpu = [p.get("median_cpu_s") for p in procs]
+            s["median_cpu_s"] = statistics.median(cpu) if None not in cpu else None
             for k in ("peak_rss_mib", "rss_start_mib", "peak_mib"):
                 if k in procs[0]:
                     s[k] = statistics.median(p[k] for p in procs)
@@ -148,8 +150,13 @@ def _timed_rows(workload, cases, res, peers, peak, metric="ms", scale=1e3, note=
                             ours_peak=frac(o["median_s"]), note=note))
         for p in peers:
             q = res[p]["jobs"][i]
+            cpu = note
+            if o.get("median_cpu_s") and q.get("median_cpu_s"):      # CPU time does not count waiting for a core
+                cpu = (f"{note}; " if note else "") + (f"CPU {o['median_cpu_s'] * scale:.3g} vs "
+                                                       f"{q['median_cpu_s'] * scale:.3g} (ratio "
+                                                       f"{o['median_cpu_s'] / q['median_cpu_s']:.2f})")
             rows.append(row(workload, case, metric, o["median_s"] * scale, p, q["median_s"] * scale,
-                            o["median_s"] / q["median_s"], note, fl and fl / 1e9, frac(o["median_s"]),
+                            o["median_s"] / q["median_s"], cpu, fl and fl / 1e9, frac(o["median_s"]),
                             frac(q["median_s"])))
     return rows
 
@@ -464,7 +471,10 @@ def profile_w1(step, n_steps: int, out: Path, a) -> dict:
 
     for _ in range(3):     # warm-up: Numba compilation and Adam state allocation are not profiled
         step()
-    prof = cProfile.Profile()
+    # the CPU clock (all threads of this process) by default: on a shared machine wall time also counts
+    # the time spent waiting for a core, which cProfile would charge to whatever function was running
+    clock = time.process_time if a.profile_clock == "cpu" else time.perf_counter
+    prof = cProfile.Profile(clock)
     t0 = time.perf_counter()
     prof.enable()
     for _ in range(n_steps):
@@ -484,7 +494,7 @@ def profile_w1(step, n_steps: int, out: Path, a) -> dict:
              f"command: {info['command']}  date: {info['date']}",
              f"machine: {info['cpu']}, {info['cores']} cores, threads {a.threads} (layer {a.layer}), "
              f"load average {loadavg()}",
-             f"wall {wall / n_steps * 1e3:.1f} ms/step under the profiler; profiled total "
+             f"wall {wall / n_steps * 1e3:.1f} ms/step under the profiler; profiled total ({a.profile_clock} clock) "
              f"{total / n_steps * 1e3:.1f} ms/step", "",
              f"{'group':<58}{'ms/step':>9}{'share':>8}"]
     for g, tt in sorted(groups.items(), key=lambda kv: -kv[1]):
@@ -512,6 +522,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--profile-w1", action="store_true", help="cProfile W1 steps (in this process) instead")
     ap.add_argument("--profile-steps", type=int, default=10)
     ap.add_argument("--profile-out", default="experiments/results/w1_profile.txt")
+    ap.add_argument("--profile-clock", choices=("cpu", "wall"), default="cpu",
+                    help="cProfile's clock: process CPU time (default; robust to a loaded machine) or wall")
     a = ap.parse_args(argv)
     if a.profile_w1:
         import minitrans as mt

@@ -47,14 +47,21 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+CPU_TIMES: list = []      # process CPU seconds of each timed call (all threads), beside the wall times
+
+
 def timed(fn, warmup: int, reps: int) -> list[float]:
+    """Wall seconds of ``reps`` calls after ``warmup``; their CPU seconds go to CPU_TIMES (on a loaded
+    machine the wall time includes waiting for a core, the CPU time does not)."""
     for _ in range(warmup):
         fn()
     out = []
+    CPU_TIMES.clear()
     for _ in range(reps):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
+        CPU_TIMES.append(time.process_time() - c0)
     return out
 
 
@@ -397,6 +404,7 @@ def main(argv=None) -> None:
     for job in json.loads(Path(args.jobs).read_text()):
         r = JOBS[job["workload"]](args.framework, job)
         r["median_s"] = statistics.median(r["times"])
+        r["median_cpu_s"] = statistics.median(CPU_TIMES) if len(CPU_TIMES) == len(r["times"]) else None
         results.append(dict(job=job, **r))
     Path(args.out).write_text(json.dumps(dict(info=info, results=results)))
 
