@@ -372,8 +372,10 @@ def setup_threads(fw: str, threads: int) -> dict:
 
         mt.set_threading_layer(os.environ.get("NUMBA_THREADING_LAYER", "default"))
         mt.set_num_threads(threads)
+        # what a minitrans user does for training speed (docs/performance.md): keep freed blocks for reuse
+        retained = mt.backends.cpu.retain_freed_memory() if os.environ.get("MT_BENCH_RETAIN", "1") == "1" else False
         info.update(numba_threads=mt.get_num_threads(), blas_threads=mt.threads.get_blas_num_threads(),
-                    layer=mt.threading_layer())
+                    layer=mt.threading_layer(), retain_freed_memory=retained)
     elif fw == "torch":
         import torch
 

@@ -105,3 +105,33 @@ def test_threading_layer_is_an_explicit_choice_before_the_pool_starts():
     assert r["err"] is not None and "workqueue" in r["err"] and "before the first parallel kernel" in r["err"]
     with pytest.raises(ValueError, match="unknown threading layer"):
         mt.set_threading_layer("fast")
+
+
+def test_retain_freed_memory_stops_page_faults_on_reused_temporaries():
+    # the same temporaries made twice: without the setting glibc hands the freed blocks back to the
+    # OS and the second round page-faults them in again; with it the second round reuses them
+    code = """
+        import json, resource, sys, numpy as np
+        import minitrans as mt
+        ok = mt.backends.cpu.retain_freed_memory() if sys.argv[1] == "1" else None
+        def round_():
+            arrays = [np.ones(1_000_000 + 4096 * i, np.float32) for i in range(12)]   # ~4 MiB each
+            del arrays
+        round_()
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        round_()
+        print(json.dumps(dict(ok=ok, faults=resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)))
+    """
+    outs = {}
+    for flag in ("0", "1"):
+        p = subprocess.run([sys.executable, "-c", textwrap.dedent(code), flag], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        outs[flag] = json.loads(p.stdout.strip().splitlines()[-1])
+    if outs["1"]["ok"] is False:
+        pytest.skip("this C library has no glibc mallopt")
+    pages = 12 * 4_000_000 // 4096
+    assert outs["0"]["faults"] > pages // 2          # each array's pages faulted in again
+    assert outs["1"]["faults"] < pages // 10         # reused
+    with pytest.raises(ValueError, match="non-negative number of bytes"):
+        mt.backends.cpu.retain_freed_memory(-1)
