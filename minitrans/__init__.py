@@ -5,20 +5,8 @@
     w = mt.randn(2, 3, requires_grad=True)
     (x @ w).relu().sum().backward(); x.grad
 """
-import os as _os
-
-# Numba's OpenMP threading layer keeps its threads spinning after a parallel kernel, which
-# starves OpenBLAS's threads in the matmul that follows (measured: 23 ms vs 0.17 ms for a
-# LayerNorm + (1088x64)·(64x64) pair on 2 cores). The work-queue layer does not spin.
-_os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-try:
-    import sys as _sys
-
-    if "numba" in _sys.modules:
-        _sys.modules["numba"].config.THREADING_LAYER = _os.environ["NUMBA_THREADING_LAYER"]
-except Exception:  # pragma: no cover
-    pass
-
+# Importing minitrans changes no thread count and no Numba setting: minitrans.threads is the one
+# place that does, when asked (mt.set_num_threads, mt.set_threading_layer).
 from . import _tensor_methods  # noqa: F401  (attaches the ops to Tensor)
 from . import _tensor_extra  # noqa: F401  (and the ones PyTorch programs need beyond them)
 from ._dtype import bool_ as bool  # noqa: A001
@@ -39,6 +27,7 @@ from .random import (get_rng_state, manual_seed, rand, rand_like, randint, randi
 from .tensor import (Tensor, arange, empty, empty_like, from_numpy, full, full_like, linspace, ones, ones_like,
                      tensor, zeros, zeros_like)
 from .backends.cpu import get_kernels, set_kernels
+from .threads import get_num_threads, num_threads, set_num_threads, set_threading_layer, threading_layer
 
 float = float32  # noqa: A001
 double = float64
