@@ -51,7 +51,8 @@ def _documented() -> set:
     with open(DOC) as f:
         text = f.read()
     start = text.index("that minitrans does not provide")
-    rows = [line for line in text[start:].splitlines() if line.startswith("| `")]
+    section = text[start:].split("\n## ", 1)[0]              # up to the next section of the file
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
     return {re.match(r"\| `([A-Za-z_.]+)`", line).group(1) for line in rows}
 
 
