@@ -94,10 +94,43 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--max-len", type=int, default=16, help="longest sequence")
     m.add_argument("--symbols", type=int, default=17, help="distinct tokens (vocab = symbols + PAD/BOS/EOS)")
     p.add_argument("--no-plots", action="store_true", help="skip loss.png (matplotlib takes seconds to start)")
+    p.add_argument("--bench-cell", type=int, default=0, metavar="REPEATS",
+                   help="instead of training: time forward + backward of one batch with the fused LSTM cell and "
+                        "with the composed ops (REPEATS interleaved rounds each), print medians and exit")
     return p
 
 
+def bench_cell(args) -> dict:
+    """Median seconds of forward + backward of one training batch, fused cell vs composed ops."""
+    import time
+
+    from minitrans.nn import rnn
+
+    task = ReverseTask(n_symbols=args.symbols, min_len=args.min_len, max_len=args.max_len)
+    model = LSTMSeq2Seq(LSTMSeq2SeqConfig(vocab_size=task.vocab_size, embed_dim=args.embed,
+                                          hidden_size=args.hidden, num_layers=args.layers, pad_id=PAD))
+    src, tgt_in, tgt_out = task.batch(task.sample(np.random.default_rng(0), args.batch_size))
+    times = {True: [], False: []}
+    for r in range(args.bench_cell + 1):
+        for fused in (True, False):
+            rnn.FUSED_LSTM["on"] = fused
+            t0 = time.perf_counter()
+            seq_loss(model(mt.tensor(src), mt.tensor(tgt_in)), tgt_out, ignore_index=PAD).backward()
+            if r:                                        # round 0 warms up
+                times[fused].append(time.perf_counter() - t0)
+            model.zero_grad()
+    rnn.FUSED_LSTM["on"] = True
+    out = {"fused_s": float(np.median(times[True])), "composed_s": float(np.median(times[False])),
+           "repeats": args.bench_cell, "loadavg": os.getloadavg()}
+    out["speedup"] = out["composed_s"] / out["fused_s"]
+    print(json.dumps(out))
+    return out
+
+
 def main(argv=None) -> dict:
+    pre = build_parser().parse_known_args(argv)[0]
+    if pre.bench_cell:
+        return bench_cell(pre)
     setup = start_run(build_parser(), argv, "reverse-lstm")
     args = setup.args
     mt.manual_seed(args.seed)

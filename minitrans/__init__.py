@@ -55,9 +55,9 @@ __all__ = [
     "reshape", "permute", "transpose", "squeeze", "unsqueeze", "flatten", "cat", "concatenate", "stack", "split",
     "chunk", "narrow", "tril", "triu", "clone", "flip", "repeat_interleave",
     # autograd
-    "autograd", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled", "is_grad_enabled",
-    # subpackages and checkpoints (loaded on first use)
-    "nn", "optim", "cuda", "data", "models", "serialization", "save", "load", "get_kernels", "set_kernels",
+    "no_grad", "enable_grad", "inference_mode", "set_grad_enabled", "is_grad_enabled",
+    # checkpoints (subpackages such as nn and optim are imported by name, as with torch)
+    "save", "load", "get_kernels", "set_kernels",
 ]
 
 

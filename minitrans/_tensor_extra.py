@@ -110,10 +110,8 @@ Tensor.neg = Tensor.negative = lambda a: -a
 
 def _step(name):
     def op(a: Tensor) -> Tensor:
-        if name != "sign" and not a.dtype.is_floating_point:
-            return a                          # already whole numbers (PyTorch returns a copy)
-        if a.dtype is _dtype.bool_:
-            return a
+        if (name != "sign" and not a.dtype.is_floating_point) or a.dtype is _dtype.bool_:
+            return Sel.Clone.apply(a)         # already whole numbers: a copy, as in PyTorch
         return U.Step.apply(a, name, 0)
 
     op.__name__ = name
@@ -127,13 +125,13 @@ def round(a: Tensor, decimals: int = 0) -> Tensor:  # noqa: A001
     """Round half to even (as ``torch.round``), to ``decimals`` places."""
     if not isinstance(decimals, (int, np.integer)):
         raise TypeError(f"round: decimals must be an int, got {type(decimals).__name__}")
-    return a if not a.dtype.is_floating_point else U.Step.apply(a, "round", int(decimals))
+    return Sel.Clone.apply(a) if not a.dtype.is_floating_point else U.Step.apply(a, "round", int(decimals))
 
 
 Tensor.round = round
 
 
-def _divide_operands(a: Tensor, b, mode: str):
+def _divide_operands(a: Tensor, b):
     b = _other(a, b)
     if isinstance(b, Tensor) and b.device != a.device:
         raise RuntimeError(f"div: tensors on different devices, {a.device} and {b.device}")
@@ -152,7 +150,7 @@ def div(a: Tensor, other, *, rounding_mode: str | None = None) -> Tensor:
     if rounding_mode not in ("trunc", "floor"):
         raise ValueError(f"div expected rounding_mode to be one of None, 'trunc', or 'floor' but found "
                          f"{rounding_mode!r}")
-    a, b = _divide_operands(a, other, rounding_mode)
+    a, b = _divide_operands(a, other)
     if isinstance(b, Tensor) and a.dtype is not b.dtype and not b.dtype.is_floating_point:
         b = astype(b, a.dtype)
     return U.FloorDivide.apply(a, b, rounding_mode)
@@ -177,7 +175,7 @@ Tensor.__rfloordiv__ = lambda a, c: floor_divide(_as_tensor_like(a, _other(a, c)
 def remainder(a: Tensor, other) -> Tensor:
     """a - floor(a / b)·b: the result takes the divisor's sign, as Python's % and ``torch.remainder``."""
     _need_tensor(a, "remainder")
-    a, b = _divide_operands(a, other, "remainder")
+    a, b = _divide_operands(a, other)
     if isinstance(b, Tensor) and a.dtype is not b.dtype:
         b = astype(b, a.dtype)
     return U.Remainder.apply(a, b)
@@ -283,7 +281,8 @@ def argsort(a: Tensor, dim: int = -1, descending: bool = False, stable: bool = F
 
 
 def topk(a: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = True):  # noqa: A002
-    """The ``k`` largest (or smallest) entries along ``dim`` and their indices, largest first."""
+    """The ``k`` largest (``largest=False``: smallest) entries along ``dim`` and their indices, in
+    that order (ties keep their original order)."""
     _need_tensor(a, "topk")
     d = _dim(dim, a.ndim, "topk")
     n = a.shape[d] if a.ndim else 1
@@ -308,8 +307,9 @@ def gather(a: Tensor, dim: int, index: Tensor) -> Tensor:
         raise RuntimeError(f"gather: index of shape {tuple(index.shape)} is larger than the input's "
                            f"{tuple(a.shape)} outside dim {d}")
     ix = index.numpy()
-    if ix.size and (ix.min() < -a.shape[d] or ix.max() >= a.shape[d]):
-        raise IndexError(f"gather: index out of range for dim {d} of size {a.shape[d]}")
+    if ix.size and (ix.min() < 0 or ix.max() >= a.shape[d]):
+        raise RuntimeError(f"gather: index {int(ix.min()) if ix.min() < 0 else int(ix.max())} is out of bounds "
+                           f"for dim {d} of size {a.shape[d]}")
     sl = tuple(slice(0, index.shape[i]) if i != d else slice(None) for i in range(a.ndim))
     return Sel.Gather.apply(a[sl], ix, d)
 

@@ -150,7 +150,7 @@ def _dumps(obj, protocol: int) -> bytes:
 
 _USER_SAFE: dict = {}            # "module.name" -> object, from add_safe_globals / safe_globals
 _ALWAYS_SAFE = {"collections.OrderedDict", "minitrans.serialization._rebuild_tensor",
-                "minitrans.serialization._rebuild_array"}
+                "minitrans.serialization._rebuild_array", "minitrans._dtype._by_name"}   # a dtype by its name
 
 
 def _qualname(obj) -> str:

@@ -124,3 +124,36 @@ class Pad(Function):
     @staticmethod
     def backward(ctx, g):
         return g[ctx.inner], None, None
+
+
+class LSTMPointwise(Function):
+    """One LSTM step after the matrix products: gates (N, 4H) = [i f g o] pre-activations and
+    the cell c (N, H) give [h' c'] (N, 2H) with c' = σ(f)·c + σ(i)·tanh(g), h' = σ(o)·tanh(c').
+    Backward, with dh, dc the two halves of the incoming gradient:
+      dc_total = dc + dh·σ(o)·(1 − tanh²c'),  dc_prev = dc_total·σ(f),
+      d i = dc_total·tanh(g)·σ(i)(1−σ(i)),  d f = dc_total·c·σ(f)(1−σ(f)),
+      d g = dc_total·σ(i)·(1 − tanh²g),      d o = dh·tanh(c')·σ(o)(1−σ(o))."""
+
+    @staticmethod
+    def forward(ctx, gates, c):
+        xp = ctx.xp
+        H = c.shape[-1]
+        i, f, o = xp.sigmoid(gates[..., :H]), xp.sigmoid(gates[..., H:2 * H]), xp.sigmoid(gates[..., 3 * H:])
+        g = xp.tanh(gates[..., 2 * H:3 * H])
+        c2 = f * c + i * g
+        tc = xp.tanh(c2)
+        ctx.save_for_backward(c)
+        ctx.parts = (i, f, g, o, tc)
+        return xp.concatenate([o * tc, c2], axis=-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        xp = ctx.xp
+        (c,) = ctx.saved_arrays
+        i, f, g, o, tc = ctx.parts
+        H = c.shape[-1]
+        dh, dc = grad[..., :H], grad[..., H:]
+        dct = dc + dh * o * (1 - tc * tc)
+        dgates = xp.concatenate([dct * g * i * (1 - i), dct * c * f * (1 - f), dct * i * (1 - g * g),
+                                 dh * tc * o * (1 - o)], axis=-1)
+        return dgates, dct * f

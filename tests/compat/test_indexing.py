@@ -162,3 +162,45 @@ def test_clone_copies_and_passes_gradient():
     c = x.clone()
     assert c._data is not x._data and np.shares_memory(c._data, x._data) is False
     assert mt.autograd.gradcheck(lambda a: a.clone() * a, (x,))
+
+
+# ------------------------------------------------------------------ random basic indices
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def _basic_case(draw):
+    shape = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=3)))
+    idx = []
+    for n in shape[:draw(st.integers(1, len(shape)))]:
+        if draw(st.booleans()):
+            idx.append(draw(st.integers(-n, n - 1)))
+        else:
+            step = draw(st.sampled_from([1, 2, -1]))
+            idx.append(slice(draw(st.integers(-n, n)), draw(st.one_of(st.none(), st.integers(-n, n))), step))
+    idx = tuple(idx)
+    target = np.zeros(shape)[idx].shape
+    vshape = target[draw(st.integers(0, len(target))):] if target else ()   # a trailing part broadcasts
+    return shape, idx, vshape
+
+
+@given(_basic_case())
+def test_setitem_random_basic_indices_values_and_gradients(case):
+    shape, idx, vshape = case
+    rng = np.random.default_rng(abs(hash((shape, str(idx)))) % 2**32)
+    xs, vs, w = rng.standard_normal(shape), rng.standard_normal(vshape), rng.standard_normal(shape)
+    want = xs.copy()
+    want[idx] = vs
+    x = mt.tensor(xs, requires_grad=True)
+    v = mt.tensor(vs, requires_grad=True)
+    y = x * 1.0
+    y[idx] = v
+    np.testing.assert_array_equal(y.numpy(), want)
+    (y * mt.tensor(w)).sum().backward()
+    dx = w.copy()
+    dx[idx] = 0                                          # overwritten positions pass no gradient to x
+    written = np.broadcast_to(w[idx], np.zeros(shape)[idx].shape)
+    dv = written.sum(axis=tuple(range(written.ndim - len(vshape))))   # summed over the broadcast dims
+    np.testing.assert_allclose(x.grad.numpy(), dx)
+    np.testing.assert_allclose(v.grad.numpy(), dv, atol=1e-12)

@@ -123,6 +123,8 @@ def test_gather():
              [rand(RNG(12), (3, 4))], noncontig=True)
     with pytest.raises(RuntimeError, match="int64"):
         mt.zeros(3, 4).gather(1, mt.tensor(idx).float())
+    with pytest.raises(RuntimeError, match="index -1 is out of bounds for dim 1 of size 4"):
+        mt.zeros(3, 4).gather(1, mt.tensor([[0], [-1], [2]]))
 
 
 @pytest.mark.parametrize("method", ["softmax", "log_softmax"])

@@ -6,6 +6,7 @@ import pytest
 import minitrans as mt
 from minitrans import nn
 
+from helpers import LONG
 from torchref import compare_grads, copy_weights
 
 torch = pytest.importorskip("torch")
@@ -119,3 +120,44 @@ def test_bad_input_errors():
         nn.GRU(3, 4, dropout=1.5)
     with pytest.raises(ValueError, match="nonlinearity"):
         nn.RNN(3, 4, nonlinearity="gelu")
+
+
+def test_fused_lstm_cell_equals_the_composed_ops():
+    from minitrans.nn import rnn
+
+    rng = np.random.default_rng(3)
+    gates, c = rng.standard_normal((3, 8)), rng.standard_normal((3, 2))
+    leaves = [mt.tensor(gates, requires_grad=True), mt.tensor(c, requires_grad=True)]
+    from minitrans.ops.select import LSTMPointwise
+
+    assert mt.autograd.gradcheck(lambda g, cc: LSTMPointwise.apply(g, cc), leaves)
+    lstm = nn.LSTM(3, 4, num_layers=2).double()
+    x = mt.tensor(rng.standard_normal((5, 2, 3)), requires_grad=True)
+    outs = []
+    for fused in (True, False):
+        rnn.FUSED_LSTM["on"] = fused
+        try:
+            y, (h, cn) = lstm(x)
+            (y.sum() + (cn * cn).sum()).backward()
+        finally:
+            rnn.FUSED_LSTM["on"] = True
+        outs.append((y.numpy(), cn.numpy(), x.grad.numpy().copy(), lstm.weight_hh_l0.grad.numpy().copy()))
+        x.grad, lstm.weight_hh_l0.grad = None, None
+        lstm.zero_grad()
+    for a, b in zip(*outs):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.skipif(not LONG, reason="about a minute in the CUDA simulator; runs under MINITRANS_LONG=1")
+def test_lstm_runs_on_cuda():
+    if not mt.cuda.is_available():
+        pytest.skip("no CUDA device or simulator")
+    mt.manual_seed(0)
+    lstm = nn.LSTM(3, 4, batch_first=True)
+    x = np.random.default_rng(4).standard_normal((2, 3, 3)).astype(np.float32)
+    want = lstm(mt.tensor(x))[0].numpy()
+    lstm.to("cuda")
+    got = lstm(mt.tensor(x, device="cuda"))[0]
+    got.sum().backward()
+    np.testing.assert_allclose(got.cpu().numpy(), want, rtol=1e-5, atol=1e-6)
+    assert lstm.weight_ih_l0.grad is not None

@@ -20,6 +20,7 @@ class TinyLM(nn.Module):                 # a user's class: not allowed by defaul
         self.emb = nn.Embedding(5, 4)
         self.out = nn.Linear(4, 5)
         self.note = {"vocab": 5}
+        self.dtype_seen, self.where = mt.float64, mt.device("cpu")     # plain minitrans objects load too
 
     def forward(self, x):
         return self.out(self.emb(x))
@@ -72,7 +73,7 @@ def test_a_users_class_needs_safe_globals():
                 buf.seek(0)
                 back = mt.load(buf)
             np.testing.assert_array_equal(back(mt.tensor([1, 4])).numpy(), model(mt.tensor([1, 4])).numpy())
-            assert back.note == {"vocab": 5}
+            assert back.note == {"vocab": 5} and back.dtype_seen is mt.float64 and back.where == mt.device("cpu")
     buf.seek(0)
     assert isinstance(mt.load(buf, weights_only=False), TinyLM)        # the caller trusts the file
 
