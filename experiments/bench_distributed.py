@@ -110,7 +110,7 @@ def work_w1(args) -> dict:
     import minitrans.nn.functional as F
 
     dist.init_process_group(backend="mpi")
-    n, r = dist.get_world_size(), dist.get_rank()
+    n = dist.get_world_size()
     mt.manual_seed(0)
     model, cfg, B, T = _w1_model()
     ddp = dist.DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb)
@@ -215,7 +215,7 @@ def work_ring(args) -> dict:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
-    n_ranks, r = comm.Get_size(), comm.Get_rank()
+    n_ranks = comm.Get_size()
     n, d = args.ring_n, 64
     rng = np.random.default_rng(0)
     def make(T):

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from mpi_helpers import need_mpi, ok, run_mpi
+from mpi_helpers import ok, run_mpi
 
 
 @pytest.mark.parametrize("n", [2, 3])
