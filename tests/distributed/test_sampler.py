@@ -33,3 +33,34 @@ def test_bad_batches_are_clear_errors(batch, kw, err, msg):
 def test_ddp_before_init_says_what_to_call():
     with pytest.raises(ValueError, match=r"call minitrans.distributed.init_process_group\(backend='mpi'\) first"):
         DistributedDataParallel(mt.nn.Linear(2, 2))
+
+
+@pytest.mark.parametrize("n, N, drop_last", [(10, 3, False), (10, 3, True), (1, 2, False), (8, 4, False), (5, 1, True)])
+def test_distributed_sampler_matches_torch_without_shuffle(n, N, drop_last):
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DistributedSampler as TorchSampler
+
+    from minitrans.distributed import DistributedSampler
+
+    for r in range(N):
+        ours = DistributedSampler(range(n), num_replicas=N, rank=r, shuffle=False, drop_last=drop_last)
+        theirs = TorchSampler(torch.arange(n), num_replicas=N, rank=r, shuffle=False, drop_last=drop_last)
+        assert list(ours) == list(theirs) and len(ours) == len(theirs)
+
+
+def test_distributed_sampler_shuffles_the_same_on_every_rank_and_per_epoch():
+    from minitrans.distributed import DistributedSampler
+
+    n, N = 11, 3
+    samplers = [DistributedSampler(list(range(n)), num_replicas=N, rank=r, seed=4) for r in range(N)]
+    first = [list(s) for s in samplers]
+    assert all(len(x) == 4 for x in first)
+    flat = sorted(i for x in first for i in x)
+    assert set(flat) == set(range(n)) and len(flat) == 12        # every index, one repeated as padding
+    for s in samplers:
+        s.set_epoch(1)
+    second = [list(s) for s in samplers]
+    assert second != first                                         # a new order each epoch
+    assert sorted(set(i for x in second for i in x)) == list(range(n))
+    with pytest.raises(TypeError, match="must have a length"):
+        DistributedSampler(iter(range(3)), num_replicas=1, rank=0)
