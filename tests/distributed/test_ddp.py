@@ -67,5 +67,5 @@ def test_no_sync_accumulates_locally_then_averages(job):
     assert "NO_SYNC OK rank 1" in ok(job[0])
 
 
-def test_cuda_gradients_are_staged_through_host_buckets_and_averaged(job):
+def test_cuda_gradients_are_averaged_through_host_or_device_buckets(job):
     assert "CUDA OK rank 1" in ok(job[0])

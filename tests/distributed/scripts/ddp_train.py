@@ -5,8 +5,9 @@ separated (one job for all of them keeps the tests' start-up cost down):
   equal OUT      5 Adam steps on the global batch split over the ranks; rank 0 saves the
                  parameters to OUT; a spy records when reductions start relative to backward
   no_sync        gradients stay local inside no_sync() and are averaged by the next backward
-  cuda           a tiny model on cuda (the simulator under the tests): gradients are staged
-                 through host buckets and averaged, against a NumPy gradient of the full batch
+  cuda           a tiny model on cuda (the simulator under the tests): gradients averaged
+                 through host buckets, then through device buckets with MPI taken as
+                 CUDA-aware, against a NumPy gradient of the full batch
 """
 import sys
 
@@ -62,10 +63,15 @@ def spy(ddp, events):
     object.__setattr__(ddp, "_wait", spied_wait)
 
 
-def cuda_check(dist, rank, n):
+def cuda_check(dist, rank, n, aware: bool):
+    import os
+
+    os.environ["MINITRANS_CUDA_AWARE_MPI"] = str(int(aware))
     mt.manual_seed(rank)                     # different on each rank: the wrapper broadcasts rank 0's
     lin = mt.nn.Linear(3, 2).to("cuda")
     ddp = dist.DistributedDataParallel(lin)
+    # a CUDA-aware MPI gets device buckets; otherwise they are host buffers
+    assert all(b.on_device == aware and isinstance(b.buf, np.ndarray) != aware for b in ddp._buckets)
     w, b = lin.weight.numpy().astype(np.float64), lin.bias.numpy().astype(np.float64)
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(4 * n, 3)), rng.normal(size=(4 * n, 2))       # the global batch
@@ -143,7 +149,10 @@ def main():
         assert any(not np.allclose(g1[k], p.grad.numpy()) for k, p in model.named_parameters())
         print(f"NO_SYNC OK rank {rank}", flush=True)
     if "cuda" in modes:
-        cuda_check(dist, rank, n)
+        cuda_check(dist, rank, n, aware=False)
+        # the simulator's device arrays are host memory, so MPI can read them: this runs the
+        # CUDA-aware path (device buffers handed to MPI) end to end
+        cuda_check(dist, rank, n, aware=True)
         print(f"CUDA OK rank {rank}", flush=True)
 
 
