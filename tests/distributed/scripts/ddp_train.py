@@ -121,6 +121,9 @@ def main():
             if step == 1:
                 trace = list(events)
             opt.step()
+        # every rank holds bitwise the same parameters (the same averaged gradients everywhere)
+        mine = b"".join(v.numpy().tobytes() for v in model.state_dict().values())
+        assert len(set(dist.get_comm().allgather(mine))) == 1, "the ranks' parameters drifted apart"
         if rank == 0:
             np.savez(sys.argv[2], **{k: v.numpy() for k, v in model.state_dict().items()})
             print("TRACE " + " | ".join(trace))
