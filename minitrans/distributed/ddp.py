@@ -113,6 +113,11 @@ class DistributedDataParallel(Module):
                              "call minitrans.distributed.init_process_group(backend='mpi') first") from None
         if not bucket_cap_mb > 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be positive, got {bucket_cap_mb}")
+        if module.__dict__.get("_ddp_wrapped"):
+            # a second wrapper would add a second set of gradient hooks: every gradient reduced twice
+            raise ValueError("DistributedDataParallel: this module is already wrapped; use the existing "
+                             "wrapper (its .module is the model)")
+        object.__setattr__(module, "_ddp_wrapped", True)
         self.module = module
         object.__setattr__(self, "_comm", comm)
         object.__setattr__(self, "check_inputs", bool(check_inputs))

@@ -100,6 +100,11 @@ def main():
     ddp = dist.DistributedDataParallel(model, bucket_cap_mb=600 / 2 ** 20)
     for (k, a), b in zip(model.state_dict().items(), ref0.state_dict().values()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"rank {rank} {k} not broadcast")
+    try:                                  # a second wrapper would reduce every gradient twice
+        dist.DistributedDataParallel(model)
+        raise AssertionError("a module wrapped twice was accepted")
+    except ValueError as e:
+        assert "already wrapped" in str(e)
     if "equal" in modes:
         # the reference starts from seed 0's weights: load them on rank 0, broadcast again
         if rank == 0:
