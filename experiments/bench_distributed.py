@@ -1,7 +1,7 @@
 """Benchmarks of minitrans.distributed on this machine (one process per rank, MPICH wheel).
 
     python experiments/bench_distributed.py                 # everything; writes results/distributed.json
-    python experiments/bench_distributed.py --only allreduce,w1,commonly --ranks 1,2,4
+    python experiments/bench_distributed.py --only allreduce,w1,comm_only --ranks 1,2,4
     python experiments/bench_distributed.py --only ring --ring-n 32768
 
 Run with plain ``python``: the script starts itself under ``mpiexec -n N python -m mpi4py``
@@ -15,7 +15,7 @@ once per part and rank count, and rank 0 of each job reports back as JSON.
   2 layers, global batch 32 x 64 tokens, Adam 1e-3) under ``DistributedDataParallel`` with the
   global batch split over N ranks; tokens/s of the whole job, and the communication left on
   the step's critical path (starting buckets + waiting for them) as a fraction of the step.
-* ``commonly`` (communication only): the same DDP step on the W1 parameters with the compute
+* ``comm_only`` (communication only): the same DDP step on the W1 parameters with the compute
   replaced by a fixed sleep (spread over backward, one sleeping node per parameter), so
   step - sleep is the overhead the framework and MPI add.
 * ``ring``: peak traced memory (tracemalloc: NumPy buffers, including MPI's send/receive
@@ -110,7 +110,7 @@ def work_w1(args) -> dict:
     import minitrans.nn.functional as F
 
     dist.init_process_group(backend="mpi")
-    n, r = dist.get_world_size(), dist.get_rank()
+    n = dist.get_world_size()
     mt.manual_seed(0)
     model, cfg, B, T = _w1_model()
     ddp = dist.DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb)
@@ -147,7 +147,7 @@ def work_w1(args) -> dict:
             "bucket_bytes": ddp.bucket_sizes, "param_bytes": sum(p._data.nbytes for p in model.parameters())}
 
 
-def work_commonly(args) -> dict:
+def work_comm_only(args) -> dict:
     import minitrans as mt
     import minitrans.distributed as dist
     from minitrans.autograd.function import Function
@@ -215,7 +215,7 @@ def work_ring(args) -> dict:
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
-    n_ranks, r = comm.Get_size(), comm.Get_rank()
+    n_ranks = comm.Get_size()
     n, d = args.ring_n, 64
     rng = np.random.default_rng(0)
     def make(T):
@@ -250,7 +250,7 @@ def work_ring(args) -> dict:
             else None, "fwd_bwd_s": sec}
 
 
-WORKERS = {"allreduce": work_allreduce, "w1": work_w1, "commonly": work_commonly, "ring": work_ring}
+WORKERS = {"allreduce": work_allreduce, "w1": work_w1, "comm_only": work_comm_only, "ring": work_ring}
 
 
 # --------------------------------------------------------------------------- driver
@@ -272,14 +272,14 @@ def launch(part: str, ranks: int, args, timeout: float) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", default="allreduce,w1,commonly,ring")
-    p.add_argument("--ranks", default="1,2,4", help="rank counts for allreduce, w1 and commonly")
+    p.add_argument("--only", default="allreduce,w1,comm_only,ring")
+    p.add_argument("--ranks", default="1,2,4", help="rank counts for allreduce, w1 and comm_only")
     p.add_argument("--ring-ranks", default="1,2,4")
-    p.add_argument("--steps", type=int, default=15, help="timed steps (w1, commonly)")
+    p.add_argument("--steps", type=int, default=15, help="timed steps (w1, comm_only)")
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--sleep-ms", type=float, default=100.0, help="the compute a commonly step stands in for")
+    p.add_argument("--sleep-ms", type=float, default=100.0, help="the compute a comm_only step stands in for")
     p.add_argument("--ring-n", type=int, default=32768)
-    p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket_cap_mb (w1, commonly)")
+    p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP bucket_cap_mb (w1, comm_only)")
     p.add_argument("--causal", action="store_true", help="ring: causal attention")
     p.add_argument("--out-dir", default=str(HERE / "results"))
     p.add_argument("--worker", help=argparse.SUPPRESS)
@@ -334,10 +334,10 @@ def markdown(res: dict) -> str:
             lines.append(f"| {x['ranks']} | {x['step_ms']:.1f} | {x['tokens_per_s']:.0f} | {x['comm_ms']:.2f} | "
                          f"{x['comm_fraction']:.1%} |")
         lines.append("")
-    if res.get("commonly"):
+    if res.get("comm_only"):
         lines += ["| ranks | sleep ms | DDP step ms | same step, no_sync | overhead ms | buckets |",
                   "|---|---|---|---|---|---|"]
-        for x in res["commonly"]:
+        for x in res["comm_only"]:
             lines.append(f"| {x['ranks']} | {x['sleep_ms']:.0f} | {x['step_ms']:.1f} | {x['no_sync_step_ms']:.1f} | "
                          f"{x['overhead_ms']:.2f} | {x['buckets']} |")
         lines.append("")

@@ -20,8 +20,8 @@ from ._mpi import cuda_aware
 from .ddp import DistributedDataParallel
 from .launch import launched_by_mpiexec, trainer_seams
 from .ring import ring_attention
-from .sampler import shard_batch
+from .sampler import DistributedSampler, shard_batch
 
-__all__ = ["DistributedDataParallel", "launched_by_mpiexec", "ring_attention", "shard_batch", "trainer_seams", "ReduceOp", "Work", "all_gather", "all_reduce", "barrier", "broadcast", "broadcast_object",
+__all__ = ["DistributedDataParallel", "DistributedSampler", "launched_by_mpiexec", "ring_attention", "shard_batch", "trainer_seams", "ReduceOp", "Work", "all_gather", "all_reduce", "barrier", "broadcast", "broadcast_object",
            "check_same_across_ranks", "cuda_aware", "destroy_process_group", "get_comm", "get_rank",
            "get_world_size", "init_process_group", "is_available", "is_initialized", "on_main"]

@@ -17,8 +17,9 @@ gradients averaged over ranks during backward.
   ``optimizer.step()`` right after ``backward()`` sees synchronised gradients.
 * ``no_sync()`` skips the reduction (gradient accumulation); the first backward outside it
   averages everything accumulated.
-* Device (cuda) gradients are staged through host bucket buffers (page-locked where a GPU is
-  visible); the MPI wheels are not CUDA-aware. See docs/distributed.md.
+* Device (cuda) gradients: with a CUDA-aware MPI the buckets live in device memory and go to
+  MPI as they are; otherwise they are staged through page-locked host buckets (the MPI wheels
+  are not CUDA-aware). See docs/distributed.md.
 """
 from __future__ import annotations
 
@@ -29,31 +30,43 @@ import numpy as np
 from ..autograd.engine import queue_callback
 from ..nn.module import Module
 from ..tensor import Tensor
-from ._mpi import mpi, pinned_empty
+from ._mpi import cuda_aware, mpi, pinned_empty
 from .process_group import _comm, _signature
 
 
 class _Bucket:
-    __slots__ = ("index", "params", "slots", "buf", "left", "filled", "request", "dtype")
+    """One flat buffer for the gradients of ``params``: host memory for CPU parameters; for device
+    parameters device memory when MPI is CUDA-aware (``on_device``), else page-locked host memory."""
 
-    def __init__(self, index: int, params: list, host: bool) -> None:
-        self.index, self.params = index, params
+    __slots__ = ("params", "slots", "buf", "left", "filled", "request", "dtype", "on_device")
+
+    def __init__(self, params: list) -> None:
+        self.params = params
         self.dtype = np.dtype(params[0]._data.dtype)
         self.slots, off = [], 0
         for p in params:
             self.slots.append((off, p.numel()))
             off += p.numel()
-        self.buf = pinned_empty(off, self.dtype) if not host else np.empty(off, self.dtype)
+        dev = params[0].device
+        self.on_device = dev.type != "cpu" and cuda_aware()
+        self.buf = dev.backend.zeros(off, self.dtype) if self.on_device else \
+            np.empty(off, self.dtype) if dev.type == "cpu" else pinned_empty(off, self.dtype)
         self.left, self.filled, self.request = len(params), [False] * len(params), None
 
     @property
     def nbytes(self) -> int:
-        return self.buf.nbytes
+        return int(self.buf.nbytes)
+
+    @property
+    def mpi_buffer(self):
+        return self.buf._d if self.on_device else self.buf
 
 
-def _grad_into(view: np.ndarray, g) -> None:
-    """Copy a gradient array (host or device) into a flat host slice."""
-    if isinstance(g, np.ndarray):
+def _grad_into(view, g) -> None:
+    """Copy a gradient array (host or device) into a flat bucket slice (host or device)."""
+    if not isinstance(view, np.ndarray):                 # a device bucket: a copy on the device
+        view[...] = g.reshape(-1)
+    elif isinstance(g, np.ndarray):
         np.copyto(view, g.reshape(-1))
     elif g._is_c():
         g._d.copy_to_host(view.reshape(g.shape))
@@ -63,11 +76,16 @@ def _grad_into(view: np.ndarray, g) -> None:
         np.copyto(view, to_numpy(g).reshape(-1))
 
 
-def _grad_from(p: Tensor, view: np.ndarray) -> None:
+def _grad_from(p: Tensor, view) -> None:
     """Make ``p.grad`` the values in ``view`` (in place when it exists)."""
     from ._mpi import write_back
 
-    if p.grad is None:
+    if not isinstance(view, np.ndarray):                 # a device bucket
+        if p.grad is None:
+            p.grad = Tensor._wrap(view.reshape(p.shape).copy(), p.device)
+        else:
+            p.grad._data[...] = view.reshape(p.shape)
+    elif p.grad is None:
         data = view.reshape(p.shape).copy()
         p.grad = Tensor._wrap(data if p.device.type == "cpu" else p.device.backend.from_numpy(data), p.device)
     else:
@@ -95,6 +113,11 @@ class DistributedDataParallel(Module):
                              "call minitrans.distributed.init_process_group(backend='mpi') first") from None
         if not bucket_cap_mb > 0:
             raise ValueError(f"DistributedDataParallel: bucket_cap_mb must be positive, got {bucket_cap_mb}")
+        if module.__dict__.get("_ddp_wrapped"):
+            # a second wrapper would add a second set of gradient hooks: every gradient reduced twice
+            raise ValueError("DistributedDataParallel: this module is already wrapped; use the existing "
+                             "wrapper (its .module is the model)")
+        object.__setattr__(module, "_ddp_wrapped", True)
         self.module = module
         object.__setattr__(self, "_comm", comm)
         object.__setattr__(self, "check_inputs", bool(check_inputs))
@@ -148,15 +171,15 @@ class DistributedDataParallel(Module):
         cap = self._cap
         buckets, cur, size = [], [], 0
         for p in params:
-            if cur and (size + p._data.nbytes > cap or p._data.dtype != cur[0]._data.dtype):
+            if cur and (size + p._data.nbytes > cap or p._data.dtype != cur[0]._data.dtype
+                        or p.device != cur[0].device):
                 buckets.append(cur)
                 cur, size = [], 0
             cur.append(p)
             size += p._data.nbytes
         if cur:
             buckets.append(cur)
-        object.__setattr__(self, "_buckets", [_Bucket(i, ps, host=all(p.device.type == "cpu" for p in ps))
-                                              for i, ps in enumerate(buckets)])
+        object.__setattr__(self, "_buckets", [_Bucket(ps) for ps in buckets])
         object.__setattr__(self, "_where", {id(p): (b, i) for b in self._buckets for i, p in enumerate(b.params)})
 
     @property
@@ -215,7 +238,7 @@ class DistributedDataParallel(Module):
 
     def _launch(self, b: _Bucket) -> None:
         MPI = mpi()
-        b.request = self._comm.Iallreduce(MPI.IN_PLACE, b.buf, MPI.SUM)
+        b.request = self._comm.Iallreduce(MPI.IN_PLACE, b.mpi_buffer, MPI.SUM)
 
     def _wait(self, b: _Bucket) -> None:
         b.request.Wait()

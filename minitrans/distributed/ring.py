@@ -101,11 +101,10 @@ class RingAttention(Function):
                 o, lse = (o_j, lse_j) if o is None else _merge(o, lse, o_j, lse_j)
             if s < n - 1:
                 kv = tuple(_like(a, xp) for a in ring.finish())
-        o = np.ascontiguousarray(o)
-        lse = np.ascontiguousarray(lse)
-        ctx.save_for_backward(q, k, v, _like(o, xp), _like(lse, xp))
+        o, lse = _like(np.ascontiguousarray(o), xp), _like(np.ascontiguousarray(lse), xp)
+        ctx.save_for_backward(q, k, v, o, lse)
         ctx.is_causal, ctx.scale, ctx.comm = is_causal, scale, comm
-        return _like(o, xp)
+        return o
 
     @staticmethod
     def backward(ctx, g):

@@ -18,7 +18,7 @@ def _rank_world(rank, world_size) -> tuple[int, int]:
         rank = get_rank() if rank is None else rank
         world_size = get_world_size() if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"shard_batch: rank {rank} is not in a world of size {world_size}")
+        raise ValueError(f"rank {rank} is not in a world of size {world_size}")
     return int(rank), int(world_size)
 
 
@@ -52,3 +52,40 @@ def shard_batch(batch, rank: int | None = None, world_size: int | None = None):
     if isinstance(batch, (tuple, list)):
         return type(batch)(cut)
     return cut[0]
+
+
+class DistributedSampler:
+    """The indices of an indexable dataset that rank ``rank`` of ``num_replicas`` reads this epoch,
+    as ``torch.utils.data.DistributedSampler``: every rank shuffles with the same seed
+    (``seed + epoch``; call ``set_epoch`` each epoch), then takes every N-th index from its rank
+    on. Without ``drop_last`` the list is padded by repeating indices from its start so that
+    all ranks get the same count; with it, the tail that does not divide evenly is dropped.
+    The shuffled order comes from NumPy's generator, so it differs from PyTorch's.
+    """
+
+    def __init__(self, dataset, num_replicas: int | None = None, rank: int | None = None, shuffle: bool = True,
+                 seed: int = 0, drop_last: bool = False) -> None:
+        try:
+            self.n = len(dataset)
+        except TypeError:
+            raise TypeError(f"DistributedSampler: the dataset must have a length, got "
+                            f"{type(dataset).__name__}") from None
+        self.rank, self.num_replicas = _rank_world(rank, num_replicas)
+        self.shuffle, self.seed, self.drop_last, self.epoch = bool(shuffle), int(seed), bool(drop_last), 0
+        N = self.num_replicas
+        self.num_samples = self.n // N if drop_last else -(-self.n // N)
+        self.total_size = self.num_samples * N
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        idx = np.random.default_rng(self.seed + self.epoch).permutation(self.n) if self.shuffle else \
+            np.arange(self.n)
+        if self.total_size > self.n:                     # pad by repeating from the start
+            idx = np.resize(idx, self.total_size)
+        idx = idx[:self.total_size]
+        return iter(idx[self.rank:self.total_size:self.num_replicas].tolist())

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from mpi_helpers import need_mpi, ok, run_mpi
+from mpi_helpers import ok, run_mpi
 
 
 @pytest.mark.parametrize("n", [2, 3])
@@ -40,3 +40,12 @@ def test_group_queries_before_init_and_unknown_backend_are_clear_errors():
         dist.all_reduce(__import__("minitrans").ones(2))
     with pytest.raises(ValueError, match="backend 'nccl' is not available"):
         dist.init_process_group(backend="nccl")
+
+
+def test_cuda_aware_detection_follows_the_environment_override(monkeypatch):
+    from minitrans.distributed import cuda_aware
+
+    monkeypatch.setenv("MINITRANS_CUDA_AWARE_MPI", "1")
+    assert cuda_aware() is True
+    monkeypatch.setenv("MINITRANS_CUDA_AWARE_MPI", "0")
+    assert cuda_aware() is False

@@ -1,6 +1,7 @@
 import sys
 
 import numpy as np
+import pytest
 
 from mpi_helpers import SCRIPTS, ok, run_mpi
 
@@ -23,10 +24,19 @@ def _key_bias(k: str, shape) -> slice | None:
     return slice(shape[0] // 3, 2 * shape[0] // 3) if k.endswith("in_proj_bias") else None
 
 
-def test_two_ranks_half_batch_equal_one_process_full_batch_after_5_adam_steps(tmp_path):
-    out = tmp_path / "ddp.npz"
-    p, _ = run_mpi(2, "ddp_train.py", "equal", out)
+@pytest.fixture(scope="module")
+def job(tmp_path_factory):
+    """One 2-rank job runs every check of scripts/ddp_train.py (mpiexec start-up is paid once)."""
+    out = tmp_path_factory.mktemp("ddp") / "ddp.npz"
+    # NUMBA_ENABLE_CUDASIM=1 (tests/conftest.py) reaches the ranks: cuda is Numba's simulator
+    p, _ = run_mpi(2, "ddp_train.py", "equal,no_sync,cuda", out)
+    return p, out
+
+
+def test_two_ranks_half_batch_equal_one_process_full_batch_after_5_adam_steps(job):
+    p, out = job
     text = ok(p)
+    assert "EQUAL OK rank 1" in text
     got = np.load(out)
     want = ddp_train.train_single()
     start = {k: v.numpy() for k, v in ddp_train.build(0).state_dict().items()}
@@ -53,12 +63,9 @@ def test_two_ranks_half_batch_equal_one_process_full_batch_after_5_adam_steps(tm
     assert all(i > end for i, e in enumerate(trace) if e == "wait"), trace
 
 
-def test_no_sync_accumulates_locally_then_averages():
-    p, _ = run_mpi(2, "ddp_train.py", "no_sync")
-    assert "OK rank 1" in ok(p)
+def test_no_sync_accumulates_locally_then_averages(job):
+    assert "NO_SYNC OK rank 1" in ok(job[0])
 
 
-def test_cuda_gradients_are_staged_through_host_buckets_and_averaged():
-    # NUMBA_ENABLE_CUDASIM=1 (tests/conftest.py) reaches the ranks: cuda is Numba's simulator
-    p, _ = run_mpi(2, "ddp_train.py", "cuda")
-    assert "OK rank 1" in ok(p)
+def test_cuda_gradients_are_averaged_through_host_or_device_buckets(job):
+    assert "CUDA OK rank 1" in ok(job[0])

@@ -1,11 +1,13 @@
 """Data-parallel training of a tiny GPT; run on N ranks (``mpiexec``) or imported for the
-one-process reference (``train_single``). Modes (argv[1]):
+one-process reference (``train_single``). argv[1] lists the checks to run, in order, comma
+separated (one job for all of them keeps the tests' start-up cost down):
 
   equal OUT      5 Adam steps on the global batch split over the ranks; rank 0 saves the
                  parameters to OUT; a spy records when reductions start relative to backward
   no_sync        gradients stay local inside no_sync() and are averaged by the next backward
-  cuda           a tiny model on cuda (the simulator under the tests): gradients are staged
-                 through host buckets and averaged, against a NumPy gradient of the full batch
+  cuda           a tiny model on cuda (the simulator under the tests): gradients averaged
+                 through host buckets, then through device buckets with MPI taken as
+                 CUDA-aware, against a NumPy gradient of the full batch
 """
 import sys
 
@@ -61,10 +63,15 @@ def spy(ddp, events):
     object.__setattr__(ddp, "_wait", spied_wait)
 
 
-def cuda_check(dist, rank, n):
+def cuda_check(dist, rank, n, aware: bool):
+    import os
+
+    os.environ["MINITRANS_CUDA_AWARE_MPI"] = str(int(aware))
     mt.manual_seed(rank)                     # different on each rank: the wrapper broadcasts rank 0's
     lin = mt.nn.Linear(3, 2).to("cuda")
     ddp = dist.DistributedDataParallel(lin)
+    # a CUDA-aware MPI gets device buckets; otherwise they are host buffers
+    assert all(b.on_device == aware and isinstance(b.buf, np.ndarray) != aware for b in ddp._buckets)
     w, b = lin.weight.numpy().astype(np.float64), lin.bias.numpy().astype(np.float64)
     rng = np.random.default_rng(5)
     x, y = rng.normal(size=(4 * n, 3)), rng.normal(size=(4 * n, 2))       # the global batch
@@ -84,10 +91,7 @@ def main():
 
     dist.init_process_group(backend="mpi")
     rank, n = dist.get_rank(), dist.get_world_size()
-    if sys.argv[1] == "cuda":
-        cuda_check(dist, rank, n)
-        print(f"OK rank {rank}", flush=True)
-        return
+    modes = sys.argv[1].split(",")
     model = build(1000 + rank)            # different on every rank: DDP must copy rank 0's weights
     ref0 = build(1000)
     for (k, a), b in zip(model.state_dict().items(), ref0.state_dict().values()):
@@ -96,8 +100,12 @@ def main():
     ddp = dist.DistributedDataParallel(model, bucket_cap_mb=600 / 2 ** 20)
     for (k, a), b in zip(model.state_dict().items(), ref0.state_dict().values()):
         np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=f"rank {rank} {k} not broadcast")
-    mode = sys.argv[1]
-    if mode == "equal":
+    try:                                  # a second wrapper would reduce every gradient twice
+        dist.DistributedDataParallel(model)
+        raise AssertionError("a module wrapped twice was accepted")
+    except ValueError as e:
+        assert "already wrapped" in str(e)
+    if "equal" in modes:
         # the reference starts from seed 0's weights: load them on rank 0, broadcast again
         if rank == 0:
             model.load_state_dict(build(0).state_dict())
@@ -118,11 +126,17 @@ def main():
             if step == 1:
                 trace = list(events)
             opt.step()
+        # every rank holds bitwise the same parameters (the same averaged gradients everywhere)
+        mine = b"".join(v.numpy().tobytes() for v in model.state_dict().values())
+        assert len(set(dist.get_comm().allgather(mine))) == 1, "the ranks' parameters drifted apart"
         if rank == 0:
             np.savez(sys.argv[2], **{k: v.numpy() for k, v in model.state_dict().items()})
             print("TRACE " + " | ".join(trace))
             print("BUCKETS", len(ddp.bucket_sizes))
-    elif mode == "no_sync":
+        print(f"EQUAL OK rank {rank}", flush=True)
+    if "no_sync" in modes:
+        for p in model.parameters():
+            p.grad = None
         local = dist.shard_batch(global_batches(1)[0])
         with ddp.no_sync():
             loss_of(ddp, local[:2]).backward()
@@ -141,7 +155,13 @@ def main():
             np.testing.assert_allclose(dict(model.named_parameters())[k].grad.numpy(), p.grad.numpy(),
                                        rtol=1e-5, atol=1e-6, err_msg=k)
         assert any(not np.allclose(g1[k], p.grad.numpy()) for k, p in model.named_parameters())
-    print(f"OK rank {rank}", flush=True)
+        print(f"NO_SYNC OK rank {rank}", flush=True)
+    if "cuda" in modes:
+        cuda_check(dist, rank, n, aware=False)
+        # the simulator's device arrays are host memory, so MPI can read them: this runs the
+        # CUDA-aware path (device buffers handed to MPI) end to end
+        cuda_check(dist, rank, n, aware=True)
+        print(f"CUDA OK rank {rank}", flush=True)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,24 @@ for H, T, D, DV in configs:
                 np.testing.assert_allclose(p.grad.numpy(), f.grad.numpy()[..., mine, :], rtol=tol, atol=tol,
                                            err_msg=f"d{name} {what}")
 
+# cuda tensors (the simulator under the tests, WITH_CUDA=1): blocks staged through host buffers
+if os.environ.get("WITH_CUDA") == "1":
+    rng = np.random.default_rng(8)
+    T, D = 3, 2
+    Q, K, V, W = (rng.normal(size=(2, n * T, D)) for _ in range(4))
+    mine = slice(r * T, (r + 1) * T)
+    full = [mt.tensor(a, dtype=mt.float32, requires_grad=True) for a in (Q, K, V)]
+    o_ref = F.scaled_dot_product_attention(*full, is_causal=True)
+    (o_ref * mt.tensor(W, dtype=mt.float32)).sum().backward()
+    part = [mt.tensor(a[:, mine], dtype=mt.float32, device="cuda", requires_grad=True) for a in (Q, K, V)]
+    o = dist.ring_attention(*part, is_causal=True)
+    (o * mt.tensor(W[:, mine], dtype=mt.float32, device="cuda")).sum().backward()
+    assert o.device.type == "cuda"
+    np.testing.assert_allclose(o.numpy(), o_ref.numpy()[:, mine], rtol=1e-4, atol=1e-4)
+    for p, f in zip(part, full):
+        assert p.grad.device.type == "cuda"
+        np.testing.assert_allclose(p.grad.numpy(), f.grad.numpy()[:, mine], rtol=1e-4, atol=1e-4)
+
 # a rank with another block length: a clear error on every rank
 try:
     dist.ring_attention(*(mt.ones(2, 5 + (r == 1), 3) for _ in range(3)))
