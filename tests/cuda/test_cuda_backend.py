@@ -233,7 +233,7 @@ def test_attention_masks(causal):
 def test_multihead_attention_with_padding_and_weights():
     mt.manual_seed(0)
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
-    x = randn(2, 3, 8)
+    x = randn(2, 3, 8).astype(np.float32)            # the layer's dtype: a float64 input is an error, as in PyTorch
     kpm = np.array([[False, False, True], [False, False, False]])
     outs = {}
     for dev in ("cpu", "cuda"):
@@ -400,7 +400,7 @@ def test_transfer_spy_catches_host_array_inside_a_step(monkeypatch):
 
     ln = nn.LayerNorm(4)
     ln.to("cuda")
-    x = mt.tensor(randn(2, 4), device="cuda", requires_grad=True)
+    x = mt.tensor(randn(2, 4).astype(np.float32), device="cuda", requires_grad=True)
     calls = []
     _spy_transfers(monkeypatch, calls)
     monkeypatch.setattr(K, "layer_norm_forward", leaky)
