@@ -3,8 +3,16 @@
 Gradients are summed per node before its ``backward`` runs, reduced to each input's
 shape here (so ops never undo broadcasting themselves), and accumulated into leaves'
 ``.grad`` at the end. Saved arrays are freed after use unless ``retain_graph=True``.
+
+A leaf can have a gradient buffer (``set_grad_buffer``; the optimizers register their
+parameters' slices of a flat buffer): its gradient is then written into that buffer — one
+copy, as for any leaf, but into memory the optimizer updates with one launch — and later
+backward passes accumulate into it in place. Without a buffer a leaf's first gradient is a
+private copy and accumulation makes a new array.
 """
 from __future__ import annotations
+
+import weakref
 
 from ..tensor import Tensor
 from .function import Function
@@ -127,13 +135,43 @@ def _reduce(n: Function, gi, shape):
                            f"which does not broadcast to its input's shape {tuple(shape)}") from None
 
 
+_GRAD_BUFFERS: dict = {}  # id(leaf) -> (weakref to the leaf, array its gradient is written into)
+
+
+def set_grad_buffer(t: Tensor, buf) -> None:
+    """Write ``t``'s future gradients into ``buf`` (an array of ``t``'s shape, dtype and device)."""
+    key = id(t)
+    old = _GRAD_BUFFERS.get(key)
+    if old is not None and old[0]() is t and old[1] is buf:
+        return
+    _GRAD_BUFFERS[key] = (weakref.ref(t, lambda _r, k=key: _GRAD_BUFFERS.pop(k, None)), buf)
+
+
+def _grad_buffer(t: Tensor, g):
+    e = _GRAD_BUFFERS.get(id(t))
+    if e is None or e[0]() is not t:
+        return None
+    buf = e[1]
+    if tuple(buf.shape) != tuple(g.shape) or buf.dtype != g.dtype or type(buf) is not type(g):
+        return None
+    return buf
+
+
 def _accumulate(leaves: dict, dev) -> None:
     for t, g in leaves.values():
         if t._hooks:
             g = _run_hooks(t._hooks, g, dev)
+        buf = _grad_buffer(t, g)
         if t.grad is None:
-            # a gradient may be shared with other nodes (Add passes its gradient through to both
-            # inputs): each leaf gets its own copy so in-place edits of one .grad stay local
-            t.grad = Tensor._wrap(g.copy(), t._device)
+            if buf is not None:
+                buf[...] = g
+                t.grad = Tensor._wrap(buf, t._device)
+            else:
+                # a gradient may be shared with other nodes (Add passes its gradient through to both
+                # inputs): each leaf gets its own copy so in-place edits of one .grad stay local
+                t.grad = Tensor._wrap(g.copy(), t._device)
+        elif buf is not None and t.grad._data is buf:
+            buf += g  # accumulate in place, into the optimizer's buffer
+            t.grad._vc[0] += 1
         else:
             t.grad = Tensor._wrap(t.grad._data + g, t._device)

@@ -10,10 +10,9 @@ import contextlib
 import math
 
 import numpy as np
-from numba import cuda
-
 from ...kernels import cuda as K
 from ...kernels.cuda import array as KA
+from ...kernels.cuda._util import device_array
 from .array import CudaArray, _Scalar, from_numpy
 
 _FLOAT_FUNCS = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid"})
@@ -101,7 +100,7 @@ def _binary(op, a, b) -> CudaArray:
     else:
         dtype = rt
     da, db = _operand(a, rt), _operand(b, rt)
-    out = cuda.device_array(shape, dtype=dtype)
+    out = device_array(shape, dtype)
     K.binary(op, da, db, out=out)
     return CudaArray(out)
 
@@ -115,6 +114,14 @@ def _logical(op, a, b) -> CudaArray:
 
 
 def _inplace(op, self: CudaArray, o) -> CudaArray:
+    o = _norm_scalar(o)
+    if self._is_c() and isinstance(o, (CudaArray,) + _Scalar) and op not in _COMPARE:
+        rt = np.result_type(self.dtype, _dt(o))
+        if rt == self.dtype and not (op == "div" and rt.kind in "biu") and \
+                np.broadcast_shapes(self.shape, _shape_of(o)) == self.shape:
+            # one launch writing straight into self (each cell read, then written, by one thread)
+            K.binary(op, self._d, _operand(o, rt), out=self._d)
+            return self
     r = _binary(op, self, o)
     if r.shape != self.shape:
         raise ValueError(f"non-broadcastable output operand with shape {self.shape} doesn't match the "
@@ -146,7 +153,7 @@ def where(cond, a, b) -> CudaArray:
     dc = _operand(cond, np.bool_)
     if np.dtype(dc.dtype) != np.bool_:
         dc = _binary("ne", CudaArray(dc), 0)._d
-    out = cuda.device_array(shape, dtype=rt)
+    out = device_array(shape, rt)
     K.where(dc, _operand(a, rt), _operand(b, rt), out=out)
     return CudaArray(out)
 
@@ -185,7 +192,7 @@ def astype(a, dtype, copy_: bool = True) -> CudaArray:
         return copy(a) if copy_ else a
     if dtype == np.bool_:
         return _binary("ne", a, 0)
-    out = cuda.device_array(a.shape, dtype=dtype)
+    out = device_array(a.shape, dtype)
     K.unary("identity", a._d, out=out)
     return CudaArray(out)
 
@@ -193,7 +200,7 @@ def astype(a, dtype, copy_: bool = True) -> CudaArray:
 def copy(a) -> CudaArray:
     """A fresh C-contiguous copy (on the device)."""
     a = _dev(a)
-    out = cuda.device_array(a.shape, dtype=a.dtype)
+    out = device_array(a.shape, a.dtype)
     if a.size:
         KA.copy_into(out, a._d)
     return CudaArray(out)
@@ -238,7 +245,7 @@ def ones(shape, dtype=float) -> CudaArray:
 
 
 def empty(shape, dtype=float) -> CudaArray:
-    return CudaArray(cuda.device_array(_shape_arg(shape), dtype=np.dtype(dtype)))
+    return CudaArray(device_array(_shape_arg(shape), np.dtype(dtype)))
 
 
 def zeros_like(a, dtype=None) -> CudaArray:
