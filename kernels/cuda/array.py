@@ -331,3 +331,43 @@ def dropout_mask(shape, p: float, seed: int, dtype):
         launch(_dropout_kernel, *_launch(n), out.reshape(n), n, seed & M32, (seed >> 32) & M32, thresh,
                t(1.0 / (1.0 - p)), t(0))
     return out
+
+
+# ------------------------------------------------------------------ many copies in one launch
+MANY = 16  # arrays per launch of copy_many (a compile-time tuple length: one specialisation)
+
+
+@cuda.jit
+def _copy_many_kernel(dsts, srcs, sizes, total):
+    """dsts[a][e] = srcs[a][e] for up to MANY pairs of 1-D C-contiguous arrays (unused slots: size 0).
+    Launch `_launch(total)`: 1-D grid-stride over the concatenated index space (total = sum of
+    sizes); each thread finds its pair by walking the MANY sizes (registers only); each source
+    cell read once, each destination cell written once; no shared memory."""
+    i = cuda.grid(1)
+    while i < total:
+        a = 0
+        e = i
+        while e >= sizes[a]:
+            e -= sizes[a]
+            a += 1
+        dsts[a][e] = srcs[a][e]
+        i += cuda.gridsize(1)
+
+
+def copy_many(dsts, srcs) -> None:
+    """``dst[...] = src`` for every pair (C-contiguous, same shape and dtype within a pair, one
+    dtype for all), MANY pairs per launch."""
+    dsts, srcs = list(dsts), list(srcs)
+    for k in range(0, len(dsts), MANY):
+        d = [x.reshape(x.size) for x in dsts[k:k + MANY]]
+        s = [x.reshape(x.size) for x in srcs[k:k + MANY]]
+        sizes = [int(x.size) for x in d]
+        total = sum(sizes)
+        if not total:
+            continue
+        pad_d, pad_s = d[0], s[0]
+        while len(d) < MANY:
+            d.append(pad_d)
+            s.append(pad_s)
+            sizes.append(0)
+        launch(_copy_many_kernel, *_launch(total), tuple(d), tuple(s), tuple(sizes), total)

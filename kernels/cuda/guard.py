@@ -20,7 +20,7 @@ and then ``ptxas -v`` (when found) on the PTX, and reports:
   of the padded head dim; their budget is exactly those arrays (see ``_attention_specs``).
 
 ``specs()`` lists the kernels by the factories and dtypes the host wrappers use; the
-simulator test ``tests/cuda/test_guard.py`` records the kernels a training step really
+simulator test ``tests/cuda/test_step_cost.py`` records the kernels a training step really
 launches (``_util.record_launches``) and checks each one is listed here.
 
 The findings are cached on disk (``$MINITRANS_PTX_CACHE``, default ``~/.cache/minitrans/ptx``)
@@ -180,6 +180,12 @@ def _array_specs():
         out.append(Spec("array", "_dropout_kernel", None, None, (A(dt), I, I, I, I, S(dt), S(dt)), dt.name))
     for op in ("and", "or", "xor"):
         out.append(Spec("array", "_lzip", (op,), None, (A(bool_), A(bool_), A(bool_), I, T6, T6, T6), "bool"))
+    from numba import types as T
+
+    KA = _mod("array")
+    for dt in FLOATS:
+        many = T.UniTuple(A(dt), KA.MANY)
+        out.append(Spec("array", "_copy_many_kernel", None, None, (many, many, T.UniTuple(I, KA.MANY), I), dt.name))
     for dt in INTS:
         out.append(Spec("array", "_index_linear_kernel", None, None, (A(i64), A(dt), I, I, I, T6, T6), dt.name))
     return out

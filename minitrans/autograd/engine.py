@@ -158,14 +158,14 @@ def _grad_buffer(t: Tensor, g):
 
 
 def _accumulate(leaves: dict, dev) -> None:
+    pending = []  # (leaf, buffer, gradient): first gradients written into registered buffers
     for t, g in leaves.values():
         if t._hooks:
             g = _run_hooks(t._hooks, g, dev)
         buf = _grad_buffer(t, g)
         if t.grad is None:
             if buf is not None:
-                buf[...] = g
-                t.grad = Tensor._wrap(buf, t._device)
+                pending.append((t, buf, g))
             else:
                 # a gradient may be shared with other nodes (Add passes its gradient through to both
                 # inputs): each leaf gets its own copy so in-place edits of one .grad stay local
@@ -175,3 +175,13 @@ def _accumulate(leaves: dict, dev) -> None:
             t.grad._vc[0] += 1
         else:
             t.grad = Tensor._wrap(t.grad._data + g, t._device)
+    if not pending:
+        return
+    xp = dev.backend
+    if len(pending) > 1 and hasattr(xp, "copy_many"):
+        xp.copy_many([b for _, b, _ in pending], [g for _, _, g in pending])  # a few launches for all
+    else:
+        for _, buf, g in pending:
+            buf[...] = g
+    for t, buf, _ in pending:
+        t.grad = Tensor._wrap(buf, t._device)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from numba import cuda
 
 from ...kernels.cuda._util import counters, device_array, simulated
 

@@ -118,6 +118,22 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_de
                 weight_decay, step, decoupled)
 
 
+def copy_many(dsts, srcs) -> None:
+    """CUDA only: ``d[...] = s`` for every pair, up to ``MANY`` pairs per launch (pairs of one dtype
+    together; a pair that is not two C-contiguous arrays of one shape and dtype is copied alone)."""
+    groups: dict = {}
+    for d, s in zip(dsts, srcs):
+        d, s = _dev(d), _dev(s)
+        if d._is_c() and s._is_c() and d.shape == s.shape and d.dtype == s.dtype and d.dtype.kind == "f":
+            groups.setdefault(d.dtype, ([], []))
+            groups[d.dtype][0].append(d._d)
+            groups[d.dtype][1].append(s._d)
+        else:
+            d[...] = s
+    for ds, ss in groups.values():
+        KA.copy_many(ds, ss)
+
+
 def clip_grad_norm_flat(buf, max_norm, norm_type):
     """CUDA only: clip the flat gradient buffer ``buf`` in place in one launch; the norm stays
     on the device (see kernels/cuda/clip.py)."""
@@ -199,4 +215,5 @@ class CUDABackend:
     attention_backward = staticmethod(attention_backward)
     adam_step = staticmethod(adam_step)
     clip_grad_norm_flat = staticmethod(clip_grad_norm_flat)
+    copy_many = staticmethod(copy_many)
     dropout_mask = staticmethod(dropout_mask)

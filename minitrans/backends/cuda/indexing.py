@@ -6,7 +6,6 @@ index arrays go through ``kernels/cuda/array.py`` (``index_linear`` then ``gathe
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda
 
 from ...kernels.cuda import array as KA
 from ...kernels.cuda._util import MAX_DIMS, broadcast_strides, device_array
