@@ -25,6 +25,7 @@ Example::
 Run under ``NUMBA_ENABLE_CUDASIM=1`` (set before importing numba) without a GPU.
 """
 from .adam import adam_step
+from .clip import clip_grad_norm
 from .attention import attention_backward, attention_forward
 from .cross_entropy import cross_entropy_backward, cross_entropy_forward
 from .elementwise import BINARY, COMPARISONS, UNARY, binary, unary, where
@@ -39,5 +40,5 @@ __all__ = [
     "zeros", "embedding_forward", "embedding_backward",
     "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
     "cross_entropy_forward", "cross_entropy_backward", "layer_norm_forward", "layer_norm_backward",
-    "attention_forward", "attention_backward", "adam_step",
+    "attention_forward", "attention_backward", "adam_step", "clip_grad_norm",
 ]

@@ -132,3 +132,147 @@ def block_max(sh, val, tid, nthreads):
     total = sh[0]
     cuda.syncthreads()
     return total
+
+
+# ---------------------------------------------------------------- launches and allocations
+class Counters:
+    """Process-wide counts of what the CUDA backend asks of the device (see ``counters``).
+
+    ``launches``: kernel launches through ``launch``; ``driver_allocs``: device allocations
+    that missed the caching pool (a ``cuMemAlloc`` on a GPU); ``pool_hits``: allocations served
+    from the pool; ``syncs``: host waits on the device made by the backend (``to_numpy`` and
+    ``minitrans.cuda.synchronize``). ``launched`` maps each kernel's name to its launch count.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.launches = 0
+        self.driver_allocs = 0
+        self.pool_hits = 0
+        self.syncs = 0
+        self.launched: dict = {}
+
+    def snapshot(self) -> dict:
+        return dict(launches=self.launches, driver_allocs=self.driver_allocs,
+                    pool_hits=self.pool_hits, syncs=self.syncs)
+
+
+counters = Counters()
+
+
+def _kernel_name(kern) -> str:
+    f = getattr(kern, "py_func", None) or getattr(kern, "fn", None)
+    return f"{f.__module__.rsplit('.', 1)[-1]}.{f.__name__}" if f is not None else repr(kern)
+
+
+_recording: list = []  # sets collecting launch keys (see record_launches)
+
+
+def arg_type(a):
+    """The Numba type a kernel launch gives argument ``a`` (device arrays by dtype, rank and
+    layout, which also works for the simulator's arrays)."""
+    if hasattr(a, "shape") and hasattr(a, "is_c_contiguous") and not isinstance(a, np.generic):
+        return numba.types.Array(nb_dtype(a.dtype), len(a.shape), "C" if a.is_c_contiguous() else "A")
+    return numba.typeof(a)
+
+
+class record_launches:
+    """``with record_launches() as keys:`` collects ``(kernel name, argument types)`` of every
+    launch in the block (compared with the compile guard's list by the tests)."""
+
+    def __enter__(self):
+        self.keys = set()
+        _recording.append(self.keys)
+        return self.keys
+
+    def __exit__(self, *exc):
+        _recording.remove(self.keys)
+        return False
+
+
+def launch(kern, grid, block, *args) -> None:
+    """``kern[grid, block](*args)``, counted in ``counters`` (every kernel of the backend goes
+    through here). A launch is asynchronous on a GPU: nothing here waits for the device."""
+    counters.launches += 1
+    name = _kernel_name(kern)
+    counters.launched[name] = counters.launched.get(name, 0) + 1
+    if _recording:
+        key = (name, tuple(str(arg_type(a)) for a in args))
+        for keys in _recording:
+            keys.add(key)
+    kern[grid, block](*args)
+
+
+class CachingPool:
+    """A size-class caching allocator: freed blocks go to a free list of their size class and
+    serve the next request of that class, so a training step that repeats the previous step's
+    allocations takes every block from the pool (no driver call, no free, no synchronisation).
+
+    Size classes: powers of two from 512 bytes up to 1 MiB, then multiples of 1 MiB. Blocks
+    are never returned to the driver (``release_all`` empties the cache). Safe on one stream:
+    a block freed by the host while a queued kernel still uses it is handed out only to work
+    queued after that kernel on the same stream.
+    """
+
+    def __init__(self, driver_alloc):
+        self._driver_alloc = driver_alloc
+        self._free: dict = {}
+        self.cached_bytes = 0
+
+    @staticmethod
+    def size_class(nbytes: int) -> int:
+        nbytes = max(int(nbytes), 1)
+        if nbytes <= 1 << 20:
+            return max(512, 1 << (nbytes - 1).bit_length())
+        return -(-nbytes // (1 << 20)) << 20
+
+    def alloc(self, nbytes: int):
+        """``(size_class, block)``; the block comes from the free list when one is there."""
+        cap = self.size_class(nbytes)
+        lst = self._free.get(cap)
+        if lst:
+            counters.pool_hits += 1
+            self.cached_bytes -= cap
+            return cap, lst.pop()
+        counters.driver_allocs += 1
+        return cap, self._driver_alloc(cap)
+
+    def release(self, cap: int, block) -> None:
+        self._free.setdefault(cap, []).append(block)
+        self.cached_bytes += cap
+
+    def release_all(self) -> None:
+        self._free.clear()
+        self.cached_bytes = 0
+
+
+class _Token:
+    """Stands for a pooled block in the simulator (whose memory is fresh NumPy memory)."""
+
+
+_sim_pool = CachingPool(lambda cap: _Token())
+
+
+def device_array(shape, dtype):
+    """A new C-contiguous device array. On a GPU ``cuda.device_array`` goes through the pooled
+    EMM plugin (``minitrans.backends.cuda.pool``). Under the simulator the same ``CachingPool``
+    keeps the books: each array gets fresh NumPy memory (so no aliasing can hide a bug), and its
+    pool block is released when the last view of that memory is gone."""
+    shape = tuple(int(s) for s in shape) if not isinstance(shape, (int, np.integer)) else (int(shape),)
+    dtype = np.dtype(dtype)
+    if not simulated():
+        return cuda.device_array(shape, dtype=dtype)
+    import weakref
+
+    from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+    n = 1
+    for s in shape:
+        n *= s
+    nbytes = n * dtype.itemsize
+    cap, tok = _sim_pool.alloc(nbytes)
+    buf = np.empty(max(nbytes, dtype.itemsize), np.uint8)  # owns the memory: every view keeps it alive
+    weakref.finalize(buf, _sim_pool.release, cap, tok)
+    return FakeCUDAArray(buf[:nbytes].view(dtype).reshape(shape))

@@ -7,35 +7,45 @@ corrections are computed on the host and passed as scalars.
 """
 from __future__ import annotations
 
+import functools
 import math
 
+import numpy as np
 from numba import cuda
 
-from ._util import cdiv
+from ._util import cdiv, launch
 
 THREADS = 256
 MAX_BLOCKS = 4096
 
 
-@cuda.jit
-def _adam_kernel(p, g, m, v, lr, b1, b2, eps, wd, bc1, sqrt_bc2, decoupled):
-    """Adam/AdamW update of element i in place (bias corrections bc1, sqrt_bc2 from the host).
-    Launch: 1-D grid-stride loop, min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS; thread i
-    owns elements i, i + gridsize, ... Reads p, g, m, v once, writes p, m, v once; no shared memory."""
-    i = cuda.grid(1)
-    while i < p.size:
-        gi = g[i]
-        pi = p[i]
-        if decoupled:
-            pi = pi * (1.0 - lr * wd)
-        else:
-            gi = gi + wd * pi
-        mi = b1 * m[i] + (1.0 - b1) * gi
-        vi = b2 * v[i] + (1.0 - b2) * gi * gi
-        m[i] = mi
-        v[i] = vi
-        p[i] = pi - (lr / bc1) * mi / (math.sqrt(vi) / sqrt_bc2 + eps)
-        i += cuda.gridsize(1)
+@functools.lru_cache(maxsize=None)
+def _adam_kernel(dtype):
+    """The Adam kernel for parameters of ``dtype``; its scalars come in that dtype too, so a
+    float32 step has no double-precision instruction."""
+    one = np.dtype(dtype).type(1)
+
+    @cuda.jit
+    def adam_kernel(p, g, m, v, lr, b1, b2, eps, wd, bc1, sqrt_bc2, decoupled):
+        """Adam/AdamW update of element i in place (bias corrections bc1, sqrt_bc2 from the host).
+        Launch: 1-D grid-stride loop, min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS; thread i
+        owns elements i, i + gridsize, ... Reads p, g, m, v once, writes p, m, v once; no shared memory."""
+        i = cuda.grid(1)
+        while i < p.size:
+            gi = g[i]
+            pi = p[i]
+            if decoupled:
+                pi = pi * (one - lr * wd)
+            else:
+                gi = gi + wd * pi
+            mi = b1 * m[i] + (one - b1) * gi
+            vi = b2 * v[i] + (one - b2) * gi * gi
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi - (lr / bc1) * mi / (math.sqrt(vi) / sqrt_bc2 + eps)
+            i += cuda.gridsize(1)
+
+    return adam_kernel
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr: float, beta1: float, beta2: float,
@@ -47,6 +57,6 @@ def adam_step(param, grad, exp_avg, exp_avg_sq, lr: float, beta1: float, beta2: 
     bc1 = 1.0 - beta1 ** step
     bc2 = 1.0 - beta2 ** step
     grid = max(1, min(cdiv(n, THREADS), MAX_BLOCKS))
-    _adam_kernel[grid, THREADS](param, grad, exp_avg, exp_avg_sq, float(lr), float(beta1),
-                                float(beta2), float(eps), float(weight_decay), bc1,
-                                math.sqrt(bc2), bool(decoupled))
+    t = np.dtype(param.dtype).type
+    launch(_adam_kernel(np.dtype(param.dtype)), grid, THREADS, param, grad, exp_avg, exp_avg_sq, t(lr),
+           t(beta1), t(beta2), t(eps), t(weight_decay), t(bc1), t(math.sqrt(bc2)), bool(decoupled))

@@ -14,8 +14,8 @@ Advanced indexing (``a[idx_0, ..., idx_k]`` with int index arrays) is split in t
 element offsets (negative indices wrap, an out-of-range index marks the cell ``-1``);
 ``gather`` then reads ``x[offset_of(i, shape, xs) + lin[offset_of(i, shape, ls)]]``
 (0 where ``lin < 0``), and ``scatter`` writes / atomically adds into the same place
-(cells with ``lin < 0`` are skipped). ``scatter(..., accumulate=True)`` uses
-``cuda.atomic.add``: repeated indices are summed in a hardware-dependent order, so
+(cells with ``lin < 0`` are skipped): two kernels, a plain store and, for
+``scatter(..., accumulate=True)`` (numeric dtypes), ``cuda.atomic.add``: repeated indices are summed in a hardware-dependent order, so
 float results are not bit-deterministic.
 
 ``dropout_mask`` is counter-based: cell ``i`` keeps its value iff
@@ -32,7 +32,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import broadcast_strides, cdiv, flat_view, offset_of, pad
+from ._util import broadcast_strides, cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
 
 THREADS = 256
 MAX_BLOCKS = 4096
@@ -64,14 +64,22 @@ def _fill_kernel(out, value, n):
         i += cuda.gridsize(1)
 
 
-@cuda.jit
-def _arange_kernel(out, start, step, n):
-    """out[i] = start + i * step. Launch `_launch(n)` (1-D grid-stride, THREADS x <= MAX_BLOCKS);
-    each cell written once, nothing read; no shared memory."""
-    i = cuda.grid(1)
-    while i < n:
-        out[i] = start + i * step
-        i += cuda.gridsize(1)
+@functools.lru_cache(maxsize=None)
+def _arange_kernel(dtype):
+    """The arange kernel of ``dtype``: the index is converted to ``dtype`` before the multiply,
+    so float32 stays float32 (an int64 times a float32 is float64 in Numba)."""
+    conv = nb_dtype(dtype)
+
+    @cuda.jit
+    def arange_kernel(out, start, step, n):
+        """out[i] = start + i * step. Launch `_launch(n)` (1-D grid-stride, THREADS x <= MAX_BLOCKS);
+        each cell written once, nothing read; no shared memory."""
+        i = cuda.grid(1)
+        while i < n:
+            out[i] = start + conv(i) * step
+            i += cuda.gridsize(1)
+
+    return arange_kernel
 
 
 @cuda.jit
@@ -87,19 +95,19 @@ def _copy_kernel(dst, src, n, shape, ds, ss):
 
 def full(shape, value, dtype):
     """A new C-contiguous device array of ``shape`` filled with ``value`` (on the device)."""
-    out = cuda.device_array(tuple(shape), dtype=dtype)
+    out = device_array(tuple(shape), dtype)
     n = _n(out.shape)
     if n:
-        _fill_kernel[_launch(n)](out.reshape(n), np.dtype(dtype).type(value), n)
+        launch(_fill_kernel, *_launch(n), out.reshape(n), np.dtype(dtype).type(value), n)
     return out
 
 
 def arange(n: int, start, step, dtype):
     """``start + step * [0, n)`` as a new 1-D device array of ``dtype``."""
-    out = cuda.device_array((int(n),), dtype=dtype)
+    out = device_array((int(n),), dtype)
     if n:
         t = np.dtype(dtype).type
-        _arange_kernel[_launch(n)](out, t(start), t(step), int(n))
+        launch(_arange_kernel(np.dtype(dtype)), *_launch(n), out, t(start), t(step), int(n))
     return out
 
 
@@ -113,7 +121,7 @@ def copy_into(dst, src):
     if n:
         df, ds = flat_view(dst)
         sf, ss = _operand(src, shape)
-        _copy_kernel[_launch(n)](df, sf, n, pad(shape, 1), pad(ds), ss)
+        launch(_copy_kernel, *_launch(n), df, sf, n, pad(shape, 1), pad(ds), ss)
     return dst
 
 
@@ -166,23 +174,23 @@ def _lzip(op):
 def logical_unary(op: str, x):
     """``not`` (of a bool array) or ``isfinite`` (of a float array) -> bool array."""
     shape = tuple(x.shape)
-    out = cuda.device_array(shape, dtype=np.bool_)
+    out = device_array(shape, np.bool_)
     n = _n(shape)
     if n:
         xf, xs = _operand(x, shape)
-        _lmap(op)[_launch(n)](out.reshape(n), xf, n, pad(shape, 1), xs)
+        launch(_lmap(op), *_launch(n), out.reshape(n), xf, n, pad(shape, 1), xs)
     return out
 
 
 def logical_binary(op: str, a, b):
     """``and`` / ``or`` / ``xor`` of two bool arrays with NumPy broadcasting -> bool array."""
     shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
-    out = cuda.device_array(shape, dtype=np.bool_)
+    out = device_array(shape, np.bool_)
     n = _n(shape)
     if n:
         af, as_ = _operand(a, shape)
         bf, bs = _operand(b, shape)
-        _lzip(op)[_launch(n)](out.reshape(n), af, bf, n, pad(shape, 1), as_, bs)
+        launch(_lzip(op), *_launch(n), out.reshape(n), af, bf, n, pad(shape, 1), as_, bs)
     return out
 
 
@@ -220,20 +228,29 @@ def _gather_kernel(out, x, lin, n, shape, xs, ls, zero):
 
 
 @cuda.jit
-def _scatter_kernel(dst, src, lin, n, shape, ds, ss, ls, accumulate):
-    """dst[offset_of(i, shape, ds) + lin[...]] = src[...], or `cuda.atomic.add` with ``accumulate``
-    (repeats summed in hardware order); cells with lin < 0 skipped. Launch `_launch(n)` (1-D
-    grid-stride over the index space, THREADS x <= MAX_BLOCKS); src, lin read once; no shared memory."""
+def _scatter_set_kernel(dst, src, lin, n, shape, ds, ss, ls):
+    """dst[offset_of(i, shape, ds) + lin[...]] = src[...] (a repeated target gets one of its values);
+    cells with lin < 0 skipped. Launch `_launch(n)` (1-D grid-stride over the index space,
+    THREADS x <= MAX_BLOCKS); src, lin read once; no shared memory. Any dtype, bool included."""
     i = cuda.grid(1)
     while i < n:
         l = lin[offset_of(i, shape, ls)]
         if l >= 0:
-            t = offset_of(i, shape, ds) + l
-            v = src[offset_of(i, shape, ss)]
-            if accumulate:
-                cuda.atomic.add(dst, t, v)
-            else:
-                dst[t] = v
+            dst[offset_of(i, shape, ds) + l] = src[offset_of(i, shape, ss)]
+        i += cuda.gridsize(1)
+
+
+@cuda.jit
+def _scatter_add_kernel(dst, src, lin, n, shape, ds, ss, ls):
+    """dst[offset_of(i, shape, ds) + lin[...]] += src[...] with `cuda.atomic.add` (repeats summed in
+    hardware order); cells with lin < 0 skipped. Launch `_launch(n)` (1-D grid-stride over the
+    index space, THREADS x <= MAX_BLOCKS); src, lin read once; no shared memory. Numeric
+    dtypes only: atomics take no bool."""
+    i = cuda.grid(1)
+    while i < n:
+        l = lin[offset_of(i, shape, ls)]
+        if l >= 0:
+            cuda.atomic.add(dst, offset_of(i, shape, ds) + l, src[offset_of(i, shape, ss)])
         i += cuda.gridsize(1)
 
 
@@ -244,7 +261,7 @@ def index_linear(lin, idx, size: int, stride: int):
     n = _n(shape)
     if n:
         idf, ids = _operand(idx, shape)
-        _index_linear_kernel[_launch(n)](lin.reshape(n), idf, int(size), int(stride), n,
+        launch(_index_linear_kernel, *_launch(n), lin.reshape(n), idf, int(size), int(stride), n,
                                          pad(shape, 1), ids)
     return lin
 
@@ -252,11 +269,11 @@ def index_linear(lin, idx, size: int, stride: int):
 def gather(x_flat, lin, shape, xs, ls, dtype):
     """out[i] = x_flat[offset_of(i, shape, xs) + lin[offset_of(i, shape, ls)]] (0 where lin < 0)."""
     shape = tuple(shape)
-    out = cuda.device_array(shape, dtype=dtype)
+    out = device_array(shape, dtype)
     n = _n(shape)
     if n:
         lf, _ = flat_view(lin)
-        _gather_kernel[_launch(n)](out.reshape(n), x_flat, lf, n, pad(shape, 1), pad(xs), pad(ls),
+        launch(_gather_kernel, *_launch(n), out.reshape(n), x_flat, lf, n, pad(shape, 1), pad(xs), pad(ls),
                                    np.dtype(dtype).type(0))
     return out
 
@@ -268,8 +285,10 @@ def scatter(dst_flat, src, lin, shape, ds, ls, accumulate: bool):
     if n:
         sf, ss = _operand(src, shape)
         lf, _ = flat_view(lin)
-        _scatter_kernel[_launch(n)](dst_flat, sf, lf, n, pad(shape, 1), pad(ds), ss, pad(ls),
-                                    bool(accumulate))
+        if accumulate and np.dtype(dst_flat.dtype) == np.bool_:
+            raise TypeError("index_put_ with accumulate=True is not supported for bool arrays")
+        kern = _scatter_add_kernel if accumulate else _scatter_set_kernel
+        launch(kern, *_launch(n), dst_flat, sf, lf, n, pad(shape, 1), pad(ds), ss, pad(ls))
 
 
 # ------------------------------------------------------------------ dropout mask
@@ -286,26 +305,69 @@ def _fmix32(h):
 
 
 @cuda.jit
-def _dropout_kernel(out, n, seed_lo, seed_hi, p, scale):
-    """out[i] = scale if hash32(i, seed) / 2**32 >= p else 0 (see the module docstring).
+def _dropout_kernel(out, n, seed_lo, seed_hi, thresh, scale, zero):
+    """out[i] = scale if hash32(i, seed) >= thresh else zero, thresh = ceil(p * 2**32): the same
+    test as hash32 / 2**32 >= p in integer arithmetic (see the module docstring), so no float
+    math at all; ``scale`` and ``zero`` come in the output dtype.
     Launch `_launch(n)` (1-D grid-stride, THREADS x <= MAX_BLOCKS), thread i owns i, i + gridsize,
     ...; each cell written once, nothing read; no shared memory."""
     i = cuda.grid(1)
     while i < n:
         h = _fmix32((i & M32) ^ seed_lo)
         h = _fmix32(h ^ (((i >> 32) + seed_hi) & M32))
-        u = h * 2.3283064365386963e-10  # / 2**32
-        out[i] = scale if u >= p else 0.0
+        out[i] = scale if h >= thresh else zero
         i += cuda.gridsize(1)
 
 
 def dropout_mask(shape, p: float, seed: int, dtype):
     """Inverted-dropout multiplier: ``1/(1-p)`` where kept, 0 where dropped (see module doc)."""
     shape = tuple(shape)
-    out = cuda.device_array(shape, dtype=dtype)
+    out = device_array(shape, dtype)
     n = _n(shape)
     if n:
         seed = int(seed)
-        _dropout_kernel[_launch(n)](out.reshape(n), n, seed & M32, (seed >> 32) & M32, float(p),
-                                    1.0 / (1.0 - p))
+        t = np.dtype(dtype).type
+        thresh = math.ceil(float(p) * 2.0 ** 32)  # exact: p * 2**32 is a float64 product by a power of 2
+        launch(_dropout_kernel, *_launch(n), out.reshape(n), n, seed & M32, (seed >> 32) & M32, thresh,
+               t(1.0 / (1.0 - p)), t(0))
     return out
+
+
+# ------------------------------------------------------------------ many copies in one launch
+MANY = 16  # arrays per launch of copy_many (a compile-time tuple length: one specialisation)
+
+
+@cuda.jit
+def _copy_many_kernel(dsts, srcs, sizes, total):
+    """dsts[a][e] = srcs[a][e] for up to MANY pairs of 1-D C-contiguous arrays (unused slots: size 0).
+    Launch `_launch(total)`: 1-D grid-stride over the concatenated index space (total = sum of
+    sizes); each thread finds its pair by walking the MANY sizes (registers only); each source
+    cell read once, each destination cell written once; no shared memory."""
+    i = cuda.grid(1)
+    while i < total:
+        a = 0
+        e = i
+        while e >= sizes[a]:
+            e -= sizes[a]
+            a += 1
+        dsts[a][e] = srcs[a][e]
+        i += cuda.gridsize(1)
+
+
+def copy_many(dsts, srcs) -> None:
+    """``dst[...] = src`` for every pair (C-contiguous, same shape and dtype within a pair, one
+    dtype for all), MANY pairs per launch."""
+    dsts, srcs = list(dsts), list(srcs)
+    for k in range(0, len(dsts), MANY):
+        d = [x.reshape(x.size) for x in dsts[k:k + MANY]]
+        s = [x.reshape(x.size) for x in srcs[k:k + MANY]]
+        sizes = [int(x.size) for x in d]
+        total = sum(sizes)
+        if not total:
+            continue
+        pad_d, pad_s = d[0], s[0]
+        while len(d) < MANY:
+            d.append(pad_d)
+            s.append(pad_s)
+            sizes.append(0)
+        launch(_copy_many_kernel, *_launch(total), tuple(d), tuple(s), tuple(sizes), total)

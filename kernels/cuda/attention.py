@@ -14,7 +14,8 @@ Tiles: ``BLOCK_Q`` query rows per block, ``BLOCK_K`` key rows per shared-memory 
 ``SHARED_BYTES`` (32 KiB).
 
 Forward — grid (ceil(Tq / BLOCK_Q), B), ``BLOCK_Q`` threads, one query row per thread:
-its q row and O accumulator live in per-thread local arrays (dpad each); per key tile the
+its q row and O accumulator (kernel dtype: float32 stays float32) live in per-thread local
+arrays (dpad each); per key tile the
 block stages K and V tiles (BLOCK_K x dpad each) in shared memory, each thread scores its
 row against the tile, and folds it in with the online softmax (running max m, sum l).
 K/V are read ceil(Tq / BLOCK_Q) times, Q once, O and lse written once; no (Tq, Tk) matrix.
@@ -33,11 +34,10 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
 from numba import cuda
 
-from ._util import broadcast_strides, cdiv, flat_view, nb_dtype, pow2_at_least
+from ._util import broadcast_strides, cdiv, device_array, flat_view, launch, nb_dtype, pow2_at_least
 
 BLOCK_Q = 32
 BLOCK_K = 32
@@ -47,34 +47,36 @@ NEG_INF = -math.inf
 ROWDOT_THREADS = 128  # threads per block of the rowsum(dO ⊙ O) kernel
 
 
-@cuda.jit(device=True)
-def _score(qrow, tile, jj, d, scale, bias, bb, bi, bj, has_bias, b, i, j):
-    """scale * (qrow . tile[jj, :d]) + bias[b*bb + i*bi + j*bj] (stride 0 = broadcast dim).
-    Device function, per thread: reads one staged shared-memory row and at most one bias cell."""
-    s = 0.0
-    for c in range(d):
-        s += qrow[c] * tile[jj, c]
-    s *= scale
-    if has_bias:
-        s += bias[b * bb + i * bi + j * bj]
-    return s
-
-
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype, bq: int, bk: int, dpad: int):
     nbt = nb_dtype(dtype)
+    F = np.dtype(dtype).type
+    zero, ninf = F(0), F(NEG_INF)
+
+    @cuda.jit(device=True)
+    def _score(qrow, tile, jj, d, scale, bias, bb, bi, bj, has_bias, b, i, j):
+        """scale * (qrow . tile[jj, :d]) + bias[b*bb + i*bi + j*bj] (stride 0 = broadcast dim), in
+        the kernel dtype. Device function, per thread: reads one staged shared-memory row and at
+        most one bias cell."""
+        s = zero
+        for c in range(d):
+            s += qrow[c] * tile[jj, c]
+        s *= scale
+        if has_bias:
+            s += bias[b * bb + i * bi + j * bj]
+        return s
 
     @cuda.jit
     def fwd(o, lse, q, k, v, bias, bb, bi, bj, has_bias, causal, scale):
         """o[b, i], lse[b, i] for query row i = blockIdx.x * bq + threadIdx.x, batch b = blockIdx.y.
         Grid (ceil(Tq / bq), B), bq threads, one query row each; per key tile, K and V (bk x dpad)
-        staged in shared memory; per thread local q row, float64 accumulator (dpad) and bk scores;
+        staged in shared memory; per thread local q row, accumulator of the kernel dtype (dpad) and bk scores;
         online softmax over the tiles; o and lse written once."""
         Ks = cuda.shared.array((bk, dpad), nbt)
         Vs = cuda.shared.array((bk, dpad), nbt)
         qr = cuda.local.array(dpad, nbt)
-        acc = cuda.local.array(dpad, numba.float64)
-        sc = cuda.local.array(bk, numba.float64)
+        acc = cuda.local.array(dpad, nbt)
+        sc = cuda.local.array(bk, nbt)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
         ncol = max(d, dv)
@@ -84,12 +86,12 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
         i = q0 + tid
         valid = i < Tq
         for c in range(dv):
-            acc[c] = 0.0
+            acc[c] = zero
         if valid:
             for c in range(d):
                 qr[c] = q[b, i, c]
-        m = NEG_INF
-        l = 0.0
+        m = ninf
+        l = zero
         k_end = min(Tk, q0 + bq) if causal else Tk
         for k0 in range(0, k_end, bk):
             for e in range(tid, bk * ncol, bq):
@@ -97,27 +99,27 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
                 c = e - jj * ncol
                 inside = k0 + jj < Tk
                 if c < d:
-                    Ks[jj, c] = k[b, k0 + jj, c] if inside else 0
+                    Ks[jj, c] = k[b, k0 + jj, c] if inside else zero
                 if c < dv:
-                    Vs[jj, c] = v[b, k0 + jj, c] if inside else 0
+                    Vs[jj, c] = v[b, k0 + jj, c] if inside else zero
             cuda.syncthreads()
             if valid:
-                mt = NEG_INF
+                mt = ninf
                 for jj in range(bk):
                     j = k0 + jj
-                    s = NEG_INF
+                    s = ninf
                     if j < Tk and (not causal or j <= i):
                         s = _score(qr, Ks, jj, d, scale, bias, bb, bi, bj, has_bias, b, i, j)
                     sc[jj] = s
                     mt = max(mt, s)
                 m_new = max(m, mt)
-                if m_new > NEG_INF:  # otherwise every score so far is masked: nothing to add
+                if m_new > ninf:  # otherwise every score so far is masked: nothing to add
                     alpha = math.exp(m - m_new)
                     l *= alpha
                     for c in range(dv):
                         acc[c] *= alpha
                     for jj in range(bk):
-                        if sc[jj] > NEG_INF:
+                        if sc[jj] > ninf:
                             p = math.exp(sc[jj] - m_new)
                             l += p
                             for c in range(dv):
@@ -125,27 +127,27 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
                     m = m_new
             cuda.syncthreads()
         if valid:
-            if l > 0.0:
-                inv = 1.0 / l
+            if l > zero:
+                inv = F(1) / l
                 for c in range(dv):
                     o[b, i, c] = acc[c] * inv
                 lse[b, i] = m + math.log(l)
             else:
                 for c in range(dv):
-                    o[b, i, c] = 0.0
-                lse[b, i] = NEG_INF
+                    o[b, i, c] = zero
+                lse[b, i] = ninf
 
     @cuda.jit
     def bwd_dq(dq, q, k, v, lse, do, Dr, bias, bb, bi, bj, has_bias, causal, scale):
         """dq[b, i] = scale * sum_j P_ij (dO_i . v_j - D_i) k_j, with P = exp(S - lse) recomputed.
         Grid (ceil(Tq / bq), B), bq threads, one query row each; K and V tiles (bk x dpad) staged in
-        shared memory as in `fwd`; per thread local q, dO rows and a float64 accumulator; dq
+        shared memory as in `fwd`; per thread local q, dO rows and a accumulator of the kernel dtype; dq
         written once, no atomics."""
         Ks = cuda.shared.array((bk, dpad), nbt)
         Vs = cuda.shared.array((bk, dpad), nbt)
         qr = cuda.local.array(dpad, nbt)
         dor = cuda.local.array(dpad, nbt)
-        acc = cuda.local.array(dpad, numba.float64)
+        acc = cuda.local.array(dpad, nbt)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
         ncol = max(d, dv)
@@ -154,10 +156,10 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
         tid = cuda.threadIdx.x
         i = q0 + tid
         valid = i < Tq
-        L = NEG_INF
-        Di = 0.0
+        L = ninf
+        Di = zero
         for c in range(d):
-            acc[c] = 0.0
+            acc[c] = zero
         if valid:
             L = lse[b, i]
             Di = Dr[b, i]
@@ -172,18 +174,18 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
                 c = e - jj * ncol
                 inside = k0 + jj < Tk
                 if c < d:
-                    Ks[jj, c] = k[b, k0 + jj, c] if inside else 0
+                    Ks[jj, c] = k[b, k0 + jj, c] if inside else zero
                 if c < dv:
-                    Vs[jj, c] = v[b, k0 + jj, c] if inside else 0
+                    Vs[jj, c] = v[b, k0 + jj, c] if inside else zero
             cuda.syncthreads()
-            if valid and L > NEG_INF:
+            if valid and L > ninf:
                 for jj in range(bk):
                     j = k0 + jj
                     if j < Tk and (not causal or j <= i):
                         s = _score(qr, Ks, jj, d, scale, bias, bb, bi, bj, has_bias, b, i, j)
-                        if s > NEG_INF:
+                        if s > ninf:
                             p = math.exp(s - L)
-                            dp = 0.0
+                            dp = zero
                             for c in range(dv):
                                 dp += dor[c] * Vs[jj, c]
                             ds = p * (dp - Di)
@@ -198,16 +200,16 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
     def bwd_dkv(dk, dvv, q, k, v, lse, do, Dr, bias, bb, bi, bj, has_bias, causal, scale):
         """dk[b, j], dv[b, j] for key row j = blockIdx.x * bk + threadIdx.x, batch b = blockIdx.y.
         Grid (ceil(Tk / bk), B), bk threads, one key row each; per query tile, Q and dO (bq x dpad)
-        plus their lse and D (float64, bq each) staged in shared memory; per thread local k, v rows
-        and float64 dk / dv accumulators; dk, dv written once, no atomics."""
+        plus their lse and D (bq each) staged in shared memory; per thread local k, v rows
+        and dk / dv accumulators of the kernel dtype; dk, dv written once, no atomics."""
         Qs = cuda.shared.array((bq, dpad), nbt)
         dOs = cuda.shared.array((bq, dpad), nbt)
-        Ls = cuda.shared.array(bq, numba.float64)
-        Ds = cuda.shared.array(bq, numba.float64)
+        Ls = cuda.shared.array(bq, nbt)
+        Ds = cuda.shared.array(bq, nbt)
         kr = cuda.local.array(dpad, nbt)
         vr = cuda.local.array(dpad, nbt)
-        dka = cuda.local.array(dpad, numba.float64)
-        dva = cuda.local.array(dpad, numba.float64)
+        dka = cuda.local.array(dpad, nbt)
+        dva = cuda.local.array(dpad, nbt)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
         ncol = max(d, dv)
@@ -217,9 +219,9 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
         j = k0 + tid
         valid = j < Tk
         for c in range(d):
-            dka[c] = 0.0
+            dka[c] = zero
         for c in range(dv):
-            dva[c] = 0.0
+            dva[c] = zero
         if valid:
             for c in range(d):
                 kr[c] = k[b, j, c]
@@ -232,21 +234,21 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
                 c = e - ii * ncol
                 inside = q0 + ii < Tq
                 if c < d:
-                    Qs[ii, c] = q[b, q0 + ii, c] if inside else 0
+                    Qs[ii, c] = q[b, q0 + ii, c] if inside else zero
                 if c < dv:
-                    dOs[ii, c] = do[b, q0 + ii, c] if inside else 0
+                    dOs[ii, c] = do[b, q0 + ii, c] if inside else zero
             for ii in range(tid, bq, bk):
-                Ls[ii] = lse[b, q0 + ii] if q0 + ii < Tq else NEG_INF
-                Ds[ii] = Dr[b, q0 + ii] if q0 + ii < Tq else 0.0
+                Ls[ii] = lse[b, q0 + ii] if q0 + ii < Tq else ninf
+                Ds[ii] = Dr[b, q0 + ii] if q0 + ii < Tq else zero
             cuda.syncthreads()
             if valid:
                 for ii in range(bq):
                     i = q0 + ii
-                    if i < Tq and (not causal or j <= i) and Ls[ii] > NEG_INF:
+                    if i < Tq and (not causal or j <= i) and Ls[ii] > ninf:
                         s = _score(kr, Qs, ii, d, scale, bias, bb, bi, bj, has_bias, b, i, j)
-                        if s > NEG_INF:
+                        if s > ninf:
                             p = math.exp(s - Ls[ii])
-                            dp = 0.0
+                            dp = zero
                             for c in range(dv):
                                 dva[c] += p * dOs[ii, c]
                                 dp += dOs[ii, c] * vr[c]
@@ -260,22 +262,28 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
             for c in range(dv):
                 dvv[b, j, c] = dva[c]
 
-    return fwd, bwd_dq, bwd_dkv
+    @cuda.jit
+    def rowdot(Dr, do, o):
+        """Dr[b, i] = Σ_c do[b, i, c] * o[b, i, c]; one thread per (b, i): grid ceil(B * Tq /
+        ROWDOT_THREADS) x ROWDOT_THREADS. do, o read once, Dr written once; no shared memory."""
+        t = cuda.grid(1)
+        B, T, dv = o.shape
+        if t < B * T:
+            b = t // T
+            i = t - b * T
+            s = zero
+            for c in range(dv):
+                s += do[b, i, c] * o[b, i, c]
+            Dr[b, i] = s
+
+    return fwd, bwd_dq, bwd_dkv, rowdot
 
 
-@cuda.jit
-def _rowdot(Dr, do, o):
-    """Dr[b, i] = Σ_c do[b, i, c] * o[b, i, c]; one thread per (b, i): grid ceil(B * Tq /
-    ROWDOT_THREADS) x ROWDOT_THREADS. do, o read once, Dr (float64) written once; no shared memory."""
-    t = cuda.grid(1)
-    B, T, dv = o.shape
-    if t < B * T:
-        b = t // T
-        i = t - b * T
-        s = 0.0
-        for c in range(dv):
-            s += do[b, i, c] * o[b, i, c]
-        Dr[b, i] = s
+def tiles(dpad: int, itemsize: int) -> tuple[int, int]:
+    """(query rows, key rows) per tile for padded head dim ``dpad``: BLOCK_Q / BLOCK_K, shrunk
+    so the two staged tiles fit in SHARED_BYTES."""
+    fit = max(1, SHARED_BYTES // (2 * dpad * itemsize))
+    return min(BLOCK_Q, fit), min(BLOCK_K, fit)
 
 
 def _setup(q, k, v, bias):
@@ -284,8 +292,7 @@ def _setup(q, k, v, bias):
     if max(d, dv) > MAX_HEAD_DIM:
         raise ValueError(f"head dims up to {MAX_HEAD_DIM} are supported")
     dpad = pow2_at_least(max(d, dv), 16)
-    fit = max(1, SHARED_BYTES // (2 * dpad * np.dtype(q.dtype).itemsize))
-    bq, bk = min(BLOCK_Q, fit), min(BLOCK_K, fit)
+    bq, bk = tiles(dpad, np.dtype(q.dtype).itemsize)
     if bias is None:
         bflat, bst, has_bias = q.reshape(q.size), (0, 0, 0), False  # placeholder, never read
     else:
@@ -299,28 +306,30 @@ def _setup(q, k, v, bias):
 def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
     """(o (B, Tq, dv), lse (B, Tq))."""
     (B, Tq, Tk, d, dv, bq, bk, dpad), bargs = _setup(q, k, v, bias)
-    o = cuda.device_array((B, Tq, dv), dtype=q.dtype)
-    lse = cuda.device_array((B, Tq), dtype=q.dtype)
+    dt = np.dtype(q.dtype)
+    o = device_array((B, Tq, dv), dt)
+    lse = device_array((B, Tq), dt)
     if B and Tq:
-        fwd = _kernels(np.dtype(q.dtype), bq, bk, dpad)[0]
-        fwd[(cdiv(Tq, bq), B), bq](o, lse, q, k, v, *bargs, bool(is_causal), float(scale))
+        fwd = _kernels(dt, bq, bk, dpad)[0]
+        launch(fwd, (cdiv(Tq, bq), B), bq, o, lse, q, k, v, *bargs, bool(is_causal), dt.type(scale))
     return o, lse
 
 
 def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float):
     """(dq, dk, dv) by recomputing P tile by tile from the saved lse."""
     (B, Tq, Tk, d, dv, bq, bk, dpad), bargs = _setup(q, k, v, bias)
-    dq = cuda.device_array((B, Tq, d), dtype=q.dtype)
-    dk = cuda.device_array((B, Tk, d), dtype=q.dtype)
-    dvv = cuda.device_array((B, Tk, dv), dtype=q.dtype)
-    Dr = cuda.device_array((B, Tq), dtype=np.float64)
-    _, bwd_dq, bwd_dkv = _kernels(np.dtype(q.dtype), bq, bk, dpad)
+    dt = np.dtype(q.dtype)
+    dq = device_array((B, Tq, d), dt)
+    dk = device_array((B, Tk, d), dt)
+    dvv = device_array((B, Tk, dv), dt)
+    Dr = device_array((B, Tq), dt)
+    _, bwd_dq, bwd_dkv, rowdot = _kernels(dt, bq, bk, dpad)
+    sc = dt.type(scale)
     if B and Tq:
-        _rowdot[cdiv(B * Tq, ROWDOT_THREADS), ROWDOT_THREADS](Dr, do, o)
-        bwd_dq[(cdiv(Tq, bq), B), bq](dq, q, k, v, lse, do, Dr, *bargs, bool(is_causal), float(scale))
+        launch(rowdot, cdiv(B * Tq, ROWDOT_THREADS), ROWDOT_THREADS, Dr, do, o)
+        launch(bwd_dq, (cdiv(Tq, bq), B), bq, dq, q, k, v, lse, do, Dr, *bargs, bool(is_causal), sc)
     if B and Tk:
         if not Tq:
-            Dr = cuda.device_array((B, 1), dtype=np.float64)
-        bwd_dkv[(cdiv(Tk, bk), B), bk](dk, dvv, q, k, v, lse, do, Dr, *bargs, bool(is_causal),
-                                       float(scale))
+            Dr = device_array((B, 1), dt)
+        launch(bwd_dkv, (cdiv(Tk, bk), B), bk, dk, dvv, q, k, v, lse, do, Dr, *bargs, bool(is_causal), sc)
     return dq, dk, dvv

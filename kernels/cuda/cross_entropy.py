@@ -1,8 +1,8 @@
 """Cross-entropy fused with log-softmax (ignore_index, label smoothing), forward and backward.
 
 Launch shape: one block of ``THREADS`` threads per row of the (N, C) logits (grid = N).
-Memory plan: forward does three float64 block reductions in a ``THREADS``-slot shared
-array (row max, sum of exp, sum of logits for the smoothing term), reads the row three
+Memory plan: forward does three block reductions in a ``THREADS``-slot shared array of the
+logits dtype (kernels compiled per dtype, computing in it: no double precision in float32) (row max, sum of exp, sum of logits for the smoothing term), reads the row three
 times and writes two scalars per row (``loss``, ``lse``); backward reads the row once and
 writes ``dlogits`` once, p = exp(x - lse) recomputed from the saved ``lse``.
 loss[i] = (1-ls) * (lse[i] - x[i, t]) + ls * (lse[i] - mean_c x[i, c]); 0 where t == ignore_index.
@@ -15,32 +15,36 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
+import numpy as np
 from numba import cuda
 
-from ._util import block_max, block_sum
+from ._util import block_max, block_sum, device_array, launch, nb_dtype
 
 THREADS = 128  # power of two
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(threads: int):
+def _kernels(threads: int, dtype):
+    nbt = nb_dtype(dtype)
+    F = np.dtype(dtype).type
+    zero, one, ninf, nan = F(0), F(1), F(-math.inf), F(math.nan)
+
     @cuda.jit
     def fwd(loss, lse, x, target, ignore_index, ls):
         """loss[row], lse[row] for row = blockIdx.x (NaN loss for a target outside [0, C)).
         Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; three
-        float64 block reductions (max, sum exp, sum x) in a ``threads``-slot shared array;
+        block reductions (max, sum exp, sum x) in a ``threads``-slot shared array;
         the row is read three times, thread 0 writes the two scalars."""
-        sh = cuda.shared.array(threads, numba.float64)
+        sh = cuda.shared.array(threads, nbt)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = x.shape[1]
-        m = -math.inf
+        m = ninf
         for j in range(tid, C, threads):
             m = max(m, x[row, j])
         m = block_max(sh, m, tid, threads)
-        s = 0.0
-        sx = 0.0
+        s = zero
+        sx = zero
         for j in range(tid, C, threads):
             s += math.exp(x[row, j] - m)
             sx += x[row, j]
@@ -51,11 +55,11 @@ def _kernels(threads: int):
             lse[row] = z
             t = target[row]
             if t == ignore_index:
-                loss[row] = 0.0
+                loss[row] = zero
             elif t < 0 or t >= C:  # no bounds fault: an invalid target gives a NaN loss
-                loss[row] = math.nan
+                loss[row] = nan
             else:
-                loss[row] = (1.0 - ls) * (z - x[row, t]) + ls * (z - sx / C)
+                loss[row] = (one - ls) * (z - x[row, t]) + ls * (z - sx / F(C))
 
     @cuda.jit
     def bwd(dx, x, target, lse, dloss, ignore_index, ls):
@@ -68,13 +72,14 @@ def _kernels(threads: int):
         t = target[row]
         g = dloss[row]
         z = lse[row]
+        lsc = ls / F(C)
         for j in range(tid, C, threads):
             if t == ignore_index:
-                dx[row, j] = 0.0
+                dx[row, j] = zero
             else:
-                v = math.exp(x[row, j] - z) - ls / C
+                v = math.exp(x[row, j] - z) - lsc
                 if j == t:
-                    v -= 1.0 - ls
+                    v -= one - ls
                 dx[row, j] = g * v
 
     return fwd, bwd
@@ -83,18 +88,20 @@ def _kernels(threads: int):
 def cross_entropy_forward(logits, target, ignore_index: int, label_smoothing: float):
     """(loss (N,), lse (N,)) per docs/kernels.md."""
     N = logits.shape[0]
-    loss = cuda.device_array(N, dtype=logits.dtype)
-    lse = cuda.device_array(N, dtype=logits.dtype)
+    dt = np.dtype(logits.dtype)
+    loss = device_array(N, dt)
+    lse = device_array(N, dt)
     if N:
-        _kernels(THREADS)[0][N, THREADS](loss, lse, logits, target, int(ignore_index),
-                                        float(label_smoothing))
+        launch(_kernels(THREADS, dt)[0], N, THREADS, loss, lse, logits, target, int(ignore_index),
+               dt.type(label_smoothing))
     return loss, lse
 
 
 def cross_entropy_backward(logits, target, lse, dloss, ignore_index: int, label_smoothing: float):
     """dlogits (N, C) per docs/kernels.md."""
-    dx = cuda.device_array(tuple(logits.shape), dtype=logits.dtype)
+    dt = np.dtype(logits.dtype)
+    dx = device_array(tuple(logits.shape), dt)
     if logits.shape[0]:
-        _kernels(THREADS)[1][logits.shape[0], THREADS](dx, logits, target, lse, dloss,
-                                                      int(ignore_index), float(label_smoothing))
+        launch(_kernels(THREADS, dt)[1], logits.shape[0], THREADS, dx, logits, target, lse, dloss,
+               int(ignore_index), dt.type(label_smoothing))
     return dx

@@ -6,10 +6,13 @@ Launch shape: 1-D grid-stride loop, ``THREADS`` threads per block,
 Memory plan: every input is a flat view of its own memory plus per-dim element strides
 (0 on broadcast dims, see ``_util.flat_view``); each thread decodes its flat C-order
 output index once into one offset per input, reads each input cell once and writes the
-(C-contiguous) output once. No shared memory. Shapes/strides are by-value int64 tuples
-padded to ``MAX_DIMS`` = 6, so one compiled kernel serves every rank.
-Float results keep the NumPy result dtype (``np.result_type`` of the inputs);
-comparisons return bool.
+(C-contiguous) output once. When every input is C-contiguous with the output's shape (the
+common case) the kernel takes its ``contig`` path: ``x[i]``, no index decoding (no 64-bit
+divisions). No shared memory. Shapes/strides are by-value int64 tuples padded to
+``MAX_DIMS`` = 6, so one compiled kernel serves every rank.
+Kernels are compiled per (op, dtype), the operands of a binary op / ``where`` share one dtype
+(``binary`` / ``where`` cast first), and a kernel's constants have its float dtype, so a float32
+kernel has no double-precision instruction (checked by ``guard``). Comparisons return bool.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import broadcast_strides, cdiv, flat_view, offset_of, pad
+from ._util import broadcast_strides, cdiv, device_array, flat_view, launch, offset_of, pad
 
 THREADS = 256
 MAX_BLOCKS = 4096
@@ -27,108 +30,151 @@ GELU_C = math.sqrt(2.0 / math.pi)
 
 
 # ---------------------------------------------------------------- scalar device functions
-@cuda.jit(device=True)
-def _sigmoid(x):
-    """Logistic of x without overflow for large |x|. Device function, per thread; registers only."""
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
+def _ftype(dtype):
+    """The NumPy scalar type of the constants in ``dtype``'s kernels: the dtype itself for a
+    float, float64 for int/bool inputs (float functions of ints compute in float64). A float32
+    kernel thus sees float32 constants only and stays in single precision (a Python float
+    literal is a float64 constant and would promote the arithmetic around it)."""
+    dtype = np.dtype(dtype)
+    return dtype.type if dtype.kind == "f" else np.float64
 
 
-@cuda.jit(device=True)
-def _gelu(x):
-    """tanh-approximation GELU of x. Device function, per thread; registers only."""
-    return 0.5 * x * (1.0 + math.tanh(GELU_C * (x + 0.044715 * x * x * x)))
+@functools.lru_cache(maxsize=None)
+def _unary_fns(dtype) -> dict:
+    """Device functions x -> f(x) with constants of ``_ftype(dtype)``. Per thread; registers only."""
+    F = _ftype(dtype)
+    zero, one, half = F(0), F(1), F(0.5)
+    inf, nan = F(math.inf), F(math.nan)
+    gc, ga = F(GELU_C), F(0.044715)
+    dev = cuda.jit(device=True)
+
+    @dev
+    def sigmoid(x):
+        """Logistic of x without overflow for large |x|."""
+        if x >= zero:
+            return one / (one + math.exp(-x))
+        e = math.exp(x)
+        return e / (one + e)
+
+    @dev
+    def gelu(x):
+        """tanh-approximation GELU."""
+        return half * x * (one + math.tanh(gc * (x + ga * x * x * x)))
+
+    @dev
+    def sign(x):
+        """sign(x) (NaN stays NaN)."""
+        if x > zero:
+            return one
+        if x < zero:
+            return -one
+        return zero * x
+
+    return {
+        "identity": dev(lambda x: x),
+        "neg": dev(lambda x: -x),
+        "exp": dev(lambda x: math.exp(x)),
+        "log": dev(lambda x: math.log(x) if x > zero else (-inf if x == zero else nan)),
+        "sqrt": dev(lambda x: math.sqrt(x) if x >= zero else nan),
+        "abs": dev(lambda x: abs(x)),
+        "tanh": dev(lambda x: math.tanh(x)),
+        "sigmoid": sigmoid,
+        "relu": dev(lambda x: x if x > zero else zero * x),
+        "gelu": gelu,
+        "sign": sign,
+        "square": dev(lambda x: x * x),
+        "reciprocal": dev(lambda x: one / x),
+    }
 
 
-@cuda.jit(device=True)
-def _gelu_grad(x):
-    """Derivative of the tanh-approximation GELU at x. Device function, per thread; registers only."""
-    t = math.tanh(GELU_C * (x + 0.044715 * x * x * x))
-    return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * GELU_C * (1.0 + 3.0 * 0.044715 * x * x)
+@functools.lru_cache(maxsize=None)
+def _binary_fns(dtype) -> dict:
+    """Device functions (a, b) -> f(a, b) with constants of ``_ftype(dtype)``; the ``*_backward``
+    ones take (x, g) and return g * f'(x). Per thread; registers only."""
+    F = _ftype(dtype)
+    zero, one, half = F(0), F(1), F(0.5)
+    gc, ga, ga3 = F(GELU_C), F(0.044715), F(3 * 0.044715)
+    u = _unary_fns(dtype)
+    sig = u["sigmoid"]
+    dev = cuda.jit(device=True)
+
+    @dev
+    def gelu_grad(x):
+        """Derivative of the tanh-approximation GELU at x."""
+        t = math.tanh(gc * (x + ga * x * x * x))
+        return half * (one + t) + half * x * (one - t * t) * gc * (one + ga3 * x * x)
+
+    return {
+        "add": dev(lambda a, b: a + b),
+        "sub": dev(lambda a, b: a - b),
+        "mul": dev(lambda a, b: a * b),
+        "div": dev(lambda a, b: a / b),
+        "pow": dev(lambda a, b: a ** b),
+        "maximum": dev(lambda a, b: a if (a >= b or a != a) else b),
+        "minimum": dev(lambda a, b: a if (a <= b or a != a) else b),
+        "relu_backward": dev(lambda x, g: g if x > zero else zero * g),
+        "sigmoid_backward": dev(lambda x, g: g * sig(x) * (one - sig(x))),
+        "tanh_backward": dev(lambda x, g: g * (one - math.tanh(x) * math.tanh(x))),
+        "gelu_backward": dev(lambda x, g: g * gelu_grad(x)),
+        "eq": dev(lambda a, b: a == b),
+        "ne": dev(lambda a, b: a != b),
+        "lt": dev(lambda a, b: a < b),
+        "le": dev(lambda a, b: a <= b),
+        "gt": dev(lambda a, b: a > b),
+        "ge": dev(lambda a, b: a >= b),
+    }
 
 
-@cuda.jit(device=True)
-def _sign(x):
-    """sign(x) as a float (NaN stays NaN). Device function, per thread; registers only."""
-    if x > 0:
-        return 1.0
-    if x < 0:
-        return -1.0
-    return 0.0 * x  # keeps NaN
-
-
-UNARY = {
-    "identity": cuda.jit(device=True)(lambda x: x),
-    "neg": cuda.jit(device=True)(lambda x: -x),
-    "exp": cuda.jit(device=True)(lambda x: math.exp(x)),
-    "log": cuda.jit(device=True)(lambda x: math.log(x) if x > 0 else (-math.inf if x == 0 else math.nan)),
-    "sqrt": cuda.jit(device=True)(lambda x: math.sqrt(x) if x >= 0 else math.nan),
-    "abs": cuda.jit(device=True)(lambda x: abs(x)),
-    "tanh": cuda.jit(device=True)(lambda x: math.tanh(x)),
-    "sigmoid": _sigmoid,
-    "relu": cuda.jit(device=True)(lambda x: x if x > 0 else 0.0 * x),
-    "gelu": _gelu,
-    "sign": _sign,
-    "square": cuda.jit(device=True)(lambda x: x * x),
-    "reciprocal": cuda.jit(device=True)(lambda x: 1.0 / x),
-}
-
-# (x, g) -> g * f'(x): the backward of the unary ops whose derivative is not a composition
-BINARY = {
-    "add": cuda.jit(device=True)(lambda a, b: a + b),
-    "sub": cuda.jit(device=True)(lambda a, b: a - b),
-    "mul": cuda.jit(device=True)(lambda a, b: a * b),
-    "div": cuda.jit(device=True)(lambda a, b: a / b),
-    "pow": cuda.jit(device=True)(lambda a, b: a ** b),
-    "maximum": cuda.jit(device=True)(lambda a, b: a if (a >= b or a != a) else b),
-    "minimum": cuda.jit(device=True)(lambda a, b: a if (a <= b or a != a) else b),
-    "relu_backward": cuda.jit(device=True)(lambda x, g: g if x > 0 else 0.0 * g),
-    "sigmoid_backward": cuda.jit(device=True)(lambda x, g: g * _sigmoid(x) * (1.0 - _sigmoid(x))),
-    "tanh_backward": cuda.jit(device=True)(lambda x, g: g * (1.0 - math.tanh(x) * math.tanh(x))),
-    "gelu_backward": cuda.jit(device=True)(lambda x, g: g * _gelu_grad(x)),
-    "eq": cuda.jit(device=True)(lambda a, b: a == b),
-    "ne": cuda.jit(device=True)(lambda a, b: a != b),
-    "lt": cuda.jit(device=True)(lambda a, b: a < b),
-    "le": cuda.jit(device=True)(lambda a, b: a <= b),
-    "gt": cuda.jit(device=True)(lambda a, b: a > b),
-    "ge": cuda.jit(device=True)(lambda a, b: a >= b),
-}
+UNARY = tuple(_unary_fns(np.float64))
+BINARY = tuple(_binary_fns(np.float64))
 COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 
 
-# ---------------------------------------------------------------- kernels (one per op)
+# ---------------------------------------------------------------- kernels (one per op and dtype)
 @functools.lru_cache(maxsize=None)
-def _map_kernel(op: str):
-    f = UNARY[op]
+def _map_kernel(op: str, dtype):
+    """The kernel of unary ``op`` for inputs of ``dtype`` (constants typed by ``_ftype``)."""
+    f = _unary_fns(np.dtype(dtype))[op]
 
     @cuda.jit
-    def map_kernel(out, x, n, shape, xs):
-        """out[i] = f(x[offset_of(i, shape, xs)]) for the unary ``op``. Launch `_launch(n)`: 1-D
-        grid-stride loop, min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS, thread i owns i,
-        i + gridsize, ...; each input cell read once, the C-contiguous out written once; no shared memory."""
+    def map_kernel(out, x, n, shape, xs, contig):
+        """out[i] = f(x[offset_of(i, shape, xs)]) for the unary ``op``; ``contig``: x is C-contiguous,
+        read as x[i] with no index decoding. Launch `_launch(n)`: 1-D grid-stride loop,
+        min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS, thread i owns i, i + gridsize, ...;
+        each input cell read once, the C-contiguous out written once; no shared memory."""
         i = cuda.grid(1)
-        while i < n:
-            out[i] = f(x[offset_of(i, shape, xs)])
-            i += cuda.gridsize(1)
+        if contig:
+            while i < n:
+                out[i] = f(x[i])
+                i += cuda.gridsize(1)
+        else:
+            while i < n:
+                out[i] = f(x[offset_of(i, shape, xs)])
+                i += cuda.gridsize(1)
 
     return map_kernel
 
 
 @functools.lru_cache(maxsize=None)
-def _zip_kernel(op: str):
-    f = BINARY[op]
+def _zip_kernel(op: str, dtype):
+    """The kernel of binary ``op`` for two inputs of ``dtype``."""
+    f = _binary_fns(np.dtype(dtype))[op]
 
     @cuda.jit
-    def zip_kernel(out, a, b, n, shape, as_, bs):
+    def zip_kernel(out, a, b, n, shape, as_, bs, contig):
         """out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)]) for the binary ``op``
-        (broadcast strides). Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS; each
-        input cell read once, the C-contiguous out written once; no shared memory."""
+        (broadcast strides); ``contig``: a and b are C-contiguous of the output's shape, read as
+        a[i], b[i]. Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS; each input cell
+        read once, the C-contiguous out written once; no shared memory."""
         i = cuda.grid(1)
-        while i < n:
-            out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)])
-            i += cuda.gridsize(1)
+        if contig:
+            while i < n:
+                out[i] = f(a[i], b[i])
+                i += cuda.gridsize(1)
+        else:
+            while i < n:
+                out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)])
+                i += cuda.gridsize(1)
 
     return zip_kernel
 
@@ -154,7 +200,7 @@ def _launch(n: int) -> tuple[int, int]:
 
 def _out(shape, dtype, out):
     if out is None:
-        return cuda.device_array(shape, dtype=dtype)
+        return device_array(shape, dtype)
     if tuple(out.shape) != tuple(shape) or not out.is_c_contiguous():
         raise ValueError(f"out must be C-contiguous with shape {tuple(shape)}")
     return out
@@ -168,37 +214,56 @@ def _operands(out_shape, *xs):
     return views
 
 
+def _contig(shape, *xs) -> bool:
+    """All of ``xs`` are C-contiguous with exactly ``shape`` (the kernels' fast path)."""
+    return all(tuple(x.shape) == tuple(shape) and x.is_c_contiguous() for x in xs)
+
+
+def _common(*xs):
+    """``xs`` cast to their NumPy result dtype (one identity-map launch per operand that
+    differs): the kernels are compiled per dtype and take operands of one dtype."""
+    dt = np.result_type(*(x.dtype for x in xs))
+    out = []
+    for x in xs:
+        if np.dtype(x.dtype) != dt:
+            x = unary("identity", x, out=device_array(tuple(x.shape), dt))
+        out.append(x)
+    return dt, out
+
+
 def unary(op: str, x, out=None):
     """``op(x)`` elementwise; ``x`` may be any strided view. Returns a C-contiguous array."""
-    kern = _map_kernel(op)
+    kern = _map_kernel(op, np.dtype(x.dtype))
     shape = tuple(x.shape)
     y = _out(shape, x.dtype, out)
     n = int(np.prod(shape, dtype=np.int64))
     if n:
         ((xf, xs),) = _operands(shape, x)
-        kern[_launch(n)](y.reshape(n), xf, n, pad(shape, 1), xs)
+        launch(kern, *_launch(n), y.reshape(n), xf, n, pad(shape, 1), xs, _contig(shape, x))
     return y
 
 
 def binary(op: str, a, b, out=None):
-    """``op(a, b)`` with NumPy broadcasting (comparisons give bool)."""
-    kern = _zip_kernel(op)
+    """``op(a, b)`` with NumPy broadcasting and dtype rules (comparisons give bool); operands of
+    different dtypes are cast to the result dtype first."""
+    dt, (a, b) = _common(a, b)
+    kern = _zip_kernel(op, dt)
     shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
-    dtype = np.bool_ if op in COMPARISONS else np.result_type(a.dtype, b.dtype)
-    y = _out(shape, dtype, out)
+    y = _out(shape, np.bool_ if op in COMPARISONS else dt, out)
     n = int(np.prod(shape, dtype=np.int64))
     if n:
         (af, as_), (bf, bs) = _operands(shape, a, b)
-        kern[_launch(n)](y.reshape(n), af, bf, n, pad(shape, 1), as_, bs)
+        launch(kern, *_launch(n), y.reshape(n), af, bf, n, pad(shape, 1), as_, bs, _contig(shape, a, b))
     return y
 
 
 def where(cond, a, b, out=None):
     """``cond ? a : b`` with NumPy broadcasting of all three."""
     shape = np.broadcast_shapes(tuple(cond.shape), tuple(a.shape), tuple(b.shape))
-    y = _out(shape, np.result_type(a.dtype, b.dtype), out)
+    dt, (a, b) = _common(a, b)
+    y = _out(shape, dt, out)
     n = int(np.prod(shape, dtype=np.int64))
     if n:
         (cf, cs), (af, as_), (bf, bs) = _operands(shape, cond, a, b)
-        _where_kernel[_launch(n)](y.reshape(n), cf, af, bf, n, pad(shape, 1), cs, as_, bs)
+        launch(_where_kernel, *_launch(n), y.reshape(n), cf, af, bf, n, pad(shape, 1), cs, as_, bs)
     return y

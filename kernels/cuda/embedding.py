@@ -13,14 +13,14 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ._util import cdiv
+from ._util import cdiv, device_array, launch
 
 THREADS = 256
 MAX_BLOCKS = 4096
 
 
 @cuda.jit
-def _gather(out, weight, idx, n, D):
+def _gather(out, weight, idx, n, D, zero):
     """out[r, c] = weight[idx[r], c] (0 for idx outside [0, V)) over the n * D cells. Launch:
     1-D grid-stride, min(ceil(n * D / THREADS), MAX_BLOCKS) blocks x THREADS, consecutive
     threads on consecutive columns (coalesced); each cell read and written once; no shared memory."""
@@ -30,7 +30,7 @@ def _gather(out, weight, idx, n, D):
         r = i // D
         c = i - r * D
         t = idx[r]
-        out[r, c] = weight[t, c] if 0 <= t < V else 0.0
+        out[r, c] = weight[t, c] if 0 <= t < V else zero
         i += cuda.gridsize(1)
 
 
@@ -66,9 +66,9 @@ def _grid(n: int) -> int:
 
 def zeros(shape, dtype):
     """A zero-filled device array (filled on the device)."""
-    a = cuda.device_array(shape, dtype=dtype)
+    a = device_array(shape, dtype)
     if a.size:
-        _zero[_grid(a.size), THREADS](a.reshape(a.size))
+        launch(_zero, _grid(a.size), THREADS, a.reshape(a.size))
     return a
 
 
@@ -76,9 +76,9 @@ def embedding_forward(weight, idx):
     """``weight[idx]``: weight (V, D), idx int array of any shape -> (*idx.shape, D)."""
     D = weight.shape[1]
     n = idx.size
-    out = cuda.device_array((n, D), dtype=weight.dtype)
+    out = device_array((n, D), weight.dtype)
     if n * D:
-        _gather[_grid(n * D), THREADS](out, weight, idx.reshape(n), n, D)
+        launch(_gather, _grid(n * D), THREADS, out, weight, idx.reshape(n), n, D, np.dtype(weight.dtype).type(0))
     return out.reshape(tuple(idx.shape) + (D,))
 
 
@@ -88,5 +88,5 @@ def embedding_backward(dout, idx, num_embeddings: int):
     n = idx.size
     dw = zeros((num_embeddings, D), dout.dtype)
     if n * D:
-        _scatter_add[_grid(n * D), THREADS](dw, dout.reshape((n, D)), idx.reshape(n), n, D)
+        launch(_scatter_add, _grid(n * D), THREADS, dw, dout.reshape((n, D)), idx.reshape(n), n, D)
     return dw

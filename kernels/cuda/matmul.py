@@ -24,7 +24,7 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._util import MAX_DIMS, broadcast_strides, cdiv, flat_view, nb_dtype, offset_of, pad
+from ._util import MAX_DIMS, broadcast_strides, cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
 
 TILE_M = 64
 TILE_N = 64
@@ -38,6 +38,8 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
     nbt = nb_dtype(dtype)
     tx_n = tn // rn
     nthreads = (tm // rm) * tx_n
+    rmn = rm * rn  # a local array's size must be a compile-time constant: a closure int, not an expression
+    zero = np.dtype(dtype).type(0)
 
     @cuda.jit
     def matmul_kernel(c, a, b, M, N, K, bshape, abst, bbst, sam, sak, sbk, sbn):
@@ -47,7 +49,7 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
         then tk rank-1 updates from local arrays; each C cell written once."""
         As = cuda.shared.array((tk, tm), nbt)
         Bs = cuda.shared.array((tk, tn), nbt)
-        acc = cuda.local.array(rm * rn, nbt)
+        acc = cuda.local.array(rmn, nbt)
         ar = cuda.local.array(rm, nbt)
         br = cuda.local.array(rn, nbt)
         tid = cuda.threadIdx.x
@@ -58,8 +60,8 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
         bz = cuda.blockIdx.z
         aoff = offset_of(bz, bshape, abst)
         boff = offset_of(bz, bshape, bbst)
-        for i in range(rm * rn):
-            acc[i] = 0
+        for i in range(rmn):
+            acc[i] = zero
         for k0 in range(0, K, tk):
             # stage the A and B slabs (zero-padded outside the matrices)
             for l in range(tid, tk * tm, nthreads):
@@ -68,14 +70,14 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
                 if m0 + mm < M and k0 + kk < K:
                     As[kk, mm] = a[aoff + (m0 + mm) * sam + (k0 + kk) * sak]
                 else:
-                    As[kk, mm] = 0
+                    As[kk, mm] = zero
             for l in range(tid, tk * tn, nthreads):
                 nn = l % tn
                 kk = l // tn
                 if n0 + nn < N and k0 + kk < K:
                     Bs[kk, nn] = b[boff + (k0 + kk) * sbk + (n0 + nn) * sbn]
                 else:
-                    Bs[kk, nn] = 0
+                    Bs[kk, nn] = zero
             cuda.syncthreads()
             for kk in range(tk):
                 for i in range(rm):
@@ -118,7 +120,7 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
         raise ValueError("at most 4 batch dims")
     nb = int(np.prod(batch, dtype=np.int64))
     dtype = np.result_type(a.dtype, b.dtype)
-    c = cuda.device_array(tuple(batch) + (M, N), dtype=dtype)
+    c = device_array(tuple(batch) + (M, N), dtype)
     if nb and M and N:
         if K == 0:
             raise ValueError("matmul with K == 0 is not supported")
@@ -126,6 +128,6 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
         abst = pad(broadcast_strides(ashape[:-2], ast[:-2], batch))
         bbst = pad(broadcast_strides(bshape[:-2], bst[:-2], batch))
         grid = (cdiv(N, TILE_N), cdiv(M, TILE_M), nb)
-        kern[grid, nthreads](c.reshape(c.size), af, bf, M, N, K, pad(batch, 1), abst, bbst,
-                             sam, sak, sbk, sbn)
+        launch(kern, grid, nthreads, c.reshape(c.size), af, bf, M, N, K, pad(batch, 1), abst, bbst,
+               sam, sak, sbk, sbn)
     return c

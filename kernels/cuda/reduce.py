@@ -4,9 +4,11 @@ Launch shape: one block of ``THREADS`` threads per output element (grid = number
 Memory plan: the wrapper splits the input's dims into kept dims (indexed by the block) and
 reduced dims (indexed by the thread loop), each with its own shape/stride tuple, so any
 axis set of any strided view reduces without a transpose. Thread ``t`` folds reduced
-elements ``t, t + THREADS, ...`` (each input cell read once) into a float64 register, then
-a shared-memory tree (``THREADS`` float64 slots, plus ``THREADS`` int64 slots for argmax)
-combines the block; thread 0 writes the single output. Deterministic (fixed order).
+elements ``t, t + THREADS, ...`` (each input cell read once) into a register of the
+input dtype (float32 sums in float32, as PyTorch; int64 sums in int64, exact), then a
+shared-memory tree (``THREADS`` slots of that dtype, plus ``THREADS`` int64 slots for
+argmax) combines the block; thread 0 writes the single output. Deterministic (fixed order).
+Kernels are compiled per (op, dtype).
 Argmax ties resolve to the smallest index, as NumPy.
 """
 from __future__ import annotations
@@ -18,24 +20,44 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._util import flat_view, offset_of, pad
+from ._util import device_array, flat_view, launch, nb_dtype, offset_of, pad
 
 THREADS = 128  # power of two
 
 _OPS = {"sum": 0, "mean": 0, "max": 1, "min": 2}
 
 
+def _lowest(dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return dtype.type(-math.inf)
+    if dtype == np.bool_:
+        return np.False_
+    return np.iinfo(dtype).min
+
+
+def _highest(dtype):
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return dtype.type(math.inf)
+    if dtype == np.bool_:
+        return np.True_
+    return np.iinfo(dtype).max
+
+
 @functools.lru_cache(maxsize=None)
-def _reduce_kernel(code: int, threads: int):
-    init = 0.0 if code == 0 else (-math.inf if code == 1 else math.inf)
+def _reduce_kernel(code: int, threads: int, dtype):
+    dtype = np.dtype(dtype)
+    acct = nb_dtype(dtype)
+    init = dtype.type(0) if code == 0 else (_lowest(dtype) if code == 1 else _highest(dtype))
 
     @cuda.jit
     def reduce_kernel(out, x, nred, scale, kshape, kstrides, rshape, rstrides):
         """out[blockIdx.x] = sum / max / min (``code``; * ``scale`` for mean) over the nred reduced cells
         of kept index blockIdx.x. Grid = number of outputs, ``threads`` (THREADS) per block; thread t
-        folds t, t + threads, ... into a float64 register, then a tree in a ``threads``-slot float64
-        shared array; each input cell read once, thread 0 writes the output."""
-        sh = cuda.shared.array(threads, numba.float64)
+        folds t, t + threads, ... into a register of the input dtype, then a tree in a ``threads``-slot
+        shared array of that dtype; each input cell read once, thread 0 writes the output."""
+        sh = cuda.shared.array(threads, acct)
         tid = cuda.threadIdx.x
         base = offset_of(cuda.blockIdx.x, kshape, kstrides)
         acc = init
@@ -69,18 +91,21 @@ def _reduce_kernel(code: int, threads: int):
 
 
 @functools.lru_cache(maxsize=None)
-def _argmax_kernel(threads: int):
+def _argmax_kernel(threads: int, dtype):
+    nbt = nb_dtype(dtype)
+    lowest = _lowest(dtype)
+
     @cuda.jit
     def argmax_kernel(out, x, nred, kshape, kstrides, rstride):
         """out[blockIdx.x] = index of the first maximum along the reduced axis (stride rstride).
         Grid = number of outputs, ``threads`` (THREADS) per block, thread t scans t, t + threads, ...;
-        (value, index) tree in ``threads``-slot float64 + int64 shared arrays (ties -> smallest
-        index); each input cell read once, thread 0 writes."""
-        shv = cuda.shared.array(threads, numba.float64)
+        (value, index) tree in ``threads``-slot shared arrays of the input dtype + int64 (ties ->
+        smallest index); each input cell read once, thread 0 writes."""
+        shv = cuda.shared.array(threads, nbt)
         shi = cuda.shared.array(threads, numba.int64)
         tid = cuda.threadIdx.x
         base = offset_of(cuda.blockIdx.x, kshape, kstrides)
-        best = -math.inf
+        best = lowest
         besti = nred  # sentinel: larger than any index
         r = tid
         while r < nred:
@@ -131,12 +156,15 @@ def reduce(op: str, x, axes=None, keepdims: bool = False):
     nout = int(np.prod(kshape, dtype=np.int64))
     nred = int(np.prod(rshape, dtype=np.int64))
     out_shape = tuple(1 if d in axes else x.shape[d] for d in range(x.ndim)) if keepdims else tuple(kshape)
-    y = cuda.device_array(out_shape, dtype=x.dtype)
+    y = device_array(out_shape, x.dtype)
     if nout:
-        scale = 1.0 / nred if op == "mean" else 1.0
-        kern = _reduce_kernel(_OPS[op], THREADS)
-        kern[nout, THREADS](y.reshape(nout), flat, nred, scale, pad(kshape, 1), pad(kst),
-                            pad(rshape, 1), pad(rst))
+        dt = np.dtype(x.dtype)
+        if op == "mean" and dt.kind != "f":
+            raise TypeError(f"mean of {dt.name} on cuda: cast to a float dtype first")
+        scale = dt.type(1.0 / nred if op == "mean" else 1)
+        kern = _reduce_kernel(_OPS[op], THREADS, dt)
+        launch(kern, nout, THREADS, y.reshape(nout), flat, nred, scale, pad(kshape, 1), pad(kst),
+               pad(rshape, 1), pad(rst))
     return y
 
 
@@ -146,8 +174,8 @@ def argmax(x, axis: int = -1, keepdims: bool = False):
     flat, kshape, kst, rshape, rst = _split(x, (axis,))
     nout = int(np.prod(kshape, dtype=np.int64))
     out_shape = tuple(1 if d == axis else x.shape[d] for d in range(x.ndim)) if keepdims else tuple(kshape)
-    y = cuda.device_array(out_shape, dtype=np.int64)
+    y = device_array(out_shape, np.int64)
     if nout:
-        _argmax_kernel(THREADS)[nout, THREADS](y.reshape(nout), flat, rshape[0], pad(kshape, 1),
-                                               pad(kst), rst[0])
+        launch(_argmax_kernel(THREADS, np.dtype(x.dtype)), nout, THREADS, y.reshape(nout), flat, rshape[0],
+               pad(kshape, 1), pad(kst), rst[0])
     return y

@@ -2,41 +2,46 @@
 
 Launch shape: one block of ``THREADS`` threads per row (grid = N).
 Memory plan: thread ``t`` handles columns ``t, t + THREADS, ...`` of its row; the row max
-and the row sums are tree reductions in a ``THREADS``-slot float64 shared array
+and the row sums are tree reductions in a ``THREADS``-slot shared array of the input dtype
 (``_util.block_max`` / ``block_sum``). Forward reads the row three times (max, sum, write
 pass: the row is hot in L1/L2) and writes it once; backward reads ``y``/``dy`` twice and
-writes once. Reductions accumulate in float64; results are stored in the input dtype.
+writes once. Kernels are compiled per dtype and compute in it (float32 rows in float32,
+float32 ``exp``/``log``; the guard checks there is no double-precision instruction).
 """
 from __future__ import annotations
 
 import functools
 import math
 
-import numba
+import numpy as np
 from numba import cuda
 
-from ._util import block_max, block_sum
+from ._util import block_max, block_sum, device_array, launch, nb_dtype
 
 THREADS = 128  # power of two
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(threads: int):
+def _kernels(threads: int, dtype):
+    nbt = nb_dtype(dtype)
+    F = np.dtype(dtype).type
+    zero, one, ninf = F(0), F(1), F(-math.inf)
+
     @cuda.jit
     def fwd(y, x, log):
         """y[row] = softmax (or, with ``log``, log-softmax) of x[row], row = blockIdx.x. Grid N,
         ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; row max and sum exp
-        are float64 block reductions in a ``threads``-slot shared array; x read three times, y
+        are block reductions in a ``threads``-slot shared array; x read three times, y
         written once."""
-        sh = cuda.shared.array(threads, numba.float64)
+        sh = cuda.shared.array(threads, nbt)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = x.shape[1]
-        m = -math.inf
+        m = ninf
         for j in range(tid, C, threads):
             m = max(m, x[row, j])
         m = block_max(sh, m, tid, threads)
-        s = 0.0
+        s = zero
         for j in range(tid, C, threads):
             s += math.exp(x[row, j] - m)
         s = block_sum(sh, s, tid, threads)
@@ -45,20 +50,20 @@ def _kernels(threads: int):
             for j in range(tid, C, threads):
                 y[row, j] = x[row, j] - shift
         else:
-            inv = 1.0 / s
+            inv = one / s
             for j in range(tid, C, threads):
                 y[row, j] = math.exp(x[row, j] - m) * inv
 
     @cuda.jit
     def bwd(dx, y, dy, log):
         """dx[row] = y * (dy - sum(dy * y)), or with ``log`` dy - exp(y) * sum(dy); row = blockIdx.x.
-        Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; one float64
+        Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; one
         block sum in a ``threads``-slot shared array; y, dy read twice, dx written once."""
-        sh = cuda.shared.array(threads, numba.float64)
+        sh = cuda.shared.array(threads, nbt)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = y.shape[1]
-        s = 0.0
+        s = zero
         for j in range(tid, C, threads):
             s += dy[row, j] if log else dy[row, j] * y[row, j]
         s = block_sum(sh, s, tid, threads)
@@ -72,16 +77,16 @@ def _kernels(threads: int):
 
 
 def _fwd(x, log: bool):
-    y = cuda.device_array(tuple(x.shape), dtype=x.dtype)
+    y = device_array(tuple(x.shape), x.dtype)
     if x.shape[0]:
-        _kernels(THREADS)[0][x.shape[0], THREADS](y, x, log)
+        launch(_kernels(THREADS, np.dtype(x.dtype))[0], x.shape[0], THREADS, y, x, log)
     return y
 
 
 def _bwd(y, dy, log: bool):
-    dx = cuda.device_array(tuple(y.shape), dtype=y.dtype)
+    dx = device_array(tuple(y.shape), y.dtype)
     if y.shape[0]:
-        _kernels(THREADS)[1][y.shape[0], THREADS](dx, y, dy, log)
+        launch(_kernels(THREADS, np.dtype(y.dtype))[1], y.shape[0], THREADS, dx, y, dy, log)
     return dx
 
 

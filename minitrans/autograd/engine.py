@@ -6,6 +6,14 @@ shape here (so ops never undo broadcasting themselves), and accumulated into lea
 rest of the graph is still being walked: data-parallel training starts its gradient
 all-reduce there). Saved arrays are freed after use unless ``retain_graph=True``.
 Callbacks queued with ``queue_callback`` during a backward run once it has finished.
+
+A leaf can have a gradient buffer (``set_grad_buffer``; the optimizers register their
+parameters' slices of a flat buffer): its gradient is then written into that buffer — one
+copy, as for any leaf, but into memory the optimizer updates with one launch — and later
+backward passes accumulate into it in place. First gradients bound for buffers are copied
+together at the end of backward (a few launches for all of them), except for a leaf with a
+post-accumulate hook, whose gradient is written at once so the hook sees it. Without a
+buffer a leaf's first gradient is a private copy and accumulation makes a new array.
 """
 from __future__ import annotations
 
@@ -83,10 +91,16 @@ def backward(tensor: Tensor, gradient=None, retain_graph: bool = False) -> None:
 
 
 def _backward(tensor: Tensor, g0, retain_graph: bool) -> None:
+    pending: list = []                        # first gradients waiting for their buffers
+    _walk(tensor, g0, retain_graph, pending)
+    _flush(pending, tensor._device)
+
+
+def _walk(tensor: Tensor, g0, retain_graph: bool, pending: list) -> None:
     dev = tensor._device
     with no_grad():
         if tensor._node is None:
-            _accumulate(tensor, g0, dev)
+            _accumulate(tensor, g0, dev, pending)
             return
         root = tensor._node
         deps = {root: 0}
@@ -148,7 +162,7 @@ def _backward(tensor: Tensor, g0, retain_graph: bool) -> None:
                     continue
                 if gi is None:
                     if not isinstance(p, Function):
-                        _leaf_edge_done(p, leaves, leaf_deps, dev)
+                        _leaf_edge_done(p, leaves, leaf_deps, dev, pending)
                     continue
                 if gi.shape != shape:
                     gi = _reduce(n, gi, shape)
@@ -165,16 +179,16 @@ def _backward(tensor: Tensor, g0, retain_graph: bool) -> None:
                     k = id(p)
                     prev = leaves.get(k)
                     leaves[k] = (p, gi if prev is None else prev[1] + gi)
-                    _leaf_edge_done(p, leaves, leaf_deps, dev)
+                    _leaf_edge_done(p, leaves, leaf_deps, dev, pending)
 
 
-def _leaf_edge_done(p: Tensor, leaves: dict, leaf_deps: dict, dev) -> None:
+def _leaf_edge_done(p: Tensor, leaves: dict, leaf_deps: dict, dev, pending: list) -> None:
     """One edge into leaf ``p`` was walked; after the last one its summed gradient is final."""
     k = id(p)
     c = leaf_deps[k] - 1
     leaf_deps[k] = c
     if c == 0 and k in leaves:
-        _accumulate(*leaves.pop(k), dev)
+        _accumulate(*leaves.pop(k), dev, pending)
 
 
 def _reduce(n: Function, gi, shape):
@@ -185,16 +199,69 @@ def _reduce(n: Function, gi, shape):
                            f"which does not broadcast to its input's shape {tuple(shape)}") from None
 
 
-def _accumulate(t: Tensor, g, dev) -> None:
+_GRAD_BUFFERS: dict = {}  # id(leaf) -> (weakref to the leaf, array its gradient is written into)
+
+
+def set_grad_buffer(t: Tensor, buf) -> None:
+    """Write ``t``'s future gradients into ``buf`` (an array of ``t``'s shape, dtype and device)."""
+    key = id(t)
+    old = _GRAD_BUFFERS.get(key)
+    if old is not None and old[0]() is t and old[1] is buf:
+        return
+    _GRAD_BUFFERS[key] = (weakref.ref(t, lambda _r, k=key: _GRAD_BUFFERS.pop(k, None)), buf)
+
+
+def _grad_buffer(t: Tensor, g):
+    e = _GRAD_BUFFERS.get(id(t))
+    if e is None or e[0]() is not t:
+        return None
+    buf = e[1]
+    if tuple(buf.shape) != tuple(g.shape) or buf.dtype != g.dtype or type(buf) is not type(g):
+        return None
+    return buf
+
+
+def _post_hooks(t: Tensor):
+    post = _POST_ACCUMULATE.get(id(t)) if _POST_ACCUMULATE else None
+    return post[1] if post is not None and post[0]() is t else None
+
+
+def _accumulate(t: Tensor, g, dev, pending: list) -> None:
+    """Add ``g`` into leaf ``t``'s ``.grad``; a first gradient bound for a buffer may wait in ``pending``."""
     if t._hooks:
         g = _run_hooks(t._hooks, g, dev)
+    buf = _grad_buffer(t, g)
+    post = _post_hooks(t)
     if t.grad is None:
-        # a gradient may be shared with other nodes (Add passes its gradient through to both
-        # inputs): each leaf gets its own copy so in-place edits of one .grad stay local
-        t.grad = Tensor._wrap(g.copy(), t._device)
+        if buf is not None and post is None:
+            pending.append((t, buf, g))      # copied with the others by _flush, at the end of backward
+            return
+        if buf is not None:
+            buf[...] = g
+            t.grad = Tensor._wrap(buf, t._device)
+        else:
+            # a gradient may be shared with other nodes (Add passes its gradient through to both
+            # inputs): each leaf gets its own copy so in-place edits of one .grad stay local
+            t.grad = Tensor._wrap(g.copy(), t._device)
+    elif buf is not None and t.grad._data is buf:
+        buf += g  # accumulate in place, into the optimizer's buffer
+        t.grad._vc[0] += 1
     else:
         t.grad = Tensor._wrap(t.grad._data + g, t._device)
-    post = _POST_ACCUMULATE.get(id(t)) if _POST_ACCUMULATE else None
-    if post is not None and post[0]() is t:
-        for h in list(post[1]):
+    if post is not None:
+        for h in list(post):
             h(t)
+
+
+def _flush(pending: list, dev) -> None:
+    """Write the first gradients that wait for their buffers: a few launches for all of them."""
+    if not pending:
+        return
+    xp = dev.backend
+    if len(pending) > 1 and hasattr(xp, "copy_many"):
+        xp.copy_many([b for _, b, _ in pending], [g for _, _, g in pending])
+    else:
+        for _, buf, g in pending:
+            buf[...] = g
+    for t, buf, _ in pending:
+        t.grad = Tensor._wrap(buf, t._device)

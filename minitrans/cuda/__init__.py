@@ -70,6 +70,9 @@ def synchronize() -> None:
         raise RuntimeError("minitrans.cuda.synchronize: no CUDA device is available")
     from numba import cuda
 
+    from ..kernels.cuda._util import counters
+
+    counters.syncs += 1
     cuda.synchronize()
 
 

@@ -1,7 +1,59 @@
-"""Adam and AdamW; the update runs as one fused kernel per parameter (``adam_step`` of the backend)."""
+"""Adam and AdamW over flat buffers: one fused kernel launch per step for all the parameters of
+a group that share a device and dtype (``adam_step`` of the backend: a Numba kernel on the CPU,
+a CUDA kernel on ``cuda``).
+
+On its first step for a set of parameters the optimizer packs them into one flat buffer per
+(group, device, dtype) — each parameter's ``.data`` becomes a view of its slice, and so do its
+``exp_avg`` / ``exp_avg_sq`` state and its gradient (the backward engine writes a registered
+parameter's gradient straight into its slice, see ``autograd.engine.set_grad_buffer``). The
+update is element-wise, so one launch over the buffer computes exactly what one launch per
+parameter did, and ``state_dict`` has the same per-parameter form as before. Whatever replaces
+a packed array (``load_state_dict``, assigning ``.data``, moving the model) is copied back into
+the buffer on the next step. Parameters whose step counts differ (one skipped a step with no
+gradient) are updated one launch each, on their slices.
+"""
 from __future__ import annotations
 
+import weakref
+
+from ..autograd import engine
 from .optimizer import Optimizer, _check_numbers
+
+_FLATS = weakref.WeakSet()  # the live flat buffers (clip_grad_norm_ looks for its gradients here)
+
+
+class _Flat:
+    """The flat buffers of one (group, device, dtype): params, grads, exp_avg, exp_avg_sq."""
+
+    def __init__(self, params, xp, dtype):
+        self.params = params
+        self.xp = xp
+        sizes = [p.numel() for p in params]
+        n = sum(sizes)
+        self.bufs = [xp.zeros((n,), dtype) for _ in range(4)]
+        self.views = [[] for _ in range(4)]
+        off = 0
+        for p, k in zip(params, sizes):
+            for buf, vs in zip(self.bufs, self.views):
+                vs.append(buf[off:off + k].reshape(p.shape))
+            off += k
+        _FLATS.add(self)
+
+    def sync(self, state) -> None:
+        """Point every parameter, gradient and state entry at its slice (copying what was replaced)."""
+        pv, gv, mv, vv = self.views
+        for i, p in enumerate(self.params):
+            if p._data is not pv[i]:
+                pv[i][...] = p._data
+                p._data = pv[i]
+            if p.grad._data is not gv[i]:
+                gv[i][...] = p.grad._data
+            engine.set_grad_buffer(p, gv[i])
+            st = state[p]
+            for key, view in (("exp_avg", mv[i]), ("exp_avg_sq", vv[i])):
+                if st[key] is not view:
+                    view[...] = st[key]
+                    st[key] = view
 
 
 class Adam(Optimizer):
@@ -19,26 +71,48 @@ class Adam(Optimizer):
             raise ValueError(f"{type(self).__name__}: invalid lr={lr}, betas={betas}, eps={eps} or "
                              f"weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self._flat: dict = {}
+
+    def _bucket(self, gi: int, params) -> _Flat:
+        p0 = params[0]
+        key = (gi, p0.device.type, p0._data.dtype.str, tuple(id(p) for p in params))
+        fl = self._flat.get(key)
+        if fl is None:
+            # a new set of parameters (first step, or another subset has gradients): new buffers
+            self._flat = {k: v for k, v in self._flat.items() if k[:3] != key[:3]}
+            fl = self._flat[key] = _Flat(params, p0.device.backend, p0._data.dtype)
+        return fl
 
     def step(self) -> None:
-        for group in self.param_groups:
+        for gi, group in enumerate(self.param_groups):
             b1, b2 = group["betas"]
+            buckets: dict = {}
+            seen = set()
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None or id(p) in seen:
                     continue
-                xp = p.device.backend
-                st = self.state.get(p)
-                if st is None:
-                    st = self.state[p] = {"step": 0, "exp_avg": xp.zeros(p.shape, p._data.dtype),
-                                          "exp_avg_sq": xp.zeros(p.shape, p._data.dtype)}
-                st["step"] += 1
-                if not p._data.flags.c_contiguous:  # the kernel updates a flat view in place
-                    p._data = xp.ascontiguousarray(p._data)
-                g = xp.ascontiguousarray(p.grad._data.astype(p._data.dtype, copy=False))
-                xp.adam_step(p._data.reshape(-1), g.reshape(-1), st["exp_avg"].reshape(-1),
-                             st["exp_avg_sq"].reshape(-1), group["lr"], b1, b2, group["eps"],
-                             group["weight_decay"], st["step"], self.decoupled)
-                p._vc[0] += 1
+                seen.add(id(p))
+                buckets.setdefault((p.device.type, p._data.dtype.str), []).append(p)
+                if p not in self.state:
+                    xp = p.device.backend
+                    self.state[p] = {"step": 0, "exp_avg": xp.zeros(p.shape, p._data.dtype),
+                                     "exp_avg_sq": xp.zeros(p.shape, p._data.dtype)}
+            for params in buckets.values():
+                fl = self._bucket(gi, params)
+                fl.sync(self.state)
+                steps = set()
+                for p in params:
+                    st = self.state[p]
+                    st["step"] += 1
+                    steps.add(st["step"])
+                    p._vc[0] += 1
+                args = (group["lr"], b1, b2, group["eps"], group["weight_decay"])
+                if len(steps) == 1:  # the usual case: one launch for the whole buffer
+                    fl.xp.adam_step(*fl.bufs, *args, steps.pop(), self.decoupled)
+                else:
+                    for i, p in enumerate(params):
+                        fl.xp.adam_step(*(v[i].reshape(-1) for v in fl.views), *args, self.state[p]["step"],
+                                        self.decoupled)
 
 
 class AdamW(Adam):

@@ -17,7 +17,7 @@ SMALL_TILES = {  # the simulator's cost is ~1-2 ms per simulated thread: keep th
     "reduce": dict(THREADS=2), "softmax": dict(THREADS=2), "cross_entropy": dict(THREADS=2),
     "layer_norm": dict(THREADS=2, COL_THREADS=4),
     "matmul": dict(TILE_M=8, TILE_N=8, TILE_K=4, MICRO_M=4, MICRO_N=4),
-    "attention": dict(BLOCK_Q=4, BLOCK_K=4, ROWDOT_THREADS=4),
+    "attention": dict(BLOCK_Q=4, BLOCK_K=4, ROWDOT_THREADS=4), "clip": dict(THREADS=4),
 }
 
 

@@ -14,6 +14,7 @@ import minitrans.nn as nn  # noqa: E402
 import minitrans.nn.functional as F  # noqa: E402
 from minitrans.backends.cuda import CUDABackend, CudaArray  # noqa: E402
 from minitrans.backends.cpu import CPUBackend  # noqa: E402
+from seq2seq_step import Seq2Seq, _batch, _forward_backward  # noqa: E402
 
 TOL = {np.float64: dict(rtol=1e-9, atol=1e-11), np.float32: dict(rtol=2e-5, atol=2e-6)}
 
@@ -279,36 +280,6 @@ def test_clip_grad_norm_stays_on_device():
 
 
 # ---------------------------------------------------------------------------- training step
-class Seq2Seq(nn.Module):
-    def __init__(self, vocab=7, d=8):
-        super().__init__()
-        self.src_emb = nn.Embedding(vocab, d)
-        self.tgt_emb = nn.Embedding(vocab, d)
-        self.tf = nn.Transformer(d_model=d, nhead=2, num_encoder_layers=1, num_decoder_layers=1,
-                                 dim_feedforward=16, dropout=0.0, batch_first=True)
-        self.out = nn.Linear(d, vocab)
-
-    def forward(self, src, tgt, src_kpm):
-        h = self.tf(self.src_emb(src), self.tgt_emb(tgt), src_key_padding_mask=src_kpm,
-                    memory_key_padding_mask=src_kpm, tgt_is_causal=True)
-        return self.out(h)
-
-
-def _batch():
-    src = np.array([[1, 2, 3, 4], [5, 6, 2, 0]])
-    tgt_in = np.array([[1, 3, 2], [4, 4, 1]])
-    tgt_out = np.array([[3, 2, 6], [4, 1, -100]])
-    kpm = src == 0
-    return src, tgt_in, tgt_out, kpm
-
-
-def _forward_backward(model, src, tgt_in, tgt_out, kpm):
-    logits = model(src, tgt_in, kpm)
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt_out.reshape(-1), label_smoothing=0.05)
-    loss.backward()
-    return loss
-
-
 def _spy_transfers(monkeypatch, calls):
     """Count every host<->device copy entry point of numba-cuda and of the backend.
 

@@ -33,21 +33,28 @@ Design
 * Dtype rules follow NumPy 2 (``np.result_type`` with weak Python scalars).
 * In-place operators (``+= -= *= /=``) write into the array's own memory (in the result
   dtype cast to the array's dtype); operands are assumed not to overlap the target.
+* Device memory comes from a caching pool (``pool``): after the first training step a
+  step allocates nothing from the driver and never waits for the device; the counters in
+  ``kernels/cuda/_util.counters`` (launches, driver allocations, pool hits, host waits) prove it.
 * Not supported (raise): negative-step slices, more than 6 dims in a kernel, ``~`` on
   non-bool arrays.
 """
 from __future__ import annotations
 
-from .array import CudaArray, from_numpy, to_numpy
-from .ops import (
+from . import pool
+
+pool.install()  # before the first allocation creates the CUDA context (a GPU only)
+
+from .array import CudaArray, from_numpy, to_numpy  # noqa: E402
+from .ops import (  # noqa: E402
     all_, amax, amin, any_, arange, argmax, argmin, asarray, ascontiguousarray, astype, clip, copy,
     empty, errstate, full, isfinite, logical_not, maximum, mean, minimum, ones, ones_like, power,
     sigmoid, sum_, where, zeros, zeros_like,
 )
-from .indexing import (
+from .indexing import (  # noqa: E402
     add_at, broadcast_to, concatenate, moveaxis, reshape, split_at, sum_to, transpose,
 )
-from .backend import (
+from .backend import (  # noqa: E402
     CUDABackend, adam_step, attention_backward, attention_forward, cross_entropy_backward,
     cross_entropy_forward, dropout_mask, layer_norm_backward, layer_norm_forward,
     log_softmax_backward, log_softmax_forward, matmul, softmax_backward, softmax_forward,

@@ -10,9 +10,8 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-from numba import cuda
 
-from ...kernels.cuda._util import simulated
+from ...kernels.cuda._util import counters, device_array, simulated
 
 _Scalar = (numbers.Number, np.generic)
 
@@ -37,7 +36,7 @@ def _view(d, off: int, shape, strides):
     if any(s < 0 for s in strides) or off < 0:
         raise NotImplementedError("negative strides are not supported on cuda")
     if _n(shape) == 0:
-        return cuda.device_array(shape, dtype=d.dtype)
+        return device_array(shape, d.dtype)
     item = d.dtype.itemsize
     bstrides = tuple(s * item for s in strides)
     if simulated():
@@ -309,7 +308,10 @@ def from_numpy(a) -> CudaArray:
     a = np.asarray(a)
     if not a.flags.c_contiguous:
         a = a.copy(order="C")
-    return CudaArray(cuda.to_device(a))
+    d = device_array(a.shape, a.dtype)  # pooled, like every device allocation of the backend
+    if a.size:
+        d.copy_to_device(a)
+    return CudaArray(d)
 
 
 def to_numpy(a) -> np.ndarray:
@@ -319,6 +321,7 @@ def to_numpy(a) -> np.ndarray:
     if a.size == 0:
         return np.empty(a.shape, a.dtype)
     c = a if a._is_c() else copy(a)
+    counters.syncs += 1  # the host waits for the device: the copy follows all queued work
     return np.asarray(c._d.copy_to_host()).reshape(a.shape)
 
 

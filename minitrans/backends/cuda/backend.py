@@ -13,7 +13,7 @@ from .array import CudaArray, from_numpy, to_numpy
 from .indexing import add_at, broadcast_to, concatenate, moveaxis, reshape, split_at, sum_to, transpose
 from .ops import (
     _dev, _shape_arg, _unary, all_, amax, amin, any_, arange, argmax, argmin, asarray,
-    ascontiguousarray, clip, copy, empty, errstate, full, isfinite, logical_not, maximum, minimum,
+    ascontiguousarray, astype, clip, copy, empty, errstate, full, isfinite, logical_not, maximum, minimum,
     ones, ones_like, power, sigmoid, sum_, where, zeros, zeros_like,
 )
 
@@ -28,7 +28,8 @@ def matmul(a, b) -> CudaArray:
     if A.shape[-1] != B.shape[-2]:
         raise ValueError(f"matmul: mismatch in core dimension ({A.shape} @ {B.shape})")
     np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    c = CudaArray(K.matmul(A._d, B._d))
+    rt = np.result_type(A.dtype, B.dtype)  # the kernel is compiled per dtype: one dtype in
+    c = CudaArray(K.matmul(astype(A, rt, False)._d, astype(B, rt, False)._d))
     if a.ndim == 1 and b.ndim == 1:
         return c.reshape(())
     if a.ndim == 1:
@@ -39,8 +40,14 @@ def matmul(a, b) -> CudaArray:
 
 
 # ---------------------------------------------------------------- fused kernels
-def _u(x):
-    return None if x is None else _dev(x)._d
+def _u(x, dtype=None):
+    """The C-contiguous device array of ``x`` (in ``dtype`` if given) for a fused kernel: the
+    fused kernels are compiled for C-contiguous operands of one float dtype (no copy when
+    ``x`` already is one)."""
+    if x is None:
+        return None
+    x = ascontiguousarray(_dev(x))
+    return (x if dtype is None else astype(x, dtype, False))._d
 
 
 def _w(d):
@@ -52,7 +59,7 @@ def softmax_forward(x):
 
 
 def softmax_backward(y, dy):
-    return _w(K.softmax_backward(_u(y), _u(dy)))
+    return _w(K.softmax_backward(_u(y), _u(dy, _dev(y).dtype)))
 
 
 def log_softmax_forward(x):
@@ -60,40 +67,77 @@ def log_softmax_forward(x):
 
 
 def log_softmax_backward(y, dy):
-    return _w(K.log_softmax_backward(_u(y), _u(dy)))
+    return _w(K.log_softmax_backward(_u(y), _u(dy, _dev(y).dtype)))
 
 
 def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
-    loss, lse = K.cross_entropy_forward(_u(logits), _u(target), ignore_index, label_smoothing)
+    loss, lse = K.cross_entropy_forward(_u(logits), _u(target, np.int64), ignore_index, label_smoothing)
     return _w(loss), _w(lse)
 
 
 def cross_entropy_backward(logits, target, lse, dloss, ignore_index, label_smoothing):
-    return _w(K.cross_entropy_backward(_u(logits), _u(target), _u(lse), _u(ascontiguousarray(dloss)),
+    dt = _dev(logits).dtype
+    return _w(K.cross_entropy_backward(_u(logits), _u(target, np.int64), _u(lse, dt), _u(dloss, dt),
                                        ignore_index, label_smoothing))
 
 
 def layer_norm_forward(x, weight, bias, eps):
-    return tuple(_w(r) for r in K.layer_norm_forward(_u(x), _u(weight), _u(bias), eps))
+    dt = _dev(x).dtype
+    return tuple(_w(r) for r in K.layer_norm_forward(_u(x), _u(weight, dt), _u(bias, dt), eps))
 
 
 def layer_norm_backward(dy, x, weight, mean, rstd):
-    return tuple(_w(r) for r in K.layer_norm_backward(_u(dy), _u(x), _u(weight), _u(mean), _u(rstd)))
+    dt = _dev(x).dtype
+    return tuple(_w(r) for r in K.layer_norm_backward(_u(dy, dt), _u(x), _u(weight, dt), _u(mean, dt),
+                                                       _u(rstd, dt)))
+
+
+def _bias(bias, dtype):
+    """An attention bias in the kernel dtype, strides kept (a broadcast mask stays stride 0)."""
+    if bias is None:
+        return None
+    b = _dev(bias)
+    return (b if b.dtype == dtype else astype(b, dtype))._d
 
 
 def attention_forward(q, k, v, bias, is_causal, scale):
-    o, lse = K.attention_forward(_u(q), _u(k), _u(v), _u(bias), is_causal, scale)
+    dt = _dev(q).dtype
+    o, lse = K.attention_forward(_u(q), _u(k, dt), _u(v, dt), _bias(bias, dt), is_causal, scale)
     return _w(o), _w(lse)
 
 
 def attention_backward(q, k, v, o, lse, do, bias, is_causal, scale):
-    return tuple(_w(r) for r in K.attention_backward(_u(q), _u(k), _u(v), _u(o), _u(lse), _u(do), _u(bias),
-                                                      is_causal, scale))
+    dt = _dev(q).dtype
+    return tuple(_w(r) for r in K.attention_backward(_u(q), _u(k, dt), _u(v, dt), _u(o, dt), _u(lse, dt),
+                                                      _u(do, dt), _bias(bias, dt), is_causal, scale))
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
-    K.adam_step(_u(param), _u(grad), _u(exp_avg), _u(exp_avg_sq), lr, beta1, beta2, eps, weight_decay,
-                step, decoupled)
+    dt = _dev(param).dtype  # updated in place: the state arrays are used as they are
+    K.adam_step(_dev(param)._d, _u(grad, dt), _dev(exp_avg)._d, _dev(exp_avg_sq)._d, lr, beta1, beta2, eps,
+                weight_decay, step, decoupled)
+
+
+def copy_many(dsts, srcs) -> None:
+    """CUDA only: ``d[...] = s`` for every pair, up to ``MANY`` pairs per launch (pairs of one dtype
+    together; a pair that is not two C-contiguous arrays of one shape and dtype is copied alone)."""
+    groups: dict = {}
+    for d, s in zip(dsts, srcs):
+        d, s = _dev(d), _dev(s)
+        if d._is_c() and s._is_c() and d.shape == s.shape and d.dtype == s.dtype and d.dtype.kind == "f":
+            groups.setdefault(d.dtype, ([], []))
+            groups[d.dtype][0].append(d._d)
+            groups[d.dtype][1].append(s._d)
+        else:
+            d[...] = s
+    for ds, ss in groups.values():
+        KA.copy_many(ds, ss)
+
+
+def clip_grad_norm_flat(buf, max_norm, norm_type):
+    """CUDA only: clip the flat gradient buffer ``buf`` in place in one launch; the norm stays
+    on the device (see kernels/cuda/clip.py)."""
+    return _w(K.clip_grad_norm(_dev(buf)._d, max_norm, norm_type))
 
 
 def dropout_mask(shape, p, seed, dtype):
@@ -170,4 +214,6 @@ class CUDABackend:
     attention_forward = staticmethod(attention_forward)
     attention_backward = staticmethod(attention_backward)
     adam_step = staticmethod(adam_step)
+    clip_grad_norm_flat = staticmethod(clip_grad_norm_flat)
+    copy_many = staticmethod(copy_many)
     dropout_mask = staticmethod(dropout_mask)

@@ -6,10 +6,9 @@ index arrays go through ``kernels/cuda/array.py`` (``index_linear`` then ``gathe
 from __future__ import annotations
 
 import numpy as np
-from numba import cuda
 
 from ...kernels.cuda import array as KA
-from ...kernels.cuda._util import MAX_DIMS, broadcast_strides
+from ...kernels.cuda._util import MAX_DIMS, broadcast_strides, device_array
 from ..cpu import _sum_to
 from .array import CudaArray, _c_strides, _n, _Scalar, _view, from_numpy, to_numpy
 from .ops import _binary, _const, _dev, _norm_scalar, _shape_arg, astype
@@ -59,7 +58,7 @@ def concatenate(arrays, axis=0) -> CudaArray:
     dtype = np.result_type(*[x.dtype for x in arrays])
     shape = list(ref)
     shape[axis] = int(np.sum([x.shape[axis] for x in arrays]))
-    out = CudaArray(cuda.device_array(tuple(shape), dtype=dtype))
+    out = CudaArray(device_array(tuple(shape), dtype))
     cst = out._st
     start = 0
     for x in arrays:
@@ -201,7 +200,7 @@ def _getitem(a: CudaArray, idx) -> CudaArray:
         return a._v(plan[1], plan[2], plan[3])
     _, lin, shape, xs, ls = plan
     if a.size == 0 or _n(shape) == 0:
-        return CudaArray(cuda.device_array(tuple(shape), dtype=a.dtype))
+        return CudaArray(device_array(tuple(shape), a.dtype))
     return CudaArray(KA.gather(_flat_all(a), lin, shape, xs, ls, a.dtype))
 
 

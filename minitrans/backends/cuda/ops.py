@@ -10,10 +10,9 @@ import contextlib
 import math
 
 import numpy as np
-from numba import cuda
-
 from ...kernels import cuda as K
 from ...kernels.cuda import array as KA
+from ...kernels.cuda._util import device_array, simulated
 from .array import CudaArray, _Scalar, from_numpy
 
 _FLOAT_FUNCS = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid"})
@@ -101,7 +100,7 @@ def _binary(op, a, b) -> CudaArray:
     else:
         dtype = rt
     da, db = _operand(a, rt), _operand(b, rt)
-    out = cuda.device_array(shape, dtype=dtype)
+    out = device_array(shape, dtype)
     K.binary(op, da, db, out=out)
     return CudaArray(out)
 
@@ -114,7 +113,32 @@ def _logical(op, a, b) -> CudaArray:
     return CudaArray(KA.logical_binary(op, _operand(a, np.bool_), _operand(b, np.bool_)))
 
 
+def _extent(d):
+    """[first, last] byte address a device array can touch."""
+    if simulated():
+        ptr = d._ary.__array_interface__["data"][0]
+    else:
+        ptr = d.__cuda_array_interface__["data"][0]
+    span = sum((n - 1) * st for n, st in zip(d.shape, d.strides)) if d.size else 0
+    return ptr, ptr + span + d.dtype.itemsize - 1
+
+
+def _may_overlap(a, b) -> bool:
+    """Whether two device arrays may share memory (their address ranges intersect)."""
+    (a0, a1), (b0, b1) = _extent(a), _extent(b)
+    return a0 <= b1 and b0 <= a1
+
+
 def _inplace(op, self: CudaArray, o) -> CudaArray:
+    o = _norm_scalar(o)
+    if self._is_c() and isinstance(o, (CudaArray,) + _Scalar) and op not in _COMPARE and \
+            not (isinstance(o, CudaArray) and _may_overlap(self._d, o._d)):
+        rt = np.result_type(self.dtype, _dt(o))
+        if rt == self.dtype and not (op == "div" and rt.kind in "biu") and \
+                np.broadcast_shapes(self.shape, _shape_of(o)) == self.shape:
+            # one launch writing straight into self (each cell read, then written, by one thread)
+            K.binary(op, self._d, _operand(o, rt), out=self._d)
+            return self
     r = _binary(op, self, o)
     if r.shape != self.shape:
         raise ValueError(f"non-broadcastable output operand with shape {self.shape} doesn't match the "
@@ -146,7 +170,7 @@ def where(cond, a, b) -> CudaArray:
     dc = _operand(cond, np.bool_)
     if np.dtype(dc.dtype) != np.bool_:
         dc = _binary("ne", CudaArray(dc), 0)._d
-    out = cuda.device_array(shape, dtype=rt)
+    out = device_array(shape, rt)
     K.where(dc, _operand(a, rt), _operand(b, rt), out=out)
     return CudaArray(out)
 
@@ -185,7 +209,7 @@ def astype(a, dtype, copy_: bool = True) -> CudaArray:
         return copy(a) if copy_ else a
     if dtype == np.bool_:
         return _binary("ne", a, 0)
-    out = cuda.device_array(a.shape, dtype=dtype)
+    out = device_array(a.shape, dtype)
     K.unary("identity", a._d, out=out)
     return CudaArray(out)
 
@@ -193,7 +217,7 @@ def astype(a, dtype, copy_: bool = True) -> CudaArray:
 def copy(a) -> CudaArray:
     """A fresh C-contiguous copy (on the device)."""
     a = _dev(a)
-    out = cuda.device_array(a.shape, dtype=a.dtype)
+    out = device_array(a.shape, a.dtype)
     if a.size:
         KA.copy_into(out, a._d)
     return CudaArray(out)
@@ -238,7 +262,7 @@ def ones(shape, dtype=float) -> CudaArray:
 
 
 def empty(shape, dtype=float) -> CudaArray:
-    return CudaArray(cuda.device_array(_shape_arg(shape), dtype=np.dtype(dtype)))
+    return CudaArray(device_array(_shape_arg(shape), np.dtype(dtype)))
 
 
 def zeros_like(a, dtype=None) -> CudaArray:
