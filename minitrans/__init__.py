@@ -58,6 +58,8 @@ __all__ = [
     "no_grad", "enable_grad", "inference_mode", "set_grad_enabled", "is_grad_enabled",
     # checkpoints (subpackages such as nn and optim are imported by name, as with torch)
     "save", "load", "get_kernels", "set_kernels",
+    # threads (torch.set_num_threads / get_num_threads), decided in minitrans.threads only
+    "set_num_threads", "get_num_threads", "num_threads", "set_threading_layer", "threading_layer",
 ]
 
 
