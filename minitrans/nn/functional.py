@@ -381,8 +381,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     ``attn_mask``: bool (True = take part, as PyTorch) or float (added to the scores),
     broadcastable to (..., Tq, Tk). ``is_causal`` keeps key j for query i iff j <= i.
     A fully masked row gives zeros (and zero gradients), never NaN. The arguments after
-    ``attn_mask`` are keyword-only: PyTorch orders them (dropout_p, is_causal, scale) and
-    the project's spec (is_causal, dropout_p, scale); keywords make both readings safe.
+    ``attn_mask`` are keyword-only: PyTorch orders them (dropout_p, is_causal, scale) and an
+    earlier minitrans API (is_causal, dropout_p, scale); keywords make both orders safe.
     ``fused=False`` runs the readable composed version (matmul → scale → mask → softmax → matmul).
     """
     for n, t in (("query", query), ("key", key), ("value", value)):
