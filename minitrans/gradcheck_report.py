@@ -137,7 +137,6 @@ def _ops():
     from minitrans.ops import attention as A, elementwise as E, linalg as L, nn as N, reduce as R, shape as S
 
     n34, b4, nc34 = In((3, 4)), In((4,)), In((3, 4), nc=True)
-    one = In((1,))
 
     def binary(kind_a="n", kind_b="n"):
         return [V(In((3, 4), kind_a), In((3, 4), kind_b)), V(In((3, 4), kind_a), In((4,), kind_b)),
