@@ -287,6 +287,7 @@ def main(argv=None) -> int:
                    help="input shape for --target, once per input")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--list", action="store_true", help="list the cases and exclusions, run nothing")
+    p.add_argument("--progress", action="store_true", help="name each case on stderr as it finishes")
     a = p.parse_args(argv)
     if a.device not in ("cpu", "cuda"):
         p.error(f"--device must be cpu or cuda, got {a.device!r}")
@@ -314,6 +315,8 @@ def main(argv=None) -> int:
                 rows.append(Row(c.name, "-", a.device, status="n/a (needs a CUDA device to move to)"))
                 continue
             rows += run_case(c, a.device, a.fast, a.seed)
+            if a.progress:
+                print(f"{c.name}: {'pass' if all(r.ok for r in rows) else 'FAIL so far'}", file=sys.stderr, flush=True)
         for g in gaps:
             rows.append(Row(g, "-", a.device, ok=False, status="FAIL",
                             details=[f"{g}: no gradcheck case and no exclusion in minitrans/gradcheck_cases.py"]))
