@@ -1,264 +1,330 @@
-"""The benchmark suite: BENCHMARK.md workloads W1–W6, minitrans against PyTorch in the same run.
+"""The benchmark suite: BENCHMARK.md workloads W1–W6, minitrans against PyTorch (and JAX) measured fairly.
 
-W1 toy-LM training step (DecoderLM of seq2seq.py; the torch twin gets minitrans's initial weights
-through the state dict), W2 attention, W3 matmul, W4 softmax, W5 op overhead, W6 attention memory.
-W2/W4/W6 reuse bench_kernels_cpu.py and W5 bench_overhead.py. Both sides run with the same thread
-count and alternate repetition by repetition (A/B/A/B: the machine is shared and noisy); figures
-are medians; ratio = minitrans time / peer time (< 1: minitrans faster). Writes JSON and the
-section between ``<!-- bench:begin -->`` and ``<!-- bench:end -->`` of experiments/RESULTS.md.
+Every framework runs in its own process (``bench_worker.py``): two frameworks in one process slow
+each other through their thread pools, and the comparison is then a fiction. The sides take turns
+process by process (minitrans, torch, [jax], minitrans, torch, … over ``--rounds`` ≥ 3), each with
+the same thread settings (``--threads``: Numba, OpenBLAS, OpenMP, MKL and XLA all get the same
+count through the environment and each framework's own call); a figure is the median over rounds
+of each process's median after warm-up. W1 uses the same batches and the same initial weights on
+every side (the first minitrans process writes them, the others load them) and the first two
+losses are compared. Every table records the load average before and after and the GFLOP/s of a
+float32 2048³ NumPy GEMM measured in the same run (the machine's practical limit; W1/W2 rows give
+their FLOP count and the fraction of that peak they reach). ratio = minitrans time / peer time
+(< 1: minitrans faster). Writes JSON and the section between ``<!-- bench:begin -->`` and
+``<!-- bench:end -->`` of experiments/RESULTS.md (sweeps: ``<!-- sweep:begin/end -->`` and a PNG).
 
-    python experiments/bench.py --quick          # reduced set, under a minute
-    python experiments/bench.py --only W1,W3
-    python experiments/bench.py --profile-w1     # cProfile of 10 W1 steps -> results/w1_profile.txt
+    python experiments/bench.py --quick --rounds 1       # plumbing check, a minute
+    python experiments/bench.py --threads 2 --rounds 3   # the tables
+    python experiments/bench.py --threads 1 --rounds 3 --only W1,W3,W4,W5
+    python experiments/bench.py --sweep --rounds 3       # W1 over d_model and sequence, W2 over n
+    python experiments/bench.py --profile-w1             # cProfile of W1 steps -> results/w1_profile.txt
 """
 from __future__ import annotations
 
 import argparse
-import ctypes
 import datetime
+import importlib.metadata
+import importlib.util
 import json
-import math
 import os
 import platform
 import shlex
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-import numba
-import numpy as np
-from tqdm import tqdm
+import bench_worker as bw      # same directory: run as a script
 
-import minitrans as mt
-
-import bench_kernels_cpu as kern      # W2, W4, W6 (same directory: run as a script)
-import bench_overhead as ovh          # W5
-from seq2seq import DecoderLM, LMConfig, loss_fn
-
-try:
-    import torch
-except ImportError:                   # the `bench` extra is not installed: NumPy is the only peer
-    torch = None
-
+HERE = Path(__file__).resolve().parent
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+SWEEP_BEGIN, SWEEP_END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
 
 
-# --------------------------------------------------------------------------- machine and timing
-def _openblas_call(what: str, *args):
-    """Call ``openblas_{what}`` in the OpenBLAS that NumPy loaded (found in /proc/self/maps); None if absent."""
+# --------------------------------------------------------------------------- processes
+def available(fw: str) -> bool:
+    return fw in ("minitrans", "numpy") or importlib.util.find_spec(fw) is not None
+
+
+def run_process(fw: str, jobs: list, threads: int, layer: str, timeout: float = 1800) -> dict:
+    """One worker process: ``fw`` alone, ``threads`` threads, the given jobs in order."""
+    with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
+        jf, out = Path(tmp, "jobs.json"), Path(tmp, "out.json")
+        jf.write_text(json.dumps(jobs))
+        env = {**os.environ, **bw.thread_env(threads), "NUMBA_THREADING_LAYER": layer}
+        p = subprocess.run([sys.executable, str(HERE / "bench_worker.py"), "--framework", fw, "--threads",
+                            str(threads), "--jobs", str(jf), "--out", str(out)], env=env, capture_output=True,
+                           text=True, timeout=timeout)
+        if p.returncode != 0:
+            raise RuntimeError(f"the {fw} worker failed (exit {p.returncode}):\n{p.stderr[-3000:]}")
+        return json.loads(out.read_text())
+
+
+def race(jobs: dict, rounds: int, threads: int, layer: str, label: str) -> dict:
+    """Run each side's job list in its own process, the sides alternating (A, B, A, B, …) for ``rounds``
+    rounds. Returns {side: [per-job summary]} where a job's ``median_s`` is the median over rounds of the
+    per-process medians, and ``rounds`` keeps every process's result."""
+    per = {fw: [] for fw in jobs}
+    infos = {fw: [] for fw in jobs}
+    for r in range(rounds):
+        for fw, js in jobs.items():
+            t0 = time.perf_counter()
+            res = run_process(fw, js, threads, layer)
+            print(f"  {label} round {r + 1}/{rounds} {fw}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+            per[fw].append(res["results"])
+            infos[fw].append(res["info"])
+    out = {}
+    for fw, runs in per.items():
+        summary = []
+        for i in range(len(jobs[fw])):
+            procs = [run[i] for run in runs]
+            s = {k: v for k, v in procs[0].items() if k not in ("times", "median_s", "median_cpu_s")}
+            s["process_medians_s"] = [p["median_s"] for p in procs]
+            s["median_s"] = statistics.median(s["process_medians_s"])
+            cpu = [p.get("median_cpu_s") for p in procs]
+            s["median_cpu_s"] = statistics.median(cpu) if None not in cpu else None
+            for k in ("peak_rss_mib", "rss_start_mib", "peak_mib"):
+                if k in procs[0]:
+                    s[k] = statistics.median(p[k] for p in procs)
+            summary.append(s)
+        out[fw] = dict(jobs=summary, info=infos[fw][0])
+    return out
+
+
+# --------------------------------------------------------------------------- machine
+def _version(pkg: str):
     try:
-        libs = sorted({ln.split()[-1] for ln in open("/proc/self/maps") if "openblas" in ln.lower()})
-    except OSError:
+        return importlib.metadata.version(pkg)
+    except importlib.metadata.PackageNotFoundError:
         return None
-    for path in libs:
-        lib = ctypes.CDLL(path)
-        for sym in (f"scipy_openblas_{what}64_", f"openblas_{what}64_", f"openblas_{what}"):
-            if hasattr(lib, sym):
-                return getattr(lib, sym)(*args)
-    return None
 
 
-def set_threads(n: int) -> int:
-    """The same thread count for Numba, NumPy's OpenBLAS and torch (intra-op)."""
-    numba.set_num_threads(n)
-    _openblas_call("set_num_threads", n)
-    if torch is not None:
-        torch.set_num_threads(n)
-    return n
+def gemm_gflops(threads: int, layer: str, n: int = 2048) -> float:
+    """GFLOP/s of a float32 n³ NumPy GEMM in its own process: the machine's practical peak right now."""
+    job = dict(workload="gemm", n=n, seed=0, warmup=2, reps=5)
+    res = run_process("numpy", [job], threads, layer)["results"][0]
+    return 2 * n ** 3 / res["median_s"] / 1e9
 
 
-def machine_info(threads: int) -> dict:
+def machine_info(threads: int, layer: str) -> dict:
     model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                  platform.processor() or platform.machine())
-    return dict(cpu=model, cores=os.cpu_count(), threads=threads, numba_threads=numba.get_num_threads(),
-                openblas_threads=_openblas_call("get_num_threads"),
-                torch_threads=torch.get_num_threads() if torch else None,
-                python=platform.python_version(), numpy=np.__version__, numba=numba.__version__,
-                torch=getattr(torch, "__version__", None), minitrans=mt.__version__,
-                date=datetime.datetime.now().isoformat(timespec="seconds"),
-                loadavg=" ".join(f"{x:.2f}" for x in os.getloadavg()),
-                command="python " + shlex.join(sys.argv))
+    return dict(cpu=model, cores=os.cpu_count(), threads=threads, numba_layer=layer,
+                python=platform.python_version(), numpy=_version("numpy"), numba=_version("numba"),
+                torch=_version("torch"), jax=_version("jax"), minitrans=_version("minitrans"),
+                date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                command="python " + shlex.join([sys.argv[0].replace(str(HERE.parent) + os.sep, "")] + sys.argv[1:]))
 
 
-def interleave(sides: dict, warmup: int, reps: int, block: int = 1) -> dict:
-    """Seconds per call of each side, the sides taking turns (A/B/A/B) ``reps`` times after ``warmup``
-    untimed turns. With ``block`` > 1 a turn is ``block`` calls and its first call is not kept: it
-    absorbs the hand-over between thread pools (torch's OpenMP threads spin for a while after each
-    parallel region and slow down an OpenBLAS call that follows at once, and vice versa)."""
-    times = {name: [] for name in sides}
-    for r in range(warmup + reps):
-        for name, fn in sides.items():
-            for j in range(block):
-                t0 = time.perf_counter()
-                fn()
-                if r >= warmup and (j > 0 or block == 1):
-                    times[name].append(time.perf_counter() - t0)
-    return times
+def loadavg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def row(workload, case, metric, ours, peer_name=None, peer=None, ratio=None, note="") -> dict:
-    return dict(workload=workload, case=case, metric=metric, minitrans=ours, peer_name=peer_name,
-                peer=peer, ratio=ratio, note=note)
+# --------------------------------------------------------------------------- workloads
+def row(workload, case, metric, ours, peer_name=None, peer=None, ratio=None, note="", gflop=None,
+        ours_peak=None, peer_peak=None) -> dict:
+    return dict(workload=workload, case=case, metric=metric, minitrans=ours, peer_name=peer_name, peer=peer,
+                ratio=ratio, note=note, gflop=gflop, minitrans_peak_frac=ours_peak, peer_peak_frac=peer_peak)
 
 
-# --------------------------------------------------------------------------- W1 toy-LM step
-W1_CFG = LMConfig(vocab_size=64, d_model=128, nhead=4, num_layers=2, dim_feedforward=512, dropout=0.0, max_len=64)
-W1_BATCH, W1_SEQ = 32, 64
+def w1_job(tmp: str, seed: int, warmup: int, steps: int, d_model=128, seq=64, batch=32) -> dict:
+    """BENCHMARK.md's W1 (vocab 64, 4 heads, d_ff 4·d_model, 2 layers) at the given sizes."""
+    return dict(workload="W1", vocab=64, d_model=d_model, nhead=4, layers=2, dff=4 * d_model, seq=seq,
+                batch=batch, n_batches=4, seed=seed, warmup=warmup, steps=steps,
+                weights=str(Path(tmp, f"w1_d{d_model}_t{seq}_s{seed}.npz")))
 
 
-def torch_twin(model: DecoderLM):
-    """DecoderLM written with torch.nn (same state-dict keys), loaded with ``model``'s weights."""
-    nn, cfg = torch.nn, model.cfg
-
-    class TorchDecoderLM(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-            self.register_buffer("pe", torch.from_numpy(model.pos.pe.numpy().copy()), persistent=False)
-            layer = nn.TransformerEncoderLayer(cfg.d_model, cfg.nhead, cfg.dim_feedforward, cfg.dropout,
-                                               batch_first=True, norm_first=True)
-            self.blocks = nn.TransformerEncoder(layer, cfg.num_layers, nn.LayerNorm(cfg.d_model),
-                                                enable_nested_tensor=False)
-            self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
-
-        def forward(self, x):
-            T = x.shape[1]
-            h = self.embed(x) * math.sqrt(cfg.d_model) + self.pe[:T]          # (B, T, C)
-            mask = nn.Transformer.generate_square_subsequent_mask(T)
-            return self.head(self.blocks(h, mask=mask, is_causal=True))      # (B, T, vocab)
-
-    twin = TorchDecoderLM()
-    twin.load_state_dict({k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()})
-    return twin
+def _timed_rows(workload, cases, res, peers, peak, metric="ms", scale=1e3, note=""):
+    """One row per case and peer: medians (× scale), ratio, and for FLOP-counted jobs the fraction of peak."""
+    rows = []
+    ours = res["minitrans"]["jobs"]
+    for i, case in enumerate(cases):
+        o = ours[i]
+        fl = o.get("flops")
+        frac = (lambda s: fl / s / 1e9 / peak) if fl else (lambda s: None)
+        if not peers:
+            rows.append(row(workload, case, metric, o["median_s"] * scale, gflop=fl and fl / 1e9,
+                            ours_peak=frac(o["median_s"]), note=note))
+        for p in peers:
+            q = res[p]["jobs"][i]
+            cpu = note
+            if o.get("median_cpu_s") and q.get("median_cpu_s"):      # CPU time does not count waiting for a core
+                cpu = (f"{note}; " if note else "") + (f"CPU {o['median_cpu_s'] * scale:.3g} vs "
+                                                       f"{q['median_cpu_s'] * scale:.3g} (ratio "
+                                                       f"{o['median_cpu_s'] / q['median_cpu_s']:.2f})")
+            rows.append(row(workload, case, metric, o["median_s"] * scale, p, q["median_s"] * scale,
+                            o["median_s"] / q["median_s"], cpu, fl and fl / 1e9, frac(o["median_s"]),
+                            frac(q["median_s"])))
+    return rows
 
 
-def w1_steps(seed: int, n_batches: int = 8):
-    """Step functions (forward + backward + Adam step + zero_grad) returning the loss, per side."""
-    mt.manual_seed(seed)
-    model = DecoderLM(W1_CFG)
-    rng = np.random.default_rng(seed)
-    tokens = rng.integers(0, W1_CFG.vocab_size, (n_batches, W1_BATCH, W1_SEQ + 1))
-    xs, ys = tokens[:, :, :-1], tokens[:, :, 1:]         # next-token prediction
-    mx = [mt.tensor(x) for x in xs]
-    opt = mt.optim.Adam(model.parameters(), lr=1e-3)
-    it = {"minitrans": 0, "torch": 0}
-
-    def mt_step():
-        i = it["minitrans"] % n_batches
-        it["minitrans"] += 1
-        loss = loss_fn(model(mx[i]), ys[i], ignore_index=-100)
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        return loss
-
-    sides = {"minitrans": mt_step}
-    if torch is not None:
-        twin = torch_twin(model)
-        topt = torch.optim.Adam(twin.parameters(), lr=1e-3)
-        tx, ty = torch.from_numpy(xs.copy()), torch.from_numpy(ys.copy())
-
-        def torch_step():
-            i = it["torch"] % n_batches
-            it["torch"] += 1
-            loss = torch.nn.functional.cross_entropy(twin(tx[i]).reshape(-1, W1_CFG.vocab_size), ty[i].reshape(-1))
-            loss.backward()
-            topt.step()
-            topt.zero_grad()
-            return loss
-
-        sides["torch"] = torch_step
-    return sides
+def bench_w1(a, tmp, peak) -> tuple[list, dict]:
+    job = w1_job(tmp, a.seed, 3 if a.quick else 5, 8 if a.quick else 30)
+    sides = [fw for fw in ("minitrans", "torch", "jax") if available(fw)]
+    res = race({fw: [job] for fw in sides}, a.rounds, a.threads, a.layer, "W1")
+    case = f"B{job['batch']}xT{job['seq']}, d{job['d_model']}, 2 layers"
+    rows = _timed_rows("W1 toy-LM step", [case], res, sides[1:], peak, "ms/step")
+    tok = job["batch"] * job["seq"]
+    o = res["minitrans"]["jobs"][0]
+    for p in sides[1:]:
+        q = res[p]["jobs"][0]
+        rows.append(row("W1 toy-LM step", "throughput", "tokens/s", tok / o["median_s"], p, tok / q["median_s"],
+                        o["median_s"] / q["median_s"]))
+    if "torch" in sides:
+        q = res["torch"]["jobs"][0]
+        rows.append(row("W1 toy-LM step", "peak RSS of the process", "MiB", o["peak_rss_mib"], "torch",
+                        q["peak_rss_mib"], o["peak_rss_mib"] / q["peak_rss_mib"], "ru_maxrss, imports included"))
+        mo, mq = o["peak_rss_mib"] - o["rss_start_mib"], q["peak_rss_mib"] - q["rss_start_mib"]
+        rows.append(row("W1 toy-LM step", "peak RSS above the imported framework", "MiB", mo, "torch", mq, mo / mq,
+                        "model, data, optimizer state, activations"))
+    losses = {fw: res[fw]["jobs"][0]["losses"] for fw in sides}
+    check = {fw: dict(first=abs(losses[fw][0] - losses["minitrans"][0]), second=abs(losses[fw][1] - losses["minitrans"][1]))
+             for fw in sides[1:]}
+    return rows, dict(job=job, results=res, losses=losses, check=check, tol=1e-4,
+                      ok=all(c["first"] <= 1e-4 for c in check.values()))
 
 
-def bench_w1(warmup: int, steps: int, seed: int) -> tuple[list, dict]:
-    sides = w1_steps(seed)
-    # the check: the first two steps on both sides (before and after one Adam update) give the same loss
-    losses = {name: [float(fn().item()) for _ in range(2)] for name, fn in sides.items()}
-    times = interleave(sides, max(warmup - 2, 0), steps)
-    ms = {k: statistics.median(v) * 1e3 for k, v in times.items()}
-    tok = W1_BATCH * W1_SEQ
-    raw = dict(warmup=warmup, steps=steps, batch=W1_BATCH, seq=W1_SEQ, losses=losses, step_ms=times)
-    rows = [row("W1 toy-LM step", f"B{W1_BATCH}xT{W1_SEQ}, 2 layers", "ms/step", ms["minitrans"])]
-    if "torch" in ms:
-        d0, d1 = (abs(losses["minitrans"][i] - losses["torch"][i]) for i in range(2))
-        raw["check"] = dict(first_loss_abs_diff=d0, second_loss_abs_diff=d1, tol=1e-4, ok=d0 <= 1e-4)
-        r = ms["minitrans"] / ms["torch"]
-        rows = [row("W1 toy-LM step", f"B{W1_BATCH}xT{W1_SEQ}, 2 layers", "ms/step", ms["minitrans"], "torch",
-                    ms["torch"], r),
-                row("W1 toy-LM step", "throughput", "tokens/s", tok / ms["minitrans"] * 1e3, "torch",
-                    tok / ms["torch"] * 1e3, r)]
-    else:
-        rows.append(row("W1 toy-LM step", "throughput", "tokens/s", tok / ms["minitrans"] * 1e3))
-    return rows, raw
+def bench_w2(a, tmp, peak, ns=None, both=True, memory=True, label="W2") -> tuple[list, dict]:
+    ns = ns or ([512] if a.quick else [512, 2048, 8192])
+    cases = [(n, c) for n in ns for c in ((False, True) if both else (False,))]
+    jobs = [dict(workload="W2", n=n, heads=8, d=64, causal=c, seed=a.seed, warmup=1,
+                 reps=2 if n >= 8192 else 5, memory=memory) for n, c in cases]
+    sides = ["minitrans"] + (["torch"] if available("torch") else [])
+    res = race({fw: jobs for fw in sides}, a.rounds, a.threads, a.layer, label)
+    names = [f"n={n} {'causal' if c else 'full'}" for n, c in cases]
+    rows = _timed_rows("W2 attention", names, res, sides[1:], peak, "ms fwd+bwd", note="B1 H8 d64")
+    if memory:
+        for name, (n, c), o in zip(names, cases, res["minitrans"]["jobs"]):
+            rows.append(row("W2 attention", name, "peak MiB above inputs", o["peak_mib"],
+                            note=f"B1 H8 d64; an n^2 f32 score matrix per head: {4 * n * n / 2**20:.0f} MiB"))
+    return rows, dict(jobs=jobs, results=res)
 
 
-# --------------------------------------------------------------------------- W2..W6
-def bench_w2(ns, reps: int, rng) -> tuple[list, list]:
-    raw = kern.bench_w2(ns, reps, rng)
-    peer = "torch sdpa" if torch is not None else "numpy reference"
-    rows = [row("W2 attention", f"n={r['n']} {'causal' if r['causal'] else 'full'}", "ms fwd+bwd", r["ms"],
-                peer, r["peer_ms"], r["ratio"], "B1 H8 d64") for r in raw]
-    for n in ns:          # peak memory above the inputs (torch's allocations are invisible to tracemalloc)
-        for causal in (False, True):
-            mib, _ = kern.peak_memory(n, 8, causal, rng)
-            rows.append(row("W2 attention", f"n={n} {'causal' if causal else 'full'}", "peak MiB above inputs",
-                            mib, note=f"B1 H8 d64; an n^2 f32 score matrix per head: {4 * n * n / 2**20:.0f} MiB"))
-    return rows, raw
+def bench_w3(a, tmp, peak) -> tuple[list, dict]:
+    ns = [256, 1024] if a.quick else [256, 1024, 4096]
+    jobs = [dict(workload="W3", n=n, seed=a.seed, warmup=2, reps=15 if n <= 256 else 5 if n <= 1024 else 3)
+            for n in ns]
+    sides = ["minitrans", "numpy"] + (["torch"] if available("torch") else [])
+    res = race({fw: jobs for fw in sides}, a.rounds, a.threads, a.layer, "W3")
+    rows = []
+    for i, n in enumerate(ns):
+        gf = {fw: 2 * n ** 3 / res[fw]["jobs"][i]["median_s"] / 1e9 for fw in sides}
+        for p in sides[1:]:
+            rows.append(row("W3 matmul", f"n={n}", "GFLOP/s", gf["minitrans"], p, gf[p], gf[p] / gf["minitrans"],
+                            "mt: a @ b incl. Tensor overhead", 2 * n ** 3 / 1e9, gf["minitrans"] / peak, gf[p] / peak))
+    return rows, dict(jobs=jobs, results=res)
 
 
-def bench_w3(ns, rng) -> tuple[list, list]:
-    rows, raw = [], []
-    for n in tqdm(ns, desc="W3 matmul", leave=False):
-        a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
-        ma, mb = mt.tensor(a), mt.tensor(b)
-        sides = {"minitrans": lambda: ma @ mb, "numpy": lambda: a @ b}
-        if torch is not None:
-            ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-            sides["torch"] = lambda: ta @ tb
-        reps = 15 if n <= 256 else 5 if n <= 1024 else 3
-        times = interleave(sides, 1, reps, block=3 if n <= 1024 else 2)
-        gf = {k: 2 * n ** 3 / statistics.median(v) / 1e9 for k, v in times.items()}
-        raw.append(dict(n=n, reps=reps, gflops=gf, times_s=times))
-        for peer in [k for k in gf if k != "minitrans"]:
-            rows.append(row("W3 matmul", f"n={n}", "GFLOP/s", gf["minitrans"], peer, gf[peer],
-                            gf[peer] / gf["minitrans"], "mt: a @ b incl. Tensor overhead"))
-    return rows, raw
+def bench_w4(a, tmp, peak) -> tuple[list, dict]:
+    n = 2048 if a.quick else 4096
+    job = dict(workload="W4", n=n, seed=a.seed, warmup=1, reps=5 if a.quick else 7)
+    res = race({fw: [job] for fw in ("minitrans", "torch") if available(fw)}, a.rounds, a.threads, a.layer, "W4")
+    o = res["minitrans"]["jobs"][0]
+    gb = o["bytes"] / 1e9
+    if "torch" not in res:
+        return [row("W4 softmax", f"{n}x{n} fwd+bwd", "GB/s", gb / o["median_s"])], dict(job=job, results=res)
+    q = res["torch"]["jobs"][0]
+    return [row("W4 softmax", f"{n}x{n} fwd+bwd", "GB/s", gb / o["median_s"], "torch", gb / q["median_s"],
+                o["median_s"] / q["median_s"], f"{o['median_s'] * 1e3:.1f} ms vs {q['median_s'] * 1e3:.1f} ms")], \
+        dict(job=job, results=res)
 
 
-def bench_w4(n: int, reps: int, rng) -> tuple[list, dict]:
-    r = kern.bench_w4(reps, rng, n)
-    peer = "torch" if torch is not None else "numpy reference"
-    return [row("W4 softmax", f"{n}x{n} fwd+bwd", "GB/s", r["gb_s"], peer, r["peer_gb_s"], r["ratio"],
-                f"{r['ms']:.1f} ms vs {r['peer_ms']:.1f} ms")], r
+def bench_w5(a, tmp, peak) -> tuple[list, dict]:
+    job = dict(workload="W5", ops=1000, warmup=3 if a.quick else 5, reps=10 if a.quick else 30)
+    sides = [fw for fw in ("minitrans", "torch") if available(fw)]
+    res = race({fw: [job] for fw in sides}, a.rounds, a.threads, a.layer, "W5")
+    us = {fw: res[fw]["jobs"][0]["median_s"] / job["ops"] * 1e6 for fw in sides}
+    grads = {fw: res[fw]["jobs"][0]["grad"] for fw in sides}
+    if "torch" not in us:
+        return [row("W5 op overhead", "chain of 1000", "µs/op fwd+bwd", us["minitrans"])], dict(results=res)
+    return [row("W5 op overhead", "chain of 1000", "µs/op fwd+bwd", us["minitrans"], "torch", us["torch"],
+                us["minitrans"] / us["torch"], f"d(out)/dx: {grads['minitrans']:.6f} vs {grads['torch']:.6f}")], \
+        dict(job=job, results=res)
 
 
-def bench_w5(n_ops: int, warmup: int, repeats: int) -> tuple[list, dict]:
-    sides = {"minitrans": lambda: mt.tensor([1.5], requires_grad=True)}
-    if torch is not None:
-        sides["torch"] = lambda: torch.tensor([1.5], requires_grad=True)
-    times = ovh.time_interleaved(sides, n_ops, warmup, repeats)
-    us = {k: statistics.median(v) / n_ops * 1e6 for k, v in times.items()}
-    raw = dict(ops=n_ops, warmup=warmup, repeats=repeats, us_per_op=us, runs_s=times)
-    if torch is not None:
-        g = {k: ovh.final_grad(f, n_ops) for k, f in sides.items()}
-        raw["grad_check"] = g
-        return [row("W5 op overhead", f"chain of {n_ops}", "µs/op fwd+bwd", us["minitrans"], "torch", us["torch"],
-                    us["minitrans"] / us["torch"])], raw
-    return [row("W5 op overhead", f"chain of {n_ops}", "µs/op fwd+bwd", us["minitrans"])], raw
+def bench_w6(a, tmp, peak) -> tuple[list, dict]:
+    ns = [1024, 4096] if a.quick else [1024, 4096, 16384, 32768]
+    jobs = [dict(workload="W6", n=n, seed=a.seed) for n in ns]
+    res = race({"minitrans": jobs}, 1, a.threads, a.layer, "W6")      # a memory figure: one process is enough
+    rows, peaks = [], []
+    for n, o in zip(ns, res["minitrans"]["jobs"]):
+        peaks.append(o["peak_mib"])
+        rows.append(row("W6 attention memory", f"n={n}", "peak MiB", o["peak_mib"],
+                        note=f"{o['peak_mib'] * 2**20 / n:.0f} B/n; an n^2 f32 matrix: {4 * n * n / 2**20:.0f} MiB"))
+    import numpy as np
 
-
-def bench_w6(ns, rng) -> tuple[list, dict]:
-    raw = kern.bench_w6(ns, rng)
-    rows = [row("W6 attention memory", f"n={r['n']}", "peak MiB", r["peak_mib"],
-                note=f"{r['peak_bytes_per_n']:.0f} B/n; an n^2 f32 matrix: {r['n2_matrix_mib']:.0f} MiB")
-            for r in raw]
-    slope = float(np.polyfit(np.log([r["n"] for r in raw]), np.log([r["peak_mib"] for r in raw]), 1)[0])
-    rows.append(row("W6 attention memory", f"n={raw[0]['n']}..{raw[-1]['n']}", "log-log slope", slope,
+    slope = float(np.polyfit(np.log(ns), np.log(peaks), 1)[0])
+    rows.append(row("W6 attention memory", f"n={ns[0]}..{ns[-1]}", "log-log slope", slope,
                     note="1 = linear in n (tiled), 2 = quadratic"))
-    return rows, dict(rows=raw, loglog_slope=slope)
+    return rows, dict(results=res, loglog_slope=slope)
+
+
+BENCHES = {"W1": bench_w1, "W2": bench_w2, "W3": bench_w3, "W4": bench_w4, "W5": bench_w5, "W6": bench_w6}
+
+
+# --------------------------------------------------------------------------- sweeps
+SWEEP_D = (64, 128, 256, 512)
+SWEEP_T = (64, 128, 256, 512, 1024)
+SWEEP_N = (128, 256, 512, 1024, 2048, 4096, 8192)
+
+
+def sweeps(a, tmp, peak) -> tuple[list, dict]:
+    """W1 over d_model (T 64, batch 32) and over sequence length (d_model 128, batch·T = 2,048 tokens
+    held fixed, so each point is one step's worth of tokens), W2 over n (full, 8 heads): minitrans
+    against torch, each point's ratio and fraction of the GEMM peak."""
+    steps = dict(warmup=2, steps=5) if a.quick else dict(warmup=3, steps=10)
+    jobs = [w1_job(tmp, a.seed, d_model=d, **steps) for d in SWEEP_D]
+    jobs += [w1_job(tmp, a.seed, seq=t, batch=2048 // t, **steps) for t in SWEEP_T if t != 64]
+    sides = ["minitrans", "torch"]
+    res = race({fw: jobs for fw in sides}, a.rounds, a.threads, a.layer, "W1 sweep")
+    cases = [f"d{j['d_model']} T{j['seq']} B{j['batch']}" for j in jobs]
+    rows = _timed_rows("W1 sweep", cases, res, ["torch"], peak, "ms/step")
+    w2_rows, w2 = bench_w2(a, tmp, peak, ns=list(SWEEP_N), both=False, memory=False, label="W2 sweep")
+    for r in w2_rows:
+        r["workload"] = "W2 sweep"
+    return rows + w2_rows, dict(w1=dict(jobs=jobs, results=res), w2=w2)
+
+
+def plot_sweeps(rows: list, info: dict, path: Path) -> str | None:
+    sys.path.insert(0, str(HERE))
+    from common import _pyplot
+
+    plt = _pyplot()
+    if plt is None:
+        return None
+    groups = [("W1 sweep", "d", "W1 step vs d_model (T 64, B 32)", "d_model"),
+              ("W1 sweep", "T", "W1 step vs sequence (d 128, B·T 2048)", "sequence length T"),
+              ("W2 sweep", "n", "W2 attention fwd+bwd vs n (8 heads, d 64)", "n")]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.3))
+    for ax, (w, key, title, xlabel) in zip(axes, groups):
+        pts = [r for r in rows if r["workload"] == w]
+        if w == "W1 sweep":
+            pick = (lambda c: c.split()[1] == "T64") if key == "d" else (lambda c: c.split()[0] == "d128")
+            pts = [r for r in pts if pick(r["case"])]
+            xs = [int(r["case"].split()[0 if key == "d" else 1][1:]) for r in pts]
+        else:
+            xs = [int(r["case"].split()[0][2:]) for r in pts]
+        ax.plot(xs, [r["ratio"] for r in pts], "o-", label="time ratio minitrans / torch")
+        ax.plot(xs, [r["minitrans_peak_frac"] for r in pts], "s--", label="minitrans: fraction of GEMM peak")
+        ax.plot(xs, [r["peer_peak_frac"] for r in pts], "^:", label="torch: fraction of GEMM peak")
+        ax.axhline(1.0, color="grey", lw=0.8)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=10)
+    axes[0].set_ylabel("ratio (< 1: minitrans faster) / fraction of peak")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{info['threads']} thread(s) each side, separate processes, median of {info['rounds']} rounds; "
+                 f"GEMM peak {info['gemm_gflops']:.0f} GFLOP/s; load {info['load_before']} → {info['load_after']}",
+                 fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return str(path)
 
 
 # --------------------------------------------------------------------------- reporting
@@ -270,59 +336,81 @@ def _fmt(v) -> str:
     return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}" if abs(v) < 10 else f"{v:.1f}"
 
 
-def print_table(rows: list, info: dict) -> None:
-    print(f"\n{info['cpu']}, {info['cores']} cores, load average {info['loadavg']}; threads: minitrans/numba "
-          f"{info['numba_threads']}, OpenBLAS {info['openblas_threads']}, torch {info['torch_threads']}")
-    print(f"python {info['python']}, numpy {info['numpy']}, numba {info['numba']}, torch {info['torch']}, "
-          f"minitrans {info['minitrans']}; ratio = minitrans time / peer time (< 1: minitrans faster)\n")
-    head = f"{'workload':<20}{'case':<24}{'metric':<15}{'minitrans':>11}  {'peer':<16}{'peer val':>10}{'ratio':>7}"
-    print(head + "\n" + "-" * len(head))
+def _pct(v) -> str:
+    return "—" if v is None else f"{100 * v:.0f}%"
+
+
+def _header(info: dict) -> list[str]:
+    return [f"- command: `{info['command']}`, {info['date']}",
+            f"- machine: {info['cpu']}, {info['cores']} cores (os.cpu_count()), **shared with other jobs**: load "
+            f"average {info['load_before']} before, {info['load_after']} after; float32 2048³ NumPy GEMM in the "
+            f"same run: {info['gemm_before']:.0f} GFLOP/s before, {info['gemm_after']:.0f} after (peak used for "
+            f"the %-of-peak columns: {info['gemm_gflops']:.0f})",
+            f"- {info['threads']} thread(s) for every side (Numba, OpenBLAS, OpenMP/torch, XLA), Numba threading "
+            f"layer `{info['numba_layer']}`; versions: python {info['python']}, numpy {info['numpy']}, numba "
+            f"{info['numba']}, torch {info['torch']}, jax {info['jax']}, minitrans {info['minitrans']}",
+            f"- each framework in its own process, sides alternated over {info['rounds']} round(s), figure = median "
+            "of the per-process medians after warm-up; ratio = minitrans time / peer time (< 1: minitrans faster)"]
+
+
+def _table(rows: list) -> list[str]:
+    lines = ["| workload | case | metric | minitrans | peer | peer value | ratio | GFLOP | mt % of peak | "
+             "peer % of peak | note |", "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
     for r in rows:
-        print(f"{r['workload']:<20}{r['case']:<24}{r['metric']:<15}{_fmt(r['minitrans']):>11}  "
-              f"{r['peer_name'] or '—':<16}{_fmt(r['peer']):>10}{_fmt(r['ratio']):>7}")
+        lines.append(f"| {r['workload']} | {r['case']} | {r['metric']} | {_fmt(r['minitrans'])} | "
+                     f"{r['peer_name'] or '—'} | {_fmt(r['peer'])} | {_fmt(r['ratio'])} | {_fmt(r['gflop'])} | "
+                     f"{_pct(r['minitrans_peak_frac'])} | {_pct(r['peer_peak_frac'])} | {r['note']} |")
+    return lines
 
 
 def markdown(rows: list, info: dict, raw: dict) -> str:
+    lines = [f"<!-- bench:threads={info['threads']} -->", f"### {info['threads']} thread(s) on each side", ""]
+    lines += _header(info) + [""] + _table(rows)
     gpu = "not measured (no GPU in this session)"
-    lines = [f"<!-- bench:threads={info['threads']} -->", f"### {info['threads']} thread(s) on each side", "",
-             f"- command: `{info['command']}`, {info['date']}",
-             f"- machine: {info['cpu']}, {info['cores']} cores (os.cpu_count()); threads: minitrans/numba "
-             f"{info['numba_threads']}, OpenBLAS {info['openblas_threads']}, torch {info['torch_threads']}; "
-             f"load average at the end {info['loadavg']} (the machine is shared)",
-             f"- versions: python {info['python']}, numpy {info['numpy']}, numba {info['numba']}, "
-             f"torch {info['torch']}, minitrans {info['minitrans']}",
-             "- medians; minitrans and peer repetitions interleaved in the same process; "
-             "ratio = minitrans time / peer time (< 1: minitrans faster)", "",
-             "| workload | case | metric | minitrans | peer | peer value | ratio | note |",
-             "|---|---|---|---:|---|---:|---:|---|"]
-    for r in rows:
-        lines.append(f"| {r['workload']} | {r['case']} | {r['metric']} | {_fmt(r['minitrans'])} | "
-                     f"{r['peer_name'] or '—'} | {_fmt(r['peer'])} | {_fmt(r['ratio'])} | {r['note']} |")
     for w, what in (("W1 toy-LM step", "ms/step"), ("W2 attention", "ms fwd+bwd"),
                     ("W3 matmul", "GFLOP/s (n up to 8192, vs cuBLAS, TF32 off)"), ("W4 softmax", "GB/s")):
-        lines.append(f"| {w} | GPU | {what} | {gpu} | — | — | — | |")
-    chk = raw.get("W1", {}).get("check")
-    if chk:
-        lo = raw["W1"]["losses"]
-        lines += ["", f"W1 same model and init: first-step loss minitrans {lo['minitrans'][0]:.6f}, torch "
-                      f"{lo['torch'][0]:.6f} (|Δ| = {chk['first_loss_abs_diff']:.1e}, tol {chk['tol']:.0e}: "
-                      f"{'OK' if chk['ok'] else 'FAIL'}); after one Adam step |Δ| = {chk['second_loss_abs_diff']:.1e}."]
+        lines.append(f"| {w} | GPU | {what} | {gpu} | — | — | — | — | — | — | |")
+    w1 = raw.get("W1")
+    if w1 and w1["check"]:
+        lo = w1["losses"]
+        parts = [f"{fw} {lo[fw][0]:.6f} (|Δ| {c['first']:.1e}; after one Adam step {c['second']:.1e})"
+                 for fw, c in w1["check"].items()]
+        lines += ["", f"W1 same batches and initial weights on every side: first-step loss minitrans "
+                      f"{lo['minitrans'][0]:.6f}, " + ", ".join(parts) +
+                      f" — tolerance {w1['tol']:.0e}: {'OK' if w1['ok'] else 'FAIL'}."]
     return "\n".join(lines)
 
 
-def write_results_md(path: Path, block: str) -> None:
-    """Put ``block`` into the bench section of ``path``, replacing the block of the same thread count and
-    keeping the others (a run with --threads 1 and one with the default sit side by side)."""
+def sweep_markdown(rows: list, info: dict, png: str | None) -> str:
+    lines = [f"<!-- bench:threads={info['threads']} -->", f"### Sweeps, {info['threads']} thread(s) on each side", ""]
+    lines += _header(info) + ["- W1 over d_model: T 64, batch 32, d_ff 4·d_model, 4 heads, 2 layers; over T: "
+                              "d_model 128 and batch·T = 2,048 tokens; W2: full (non-causal), 8 heads, d 64", ""]
+    lines += _table(rows)
+    if png:
+        lines += ["", f"![sweeps]({Path(png).relative_to(HERE).as_posix()})"]
+    above = [f"{r['workload']} {r['case']} ({r['ratio']:.2f})" for r in rows if r["ratio"] and r["ratio"] > 1.0]
+    lines += ["", "Points above 1.0 (minitrans slower): " + (", ".join(above) if above else "none") + "."]
+    return "\n".join(lines)
+
+
+def print_rows(rows: list, info: dict) -> None:
+    print("\n".join(_header(info)))
+    print("\n".join(_table(rows)))
+
+
+def write_results_md(path: Path, block: str, begin: str = BEGIN, end: str = END,
+                     head: str = "## Benchmarks (BENCHMARK.md W1–W6)") -> None:
+    """Put ``block`` into the ``begin``…``end`` section of ``path``, replacing the block of the same thread
+    count and keeping the others (a run with --threads 1 and one with --threads 2 sit side by side)."""
     text = path.read_text() if path.exists() else "# Results\n"
     blocks, pre, post = {}, text.rstrip("\n") + "\n\n", "\n"
-    if BEGIN in text and END in text:
-        pre, rest = text.split(BEGIN, 1)
-        body, post = rest.split(END, 1)
+    if begin in text and end in text:
+        pre, rest = text.split(begin, 1)
+        body, post = rest.split(end, 1)
         for part in body.split("<!-- bench:threads=")[1:]:
             blocks[int(part.split(" ", 1)[0])] = "<!-- bench:threads=" + part.strip()
     blocks[int(block.split("=", 1)[1].split(" ", 1)[0])] = block
-    head = "## Benchmarks (BENCHMARK.md W1–W6)"
-    section = "\n\n".join([BEGIN, head] + [blocks[k] for k in sorted(blocks, reverse=True)] + [END])
+    section = "\n\n".join([begin, head] + [blocks[k] for k in sorted(blocks, reverse=True)] + [end])
     path.write_text(pre + section + post)
 
 
@@ -376,14 +464,17 @@ def profile_group(path: str, line: int, func: str) -> str:
     return "other"
 
 
-def profile_w1(step, n_steps: int, out: Path) -> dict:
+def profile_w1(step, n_steps: int, out: Path, a) -> dict:
     import cProfile
     import io
     import pstats
 
     for _ in range(3):     # warm-up: Numba compilation and Adam state allocation are not profiled
         step()
-    prof = cProfile.Profile()
+    # the CPU clock (all threads of this process) by default: on a shared machine wall time also counts
+    # the time spent waiting for a core, which cProfile would charge to whatever function was running
+    clock = time.process_time if a.profile_clock == "cpu" else time.perf_counter
+    prof = cProfile.Profile(clock)
     t0 = time.perf_counter()
     prof.enable()
     for _ in range(n_steps):
@@ -398,12 +489,12 @@ def profile_w1(step, n_steps: int, out: Path) -> dict:
     total = sum(groups.values())
     buf = io.StringIO()
     pstats.Stats(prof, stream=buf).sort_stats("tottime").print_stats(40)
-    info = machine_info(numba.get_num_threads())
+    info = machine_info(a.threads, a.layer)
     lines = [f"W1 toy-LM step profile (minitrans): cProfile of {n_steps} steps after 3 warm-up, sorted by tottime",
              f"command: {info['command']}  date: {info['date']}",
-             f"machine: {info['cpu']}, {info['cores']} cores, numba threads {info['numba_threads']}, "
-             f"load average {info['loadavg']}",
-             f"wall {wall / n_steps * 1e3:.1f} ms/step under the profiler; profiled total "
+             f"machine: {info['cpu']}, {info['cores']} cores, threads {a.threads} (layer {a.layer}), "
+             f"load average {loadavg()}",
+             f"wall {wall / n_steps * 1e3:.1f} ms/step under the profiler; profiled total ({a.profile_clock} clock) "
              f"{total / n_steps * 1e3:.1f} ms/step", "",
              f"{'group':<58}{'ms/step':>9}{'share':>8}"]
     for g, tt in sorted(groups.items(), key=lambda kv: -kv[1]):
@@ -419,51 +510,62 @@ def profile_w1(step, n_steps: int, out: Path) -> dict:
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="reduced set: under a minute")
+    ap.add_argument("--quick", action="store_true", help="reduced sizes and steps: a plumbing check")
     ap.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads, e.g. W1,W3")
-    ap.add_argument("--out", default="experiments/results/bench.json")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of alternating processes (>= 3 for a table)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every side")
+    ap.add_argument("--layer", default="workqueue", help="Numba threading layer for minitrans (see minitrans.threads)")
+    ap.add_argument("--sweep", action="store_true", help="the W1/W2 scaling sweeps instead of the W1-W6 tables")
+    ap.add_argument("--out", default="", help="JSON path; default experiments/results/bench[_sweep]_t<threads>.json")
     ap.add_argument("--results-md", default="experiments/RESULTS.md", help="'' to skip the Markdown")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=numba.get_num_threads(),
-                    help="threads for both sides (Numba, OpenBLAS, torch); default: Numba's count")
-    ap.add_argument("--profile-w1", action="store_true", help="cProfile W1 steps instead of benchmarking")
+    ap.add_argument("--profile-w1", action="store_true", help="cProfile W1 steps (in this process) instead")
     ap.add_argument("--profile-steps", type=int, default=10)
     ap.add_argument("--profile-out", default="experiments/results/w1_profile.txt")
-    args = ap.parse_args(argv)
-    threads = set_threads(args.threads)     # the same count on both sides
-    if args.profile_w1:
-        return profile_w1(w1_steps(args.seed)["minitrans"], args.profile_steps, Path(args.profile_out))
-    only = [w.strip().upper() for w in args.only.split(",")]
-    q = args.quick
-    rng = np.random.default_rng(args.seed)
-    jobs = {"W1": lambda: bench_w1(2 if q else 5, 8 if q else 30, args.seed),
-            "W2": lambda: bench_w2([512] if q else [512, 2048, 8192], 5 if q else 7, rng),
-            "W3": lambda: bench_w3([256, 1024] if q else [256, 1024, 4096], rng),
-            "W4": lambda: bench_w4(2048 if q else 4096, 5 if q else 7, rng),
-            "W5": lambda: bench_w5(1000, 3 if q else 5, 10 if q else 30),
-            "W6": lambda: bench_w6([1024, 4096] if q else [1024, 4096, 16384, 32768], rng)}
+    ap.add_argument("--profile-clock", choices=("cpu", "wall"), default="cpu",
+                    help="cProfile's clock: process CPU time (default; robust to a loaded machine) or wall")
+    a = ap.parse_args(argv)
+    if a.profile_w1:
+        import minitrans as mt
+
+        mt.set_threading_layer(a.layer)
+        mt.set_num_threads(a.threads)
+        with tempfile.TemporaryDirectory() as tmp:
+            step = bw.w1_minitrans(w1_job(tmp, a.seed, 0, 0), Path(tmp, "w.npz"))
+            return profile_w1(step, a.profile_steps, Path(a.profile_out), a)
+    only = [w.strip().upper() for w in a.only.split(",")]
+    info = machine_info(a.threads, a.layer)
+    info.update(rounds=a.rounds, load_before=loadavg())
+    info["gemm_before"] = gemm_gflops(a.threads, a.layer)
     rows, raw = [], {}
-    bar = tqdm([w for w in WORKLOADS if w in only], desc="workloads", unit="workload")
-    for w in bar:
-        bar.set_postfix_str(w)
-        r, raw[w] = jobs[w]()
-        rows += r
-    info = machine_info(threads)
-    print_table(rows, info)
-    chk = raw.get("W1", {}).get("check")
-    if chk:
-        lo = raw["W1"]["losses"]
-        print(f"\nW1 check (same model and init): first-step loss minitrans {lo['minitrans'][0]:.6f} torch "
-              f"{lo['torch'][0]:.6f} |Δ| {chk['first_loss_abs_diff']:.1e} (tol 1e-4) "
-              f"{'OK' if chk['ok'] else 'FAIL'}; after one Adam step |Δ| {chk['second_loss_abs_diff']:.1e}")
-    out = Path(args.out)
+    with tempfile.TemporaryDirectory(prefix="mt-bench-w-") as tmp:
+        if a.sweep:
+            rows, raw["sweeps"] = sweeps(a, tmp, info["gemm_before"])
+        else:
+            for w in [w for w in WORKLOADS if w in only]:
+                r, raw[w] = BENCHES[w](a, tmp, info["gemm_before"])
+                rows += r
+    info.update(load_after=loadavg(), gemm_after=gemm_gflops(a.threads, a.layer))
+    info["gemm_gflops"] = max(info["gemm_before"], info["gemm_after"])
+    for r in rows:                         # fractions against the better of the two GEMM figures
+        for k in ("minitrans_peak_frac", "peer_peak_frac"):
+            if r[k] is not None:
+                r[k] *= info["gemm_before"] / info["gemm_gflops"]
+    print_rows(rows, info)
+    kind = "bench_sweep" if a.sweep else "bench"
+    out = Path(a.out or HERE / "results" / f"{kind}_t{a.threads}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    result = dict(info=info, quick=q, rows=rows, raw=raw)
+    result = dict(info=info, quick=a.quick, rows=rows, raw=raw)
     out.write_text(json.dumps(result, indent=2, default=float))
     print(f"\nwrote {out}")
-    if args.results_md:
-        write_results_md(Path(args.results_md), markdown(rows, info, raw))
-        print(f"wrote the bench section of {args.results_md}")
+    if a.results_md:
+        if a.sweep:
+            png = plot_sweeps(rows, info, HERE / "results" / f"sweeps_t{a.threads}.png")
+            write_results_md(Path(a.results_md), sweep_markdown(rows, info, png), SWEEP_BEGIN, SWEEP_END,
+                             "## Scaling sweeps (W1 over d_model and sequence, W2 over n)")
+        else:
+            write_results_md(Path(a.results_md), markdown(rows, info, raw))
+        print(f"wrote {a.results_md}")
     return result
 
 

@@ -3,8 +3,11 @@
     python experiments/reverse.py                 # stops at >= 99% held-out exact match (or 6000 steps)
     python experiments/reverse.py --no-positional # the same model without positions: it cannot
     python experiments/reverse.py --resume        # continue the newest runs/reverse* from its checkpoint
+    mpiexec -n 2 python -m mpi4py experiments/reverse.py   # data-parallel over 2 ranks (docs/distributed.md)
 
-The run ends at the first of: the target (checked every --eval-every steps), the step budget,
+Under mpiexec every rank trains on its share of the same global --batch-size; only rank 0
+prints, shows progress and writes the run directory, and a run may resume on another number
+of ranks. The run ends at the first of: the target (checked every --eval-every steps), the step budget,
 the optional --time-limit; its last line says which, and warns when the target was missed.
 Ctrl-C finishes the current step, writes a checkpoint and prints the command that resumes.
 """
@@ -17,6 +20,7 @@ import sys
 import numpy as np
 
 import minitrans as mt
+import minitrans.distributed as dist
 from minitrans.data import BOS, EOS, PAD, ReverseTask
 from minitrans.models import Seq2Seq, Seq2SeqConfig
 from minitrans.train import add_arguments, cli, start_run
@@ -58,7 +62,14 @@ def evaluate(model: Seq2Seq, task: ReverseTask, held_out, device) -> dict:
 
 
 def main(argv=None) -> dict:
-    setup = start_run(build_parser(), argv, lambda a: "reverse-nopos" if a.no_positional else "reverse")
+    parallel = dist.launched_by_mpiexec()
+    if parallel and not dist.is_initialized():
+        dist.init_process_group(backend="mpi")
+    main_rank = not parallel or dist.get_rank() == 0
+    if not main_rank:
+        sys.stdout = open(os.devnull, "w")       # one voice: rank 0's (errors still reach stderr)
+    parse = lambda: start_run(build_parser(), argv, lambda a: "reverse-nopos" if a.no_positional else "reverse")  # noqa: E731
+    setup = dist.on_main(parse) if parallel else parse()     # rank 0 picks the run directory for all
     args = setup.args
     mt.manual_seed(args.seed)
     task = ReverseTask(n_symbols=args.symbols, min_len=args.min_len, max_len=args.max_len)
@@ -68,9 +79,12 @@ def main(argv=None) -> dict:
                         dim_feedforward=args.ff, positional=not args.no_positional, max_len=args.max_len + 2,
                         pad_id=PAD)
     model = Seq2Seq(cfg).to(args.device)
+    net = dist.DistributedDataParallel(model) if parallel else model    # the one that trains
     n_params = sum(p.numel() for p in model.parameters())
     print(f"reverse: {n_params:,} parameters, vocab {task.vocab_size}, lengths {task.min_len}-{task.max_len}, "
-          f"positional={'off' if args.no_positional else 'on'}, device {args.device}, run directory {setup.dir}")
+          f"positional={'off' if args.no_positional else 'on'}, device {args.device}, run directory {setup.dir}"
+          + (f", {dist.get_world_size()} ranks of {args.batch_size // dist.get_world_size()} examples" if parallel
+             else ""))
 
     def batch_fn(rng):
         return task.batch(task.sample(rng, args.batch_size, exclude))
@@ -82,14 +96,16 @@ def main(argv=None) -> dict:
 
     settings = {"name": "reverse", "n_symbols": task.n_symbols, "min_len": task.min_len, "max_len": task.max_len,
                 "pad": PAD, "bos": BOS, "eos": EOS}
-    trainer = make_trainer(setup, model, loss_fn, batch_fn, lambda m: evaluate(m, task, held_out, args.device),
+    trainer = make_trainer(setup, net, loss_fn, batch_fn, lambda m: evaluate(m, task, held_out, args.device),
                            settings, "experiments/reverse.py")
+    if parallel:
+        trainer.resume_command = f"mpiexec -n {dist.get_world_size()} python -m mpi4py experiments/reverse.py"
     res = trainer.fit()
     info = {"task": "reverse", "steps": res.step, "ended": res.ended, "target_met": res.target_met,
             "signal": res.signal, "elapsed_s": res.elapsed_s, "held_out_exact_match": res.metrics.get("seq_acc"),
             "held_out_token_acc": res.metrics.get("token_acc"), "positional": not args.no_positional,
             "parameters": n_params, "seed": args.seed, "device": str(args.device), "run_dir": setup.dir}
-    if res.ended != "interrupted":                # an interrupted run leaves fast: plots come with the resumed one
+    if res.ended != "interrupted" and main_rank:  # an interrupted run leaves fast: plots come with the resumed one
         example = held_out[0]
         src, tgt_in, _ = task.batch([example])
         attn = model.cross_attention_map(mt.tensor(src, device=args.device), mt.tensor(tgt_in, device=args.device))

@@ -36,7 +36,7 @@ class Seq2Seq(nn.Module):
         nn.init.normal_(self.embed.weight, 0.0, cfg.d_model ** -0.5)
         self.pos = nn.PositionalEncoding(cfg.d_model, max_len=cfg.max_len) if cfg.positional else nn.Identity()
         self.transformer = nn.Transformer(cfg.d_model, cfg.nhead, cfg.num_layers, cfg.num_layers,
-                                          cfg.dim_feedforward, cfg.dropout, batch_first=True)
+                                          cfg.dim_feedforward, cfg.dropout, batch_first=True, norm_first=True)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
 
     def _embed(self, tokens: mt.Tensor) -> mt.Tensor:

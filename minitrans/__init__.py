@@ -5,28 +5,20 @@
     w = mt.randn(2, 3, requires_grad=True)
     (x @ w).relu().sum().backward(); x.grad
 """
-import os as _os
-
-# Numba's OpenMP threading layer keeps its threads spinning after a parallel kernel, which
-# starves OpenBLAS's threads in the matmul that follows (measured: 23 ms vs 0.17 ms for a
-# LayerNorm + (1088x64)·(64x64) pair on 2 cores). The work-queue layer does not spin.
-_os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-try:
-    import sys as _sys
-
-    if "numba" in _sys.modules:
-        _sys.modules["numba"].config.THREADING_LAYER = _os.environ["NUMBA_THREADING_LAYER"]
-except Exception:  # pragma: no cover
-    pass
-
+# Importing minitrans changes no thread count and no Numba setting: minitrans.threads is the one
+# place that does, when asked (mt.set_num_threads, mt.set_threading_layer).
 from . import _tensor_methods  # noqa: F401  (attaches the ops to Tensor)
+from . import _tensor_extra  # noqa: F401  (and the ones PyTorch programs need beyond them)
 from ._dtype import bool_ as bool  # noqa: A001
 from ._dtype import dtype, float32, float64, int64
-from ._functions import *  # noqa: F401,F403
 from ._functions import (abs, add, all, allclose, amax, amin, any, argmax, argmin, as_tensor, cat, chunk,
-                         clamp, clip, concatenate, div, exp, flatten, gelu, is_tensor, log, masked_fill, matmul,
+                         clamp, clip, concatenate, exp, flatten, gelu, is_tensor, log, masked_fill, matmul,
                          max, maximum, mean, min, minimum, mul, permute, pow, relu, reshape, rsqrt, sigmoid, split,
                          sqrt, square, squeeze, stack, std, sub, sum, tanh, transpose, unsqueeze, var, where)
+from ._tensor_extra import (argsort, bmm, ceil, clone, cos, cumsum, div, flip, floor, floor_divide, gather,
+                            inference_mode, isfinite, isinf, isnan, log_softmax, multinomial, narrow, neg, negative,
+                            norm, numel, outer, remainder, repeat_interleave, round, sign, sin, softmax, sort, topk,
+                            tril, triu, trunc)
 from .autograd import enable_grad, no_grad, set_grad_enabled, is_grad_enabled
 from . import autograd
 from .device import device
@@ -35,6 +27,7 @@ from .random import (get_rng_state, manual_seed, rand, rand_like, randint, randi
 from .tensor import (Tensor, arange, empty, empty_like, from_numpy, full, full_like, linspace, ones, ones_like,
                      tensor, zeros, zeros_like)
 from .backends.cpu import get_kernels, set_kernels
+from .threads import get_num_threads, num_threads, set_num_threads, set_threading_layer, threading_layer
 
 float = float32  # noqa: A001
 double = float64
@@ -42,12 +35,37 @@ long = int64
 
 __version__ = "0.1.0"
 
+__all__ = [
+    # tensors, dtypes, devices
+    "Tensor", "tensor", "as_tensor", "from_numpy", "is_tensor", "numel", "dtype", "float32", "float64", "int64",
+    "bool", "float", "double", "long", "device",
+    # creation and randomness
+    "zeros", "ones", "empty", "full", "arange", "linspace", "zeros_like", "ones_like", "empty_like", "full_like",
+    "manual_seed", "get_rng_state", "set_rng_state", "rand", "randn", "randint", "randperm", "rand_like",
+    "randn_like", "randint_like", "multinomial",
+    # math
+    "add", "sub", "mul", "div", "floor_divide", "remainder", "pow", "neg", "negative", "abs", "sign", "exp", "log",
+    "sqrt", "rsqrt", "square", "sin", "cos", "tanh", "sigmoid", "relu", "gelu", "softmax", "log_softmax", "clamp",
+    "clip", "floor", "ceil", "round", "trunc", "maximum", "minimum", "where", "masked_fill", "matmul", "isnan",
+    "isinf", "isfinite", "allclose",
+    # reductions, selection
+    "sum", "mean", "var", "std", "amax", "amin", "max", "min", "argmax", "argmin", "any", "all", "topk", "sort",
+    "argsort", "gather", "cumsum", "norm", "bmm", "outer",
+    # shape
+    "reshape", "permute", "transpose", "squeeze", "unsqueeze", "flatten", "cat", "concatenate", "stack", "split",
+    "chunk", "narrow", "tril", "triu", "clone", "flip", "repeat_interleave",
+    # autograd
+    "autograd", "no_grad", "enable_grad", "inference_mode", "set_grad_enabled", "is_grad_enabled",
+    # subpackages and checkpoints (loaded on first use)
+    "nn", "optim", "cuda", "data", "models", "serialization", "save", "load", "get_kernels", "set_kernels",
+]
+
 
 def __getattr__(name):
     # heavier subpackages load on first use
     import importlib
 
-    if name in ("nn", "optim", "cuda", "data", "models"):
+    if name in ("nn", "optim", "cuda", "data", "models", "serialization"):
         return importlib.import_module(f".{name}", __name__)
     if name in ("save", "load"):
         from . import serialization

@@ -499,6 +499,8 @@ Tensor.split, Tensor.chunk = split, chunk
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise TypeError(f"matmul expects Tensors, got {type(a).__name__} and {type(b).__name__}")
+    if a.dtype is not b.dtype:  # as PyTorch: no promotion inside matmul
+        raise RuntimeError(f"matmul: expected both operands to have the same dtype, got {a.dtype} and {b.dtype}")
     return L.Matmul.apply(a, b)
 
 

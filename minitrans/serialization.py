@@ -3,15 +3,28 @@
 Format (version 1): a zip (``np.savez``) holding one array per tensor/array (``a0``, ``a1``,
 ...) and ``__manifest__``: JSON with the format version, the nested structure (arrays
 referenced by name, with dtype, shape and kind) and the SHA-256 of every array's bytes.
-Writes go to a temporary file in the same directory, are fsynced and then renamed over
-the target, so a crash mid-save leaves the previous file intact.
+Writes to a path go to a temporary file in the same directory, are fsynced and then renamed
+over the target, so a crash mid-save leaves the previous file intact. ``save``/``load`` also
+take open binary file objects.
+
+A whole ``nn.Module`` (``save(model, f)``, as PyTorch programs checkpoint) cannot be written
+without pickle: such an object goes into the same container as one pickled member
+(``__pickle__``, its checksum in the manifest). ``load`` reads it with a restricted unpickler,
+as ``torch.load(weights_only=True)`` does: only minitrans's own classes (modules, tensors,
+parameters, model configs), ``OrderedDict`` and whatever ``safe_globals``/``add_safe_globals``
+allow can be rebuilt; anything else raises ``pickle.UnpicklingError`` unless the caller
+trusts the file and passes ``weights_only=False``. State dicts keep the no-pickle format.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
+import importlib
 import io
 import json
 import os
+import pickle
 import tempfile
 import zipfile
 
@@ -25,6 +38,10 @@ VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is unreadable, corrupted, truncated or not a minitrans checkpoint."""
+
+
+class _NeedsPickle(Exception):
+    """Raised while encoding when the object holds a Module: the whole object is pickled instead."""
 
 
 def _encode(obj, arrays: dict, where: str):
@@ -51,27 +68,174 @@ def _encode(obj, arrays: dict, where: str):
         return {"__value__": obj}
     if isinstance(obj, np.generic):
         return {"__value__": obj.item()}
+    from .nn.module import Module
+
+    if isinstance(obj, Module):
+        raise _NeedsPickle
     raise TypeError(f"save: cannot serialise an object of type {type(obj).__name__} at {where}")
 
 
-def save(obj, path) -> None:
-    """Write ``obj`` to ``path`` atomically (temp file + fsync + rename)."""
+def save(obj, f, pickle_protocol: int = 4) -> None:
+    """Write ``obj`` to ``f``: a path (written atomically: temp file + fsync + rename) or a binary
+    file object. An object holding an ``nn.Module`` is pickled (see the module docstring)."""
     arrays: dict = {}
-    tree = _encode(obj, arrays, "obj")
-    manifest = json.dumps({"format": FORMAT, "version": VERSION, "tree": tree})
-    path = os.fspath(path)
+    try:
+        manifest = {"format": FORMAT, "version": VERSION, "tree": _encode(obj, arrays, "obj")}
+    except _NeedsPickle:
+        blob = np.frombuffer(_dumps(obj, pickle_protocol), dtype=np.uint8)
+        arrays = {"__pickle__": blob}
+        manifest = {"format": FORMAT, "version": VERSION, "pickle": hashlib.sha256(blob.tobytes()).hexdigest()}
+    payload = dict(__manifest__=np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8), **arrays)
+    if hasattr(f, "write"):
+        np.savez(f, **payload)
+        return
+    path = os.fspath(f)
     d = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=d)
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, __manifest__=np.frombuffer(manifest.encode(), dtype=np.uint8), **arrays)
-            f.flush()
-            os.fsync(f.fileno())
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **payload)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+# --------------------------------------------------------------------------- pickled objects
+def _rebuild_tensor(raw: bytes, dtype: str, shape, requires_grad: bool, parameter: bool):
+    arr = np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+    if parameter:
+        from .nn.module import Parameter
+
+        return Parameter(Tensor._wrap(arr), requires_grad)
+    t = Tensor._wrap(arr)
+    t.requires_grad = bool(requires_grad)
+    return t
+
+
+def _rebuild_array(raw: bytes, dtype: str, shape):
+    return np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
+
+
+def _plain(arr: np.ndarray, what: str) -> np.ndarray:
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"save: cannot serialise {what} of dtype {arr.dtype}")
+    return np.ascontiguousarray(arr)
+
+
+class _Pickler(pickle.Pickler):
+    """Tensors and arrays as (bytes, dtype, shape): rebuilt by two small functions, no NumPy globals."""
+
+    def reducer_override(self, obj):
+        if isinstance(obj, Tensor):
+            from .nn.module import Parameter
+
+            arr = _plain(obj.numpy(), "a tensor")
+            return _rebuild_tensor, (arr.tobytes(), arr.dtype.str, arr.shape, bool(obj.requires_grad),
+                                     isinstance(obj, Parameter))
+        if isinstance(obj, np.ndarray):
+            arr = _plain(obj, "an array")
+            return _rebuild_array, (arr.tobytes(), arr.dtype.str, arr.shape)
+        return NotImplemented
+
+
+def _dumps(obj, protocol: int) -> bytes:
+    buf = io.BytesIO()
+    _Pickler(buf, protocol=protocol).dump(obj)
+    return buf.getvalue()
+
+
+_USER_SAFE: dict = {}            # "module.name" -> object, from add_safe_globals / safe_globals
+_ALWAYS_SAFE = {"collections.OrderedDict", "minitrans.serialization._rebuild_tensor",
+                "minitrans.serialization._rebuild_array"}
+
+
+def _qualname(obj) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def add_safe_globals(safe_globals) -> None:
+    """Allow these classes/functions when loading pickled objects with ``weights_only=True``."""
+    for g in safe_globals:
+        if isinstance(g, tuple):
+            g, name = g
+        else:
+            name = _qualname(g)
+        _USER_SAFE[name] = g
+
+
+def get_safe_globals() -> list:
+    return list(_USER_SAFE.values())
+
+
+def clear_safe_globals() -> None:
+    _USER_SAFE.clear()
+
+
+@contextlib.contextmanager
+def safe_globals(safe_globals):
+    """``with safe_globals([MyModel]): model = load(f)`` allows ``MyModel`` inside the block only."""
+    before = dict(_USER_SAFE)
+    add_safe_globals(safe_globals)
+    try:
+        yield
+    finally:
+        _USER_SAFE.clear()
+        _USER_SAFE.update(before)
+
+
+def _minitrans_global(module: str, name: str):
+    """The minitrans object ``module.name`` when loading it is safe: a Tensor/Module subclass, a
+    model config dataclass, a dtype or device, or a function of ``nn.functional`` (activations
+    stored on layers); else None."""
+    if not (module == "minitrans" or module.startswith("minitrans.")) or "." in name:
+        return None
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+    if getattr(obj, "__module__", "") != module:          # only what the module itself defines
+        return None
+    from ._dtype import dtype
+    from .device import device
+    from .nn.module import Module
+
+    if isinstance(obj, type):
+        if issubclass(obj, (Module, Tensor, dtype, device)) or dataclasses.is_dataclass(obj):
+            return obj
+        return None
+    if callable(obj) and module == "minitrans.nn.functional" and not name.startswith("_"):
+        return obj
+    return None
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        full = f"{module}.{name}"
+        if full in _ALWAYS_SAFE:
+            return super().find_class(module, name)
+        if full in _USER_SAFE:
+            return _USER_SAFE[full]
+        obj = _minitrans_global(module, name)
+        if obj is not None:
+            return obj
+        raise pickle.UnpicklingError(
+            f"Weights only load failed: unsupported global: GLOBAL {full} was not an allowed global by default. "
+            f"Please use `mt.serialization.add_safe_globals([{name}])` or "
+            f"`with mt.serialization.safe_globals([{name}]):` to allow it, or load with weights_only=False "
+            "if you trust the source of the file (unpickling can run arbitrary code).")
+
+    def persistent_load(self, pid):
+        raise pickle.UnpicklingError("Weights only load failed: persistent ids are not supported")
+
+
+def _loads(blob: bytes, weights_only: bool):
+    if weights_only:
+        return _SafeUnpickler(io.BytesIO(blob)).load()
+    return pickle.loads(blob)
 
 
 def _decode(node, files, path, where: str):
@@ -105,14 +269,22 @@ def _decode(node, files, path, where: str):
     raise CheckpointError(f"load: {path}: unknown entry at {where}")
 
 
-def load(path, map_location=None):
-    """Read and validate a checkpoint written by ``save``; raise ``CheckpointError`` naming what is wrong."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"load: no such checkpoint: {path}")
+def load(f, map_location=None, pickle_module=None, *, weights_only: bool | None = None, mmap=None, **kwargs):
+    """Read and validate a checkpoint written by ``save`` from a path or a binary file object;
+    raise ``CheckpointError`` naming what is wrong. A pickled object (a whole Module) is rebuilt
+    by the restricted unpickler unless ``weights_only=False``."""
+    if pickle_module is not None:
+        raise NotImplementedError("load: pickle_module is not supported")
+    if hasattr(f, "read"):
+        path = getattr(f, "name", "<file object>")
+        raw = f.read()
+    else:
+        path = os.fspath(f)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"load: no such checkpoint: {path}")
+        with open(path, "rb") as fh:
+            raw = fh.read()
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
         files = np.load(io.BytesIO(raw), allow_pickle=False)
         if not hasattr(files, "files"):  # a plain .npy array, not an archive
             raise ValueError("the file holds a single array, not a checkpoint archive")
@@ -129,14 +301,27 @@ def load(path, map_location=None):
     if manifest.get("version") != VERSION:
         raise CheckpointError(f"load: {path} has format version {manifest.get('version')}, this minitrans reads "
                               f"version {VERSION}")
-    out = _decode(manifest["tree"], files, path, "obj")
+    if "pickle" in manifest:
+        try:
+            blob = files["__pickle__"].tobytes()
+        except Exception as e:
+            raise CheckpointError(f"load: {path}: the pickled object is unreadable ({e})") from None
+        if hashlib.sha256(blob).hexdigest() != manifest["pickle"]:
+            raise CheckpointError(f"load: {path}: checksum mismatch for the pickled object: the file is corrupted")
+        out = _loads(blob, weights_only is not False)
+    else:
+        out = _decode(manifest["tree"], files, path, "obj")
     if map_location is not None and str(map_location) != "cpu":
         out = _to_device(out, map_location)
     return out
 
 
 def _to_device(obj, dev):
+    from .nn.module import Module
+
     if isinstance(obj, Tensor):
+        return obj.to(dev)
+    if isinstance(obj, Module):
         return obj.to(dev)
     if isinstance(obj, dict):
         return {k: _to_device(v, dev) for k, v in obj.items()}

@@ -65,6 +65,11 @@ class Tensor:
         return self._node is None
 
     @property
+    def _version(self) -> int:
+        """How many in-place changes this tensor's storage has seen (shared with its views)."""
+        return self._vc[0]
+
+    @property
     def grad_fn(self):
         return self._node
 
@@ -161,6 +166,15 @@ class Tensor:
                 hooks = self._hooks = []
         hooks.append(hook)
         return _HookHandle(hooks, hook)
+
+    def register_post_accumulate_grad_hook(self, hook):
+        """``hook(tensor) -> None`` runs on a leaf right after backward has updated its ``.grad``."""
+        if not self.requires_grad or self._node is not None:
+            raise RuntimeError("post accumulate grad hooks can only be registered on leaf tensors that "
+                               "require grad")
+        from .autograd.engine import register_post_accumulate_grad_hook
+
+        return _HookHandle(register_post_accumulate_grad_hook(self, hook), hook)
 
     def backward(self, gradient: "Tensor | None" = None, retain_graph: bool = False) -> None:
         from .autograd.engine import backward

@@ -38,12 +38,12 @@ the bias buffer, so it is never materialised either.
 from __future__ import annotations
 
 import numpy as np
-import ctypes
 import threading
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 
 from numba import get_num_threads, njit, prange
+
+from minitrans.threads import blas_single_threaded
 
 from .attention_small import SMALL_T, small_backward, small_forward
 from .softmax import FASTMATH, exp_inplace, row_max
@@ -182,51 +182,6 @@ class _Bias:
 _POOL: ThreadPoolExecutor | None = None
 
 
-def _find_openblas_threads():
-    """(get, set) for the OpenBLAS that NumPy loaded, or None (then BLAS is left alone)."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower()})
-        for path in paths:
-            lib = ctypes.CDLL(path)
-            for get, set_ in (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-                              ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-                              ("openblas_get_num_threads", "openblas_set_num_threads")):
-                if hasattr(lib, get) and hasattr(lib, set_):
-                    getattr(lib, set_).argtypes = [ctypes.c_int]
-                    return getattr(lib, get), getattr(lib, set_)
-    except OSError:
-        pass
-    return None
-
-
-_BLAS_THREADS = _find_openblas_threads()
-_BLAS_LOCK = threading.Lock()
-_BLAS_STATE = {"users": 0, "before": 1}
-
-
-@contextmanager
-def _single_threaded_blas():
-    """OpenBLAS on one thread while our tile threads run (see the module docstring);
-    reference-counted, so overlapping attention calls restore the count only once."""
-    if _BLAS_THREADS is None:
-        yield
-        return
-    get, set_ = _BLAS_THREADS
-    with _BLAS_LOCK:
-        if _BLAS_STATE["users"] == 0:
-            _BLAS_STATE["before"] = get()
-            set_(1)
-        _BLAS_STATE["users"] += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _BLAS_STATE["users"] -= 1
-            if _BLAS_STATE["users"] == 0:
-                set_(_BLAS_STATE["before"])
-
-
 def _parallel(work, units: list, nthreads: int) -> None:
     """Run work(tid, unit) over units on nthreads threads, pulling units dynamically."""
     nthreads = max(1, min(nthreads, len(units)))
@@ -247,7 +202,7 @@ def _parallel(work, units: list, nthreads: int) -> None:
                 return
             work(tid, u)
 
-    with _single_threaded_blas():
+    with blas_single_threaded():
         for f in [_POOL.submit(loop, t) for t in range(nthreads)]:
             f.result()
 

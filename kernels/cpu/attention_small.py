@@ -6,6 +6,9 @@ sequence: NumPy's batched `matmul` (one BLAS GEMM per sequence) forms S = Q·K�
 whole batch, and one Numba `prange` kernel over the B·Tq rows turns it into P in place;
 P·V is a second batched GEMM. Measured against scalar Numba loops on a quiet 2-core
 machine: 2–3× faster forward, 1–2× backward (e.g. B=128, T=64, d=32: 2.4 vs 5.3 ms).
+The row kernels use softmax.py's vectorised exp in the input's precision and, when causal,
+touch only the j ≤ i half of each row: the forward row kernel went from 3.6 to 0.9 ms CPU
+time at B=128, T=64 (a scalar float64 `math.exp` per element before).
 
 Forward: S = scale·Q·Kᵀ + bias (causal: key j > i is −inf), P = exp(S − max)/Σ, O = P·V,
 lse = max + log Σ; a row with every key masked gives P = 0, O = 0, lse = −inf.
@@ -16,70 +19,88 @@ SMALL_T² per sequence, never the long-sequence n² the tiled path avoids.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
-from numba import njit, prange
+from numba import get_num_threads, njit, prange
+
+from .softmax import FASTMATH, exp_inplace, int_scratch, recip, row_max
 
 SMALL_T = 128          # use this path when Tq ≤ SMALL_T and Tk ≤ SMALL_T
 
-@njit(parallel=True, cache=True)
-def _probs(s, bias, has_bias, causal, scale, lse):
+def _chunks(rows: int) -> int:
+    """How many `prange` tasks the row kernels use: a few per thread, so that each task allocates its
+    int scratch row once and the causal rows (of unequal length) still balance."""
+    return max(1, min(rows, 4 * get_num_threads()))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _scaled_row(row, brow, has_bias, kend, scale):
+    """row[:kend] = scale·row[:kend] (+ brow[:kend]); returns the max of the result (-inf if none)."""
+    for j in range(kend):
+        val = row[j] * scale
+        if has_bias:
+            val += brow[j]
+        row[j] = val
+    return row_max(row, kend, row[0]) if kend > 0 else -np.inf
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _probs(s, bias, has_bias, causal, scale, lse, nchunks):
     """In place: s (B, Tq, Tk) raw q·kᵀ -> P = softmax(scale·s + bias) by rows; lse saved.
-    `prange` over the B·Tq rows, one row per task (the tile is the whole sequence, Tk <= SMALL_T);
-    each s row read and rewritten in place, lse written once; no scratch."""
+    `prange` over ``nchunks`` runs of the B·Tq rows (the tile is the whole sequence, Tk <= SMALL_T);
+    each s row read and rewritten in place with the vectorised exp of softmax.py (causal: only the
+    j <= i part is computed, the rest set to 0), lse written once; scratch: one int row per task."""
     B, Tq, Tk = s.shape
-    for r in prange(B * Tq):
-        b, i = r // Tq, r % Tq
-        row = s[b, i]
-        m = -np.inf
-        for j in range(Tk):
-            val = row[j] * scale
-            if has_bias:
-                val += bias[b, i, j]
-            if causal and j > i:
-                val = -np.inf
-            row[j] = val
-            if val > m:
-                m = val
-        if m == -np.inf:
-            lse[b, i] = -np.inf
-            row[:] = 0.0
-            continue
-        tot = 0.0
-        for j in range(Tk):
-            p = math.exp(row[j] - m)
-            row[j] = p
-            tot += p
-        inv = 1.0 / tot
-        for j in range(Tk):
-            row[j] *= inv
-        lse[b, i] = m + math.log(tot)
+    n = B * Tq
+    per = (n + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        ib = int_scratch(Tk, s[0, 0])
+        for r in range(c * per, min(n, (c + 1) * per)):
+            b, i = r // Tq, r % Tq
+            row = s[b, i]
+            kend = min(i + 1, Tk) if causal else Tk
+            m = _scaled_row(row, bias[b, i] if has_bias else bias[0, 0], has_bias, kend, scale)
+            if m == -np.inf:                     # every key masked: P = 0, lse = -inf
+                lse[b, i] = -np.inf
+                row[:] = 0.0
+                continue
+            tot = exp_inplace(row[:kend], m, ib)
+            inv = recip(tot)
+            for j in range(kend):
+                row[j] *= inv
+            row[kend:] = 0.0
+            lse[b, i] = m + np.log(tot)
 
 
-@njit(parallel=True, cache=True)
-def _dscores(s, dp, bias, has_bias, causal, scale, lse, o, do):
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _dscores(s, dp, bias, has_bias, causal, scale, lse, o, do, nchunks):
     """In place: s (raw q·kᵀ) -> P = exp(scale·s + bias − lse); dp -> dS·scale = scale·P ⊙ (dP − rowsum(dO ⊙ O)).
-    `prange` over the B·Tq rows, one row per task; s and dp rows rewritten in place, the o / do
-    rows read once (for D), lse read once; no scratch."""
+    `prange` over ``nchunks`` runs of the B·Tq rows; s and dp rows rewritten in place (vectorised
+    exp; causal: only j <= i computed), the o / do rows read once (for D), lse read once;
+    scratch: one int row per task."""
     B, Tq, Tk = s.shape
     dv = o.shape[2]
-    for r in prange(B * Tq):
-        b, i = r // Tq, r % Tq
-        li = lse[b, i]
-        D = 0.0
-        for c in range(dv):
-            D += do[b, i, c] * o[b, i, c]
-        for j in range(Tk):
-            if li == -np.inf or (causal and j > i):
-                p = 0.0
-            else:
-                val = s[b, i, j] * scale
-                if has_bias:
-                    val += bias[b, i, j]
-                p = math.exp(val - li) if val != -np.inf else 0.0
-            s[b, i, j] = p
-            dp[b, i, j] = p * (dp[b, i, j] - D) * scale
+    n = B * Tq
+    per = (n + nchunks - 1) // nchunks
+    for c in prange(nchunks):
+        ib = int_scratch(Tk, s[0, 0])
+        for r in range(c * per, min(n, (c + 1) * per)):
+            b, i = r // Tq, r % Tq
+            row, drow = s[b, i], dp[b, i]
+            li = lse[b, i]
+            kend = min(i + 1, Tk) if causal else Tk
+            if li == -np.inf:
+                kend = 0
+            _scaled_row(row, bias[b, i] if has_bias else bias[0, 0], has_bias, kend, scale)
+            D = 0.0
+            for ch in range(dv):
+                D += do[b, i, ch] * o[b, i, ch]
+            if kend > 0:
+                exp_inplace(row[:kend], li, ib)
+            for j in range(kend):
+                drow[j] = row[j] * (drow[j] - D) * scale
+            row[kend:] = 0.0
+            drow[kend:] = 0.0
 
 
 def _bias_arg(bias, dt):
@@ -93,7 +114,7 @@ def small_forward(q, k, v, bias, is_causal: bool, scale: float):
     s = np.matmul(q, k.transpose(0, 2, 1))                 # (B, Tq, Tk) raw scores
     lse = np.empty((B, Tq), q.dtype)
     b, has = _bias_arg(bias, q.dtype)
-    _probs(s, b, has, bool(is_causal), float(scale), lse)  # s -> P in place
+    _probs(s, b, has, bool(is_causal), q.dtype.type(scale), lse, _chunks(s.shape[0] * s.shape[1]))  # s -> P
     return np.matmul(s, v), lse
 
 
@@ -101,5 +122,6 @@ def small_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float):
     s = np.matmul(q, k.transpose(0, 2, 1))                 # scores again (not saved)
     dp = np.matmul(do, v.transpose(0, 2, 1))               # dP = dO·Vᵀ
     b, has = _bias_arg(bias, q.dtype)
-    _dscores(s, dp, b, has, bool(is_causal), float(scale), lse, o, do)   # s -> P, dp -> scale·dS
+    _dscores(s, dp, b, has, bool(is_causal), q.dtype.type(scale), lse, o, do,
+             _chunks(s.shape[0] * s.shape[1]))                          # s -> P, dp -> scale·dS
     return np.matmul(dp, k), np.matmul(dp.transpose(0, 2, 1), q), np.matmul(s.transpose(0, 2, 1), do)

@@ -2,9 +2,14 @@
 
 Gradients are summed per node before its ``backward`` runs, reduced to each input's
 shape here (so ops never undo broadcasting themselves), and accumulated into leaves'
-``.grad`` at the end. Saved arrays are freed after use unless ``retain_graph=True``.
+``.grad`` as soon as its last contribution has arrived (so a leaf's hooks run while the
+rest of the graph is still being walked: data-parallel training starts its gradient
+all-reduce there). Saved arrays are freed after use unless ``retain_graph=True``.
+Callbacks queued with ``queue_callback`` during a backward run once it has finished.
 """
 from __future__ import annotations
+
+import weakref
 
 from ..tensor import Tensor
 from .function import Function
@@ -30,6 +35,32 @@ def _as_grad_array(t: Tensor, gradient):
     return g.astype(t._data.dtype, copy=False)
 
 
+_CALLBACKS: list = []          # run at the end of the backward that is under way
+# id(leaf) -> (weak reference to it, [hook(leaf)]): hooks run after the leaf's .grad is updated.
+# Keyed by id with a weak reference (Tensor's == is elementwise, so it cannot key a WeakKeyDictionary).
+_POST_ACCUMULATE: dict = {}
+
+
+def queue_callback(fn) -> None:
+    """Run ``fn()`` once the backward pass under way has finished (after every ``.grad`` is written)."""
+    _CALLBACKS.append(fn)
+
+
+def register_post_accumulate_grad_hook(t: Tensor, hook) -> list:
+    """Add ``hook(t)``, run after ``t.grad`` is updated; returns the list holding it (for removal)."""
+    k = id(t)
+    entry = _POST_ACCUMULATE.get(k)
+    if entry is None or entry[0]() is not t:
+        entry = _POST_ACCUMULATE[k] = (weakref.ref(t, lambda _r, k=k: _POST_ACCUMULATE.pop(k, None)), [])
+    entry[1].append(hook)
+    return entry[1]
+
+
+def _run_callbacks() -> None:
+    while _CALLBACKS:
+        _CALLBACKS.pop(0)()
+
+
 def _run_hooks(hooks, g, dev):
     for h in hooks:
         r = h(Tensor._wrap(g, dev))
@@ -43,26 +74,40 @@ def backward(tensor: Tensor, gradient=None, retain_graph: bool = False) -> None:
     if not tensor.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
     g0 = _as_grad_array(tensor, gradient)
+    try:
+        _backward(tensor, g0, retain_graph)
+    except BaseException:
+        _CALLBACKS.clear()
+        raise
+    _run_callbacks()
+
+
+def _backward(tensor: Tensor, g0, retain_graph: bool) -> None:
     dev = tensor._device
     with no_grad():
         if tensor._node is None:
-            _accumulate({id(tensor): (tensor, g0)}, dev)
+            _accumulate(tensor, g0, dev)
             return
         root = tensor._node
         deps = {root: 0}
+        leaf_deps: dict = {}                  # id(leaf) -> edges into it not yet walked
         stack = [root]
         while stack:
             n = stack.pop()
             for p in n.parents:
-                if p is not None and isinstance(p, Function):
+                if p is None:
+                    continue
+                if isinstance(p, Function):
                     c = deps.get(p)
                     if c is None:
                         deps[p] = 1
                         stack.append(p)
                     else:
                         deps[p] = c + 1
+                else:
+                    leaf_deps[id(p)] = leaf_deps.get(id(p), 0) + 1
         grads = {root: g0}
-        leaves: dict = {}
+        leaves: dict = {}                     # id(leaf) -> (leaf, gradient summed so far)
         ready = [root]
         anomaly = STATE.anomaly
         while ready:
@@ -99,7 +144,11 @@ def backward(tensor: Tensor, gradient=None, retain_graph: bool = False) -> None:
                 n._freed = True
                 n.__dict__.clear()
             for p, gi, shape, dt in zip(n.parents, gin, n.shapes, n.dtypes):
-                if p is None or gi is None:
+                if p is None:
+                    continue
+                if gi is None:
+                    if not isinstance(p, Function):
+                        _leaf_edge_done(p, leaves, leaf_deps, dev)
                     continue
                 if gi.shape != shape:
                     gi = _reduce(n, gi, shape)
@@ -116,7 +165,16 @@ def backward(tensor: Tensor, gradient=None, retain_graph: bool = False) -> None:
                     k = id(p)
                     prev = leaves.get(k)
                     leaves[k] = (p, gi if prev is None else prev[1] + gi)
-        _accumulate(leaves, dev)
+                    _leaf_edge_done(p, leaves, leaf_deps, dev)
+
+
+def _leaf_edge_done(p: Tensor, leaves: dict, leaf_deps: dict, dev) -> None:
+    """One edge into leaf ``p`` was walked; after the last one its summed gradient is final."""
+    k = id(p)
+    c = leaf_deps[k] - 1
+    leaf_deps[k] = c
+    if c == 0 and k in leaves:
+        _accumulate(*leaves.pop(k), dev)
 
 
 def _reduce(n: Function, gi, shape):
@@ -127,13 +185,16 @@ def _reduce(n: Function, gi, shape):
                            f"which does not broadcast to its input's shape {tuple(shape)}") from None
 
 
-def _accumulate(leaves: dict, dev) -> None:
-    for t, g in leaves.values():
-        if t._hooks:
-            g = _run_hooks(t._hooks, g, dev)
-        if t.grad is None:
-            # a gradient may be shared with other nodes (Add passes its gradient through to both
-            # inputs): each leaf gets its own copy so in-place edits of one .grad stay local
-            t.grad = Tensor._wrap(g.copy(), t._device)
-        else:
-            t.grad = Tensor._wrap(t.grad._data + g, t._device)
+def _accumulate(t: Tensor, g, dev) -> None:
+    if t._hooks:
+        g = _run_hooks(t._hooks, g, dev)
+    if t.grad is None:
+        # a gradient may be shared with other nodes (Add passes its gradient through to both
+        # inputs): each leaf gets its own copy so in-place edits of one .grad stay local
+        t.grad = Tensor._wrap(g.copy(), t._device)
+    else:
+        t.grad = Tensor._wrap(t.grad._data + g, t._device)
+    post = _POST_ACCUMULATE.get(id(t)) if _POST_ACCUMULATE else None
+    if post is not None and post[0]() is t:
+        for h in list(post[1]):
+            h(t)

@@ -16,12 +16,9 @@ def get_backend(kind: str):
         if kind == "cpu":
             from .cpu import CPUBackend as b
         elif kind == "cuda":
-            from ..cuda import is_available
+            from ..cuda import check_usable
 
-            if not is_available():
-                raise RuntimeError("CUDA is not available: no NVIDIA driver/GPU was found. Use device 'cpu', or "
-                                   "set NUMBA_ENABLE_CUDASIM=1 before importing minitrans to run the CUDA backend "
-                                   "in Numba's simulator")
+            check_usable()  # a one-line error: numba-cuda missing, or no GPU
             from .cuda import CUDABackend as b
         else:  # pragma: no cover - device() already validates
             raise RuntimeError(f"no backend for device type {kind!r}")

@@ -7,6 +7,7 @@ oracle in ``minitrans.kernels.reference``.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -27,6 +28,34 @@ def set_kernels(name: str) -> None:
 
 def get_kernels() -> str:
     return _MODE["name"]
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3       # glibc's mallopt parameters
+_MMAP_MAX = 32 << 20                                # glibc refuses larger mmap thresholds on 64-bit
+
+
+def retain_freed_memory(limit: int = 256 << 20) -> bool:
+    """Let the C allocator keep up to ``limit`` bytes of freed memory for reuse instead of handing it
+    back to the operating system at once. Returns False (and changes nothing) where the C library
+    has no glibc ``mallopt``.
+
+    Why: a training step makes many short-lived arrays of a few MiB (activations, gradients, the
+    temporaries of elementwise ops). glibc returns large freed blocks to the OS (munmap, or trimming
+    the heap top), and every new array then page-faults its memory in again: on the W1 benchmark step
+    that was ~20 ms of system time per step (a sixth of it) on one thread, where PyTorch spends ~1 ms.
+    With this call the blocks are reused (arrays above 32 MiB are still mapped and unmapped each
+    time). The cost is up to ``limit`` bytes of freed memory kept by the process. Process-wide, so
+    importing minitrans does not do it; ``experiments/`` call it explicitly (see docs/performance.md).
+    The environment variables ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_`` do the same."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+        raise ValueError(f"retain_freed_memory: limit must be a non-negative number of bytes, got {limit!r}")
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    ok = mallopt(_M_MMAP_THRESHOLD, min(limit, _MMAP_MAX))
+    return bool(ok and mallopt(_M_TRIM_THRESHOLD, min(limit, 2**31 - 1)))
 
 
 def _sum_to(g, shape):

@@ -8,6 +8,28 @@ thread, so ``device="cuda"`` works (slowly, for tiny shapes) in tests without a 
 """
 from __future__ import annotations
 
+import importlib.util
+
+INSTALL_HINT = "pip install 'minitrans[cuda]'"
+
+
+def has_numba_cuda() -> bool:
+    """True when the ``numba-cuda`` package (the CUDA backend's only extra dependency) is
+    installed. Numba's own deprecated built-in ``numba.cuda`` does not count: the kernels
+    are written and pinned against numba-cuda."""
+    return importlib.util.find_spec("numba_cuda") is not None
+
+
+def check_usable() -> None:
+    """Raise a one-line ``RuntimeError`` saying why device ``cuda`` cannot be used, if it cannot."""
+    if not has_numba_cuda():
+        raise RuntimeError(f"device 'cuda' needs the numba-cuda package, which is not installed: "
+                           f"{INSTALL_HINT}")
+    if not is_available():
+        raise RuntimeError("CUDA is not available: no NVIDIA driver/GPU was found. Use device 'cpu', or "
+                           "set NUMBA_ENABLE_CUDASIM=1 before importing minitrans to run the CUDA backend "
+                           "in Numba's simulator")
+
 
 def is_simulated() -> bool:
     """True when numba's CUDA simulator stands in for a GPU."""
@@ -17,7 +39,10 @@ def is_simulated() -> bool:
 
 
 def is_available() -> bool:
-    """True for a real GPU, or under the CUDA simulator (see the module docstring)."""
+    """True for a real GPU, or under the CUDA simulator (see the module docstring); False
+    without numba-cuda installed."""
+    if not has_numba_cuda():
+        return False
     if is_simulated():
         return True
     try:
@@ -48,4 +73,4 @@ def synchronize() -> None:
     cuda.synchronize()
 
 
-__all__ = ["is_available", "is_simulated", "device_count", "synchronize"]
+__all__ = ["check_usable", "has_numba_cuda", "is_available", "is_simulated", "device_count", "synchronize"]

@@ -1,10 +1,13 @@
 """MultiheadAttention: Q/K/V projections split into heads, one fused attention, an output projection."""
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from .. import _dtype
-from ..tensor import Tensor, zeros
+from .._functions import cat
+from ..tensor import Tensor, tensor, zeros
 from . import functional as F
 from . import init
 from .layers import Linear
@@ -25,12 +28,49 @@ def _as_bias(mask: Tensor | None, dtype, name: str):
     raise TypeError(f"MultiheadAttention: {name} must be bool or float, got {mask.dtype}")
 
 
+class KVCache:
+    """Keys and values one attention module has seen: ``key``, ``value`` (B, H, L, head_dim).
+
+    ``static`` marks cross-attention keys/values (computed once per source). ``reorder(index)``
+    picks batch rows (beam search keeps the surviving hypotheses). The cache remembers the
+    module that made it, so passing it to another module is an error, not a silent mix-up.
+    """
+
+    def __init__(self, key: Tensor, value: Tensor, owner: Module, static: bool = False) -> None:
+        self.key, self.value, self.static = key, value, static
+        self._owner = weakref.ref(owner)
+
+    @property
+    def owner(self):
+        return self._owner()
+
+    @property
+    def length(self) -> int:
+        return self.key.shape[2]
+
+    def reorder(self, index: Tensor) -> "KVCache":
+        """A cache of the batch rows ``index`` (an int64 Tensor), in that order."""
+        return KVCache(self.key[index], self.value[index], self.owner, self.static)
+
+    def __repr__(self) -> str:
+        return f"KVCache(batch={self.key.shape[0]}, length={self.length}, static={self.static})"
+
+
 class MultiheadAttention(Module):
     """Multi-head attention as ``torch.nn.MultiheadAttention`` (same parameters and state-dict keys).
 
     forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
     average_attn_weights=True, is_causal=False) -> (output, weights or None). Masks follow
     PyTorch's MHA convention: a bool mask marks positions that may NOT be attended to.
+
+    Incremental decoding (not in PyTorch's module): ``use_cache=True`` returns a third item,
+    a ``KVCache`` holding this call's keys and values (B, H, L, head_dim); pass it back as
+    ``past_key_value`` with the next token(s) and their keys/values are appended, so a step
+    costs O(L) instead of recomputing O(L²). ``static_kv=True`` (cross-attention) computes
+    the keys/values from ``key``/``value`` once and reuses them from the cache afterwards.
+    Masks then cover every cached key: attn_mask (Tq, L), key_padding_mask (B, L); ``is_causal``
+    lets query i (absolute position past + i) see keys up to that position. ``rotary`` (a
+    ``RotaryEmbedding`` or None) rotates queries and keys by their absolute positions.
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
@@ -46,6 +86,7 @@ class MultiheadAttention(Module):
         init.xavier_uniform_(self.in_proj_weight)
         if bias:
             init.zeros_(self.out_proj.bias)
+        self.rotary = None                  # a RotaryEmbedding(head_dim) to rotate q and k by position
 
     def _project(self, query: Tensor, key: Tensor, value: Tensor):
         W, b, E = self.in_proj_weight, self.in_proj_bias, self.embed_dim
@@ -57,7 +98,8 @@ class MultiheadAttention(Module):
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, key_padding_mask: Tensor | None = None,
                 need_weights: bool = True, attn_mask: Tensor | None = None, average_attn_weights: bool = True,
-                is_causal: bool = False):
+                is_causal: bool = False, *, past_key_value: KVCache | None = None, use_cache: bool = False,
+                static_kv: bool = False):
         for n, t in (("query", query), ("key", key), ("value", value)):
             if not isinstance(t, Tensor) or t.ndim != 3 or t.shape[-1] != self.embed_dim:
                 raise ValueError(f"MultiheadAttention(embed_dim={self.embed_dim}) expects 3-D {n} "
@@ -72,11 +114,30 @@ class MultiheadAttention(Module):
             raise ValueError(f"MultiheadAttention: query {tuple(query.shape)}, key {tuple(key.shape)} and value "
                              f"{tuple(value.shape)} must share batch size, and key/value their length")
         H, hd = self.num_heads, self.head_dim
-        q, k, v = self._project(query, key, value)
+        past = self._check_past(past_key_value, B, static_kv)
+        P = 0 if past is None or static_kv else past.length      # positions already in the cache
+        if past is not None and static_kv:                         # cross-attention: K/V made once
+            q = F.linear(query, self.in_proj_weight[:E], None if self.in_proj_bias is None else self.in_proj_bias[:E])
+            k, v = past.key, past.value
+        else:
+            q, k, v = self._project(query, key, value)
+            k = k.reshape(B, Tk, H, hd).transpose(1, 2)         # (B, H, Tk, hd)
+            v = v.reshape(B, Tk, H, hd).transpose(1, 2)
         q = q.reshape(B, Tq, H, hd).transpose(1, 2)             # (B, H, Tq, hd)
-        k = k.reshape(B, Tk, H, hd).transpose(1, 2)             # (B, H, Tk, hd)
-        v = v.reshape(B, Tk, H, hd).transpose(1, 2)
+        if self.rotary is not None and not static_kv:
+            q, k = self.rotary(q, P), self.rotary(k, P)
+        if past is not None and not static_kv:
+            k, v = cat([past.key, k], dim=2), cat([past.value, v], dim=2)   # (B, H, P + Tk, hd)
+        present = KVCache(k, v, self, static_kv) if use_cache else None
+        Tk = k.shape[2]
         bias = self._bias(attn_mask, key_padding_mask, B, Tq, Tk, query)
+        if is_causal and P:
+            # query i sits at absolute position P + i: it may see keys 0 .. P + i (bottom-right causal)
+            if Tq > 1:
+                lim = np.triu(np.full((Tq, Tk), -np.inf, query._data.dtype), k=P + 1).reshape(1, 1, Tq, Tk)
+                lim = tensor(lim, device=query.device)
+                bias = lim if bias is None else bias + lim
+            is_causal = False                                   # one query row: every cached key is visible
         p_drop = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
@@ -89,7 +150,23 @@ class MultiheadAttention(Module):
         out = self.out_proj(out.transpose(1, 2).reshape(B, Tq, E))
         if not self.batch_first:
             out = out.transpose(0, 1)
-        return out, weights
+        return (out, weights, present) if use_cache else (out, weights)
+
+    def _check_past(self, past, B: int, static_kv: bool):
+        if past is None:
+            return None
+        if not isinstance(past, KVCache):
+            raise TypeError(f"MultiheadAttention: past_key_value must be a KVCache (from a call with "
+                            f"use_cache=True), got {type(past).__name__}")
+        if past.owner is not self:
+            raise ValueError("MultiheadAttention: past_key_value was made by another attention module (a cache "
+                             "from another model or layer); pass the cache this module returned")
+        if past.static != static_kv:
+            raise ValueError(f"MultiheadAttention: the cache holds {'fixed cross-attention' if past.static else 'growing self-attention'} "
+                             f"keys/values but static_kv={static_kv}")
+        if past.key.shape[0] != B:
+            raise ValueError(f"MultiheadAttention: the cache holds a batch of {past.key.shape[0]}, the query has {B}")
+        return past
 
     def _bias(self, attn_mask, key_padding_mask, B, Tq, Tk, ref: Tensor):
         dt = ref._data.dtype

@@ -12,6 +12,7 @@ from ..ops import elementwise as E
 from ..ops import linalg as L
 from ..ops import nn as N
 from ..ops import shape as S
+from ..ops.select import Pad as S_Pad
 from ..random import generator
 from ..tensor import Tensor
 
@@ -43,6 +44,41 @@ def sigmoid(input: Tensor) -> Tensor:
     return input.sigmoid()  # int/bool compute in float32
 
 
+def silu(input: Tensor) -> Tensor:
+    """input·σ(input)"""
+    return input * input.sigmoid()
+
+
+def pad(input: Tensor, pad, mode: str = "constant", value: float | None = None) -> Tensor:
+    """Constant padding, PyTorch's order: ``pad = (last_lo, last_hi, second_last_lo, second_last_hi, ...)``."""
+    _need_tensor(input, "pad")
+    if mode != "constant":
+        raise NotImplementedError(f"pad: only mode='constant' is supported, got {mode!r}")
+    pad = tuple(int(p) for p in pad)
+    if len(pad) % 2 or len(pad) // 2 > input.ndim:
+        raise ValueError(f"pad: padding length {len(pad)} must be even and at most 2·ndim ({2 * input.ndim})")
+    if any(p < 0 for p in pad):
+        raise NotImplementedError("pad: negative padding (cropping) is not supported")
+    pairs = [(0, 0)] * input.ndim
+    for i in range(len(pad) // 2):
+        pairs[input.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    return S_Pad.apply(input, tuple(pairs), 0 if value is None else value)
+
+
+def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
+    """int64 (..., num_classes) with a 1 at each index (num_classes = max + 1 when -1)."""
+    _need_tensor(tensor, "one_hot", "tensor")
+    if tensor.dtype is not _dtype.int64:
+        raise RuntimeError(f"one_hot is only applicable to index tensor of dtype int64, got {tensor.dtype}")
+    idx = tensor.numpy()
+    n = int(idx.max()) + 1 if num_classes == -1 and idx.size else int(num_classes)
+    if idx.size and (idx.min() < 0 or idx.max() >= n):
+        raise RuntimeError(f"one_hot: class values must be in [0, {n}), got {int(idx.min())}..{int(idx.max())}")
+    out = np.eye(n, dtype=np.int64)[idx] if n > 0 else np.zeros(idx.shape + (0,), np.int64)
+    return Tensor._wrap(out if tensor.device.type == "cpu" else tensor.device.backend.from_numpy(out),
+                        tensor.device)
+
+
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """input·weightᵀ + bias (weight: (out_features, in_features))."""
     _need_float(input, "linear")
@@ -56,6 +92,10 @@ def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         if tuple(bias.shape) != (weight.shape[0],):
             raise ValueError(f"linear: bias has shape {tuple(bias.shape)}, expected ({weight.shape[0]},) for weight "
                              f"of shape {tuple(weight.shape)}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.dtype is not input.dtype:   # PyTorch refuses to mix; it never promotes here
+            raise RuntimeError(f"linear: input has dtype {input.dtype} but {name} has dtype {p.dtype}; "
+                               f"convert one of them (e.g. input.to({p.dtype}) or model.to({input.dtype}))")
     if input.shape[-1] != weight.shape[1]:
         raise ValueError(f"linear: input of shape {tuple(input.shape)} has {input.shape[-1]} features but "
                          f"weight of shape {tuple(weight.shape)} expects {weight.shape[1]}")
@@ -83,59 +123,180 @@ def log_softmax(input: Tensor, dim: int | None = None) -> Tensor:
     return N.LogSoftmax.apply(input, _dim_arg(input, dim, "log_softmax"))
 
 
-def cross_entropy(input: Tensor, target: Tensor, weight=None, ignore_index: int = -100,
-                  reduction: str = "mean", label_smoothing: float = 0.0) -> Tensor:
-    """Fused log-softmax + negative log-likelihood. input (N, C) or (N, C, d1, ...), target int64 (N, d1, ...)."""
-    _need_float(input, "cross_entropy")
-    _need_tensor(target, "cross_entropy", "target")
-    if weight is not None:
-        raise NotImplementedError("cross_entropy: per-class weight is not supported")
+def _check_reduction(name: str, reduction: str) -> None:
     if reduction not in ("mean", "sum", "none"):
-        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+        raise ValueError(f"{name}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _class_target(name: str, input: Tensor, target: Tensor, ignore_index: int, weight):
+    """Validate (N, C, d1, ...) scores against int64 class indices (N, d1, ...); returns (input, target)
+    with a (C,) input and () target promoted to a batch of one."""
+    _need_float(input, name)
+    _need_tensor(target, name, "target")
     if target.dtype is not _dtype.int64:
-        raise TypeError(f"cross_entropy: target must be int64 class indices, got dtype {target.dtype}")
+        raise TypeError(f"{name}: target must be int64 class indices, got dtype {target.dtype}")
     if target.device != input.device:
-        raise RuntimeError(f"cross_entropy: target is on {target.device} but input is on {input.device}")
+        raise RuntimeError(f"{name}: target is on {target.device} but input is on {input.device}")
     if input.ndim == 1:
         input, target = input.unsqueeze(0), target.reshape(1)
     if input.ndim < 2:
-        raise ValueError(f"cross_entropy: input must be (N, C) or (N, C, d1, ...), got shape {tuple(input.shape)}")
+        raise ValueError(f"{name}: input must be (N, C) or (N, C, d1, ...), got shape {tuple(input.shape)}")
     expect = (input.shape[0],) + tuple(input.shape[2:])
     if tuple(target.shape) != expect:
-        raise ValueError(f"cross_entropy: input of shape {tuple(input.shape)} needs target of shape {expect}, "
+        raise ValueError(f"{name}: input of shape {tuple(input.shape)} needs target of shape {expect}, "
                          f"got {tuple(target.shape)}")
     C = input.shape[1]
+    if weight is not None:
+        _need_float(weight, name, "weight")
+        if tuple(weight.shape) != (C,):
+            raise ValueError(f"{name}: weight must have shape ({C},) (one per class), got {tuple(weight.shape)}")
+        if weight.device != input.device:
+            raise RuntimeError(f"{name}: weight is on {weight.device} but input is on {input.device}")
     t = target._data
     # On cuda the range check would need a device->host read inside every training step, so
     # it is skipped there: the CUDA kernel gives a NaN loss for an out-of-range target instead.
     bad = (t != ignore_index) & ((t < 0) | (t >= C)) if input.device.type == "cpu" else None
     if bad is not None and bad.any():
-        raise IndexError(f"cross_entropy: target values must be in [0, {C}) or ignore_index={ignore_index}; "
+        raise IndexError(f"{name}: target values must be in [0, {C}) or ignore_index={ignore_index}; "
                          f"found {int(t[bad].reshape(-1)[0])}")
-    if input.ndim > 2:  # move the class dim last: (N, d1, ..., C)
+    return input, target
+
+
+def _classes_last(input: Tensor) -> Tensor:
+    """(N, C, d1, ...) -> (N·d1·..., C) rows."""
+    if input.ndim > 2:
         input = input.permute(0, *range(2, input.ndim), 1)
-    rows = input.reshape(-1, C)
-    out = N.CrossEntropy.apply(rows, t.reshape(-1), ignore_index, float(label_smoothing), reduction)
+    return input.reshape(-1, input.shape[-1])
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
+                  ignore_index: int = -100, reduce=None, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Fused log-softmax + negative log-likelihood. input (N, C) or (N, C, d1, ...), target int64 (N, d1, ...).
+    A per-class ``weight`` runs the composed log_softmax + nll_loss path, with PyTorch's weighted mean."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("cross_entropy", reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"cross_entropy: label_smoothing must be in [0, 1], got {label_smoothing}")
+    input, target = _class_target("cross_entropy", input, target, ignore_index, weight)
+    if weight is not None:
+        return _weighted_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
+    rows = _classes_last(input)
+    out = N.CrossEntropy.apply(rows, target._data.reshape(-1), ignore_index, float(label_smoothing), reduction)
     return out.reshape(*target.shape) if reduction == "none" else out
 
 
-def nll_loss(input: Tensor, target: Tensor, ignore_index: int = -100, reduction: str = "mean") -> Tensor:
-    """−input[i, target[i]] averaged; ``input`` holds log-probabilities."""
-    xp = input.device.backend
+def _weighted_cross_entropy(input, target, weight, ignore_index, reduction, eps):
+    logp = log_softmax(input, 1)
+    nll = nll_loss(logp, target, weight, ignore_index=ignore_index, reduction=reduction)
+    if eps == 0.0:
+        return nll
+    C = input.shape[1]
+    keep = Tensor._wrap((target._data != ignore_index).astype(input._data.dtype), input.device)
+    wshape = (1, C) + (1,) * (input.ndim - 2)
+    smooth = -(logp * weight.reshape(*wshape)).sum(1) * keep                 # (N, d1, ...)
+    if reduction == "sum":
+        smooth = smooth.sum()
+    elif reduction == "mean":
+        smooth = smooth.sum() / _picked_weight(weight, target, ignore_index).sum()
+    return nll * (1.0 - eps) + smooth * (eps / C)
+
+
+def _picked_weight(weight: Tensor, target: Tensor, ignore_index: int) -> Tensor:
+    """weight[target] with 0 at ignored positions (shape of target)."""
+    xp = target.device.backend
     t = target._data
     keep = t != ignore_index
-    picked = input[xp.arange(t.shape[0]), xp.where(keep, t, 0)] * Tensor._wrap(keep.astype(input._data.dtype),
-                                                                                input.device)
+    w = weight[xp.where(keep, t, 0)]
+    return w * Tensor._wrap(keep.astype(w._data.dtype), target.device)
+
+
+def _legacy_reduction(size_average, reduce, reduction: str) -> str:
+    """PyTorch's deprecated ``size_average``/``reduce`` pair, mapped onto ``reduction``."""
+    if size_average is None and reduce is None:
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    return "none" if not reduce else ("mean" if size_average else "sum")
+
+
+def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_average=None,
+             ignore_index: int = -100, reduce=None, reduction: str = "mean") -> Tensor:
+    """−weight[t]·input[i, t] for t = target[i], averaged over the weights of the targets kept;
+    ``input`` holds log-probabilities, (N, C) or (N, C, d1, ...)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("nll_loss", reduction)
+    input, target = _class_target("nll_loss", input, target, ignore_index, weight)
+    xp = input.device.backend
+    rows = _classes_last(input)
+    t = target._data.reshape(-1)
+    keep = t != ignore_index
+    picked = rows[xp.arange(t.shape[0]), xp.where(keep, t, 0)]
+    w = (Tensor._wrap(keep.astype(input._data.dtype), input.device) if weight is None
+         else _picked_weight(weight, target.reshape(-1), ignore_index))
+    losses = -(picked * w)
     if reduction == "none":
-        return -picked
-    total = -picked.sum()
+        return losses.reshape(*target.shape)
+    total = losses.sum()
     if reduction == "sum":
         return total
-    if input.device.type == "cpu":
+    if weight is None and input.device.type == "cpu":
         return total / float(keep.sum())
-    return total / Tensor._wrap(keep.sum().astype(input._data.dtype), input.device)  # no host read
+    return total / w.sum()
+
+
+def _pointwise_pair(name: str, input: Tensor, target: Tensor) -> None:
+    _need_float(input, name)
+    _need_tensor(target, name, "target")
+    if target.device != input.device:
+        raise RuntimeError(f"{name}: target is on {target.device} but input is on {input.device}")
+    try:
+        np.broadcast_shapes(tuple(input.shape), tuple(target.shape))
+    except ValueError:
+        raise ValueError(f"{name}: input of shape {tuple(input.shape)} and target of shape "
+                         f"{tuple(target.shape)} cannot be broadcast together") from None
+
+
+def _reduce(loss: Tensor, reduction: str) -> Tensor:
+    return loss if reduction == "none" else (loss.sum() if reduction == "sum" else loss.mean())
+
+
+def mse_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
+    """(input − target)², averaged or summed."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("mse_loss", reduction)
+    _pointwise_pair("mse_loss", input, target)
+    d = input - target
+    return _reduce(d * d, reduction)
+
+
+def l1_loss(input: Tensor, target: Tensor, size_average=None, reduce=None, reduction: str = "mean") -> Tensor:
+    """|input − target|, averaged or summed."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("l1_loss", reduction)
+    _pointwise_pair("l1_loss", input, target)
+    return _reduce((input - target).abs(), reduction)
+
+
+def binary_cross_entropy_with_logits(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                                     size_average=None, reduce=None, reduction: str = "mean",
+                                     pos_weight: Tensor | None = None) -> Tensor:
+    """−w·[p·y·log σ(x) + (1 − y)·log(1 − σ(x))] in the stable form
+    (1 − y)·x + (1 + (p − 1)·y)·softplus(−x), softplus(−x) = log(1 + e^(−|x|)) + max(−x, 0)."""
+    reduction = _legacy_reduction(size_average, reduce, reduction)
+    _check_reduction("binary_cross_entropy_with_logits", reduction)
+    _pointwise_pair("binary_cross_entropy_with_logits", input, target)
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(f"binary_cross_entropy_with_logits: target size {tuple(target.shape)} must be the same as "
+                         f"input size {tuple(input.shape)}")
+    softplus_neg = (1.0 + (-input.abs()).exp()).log() + (-input).relu()
+    if pos_weight is None:
+        loss = (1.0 - target) * input + softplus_neg
+    else:
+        loss = (1.0 - target) * input + (1.0 + (pos_weight - 1.0) * target) * softplus_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduce(loss, reduction)
 
 
 def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
@@ -149,6 +310,8 @@ def layer_norm(input: Tensor, normalized_shape, weight: Tensor | None = None, bi
             _need_float(p, "layer_norm", name)
         if p is not None and tuple(p.shape) != ns:
             raise ValueError(f"layer_norm: {name} has shape {tuple(p.shape)}, expected {ns}")
+        if p is not None and p.dtype is not input.dtype:
+            raise RuntimeError(f"layer_norm: input has dtype {input.dtype} but {name} has dtype {p.dtype}")
     return N.LayerNorm.apply(input, weight, bias, len(ns), float(eps))
 
 

@@ -1,8 +1,8 @@
 """Positional encoding, feed-forward, encoder/decoder layers and the encoder–decoder Transformer.
 
-Layers mirror ``torch.nn.Transformer*`` (argument names, order, state-dict keys) with one
-deliberate difference: ``norm_first=True`` (pre-LayerNorm) is the default, because pre-LN
-trains stably without careful warm-up — the spec of this project asks for it.
+Layers mirror ``torch.nn.Transformer*``: argument names, order and defaults (post-LayerNorm,
+``norm_first=False``), state-dict keys. Pre-LN, which trains stably without a careful
+warm-up, is one argument away: ``norm_first=True``.
 """
 from __future__ import annotations
 
@@ -43,13 +43,14 @@ class PositionalEncoding(Module):
         self.dropout = Dropout(dropout)
         self.d_model, self.max_len, self.batch_first = d_model, max_len, batch_first
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """``offset``: the position of x's first step (incremental decoding feeds one step at a time)."""
         T = x.shape[1] if self.batch_first else x.shape[0]
         if x.ndim != 3 or x.shape[-1] != self.d_model:
             raise ValueError(f"PositionalEncoding(d_model={self.d_model}) got input of shape {tuple(x.shape)}")
-        if T > self.max_len:
-            raise ValueError(f"PositionalEncoding: sequence length {T} exceeds max_len={self.max_len}")
-        pe = self.pe[:T].astype(x.dtype)                               # (T, d)
+        if offset + T > self.max_len:
+            raise ValueError(f"PositionalEncoding: sequence length {offset + T} exceeds max_len={self.max_len}")
+        pe = self.pe[offset:offset + T].astype(x.dtype)                # (T, d)
         return self.dropout(x + (pe if self.batch_first else pe.unsqueeze(1)))
 
 
@@ -71,12 +72,36 @@ class FeedForward(Module):
         return feed_forward(x, self.linear1, self.linear2, self.activation, self.dropout)
 
 
+def _cache_slots(past, use_cache: bool, names: tuple):
+    """{name: KVCache or None} the attention calls read and replace, or None when not caching."""
+    if not use_cache:
+        if past is not None:
+            raise ValueError("past_key_value was given without use_cache=True")
+        return None
+    if past is None:
+        return dict.fromkeys(names)
+    past = (past,) if len(names) == 1 else tuple(past)
+    if len(past) != len(names):
+        raise ValueError(f"past_key_value must hold {len(names)} caches ({', '.join(names)}), got {len(past)}")
+    return dict(zip(names, past))
+
+
+def _attend(attn: MultiheadAttention, x, mem, mask, kpm, is_causal, cache, slot: str) -> Tensor:
+    """attn(x, mem, mem) without weights; with ``cache`` it reads and replaces ``cache[slot]``."""
+    if cache is None:
+        return attn(x, mem, mem, attn_mask=mask, key_padding_mask=kpm, need_weights=False, is_causal=is_causal)[0]
+    out, _, cache[slot] = attn(x, mem, mem, attn_mask=mask, key_padding_mask=kpm, need_weights=False,
+                               is_causal=is_causal, past_key_value=cache[slot], use_cache=True,
+                               static_kv=slot == "cross")
+    return out
+
+
 class TransformerEncoderLayer(Module):
-    """Self-attention and feed-forward blocks, each with a residual; pre-LN by default."""
+    """Self-attention and feed-forward blocks, each with a residual; post-LN unless ``norm_first``."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
-                 norm_first: bool = True, bias: bool = True) -> None:
+                 norm_first: bool = False, bias: bool = True) -> None:
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
         self.linear1, self.linear2 = Linear(d_model, dim_feedforward, bias), Linear(dim_feedforward, d_model, bias)
@@ -86,30 +111,33 @@ class TransformerEncoderLayer(Module):
         self.activation = _activation(activation)
         self.norm_first = norm_first
 
-    def _sa(self, x, attn_mask, key_padding_mask, is_causal):
-        x = self.self_attn(x, x, x, attn_mask=attn_mask, key_padding_mask=key_padding_mask,
-                           need_weights=False, is_causal=is_causal)[0]
+    def _sa(self, x, attn_mask, key_padding_mask, is_causal, cache=None):
+        x = _attend(self.self_attn, x, x, attn_mask, key_padding_mask, is_causal, cache, "self")
         return self.dropout1(x)
 
     def _ff(self, x):
         return self.dropout2(feed_forward(x, self.linear1, self.linear2, self.activation, self.dropout))
 
     def forward(self, src: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None,
-                is_causal: bool = False) -> Tensor:
-        x = src
+                is_causal: bool = False, *, past_key_value=None, use_cache: bool = False):
+        """``use_cache=True`` returns (output, KVCache of the self-attention); pass it back as
+        ``past_key_value`` with the next step (a causal decoder-only stack decodes this way)."""
+        x, cache = src, _cache_slots(past_key_value, use_cache, ("self",))
         if self.norm_first:
-            x = x + self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal)
-            return x + self._ff(self.norm2(x))
-        x = self.norm1(x + self._sa(x, src_mask, src_key_padding_mask, is_causal))
-        return self.norm2(x + self._ff(x))
+            x = x + self._sa(self.norm1(x), src_mask, src_key_padding_mask, is_causal, cache)
+            x = x + self._ff(self.norm2(x))
+        else:
+            x = self.norm1(x + self._sa(x, src_mask, src_key_padding_mask, is_causal, cache))
+            x = self.norm2(x + self._ff(x))
+        return x if cache is None else (x, cache["self"])
 
 
 class TransformerDecoderLayer(Module):
-    """Masked self-attention, cross-attention over the encoder memory, feed-forward; pre-LN by default."""
+    """Masked self-attention, cross-attention over the encoder memory, feed-forward; post-LN unless ``norm_first``."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
-                 norm_first: bool = True, bias: bool = True) -> None:
+                 norm_first: bool = False, bias: bool = True) -> None:
         super().__init__()
         self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
         self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
@@ -120,42 +148,66 @@ class TransformerDecoderLayer(Module):
         self.activation = _activation(activation)
         self.norm_first = norm_first
 
-    def _sa(self, x, mask, kpm, is_causal):
-        return self.dropout1(self.self_attn(x, x, x, attn_mask=mask, key_padding_mask=kpm, need_weights=False,
-                                            is_causal=is_causal)[0])
+    def _sa(self, x, mask, kpm, is_causal, cache=None):
+        return self.dropout1(_attend(self.self_attn, x, x, mask, kpm, is_causal, cache, "self"))
 
-    def _mha(self, x, mem, mask, kpm, is_causal):
-        return self.dropout2(self.multihead_attn(x, mem, mem, attn_mask=mask, key_padding_mask=kpm,
-                                                 need_weights=False, is_causal=is_causal)[0])
+    def _mha(self, x, mem, mask, kpm, is_causal, cache=None):
+        return self.dropout2(_attend(self.multihead_attn, x, mem, mask, kpm, is_causal, cache, "cross"))
 
     def _ff(self, x):
         return self.dropout3(feed_forward(x, self.linear1, self.linear2, self.activation, self.dropout))
 
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
-                memory_key_padding_mask=None, tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
-        x = tgt
+                memory_key_padding_mask=None, tgt_is_causal: bool = False, memory_is_causal: bool = False, *,
+                past_key_value=None, use_cache: bool = False):
+        """``use_cache=True`` returns (output, (self-attention KVCache, cross-attention KVCache)):
+        self-attention keys/values grow by the new steps, cross-attention ones are made from
+        ``memory`` on the first call and reused after. Pass the pair back as ``past_key_value``."""
+        x, cache = tgt, _cache_slots(past_key_value, use_cache, ("self", "cross"))
         if self.norm_first:
-            x = x + self._sa(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal)
-            x = x + self._mha(self.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal)
-            return x + self._ff(self.norm3(x))
-        x = self.norm1(x + self._sa(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal))
-        x = self.norm2(x + self._mha(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal))
-        return self.norm3(x + self._ff(x))
+            x = x + self._sa(self.norm1(x), tgt_mask, tgt_key_padding_mask, tgt_is_causal, cache)
+            x = x + self._mha(self.norm2(x), memory, memory_mask, memory_key_padding_mask, memory_is_causal, cache)
+            x = x + self._ff(self.norm3(x))
+        else:
+            x = self.norm1(x + self._sa(x, tgt_mask, tgt_key_padding_mask, tgt_is_causal, cache))
+            x = self.norm2(x + self._mha(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal, cache))
+            x = self.norm3(x + self._ff(x))
+        return x if cache is None else (x, (cache["self"], cache["cross"]))
+
+
+def _layer_pasts(pasts, use_cache: bool, n: int) -> list:
+    if pasts is None:
+        return [None] * n
+    if not use_cache:
+        raise ValueError("past_key_values was given without use_cache=True")
+    pasts = list(pasts)
+    if len(pasts) != n:
+        raise ValueError(f"past_key_values holds caches for {len(pasts)} layers, this stack has {n}")
+    return pasts
 
 
 class TransformerEncoder(Module):
     """``num_layers`` copies of ``encoder_layer`` and an optional final norm."""
 
-    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None) -> None:
+    def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None,
+                 enable_nested_tensor: bool = True, mask_check: bool = True) -> None:
+        # enable_nested_tensor and mask_check select PyTorch's inference fast path; accepted for
+        # compatibility, they change nothing here (there is one path, and its results are the same)
         super().__init__()
         self.layers = ModuleList(copy.deepcopy(encoder_layer) for _ in range(num_layers))
         self.num_layers, self.norm = num_layers, norm
 
-    def forward(self, src: Tensor, mask=None, src_key_padding_mask=None, is_causal: bool = False) -> Tensor:
-        x = src
-        for layer in self.layers:
-            x = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal)
-        return x if self.norm is None else self.norm(x)
+    def forward(self, src: Tensor, mask=None, src_key_padding_mask=None, is_causal: bool = False, *,
+                past_key_values=None, use_cache: bool = False):
+        """``use_cache=True`` returns (output, [one KVCache per layer])."""
+        x, pasts, presents = src, _layer_pasts(past_key_values, use_cache, len(self.layers)), []
+        for layer, past in zip(self.layers, pasts):
+            r = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal,
+                      past_key_value=past, use_cache=use_cache)
+            x = r[0] if use_cache else r
+            presents.append(r[1] if use_cache else None)
+        x = x if self.norm is None else self.norm(x)
+        return (x, presents) if use_cache else x
 
 
 class TransformerDecoder(Module):
@@ -167,13 +219,19 @@ class TransformerDecoder(Module):
         self.num_layers, self.norm = num_layers, norm
 
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
-                memory_key_padding_mask=None, tgt_is_causal: bool = False, memory_is_causal: bool = False) -> Tensor:
-        x = tgt
-        for layer in self.layers:
-            x = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
+                memory_key_padding_mask=None, tgt_is_causal: bool = False, memory_is_causal: bool = False, *,
+                past_key_values=None, use_cache: bool = False):
+        """``use_cache=True`` returns (output, [one (self, cross) KVCache pair per layer])."""
+        x, pasts, presents = tgt, _layer_pasts(past_key_values, use_cache, len(self.layers)), []
+        for layer, past in zip(self.layers, pasts):
+            r = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
                       tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
-                      tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal)
-        return x if self.norm is None else self.norm(x)
+                      tgt_is_causal=tgt_is_causal, memory_is_causal=memory_is_causal,
+                      past_key_value=past, use_cache=use_cache)
+            x = r[0] if use_cache else r
+            presents.append(r[1] if use_cache else None)
+        x = x if self.norm is None else self.norm(x)
+        return (x, presents) if use_cache else x
 
 
 class Transformer(Module):
@@ -182,7 +240,7 @@ class Transformer(Module):
     def __init__(self, d_model: int = 512, nhead: int = 8, num_encoder_layers: int = 6,
                  num_decoder_layers: int = 6, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
-                 norm_first: bool = True, bias: bool = True) -> None:
+                 norm_first: bool = False, bias: bool = True) -> None:
         super().__init__()
         enc = TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
                                       batch_first, norm_first, bias)

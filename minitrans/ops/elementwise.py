@@ -168,7 +168,8 @@ class Log(Function):
     @staticmethod
     def forward(ctx, a):
         ctx.save_for_backward(a)
-        return ctx.xp.log(a)
+        with ctx.xp.errstate(divide="ignore", invalid="ignore"):  # log(0) = -inf, log(-1) = nan, silently
+            return ctx.xp.log(a)
 
     @staticmethod
     def backward(ctx, g):

@@ -17,6 +17,9 @@ global batch from the same data generator and keeps its share, so the batch the 
 for is the global batch and checkpoints do not depend on the number of ranks),
 ``reduce_loss`` (average the logged loss over ranks) and ``sync_stop`` (agree on the stop
 decision, e.g. an all-reduce MAX of the reason code, so every rank stops at the same step).
+When a ``minitrans.distributed`` process group is initialised, the seams not given default to
+its ``trainer_seams()`` (rank 0 is the main rank), so a script needs no change beyond wrapping
+its model in ``DistributedDataParallel``.
 """
 from __future__ import annotations
 
@@ -65,6 +68,16 @@ class Result:
     rows: list = field(default_factory=list)
 
 
+def _spec(model) -> dict:
+    """The model's class and config when it is a registered model (so the checkpoint rebuilds it), else {}."""
+    from ..models.checkpoint import describe
+
+    try:
+        return describe(model)
+    except TypeError:
+        return {}        # any Module trains; only registered ones can be rebuilt by from_checkpoint
+
+
 class Trainer:
     """Adam-style loop: ``loss_fn(model, batch) -> (loss, n_tokens)``; ``evaluate(model) -> {name: value}``."""
 
@@ -72,7 +85,7 @@ class Trainer:
                  evaluate: Callable[[Any], dict], run_dir: str, budget: Budget, *, data_rng: np.random.Generator,
                  scheduler=None, metric_names: Sequence[str] = ("seq_acc", "token_acc"), eval_every: int = 250,
                  log_every: int = 10, clip_grad_norm: float | None = 1.0, meta: dict | None = None,
-                 progress: bool = True, resume_command: str = "", is_main: bool = True,
+                 progress: bool = True, resume_command: str = "", is_main: bool | None = None,
                  shard_batch: Callable | None = None, reduce_loss: Callable[[float], float] | None = None,
                  sync_stop: Callable[[int], int] | None = None) -> None:
         if budget.max_steps < 1:
@@ -85,6 +98,12 @@ class Trainer:
         self.metric_names = list(metric_names)
         self.eval_every, self.log_every, self.clip = eval_every, log_every, clip_grad_norm
         self.meta, self.progress, self.resume_command = dict(meta or {}), progress, resume_command
+        from ..distributed import trainer_seams
+
+        seams = trainer_seams()                   # {} unless a process group is initialised
+        is_main = seams.get("is_main", True) if is_main is None else is_main
+        shard_batch, reduce_loss = shard_batch or seams.get("shard_batch"), reduce_loss or seams.get("reduce_loss")
+        sync_stop = sync_stop or seams.get("sync_stop")
         self.is_main, self.shard_batch = is_main, shard_batch or (lambda b: b)
         self.reduce_loss, self.sync_stop = reduce_loss or (lambda x: x), sync_stop or (lambda c: c)
         self.step, self.elapsed_before, self.sessions = 0, 0.0, 1
@@ -102,10 +121,8 @@ class Trainer:
         return getattr(self.model, "module", self.model)     # a data-parallel wrapper keeps the model in .module
 
     def state(self, elapsed: float) -> dict:
-        from ..models.checkpoint import describe
-
         m = self._raw_model()
-        return {"model": m.state_dict(), "model_spec": describe(m), "task": self.meta.get("task", {}),
+        return {"model": m.state_dict(), "model_spec": _spec(m), "task": self.meta.get("task", {}),
                 "optimizer": self.opt.state_dict(),
                 "scheduler": self.sched.state_dict() if self.sched is not None else {},
                 "step": self.step, "elapsed": elapsed, "sessions": self.sessions,
@@ -119,10 +136,16 @@ class Trainer:
 
     def restore(self, ck: dict) -> None:
         """Continue from a checkpoint dict (``mt.load``): the model config must match the one built here."""
-        from ..models.checkpoint import check_config, describe
+        from ..models.checkpoint import check_config
 
+        mine, saved = _spec(self._raw_model()), ck.get("model_spec") or {}
+        if mine.get("class") != saved.get("class"):
+            have = saved.get("class", "model of no registered class")
+            built = mine.get("class", type(self._raw_model()).__name__)
+            raise RunError(f"--resume {self.dir}: the checkpoint holds a {have}, this run built a {built}")
         try:
-            check_config(describe(self._raw_model())["config"], ck["model_spec"]["config"])
+            if mine:
+                check_config(mine["config"], saved["config"])
         except ValueError as e:
             raise RunError(f"--resume {self.dir}: {e}") from None
         self._raw_model().load_state_dict(ck["model"])

@@ -199,9 +199,11 @@ def test_transformer_gradcheck_parameters_fast(norm_first):
         assert p.grad is not None and np.isfinite(p.grad.numpy()).all(), n
 
 
-def test_pre_ln_is_default_and_differs_from_post_ln():
+def test_post_ln_is_default_as_in_pytorch_and_differs_from_pre_ln():
     a, b = _tiny(True, seed=2), _tiny(False, seed=2)
-    assert nn.TransformerEncoderLayer(8, 2).norm_first is True
+    assert nn.TransformerEncoderLayer(8, 2).norm_first is False
+    assert nn.TransformerDecoderLayer(8, 2).norm_first is False
+    assert nn.Transformer(8, 2, 1, 1, 16).encoder.layers[0].norm_first is False
     src = mt.tensor(rand(np.random.default_rng(0), (1, 3, 8)))
     tgt = mt.tensor(rand(np.random.default_rng(1), (1, 2, 8)))
     assert np.abs(a(src, tgt).numpy() - b(src, tgt).numpy()).max() > 1e-3

@@ -1,0 +1,97 @@
+"""Elementwise math PyTorch programs reach for beyond the core set: sin, cos, the rounding
+family, floor division and remainder. Forward and backward sit side by side in each Function."""
+from __future__ import annotations
+
+from ..autograd.function import Function
+from .select import cpu_only
+
+
+class Sin(Function):
+    """sin(a); d/da = cos(a)"""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = cpu_only(ctx, "sin")
+        ctx.save_for_backward(a)
+        return xp.sin(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_arrays
+        return g * cpu_only(ctx, "sin").cos(a)
+
+
+class Cos(Function):
+    """cos(a); d/da = -sin(a)"""
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = cpu_only(ctx, "cos")
+        ctx.save_for_backward(a)
+        return xp.cos(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_arrays
+        return -g * cpu_only(ctx, "cos").sin(a)
+
+
+class Step(Function):
+    """A piecewise-constant function of a (floor, ceil, round, trunc, sign): the gradient is
+    zero everywhere, as in PyTorch (which also defines it as zero at the jumps)"""
+
+    @staticmethod
+    def forward(ctx, a, name, decimals=0):
+        if name == "sign":
+            return ctx.xp.sign(a)
+        xp = cpu_only(ctx, name)
+        if name == "round":
+            return xp.round(a, decimals)
+        return getattr(xp, name)(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.xp.zeros_like(g), None, None
+
+
+class FloorDivide(Function):
+    """floor(a / b) (Python's //); zero gradient, as PyTorch's ``div(rounding_mode="floor")``"""
+
+    @staticmethod
+    def forward(ctx, a, b, mode):
+        # a is an array of the result's dtype (the caller promotes); b an array or a number
+        xp = cpu_only(ctx, f"div(rounding_mode={mode!r})")
+        if a.dtype.kind == "f":
+            with xp.errstate(divide="ignore", invalid="ignore"):
+                q = xp.true_divide(a, b)
+            return (xp.floor(q) if mode == "floor" else xp.trunc(q)).astype(a.dtype, copy=False)
+        if xp.any(xp.asarray(b) == 0):
+            raise RuntimeError("ZeroDivisionError: integer division by zero")
+        if mode == "floor":
+            return xp.floor_divide(a, b)
+        q = xp.floor_divide(xp.abs(a), xp.abs(b))           # truncation rounds toward zero
+        return xp.where((a < 0) != (xp.asarray(b) < 0), -q, q)
+
+    @staticmethod
+    def backward(ctx, g):
+        return ctx.xp.zeros_like(g), None, None
+
+
+class Remainder(Function):
+    """a - floor(a / b)·b, the sign following b (Python's %, ``torch.remainder``);
+    d/da = 1, d/db = -floor(a / b)"""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        xp = cpu_only(ctx, "remainder")
+        if a.dtype.kind != "f" and xp.any(xp.asarray(b) == 0):
+            raise RuntimeError("ZeroDivisionError: integer modulo by zero")
+        ctx.save_for_backward(a, b)
+        with xp.errstate(divide="ignore", invalid="ignore"):
+            return xp.mod(a, b)
+
+    @staticmethod
+    def backward(ctx, g):
+        a, b = ctx.saved_arrays
+        nb = ctx.needs_input_grad[1]
+        return g, (-g * cpu_only(ctx, "remainder").floor(a / b) if nb else None)

@@ -1,0 +1,137 @@
+"""minitrans.threads: one call sets Numba's and OpenBLAS's thread counts; importing minitrans changes
+neither, nor Numba's threading layer."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numba
+import pytest
+
+import minitrans as mt
+from minitrans import threads
+
+
+def _fresh(code: str, env: dict | None = None) -> dict:
+    """Run ``code`` in a new interpreter (Numba's pool not started yet); it prints one JSON line."""
+    full = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    full.update(env or {})
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                         env=full, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_import_changes_no_thread_setting():
+    r = _fresh("""
+        import json, os, numba, numpy
+        from minitrans.threads import get_blas_num_threads
+        before = dict(layer=numba.config.THREADING_LAYER, env=os.environ.get("NUMBA_THREADING_LAYER"),
+                      blas=get_blas_num_threads())
+        import minitrans, minitrans.nn, minitrans.optim
+        from numba.np.ufunc import parallel
+        after = dict(layer=numba.config.THREADING_LAYER, env=os.environ.get("NUMBA_THREADING_LAYER"),
+                     blas=get_blas_num_threads())
+        print(json.dumps(dict(before=before, after=after, started=parallel._is_initialized)))
+    """, {"OPENBLAS_NUM_THREADS": "1"})
+    assert r["before"] == r["after"]
+    assert r["after"]["env"] is None and r["after"]["layer"] == "default"
+    assert r["after"]["blas"] in (1, None)
+    assert r["started"] is False          # importing does not start Numba's pool either
+
+
+def test_set_num_threads_sets_numba_and_blas():
+    before = mt.get_num_threads()
+    try:
+        mt.set_num_threads(1)
+        assert mt.get_num_threads() == 1 == numba.get_num_threads()
+        if threads.get_blas_num_threads() is not None:
+            assert threads.get_blas_num_threads() == 1
+    finally:
+        mt.set_num_threads(before)
+    assert mt.get_num_threads() == before
+
+
+def test_num_threads_context_restores_both_pools():
+    limit = numba.config.NUMBA_NUM_THREADS
+    mt.set_num_threads(limit)
+    blas_before = threads.get_blas_num_threads()
+    with mt.num_threads(1) as n:
+        assert n == 1 and mt.get_num_threads() == 1
+        if blas_before is not None:
+            assert threads.get_blas_num_threads() == 1
+    assert mt.get_num_threads() == limit
+    assert threads.get_blas_num_threads() == blas_before
+    with pytest.raises(KeyError):          # restored on an exception too
+        with mt.num_threads(1):
+            raise KeyError("x")
+    assert mt.get_num_threads() == limit
+
+
+@pytest.mark.parametrize("bad, err, words", [(0, ValueError, "between 1 and"), (10_000, ValueError, "NUMBA_NUM_THREADS"),
+                                             (1.5, TypeError, "must be an int"), ("2", TypeError, "got str"),
+                                             (True, TypeError, "got bool")])
+def test_bad_thread_counts_name_the_problem(bad, err, words):
+    before = mt.get_num_threads()
+    with pytest.raises(err, match=words):
+        mt.set_num_threads(bad)
+    with pytest.raises(err, match=words):
+        with mt.num_threads(bad):
+            pass
+    assert mt.get_num_threads() == before
+
+
+def test_threading_layer_is_an_explicit_choice_before_the_pool_starts():
+    r = _fresh("""
+        import json, numba, numpy as np
+        import minitrans as mt
+        before = mt.threading_layer()
+        mt.set_threading_layer("workqueue")
+        mt.set_num_threads(1)                         # starts the pool on the chosen layer
+        running = mt.threading_layer()
+        mt.set_threading_layer("workqueue")           # the same layer again: allowed
+        try:
+            mt.set_threading_layer("omp")
+            err = None
+        except RuntimeError as e:
+            err = str(e)
+        print(json.dumps(dict(before=before, running=running, err=err)))
+    """)
+    assert r["before"] is None
+    assert r["running"] == "workqueue"
+    assert r["err"] is not None and "workqueue" in r["err"] and "before the first parallel kernel" in r["err"]
+    with pytest.raises(ValueError, match="unknown threading layer"):
+        mt.set_threading_layer("fast")
+
+
+def test_retain_freed_memory_stops_page_faults_on_reused_temporaries():
+    # the same temporaries made twice: without the setting glibc hands the freed blocks back to the
+    # OS and the second round page-faults them in again; with it the second round reuses them
+    code = """
+        import json, resource, sys, numpy as np
+        import minitrans as mt
+        ok = mt.backends.cpu.retain_freed_memory() if sys.argv[1] == "1" else None
+        def round_():
+            arrays = [np.ones(1_000_000 + 4096 * i, np.float32) for i in range(12)]   # ~4 MiB each
+            del arrays
+        round_()
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        round_()
+        print(json.dumps(dict(ok=ok, faults=resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)))
+    """
+    outs = {}
+    for flag in ("0", "1"):
+        p = subprocess.run([sys.executable, "-c", textwrap.dedent(code), flag], capture_output=True, text=True,
+                           timeout=120)
+        assert p.returncode == 0, p.stderr
+        outs[flag] = json.loads(p.stdout.strip().splitlines()[-1])
+    if outs["1"]["ok"] is False:
+        pytest.skip("this C library has no glibc mallopt")
+    pages = 12 * 4_000_000 // 4096
+    assert outs["0"]["faults"] > pages // 2          # each array's pages faulted in again
+    assert outs["1"]["faults"] < pages // 10         # reused
+    with pytest.raises(ValueError, match="non-negative number of bytes"):
+        mt.backends.cpu.retain_freed_memory(-1)
