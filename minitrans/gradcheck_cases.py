@@ -21,7 +21,7 @@ from minitrans.tensor import Tensor
 class In:
     """One input: its shape, how its values are drawn, and whether it reaches the op as a non-contiguous view.
 
-    kinds: "n" uniform in ±1.5; "pos" in [0.5, 2]; "grid"/"grid2" on k·0.1 + 0.03 / + 0.07 (away
+    kinds: "n" uniform in ±1.5; "pos" in [0.5, 2]; "unit" in [0.1, 0.9]; "grid"/"grid2" on k·0.1 + 0.03 / + 0.07 (away
     from 0 and from each other: no kinks for relu/abs/clamp/max); "distinct" pairwise distinct
     (no ties for amax); "mask" random bool; "keep" bool with the first column True; "idx:N"
     int64 in [0, N). Only float kinds get a gradient.
@@ -33,7 +33,7 @@ class In:
 
     @property
     def is_float(self) -> bool:
-        return self.kind in ("n", "pos", "grid", "grid2", "distinct")
+        return self.kind in ("n", "pos", "unit", "grid", "grid2", "distinct")
 
     def describe(self) -> str:
         s = "x".join(str(d) for d in self.shape) or "scalar"
@@ -49,6 +49,8 @@ def _values(rng: np.random.Generator, spec: In) -> np.ndarray:
     n = int(np.prod(shape, dtype=np.int64))
     if k == "n":
         return rng.uniform(-1.5, 1.5, shape)
+    if k == "unit":
+        return rng.uniform(0.1, 0.9, shape)
     if k == "pos":
         return rng.uniform(0.5, 2.0, shape)
     if k in ("grid", "grid2"):
@@ -109,6 +111,7 @@ class Case:
     make: object = None          # layers only
     eps: float = 1e-6
     seed_each_call: bool = False     # dropout: the same mask in every forward of the check
+    devices: tuple = ("cpu", "cuda")     # ops without a CUDA kernel say so here
 
 
 def _ops():
@@ -223,6 +226,43 @@ def _ops():
         Case("Contiguous", lambda a: a.contiguous() * a.contiguous(), [V(In((3, 4), nc=True)),
                                                                     V(In((2, 3, 4), nc=True))], (F._Contig,)),
         Case("module backward hooks", hooked, [V(n34, n34), V(nc34, In((1, 4)))], (H._HookPoint,)),
+    ] + _more_ops(unary, binary)
+
+
+def _more_ops(unary, binary):
+    """Item assignment, selection, padding and the extra elementwise math (several are CPU-only)."""
+    from minitrans.nn import functional as F
+    from minitrans.ops import select as Sel, unary as U
+
+    cpu = ("cpu",)
+
+    def setitem(a, v):
+        x = a.clone()
+        x[1:, ::2] = v
+        return x * x
+
+    def steps(a):        # piecewise constant: zero gradient; "grid" values stay clear of every jump
+        return a.floor() + a.ceil() + a.round() + a.round(1) + a.trunc() + a.sign() + a * 0.5
+
+    return [
+        Case("Sin", lambda a: a.sin(), unary(), (U.Sin,), devices=cpu),
+        Case("Cos", lambda a: a.cos(), unary(), (U.Cos,), devices=cpu),
+        Case("Step", steps, unary("grid"), (U.Step,), devices=cpu),
+        Case("FloorDivide", lambda a, b: a // b + a, binary("n", "pos"), (U.FloorDivide,), devices=cpu),
+        Case("Remainder", lambda a, b: a % b, binary("n", "pos"), (U.Remainder,), devices=cpu),
+        Case("Clone", lambda a: a.clone() * a, unary(), (Sel.Clone,)),
+        Case("SetItem", setitem, [V(In((3, 4)), In((2, 2))), V(In((3, 4), nc=True), In((2,))),
+                                  V(In((2, 5)), In((1,)))], (Sel.SetItem,)),
+        Case("TriMask", lambda a: a.tril() + a.triu(1) * 2,
+             [V(In((3, 4))), V(In((2, 3, 3), nc=True)), V(In((1, 1)))], (Sel.TriMask,)),
+        Case("Gather", lambda a, i: a.gather(1, i).sum() + a.sort(dim=-1).values * 2 + a.topk(2).values.sum(),
+             [V(In((3, 4), "distinct"), In((3, 5), "idx:4")), V(In((3, 4), "distinct", nc=True),
+                                                                   In((3, 2), "idx:4"))], (Sel.Gather,),
+             devices=cpu),
+        Case("CumSum", lambda a: a.cumsum(0) + a.cumsum(-1) * 2,
+             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1)))], (Sel.CumSum,), devices=cpu),
+        Case("Pad", lambda a: F.pad(a, (1, 2, 0, 1), value=0.5) * 3,
+             [V(In((3, 4))), V(In((2, 3, 4), nc=True)), V(In((1, 1)))], (Sel.Pad,)),
     ]
 
 
@@ -278,10 +318,60 @@ def _layers():
         Case("nn.TransformerEncoder", lambda m, x: m(x), both, make=enc),
         Case("nn.TransformerDecoder", lambda m, x, y: m(x, y), [V(x238, mem, norm_first=True),
                                                                  V(x238nc, mem, norm_first=False)], make=dec),
+        *_more_layers(),
         Case("nn.Transformer", lambda m, x, y: m(x, y, tgt_is_causal=True),
              [V(mem, x238, norm_first=True), V(mem, x238nc, norm_first=False)],
              make=lambda norm_first: nn.Transformer(num_encoder_layers=1, num_decoder_layers=1,
                                                     norm_first=norm_first, **d)),
+    ]
+
+
+def _flat(out):
+    """(output, (h, c)) -> (output, h, c): gradcheck takes a flat tuple of tensors."""
+    if isinstance(out, Tensor):
+        return out
+    return tuple(t for o in out for t in (_flat(o) if isinstance(o, (tuple, list)) else (o,)))
+
+
+def _more_layers():
+    nn = mt.nn
+    x34 = In((3, 4))
+    rnn_in = [V(In((2, 3, 4))), V(In((3, 2, 4), nc=True), batch_first=False)]
+    return [
+        Case("nn.Sigmoid", lambda m, x: m(x), [V(x34), V(In((2, 3), nc=True))], make=nn.Sigmoid),
+        Case("nn.SiLU", lambda m, x: m(x), [V(x34), V(In((2, 3), nc=True))], make=nn.SiLU),
+        Case("nn.Softmax", lambda m, x: m(x), [V(x34), V(In((2, 3, 4), nc=True))], make=lambda: nn.Softmax(dim=-1)),
+        Case("nn.LogSoftmax", lambda m, x: m(x), [V(x34), V(In((2, 3, 4), nc=True))],
+             make=lambda: nn.LogSoftmax(dim=-1)),
+        Case("nn.CrossEntropyLoss", lambda m, x, t: m(x, t), [V(In((4, 5)), In((4,), "idx:5")),
+                                                             V(In((4, 5), nc=True), In((4,), "idx:5"))],
+             make=lambda: nn.CrossEntropyLoss(ignore_index=2)),
+        Case("nn.NLLLoss", lambda m, x, t: m(x, t), [V(In((4, 5)), In((4,), "idx:5")),
+                                                    V(In((4, 5), nc=True), In((4,), "idx:5"))], make=nn.NLLLoss),
+        Case("nn.MSELoss", lambda m, x, t: m(x, t), [V(x34, x34), V(In((3, 4), nc=True), In((4,)))],
+             make=nn.MSELoss),
+        Case("nn.L1Loss", lambda m, x, t: m(x, t), [V(In((3, 4), "grid"), In((3, 4), "grid2")),
+                                                   V(In((3, 4), "grid", nc=True), In((3, 4), "grid2"))],
+             make=nn.L1Loss),
+        Case("nn.BCEWithLogitsLoss", lambda m, x, t: m(x, t), [V(x34, In((3, 4), "unit")),
+                                                              V(In((3, 4), nc=True), In((3, 4), "unit"))],
+             make=nn.BCEWithLogitsLoss),
+        Case("nn.RNN", lambda m, x: _flat(m(x)), rnn_in,
+             make=lambda batch_first=True: nn.RNN(4, 5, num_layers=2, batch_first=batch_first)),
+        Case("nn.LSTM", lambda m, x: _flat(m(x)), rnn_in,
+             make=lambda batch_first=True: nn.LSTM(4, 5, batch_first=batch_first)),
+        Case("nn.GRU", lambda m, x: _flat(m(x)), rnn_in,
+             make=lambda batch_first=True: nn.GRU(4, 5, batch_first=batch_first)),
+        Case("nn.RNNCell", lambda m, x, h: m(x, h), [V(In((3, 4)), In((3, 5))), V(In((3, 4), nc=True), In((3, 5)))],
+             make=lambda: nn.RNNCell(4, 5)),
+        Case("nn.LSTMCell", lambda m, x, h, c: _flat(m(x, (h, c))),
+             [V(In((3, 4)), In((3, 5)), In((3, 5))), V(In((3, 4), nc=True), In((3, 5)), In((3, 5)))],
+             make=lambda: nn.LSTMCell(4, 5)),
+        Case("nn.GRUCell", lambda m, x, h: m(x, h), [V(In((3, 4)), In((3, 5))), V(In((3, 4), nc=True), In((3, 5)))],
+             make=lambda: nn.GRUCell(4, 5)),
+        Case("nn.RotaryEmbedding", lambda m, x: m(x) + m(x, offset=3), [V(In((2, 2, 3, 8))),
+                                                                       V(In((1, 1, 5, 8), nc=True))],
+             make=lambda: nn.RotaryEmbedding(8)),
     ]
 
 
@@ -298,6 +388,10 @@ EXCLUDED = {
     "nn.Module": "the base class; every layer built on it is checked",
     "nn.Parameter": "a tensor, not a layer",
     "nn.ModuleList": "a container without forward(); its members are checked on their own",
+    "nn.ModuleDict": "a container without forward(); its members are checked on their own",
+    "nn.RNNBase": "base class of RNN, LSTM and GRU, which are checked",
+    "RingAttention": "needs an MPI process group (mpiexec); tests/distributed/test_ring.py checks its output "
+                     "and gradients against scaled_dot_product_attention on several ranks",
 }
 
 

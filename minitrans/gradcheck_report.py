@@ -47,8 +47,14 @@ def _all_subclasses(cls):
 
 def discover() -> tuple[list[type], list[str]]:
     """(every Function subclass defined in minitrans, every layer class exported by minitrans.nn)."""
-    for name in ("minitrans.nn", "minitrans.nn.hooks", "minitrans.models", "minitrans.optim"):
-        importlib.import_module(name)
+    import pkgutil
+
+    for info in pkgutil.iter_modules(mt.__path__, "minitrans."):
+        try:
+            importlib.import_module(info.name)
+        except ImportError:             # an optional dependency (e.g. mpi4py) is missing: its ops still count
+            pass                        # when their module imports without it, as minitrans.distributed does
+    importlib.import_module("minitrans.nn.hooks")
     ops = sorted({c for c in _all_subclasses(Function) if c.__module__.startswith("minitrans.")},
                  key=lambda c: (c.__module__, c.__qualname__))
     layers = sorted(f"nn.{n}" for n in mt.nn.__all__
@@ -313,6 +319,10 @@ def main(argv=None) -> int:
         for c in selected:
             if c.name == "ToDevice" and not mt.cuda.is_available():
                 rows.append(Row(c.name, "-", a.device, status="n/a (needs a CUDA device to move to)"))
+                continue
+            if a.device not in c.devices:
+                rows.append(Row(c.name, "-", a.device,
+                                status=f"n/a (no {a.device} kernel: {', '.join(c.devices)} only)"))
                 continue
             rows += run_case(c, a.device, a.fast, a.seed)
             if a.progress:
