@@ -141,7 +141,8 @@ def table(runs: list[dict], first: int) -> str:
         g_late = go[-first:, 0].mean() / go[-first:, -1].mean()
         p_ratio = gp[early, 0].mean() / gp[early, -1].mean()
         s, layer = np.unravel_index(np.argmax(ur), ur.shape)
-        lines.append(f"| {r['label']} | {g_ratio:.2f} | {g_late:.2g} | {p_ratio:.2f} | {ur.max():.3g} (layer {layer + 1}, step "
+        lines.append(f"| {r['label']} | {g_ratio:.2f} | {g_late:.2g} | {p_ratio:.2f} | "
+                     f"{ur.max():.3g} (layer {layer + 1}, step "
                      f"{s + 1}) | {np.median(ur):.3g} | {np.mean(r['loss'][-10:]):.3f} | {r['acc'][-1][1]:.3f} | "
                      f"{r['seconds']:.0f} |")
     return "\n".join(lines)

@@ -82,7 +82,7 @@ def saturation(ds, n_keys: int, rows_per_d: int, rng) -> list[dict]:
 
 # ----------------------------------------------------------------------------- 3. gradients
 def gradients(ds, batch: int, T: int, repeats: int, rng) -> list[dict]:
-    """‖∂L/∂Q‖ and ‖∂L/∂K‖ per row (one query or key vector), L = Σ out ⊙ G, G ~ N(0, 1/d) (rows of norm ≈ 1).
+    """‖∂L/∂Q‖ and ‖∂L/∂K‖ per row (one query or key vector), L = Σ out ⊙ G, G ~ N(0, 1/d).
 
     Two summaries over the batch·T rows of ``repeats`` draws: the root mean square (the size of
     the whole gradient) and the median row (what a typical query or key receives).
@@ -245,7 +245,8 @@ def plots(res: dict, out_dir: str) -> list[str]:
     g = res["gradients"]
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     d = [r["d"] for r in g]
-    for key, style, label in (("dQ_scaled", "o-", "‖∂L/∂q‖ rms, 1/√d"), ("dK_scaled", "^-", "‖∂L/∂k‖ rms, 1/√d"),
+    for key, style, label in (("dQ_scaled", "o-", "‖∂L/∂q‖ rms, 1/√d"),
+                              ("dK_scaled", "^-", "‖∂L/∂k‖ rms, 1/√d"),
                               ("dQ_unscaled", "o--", "‖∂L/∂q‖ rms, no scale"),
                               ("dK_unscaled", "^--", "‖∂L/∂k‖ rms, no scale"),
                               ("dQ_scaled_median", "o:", "‖∂L/∂q‖ median row, 1/√d"),

@@ -31,7 +31,9 @@ _KINDS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backw
 
 
 class RemovableHandle:
-    """Returned by every ``register_*_hook``: ``remove()`` takes the hook off (idempotent); usable as a context manager."""
+    """Returned by every ``register_*_hook``: ``remove()`` takes the hook off (idempotent).
+
+    Also a context manager: ``with module.register_forward_hook(h): ...`` removes it on exit."""
 
     _next_id = 0
 

@@ -1,4 +1,4 @@
-"""mt.autograd.grad / backward: values against NumPy and PyTorch, no side effects, and a clear refusal of create_graph."""
+"""mt.autograd.grad / backward: values against NumPy and PyTorch, no side effects, a clear refusal of create_graph."""
 from __future__ import annotations
 
 import numpy as np

@@ -7,7 +7,6 @@ import pathlib
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 
 import minitrans as mt
