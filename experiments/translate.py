@@ -33,7 +33,17 @@ from minitrans.train import add_arguments, cli, start_run
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import make_trainer, seq_loss, try_plots  # noqa: E402
 
-BUCKETS = ((5, 10), (11, 20), (21, 30), (31, 40), (41, 60), (61, 80))
+BUCKETS = "5-10,11-20,21-30,31-40,41-60,61-80"
+
+
+def parse_buckets(text: str) -> list[tuple[int, int]]:
+    try:
+        out = [tuple(int(x) for x in b.split("-")) for b in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or any(len(b) != 2 or not 5 <= b[0] <= b[1] <= 80 for b in out):
+        raise argparse.ArgumentTypeError(f"buckets must look like 5-10,11-20 within 5..80, got {text!r}")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="positional information: added sinusoids, rotary, or none (the control)")
     m.add_argument("--train-max-len", type=int, default=40, help="longest training source (tokens)")
     r = p.add_argument_group("final report")
+    r.add_argument("--buckets", type=parse_buckets, default=BUCKETS, help="source-length buckets reported")
     r.add_argument("--report-size", type=int, default=100, help="held-out sentences per length bucket")
     r.add_argument("--beam", type=int, default=4, help="beam size compared with greedy")
+    r.add_argument("--no-plots", action="store_true", help="skip loss.png and attention.png")
     r.add_argument("--length-penalty", type=float, default=1.0, help="beam score = sum log p / length^this")
     return p
 
@@ -113,7 +125,7 @@ def main(argv=None) -> dict:
     mt.manual_seed(args.seed)
     task = TranslationTask(min_len=5, max_len=args.train_max_len)
     rng = np.random.default_rng(10_000 + args.seed)
-    held = {b: task.sample(rng, args.report_size, *b) for b in BUCKETS}
+    held = {b: task.sample(rng, args.report_size, *b) for b in args.buckets}
     trained = [p for (lo, hi), ps in held.items() if hi <= args.train_max_len for p in ps]
     tune = task.sample(rng, args.eval_size, 5, args.train_max_len)         # evaluated during training
     exclude = {s for s, _ in trained + tune} | {s for ps in held.values() for s, _ in ps}
@@ -121,7 +133,7 @@ def main(argv=None) -> dict:
     cfg = Seq2SeqConfig(vocab_size=task.vocab_size, d_model=args.d_model, nhead=args.heads, num_layers=args.layers,
                         dim_feedforward=args.ff, positional=args.pos != "none",
                         pos_encoding="rotary" if args.pos == "rotary" else "sinusoidal",
-                        max_len=max(BUCKETS[-1][1], longest_target) + 16, pad_id=PAD, norm_first=True, bos_id=BOS)
+                        max_len=max(80, longest_target) + 16, pad_id=PAD, norm_first=True, bos_id=BOS)
     model = Seq2Seq(cfg).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"translate: {n_params:,} parameters, vocab {task.vocab_size}, training sources 5-{args.train_max_len} "
@@ -155,10 +167,10 @@ def main(argv=None) -> dict:
         print(f"final report ({args.report_size} fresh held-out sentences per source-length bucket):")
         info["buckets"] = report(model, task, held, args)
         info["load_avg_after_report"] = os.getloadavg()
-        s, t = next(p for p in held[(11, 20)] if len(p[0]) <= 16)
+        s, t = min((p for ps in held.values() for p in ps), key=lambda p: abs(len(p[0]) - 15))
         sb, t_in, _ = task.batch([(s, t)])
         attn = model.cross_attention_map(mt.tensor(sb, device=args.device), mt.tensor(t_in, device=args.device))
-        info["plots"] = try_plots(
+        info["plots"] = [] if args.no_plots else try_plots(
             setup.dir, res.rows, f"translate ({args.pos} positions)", attn[0][:len(t) + 1, :len(s)],
             xlabels=task.words(s), ylabels=["<bos>"] + task.words(t),
             attention_title="cross-attention, last decoder layer (mean of heads), one held-out sentence",
