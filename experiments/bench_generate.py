@@ -5,11 +5,11 @@ and PyTorch generating from the same weights with its own cached loop.
     python experiments/bench_generate.py --quick            # 64 and 512 only
 
 For each context length L a random-weight GPT (sinusoidal positions, pre-LN) is given an L-token
-prompt; the cached figure is the time of --new greedy steps after the prompt (one query row
-each, against a cache of about L keys; the prompt's cache is built once, untimed) divided by
---new; the uncached figure recomputes the whole L-token context for one step. The PyTorch side is a hand-written cached loop over the same
-weights (torch.nn.functional.scaled_dot_product_attention on the cached keys/values), first
-checked to give the same logits. minitrans and torch run with the same thread count and take
+prompt; the cached figure is the time of --new greedy steps after the prompt (one query row each,
+against a cache of about L keys; the prompt's cache is built once, untimed) divided by --new; the
+uncached figure recomputes the whole L-token context for one step. The PyTorch side is a
+hand-written cached loop over the same weights (torch.nn.functional.scaled_dot_product_attention
+on the cached keys/values), first checked to give the same logits. minitrans and torch run with the same thread count and take
 turns (A/B/A/B); figures are medians, with the best repetition beside them (on a loaded machine
 the minimum is the steadier estimate); the load average is recorded.
 """
@@ -145,9 +145,11 @@ def main(argv=None) -> dict:
     for L in contexts:
         rows.append(bench_context(model, L, args.new, 3 if args.quick else args.reps, rng))
         r = rows[-1]
-        print(f"context {L:>5}: cached {r['cached_ms_per_token']:7.2f} ms/token (best {r['cached_best_ms_per_token']:6.2f})"
+        print(f"context {L:>5}: cached {r['cached_ms_per_token']:7.2f} ms/token "
+              f"(best {r['cached_best_ms_per_token']:6.2f})"
               f"   uncached {r['uncached_ms_per_token']:8.2f} ms/token" + (
-                  f"   torch cached {r['torch_cached_ms_per_token']:6.2f} (best {r['torch_cached_best_ms_per_token']:6.2f})"
+                  f"   torch cached {r['torch_cached_ms_per_token']:6.2f} "
+                  f"(best {r['torch_cached_best_ms_per_token']:6.2f})"
                   f"   minitrans/torch {r['ratio_vs_torch']:.2f} (best {r['ratio_vs_torch_best']:.2f})"
                   f"   logits |diff| {r['logits_max_abs_diff_vs_torch']:.1e}" if torch is not None else "")
               + f"   load {r['loadavg']:.1f}", flush=True)

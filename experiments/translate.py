@@ -112,10 +112,9 @@ def report(model, task, buckets: dict, args) -> list[dict]:
                              desc=None if args.quiet else f"{lo}-{hi} {name}")
             row.update({f"{name}_{key}": v for key, v in score(task, pairs, hyps).items()})
         rows.append(row)
-        print(f"  source {lo:>2}-{hi:<2} {'trained' if row['trained'] else 'LONGER ':7} "
-              f"greedy BLEU {row['greedy_bleu']:5.1f} exact {row['greedy_seq_acc']:.2f} tok {row['greedy_token_acc']:.3f}"
-              f" | beam{args.beam} BLEU {row[f'beam{args.beam}_bleu']:5.1f} exact {row[f'beam{args.beam}_seq_acc']:.2f} "
-              f"tok {row[f'beam{args.beam}_token_acc']:.3f}", flush=True)
+        cols = " | ".join(f"{name} BLEU {row[name + '_bleu']:5.1f} exact {row[name + '_seq_acc']:.2f} "
+                          f"tok {row[name + '_token_acc']:.3f}" for name in ("greedy", f"beam{args.beam}"))
+        print(f"  source {lo:>2}-{hi:<2} {'trained' if row['trained'] else 'LONGER ':7} {cols}", flush=True)
     return rows
 
 
@@ -163,7 +162,7 @@ def main(argv=None) -> dict:
             "target_met": res.target_met, "elapsed_s": res.elapsed_s, "last_eval": res.metrics,
             "parameters": n_params, "seed": args.seed, "device": str(args.device), "run_dir": setup.dir,
             "load_avg": os.getloadavg()}
-    if res.ended != "interrupted":                # an interrupted run leaves fast: the report comes with the resumed one
+    if res.ended != "interrupted":                # an interrupted run leaves fast: the report comes when resumed
         print(f"final report ({args.report_size} fresh held-out sentences per source-length bucket):")
         info["buckets"] = report(model, task, held, args)
         info["load_avg_after_report"] = os.getloadavg()
@@ -174,8 +173,8 @@ def main(argv=None) -> dict:
             setup.dir, res.rows, f"translate ({args.pos} positions)", attn[0][:len(t) + 1, :len(s)],
             xlabels=task.words(s), ylabels=["<bos>"] + task.words(t),
             attention_title="cross-attention, last decoder layer (mean of heads), one held-out sentence",
-            caption="Row i reads target word i and writes word i+1; the bright cell is the source word it looks at. The "
-                    "verb comes last and adjectives follow their noun, so the path through the map is not the diagonal.")
+            caption="Row i reads target word i and writes word i+1; the bright cell is the source word it looks "
+                    "at. The verb comes last and adjectives follow their noun, so the path is not the diagonal.")
         with open(os.path.join(setup.dir, "summary.json"), "w") as f:
             json.dump(info, f, indent=2)
     print(res.message)

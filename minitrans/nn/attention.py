@@ -162,8 +162,8 @@ class MultiheadAttention(Module):
             raise ValueError("MultiheadAttention: past_key_value was made by another attention module (a cache "
                              "from another model or layer); pass the cache this module returned")
         if past.static != static_kv:
-            raise ValueError(f"MultiheadAttention: the cache holds {'fixed cross-attention' if past.static else 'growing self-attention'} "
-                             f"keys/values but static_kv={static_kv}")
+            kind = "fixed cross-attention" if past.static else "growing self-attention"
+            raise ValueError(f"MultiheadAttention: the cache holds {kind} keys/values but static_kv={static_kv}")
         if past.key.shape[0] != B:
             raise ValueError(f"MultiheadAttention: the cache holds a batch of {past.key.shape[0]}, the query has {B}")
         return past

@@ -36,7 +36,8 @@ def test_charlm_trains_checkpoints_and_samples(tmp_path, capsys):
     text = tmp_path / "t.txt"
     text.write_text("abcabcabd ünïcode " * 40, encoding="utf-8")
     info = charlm.main(["--text", str(text), "--steps", "2", "--eval-every", "2", "--eval-size", "2",
-                        "--layers", "1", "--d-model", "16", "--heads", "2", "--block-size", "16", "--quiet", "--no-plots",
+                        "--layers", "1", "--d-model", "16", "--heads", "2", "--block-size", "16", "--quiet",
+                        "--no-plots",
                         "--out-dir", str(tmp_path / "lm")])
     assert info["steps"] == 2 and "--- sample ---" in capsys.readouterr().out
     out = charlm.main(["--sample", str(tmp_path / "lm" / "checkpoint.npz"), "--prompt", "ab", "--chars", "40"])
