@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--heads", type=int, default=4)
     m.add_argument("--d-model", type=int, default=128)
     m.add_argument("--dropout", type=float, default=0.1)
+    m.add_argument("--no-plots", action="store_true", help="skip loss.png")
     m.add_argument("--pos", choices=("sinusoidal", "rotary"), default="sinusoidal")
     s = p.add_argument_group("sampling")
     s.add_argument("--sample", metavar="CHECKPOINT", default=None, help="only generate from this checkpoint")
@@ -164,7 +165,7 @@ def main(argv=None) -> dict:
             "parameters": n_params, "text": args.text or "docs/*.md", "run_dir": setup.dir,
             "load_avg": os.getloadavg()}
     if res.ended != "interrupted":
-        info["plots"] = try_plots(setup.dir, res.rows, "charlm")
+        info["plots"] = [] if args.no_plots else try_plots(setup.dir, res.rows, "charlm")
         with open(os.path.join(setup.dir, "summary.json"), "w") as f:
             json.dump(info, f, indent=2)
         print(f"sample from the checkpoint: python experiments/charlm.py --sample {setup.dir}/checkpoint.npz")

@@ -33,7 +33,17 @@ from minitrans.train import add_arguments, cli, start_run
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import make_trainer, seq_loss, try_plots  # noqa: E402
 
-BUCKETS = ((5, 10), (11, 20), (21, 30), (31, 40), (41, 60), (61, 80))
+BUCKETS = "5-10,11-20,21-30,31-40,41-60,61-80"
+
+
+def parse_buckets(text: str) -> list[tuple[int, int]]:
+    try:
+        out = [tuple(int(x) for x in b.split("-")) for b in text.split(",")]
+    except ValueError:
+        out = []
+    if not out or any(len(b) != 2 or not 5 <= b[0] <= b[1] <= 80 for b in out):
+        raise argparse.ArgumentTypeError(f"buckets must look like 5-10,11-20 within 5..80, got {text!r}")
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="positional information: added sinusoids, rotary, or none (the control)")
     m.add_argument("--train-max-len", type=int, default=40, help="longest training source (tokens)")
     r = p.add_argument_group("final report")
+    r.add_argument("--buckets", type=parse_buckets, default=BUCKETS, help="source-length buckets reported")
     r.add_argument("--report-size", type=int, default=100, help="held-out sentences per length bucket")
     r.add_argument("--beam", type=int, default=4, help="beam size compared with greedy")
+    r.add_argument("--no-plots", action="store_true", help="skip loss.png and attention.png")
     r.add_argument("--length-penalty", type=float, default=1.0, help="beam score = sum log p / length^this")
     return p
 
@@ -100,10 +112,9 @@ def report(model, task, buckets: dict, args) -> list[dict]:
                              desc=None if args.quiet else f"{lo}-{hi} {name}")
             row.update({f"{name}_{key}": v for key, v in score(task, pairs, hyps).items()})
         rows.append(row)
-        print(f"  source {lo:>2}-{hi:<2} {'trained' if row['trained'] else 'LONGER ':7} "
-              f"greedy BLEU {row['greedy_bleu']:5.1f} exact {row['greedy_seq_acc']:.2f} tok {row['greedy_token_acc']:.3f}"
-              f" | beam{args.beam} BLEU {row[f'beam{args.beam}_bleu']:5.1f} exact {row[f'beam{args.beam}_seq_acc']:.2f} "
-              f"tok {row[f'beam{args.beam}_token_acc']:.3f}", flush=True)
+        cols = " | ".join(f"{name} BLEU {row[name + '_bleu']:5.1f} exact {row[name + '_seq_acc']:.2f} "
+                          f"tok {row[name + '_token_acc']:.3f}" for name in ("greedy", f"beam{args.beam}"))
+        print(f"  source {lo:>2}-{hi:<2} {'trained' if row['trained'] else 'LONGER ':7} {cols}", flush=True)
     return rows
 
 
@@ -113,7 +124,7 @@ def main(argv=None) -> dict:
     mt.manual_seed(args.seed)
     task = TranslationTask(min_len=5, max_len=args.train_max_len)
     rng = np.random.default_rng(10_000 + args.seed)
-    held = {b: task.sample(rng, args.report_size, *b) for b in BUCKETS}
+    held = {b: task.sample(rng, args.report_size, *b) for b in args.buckets}
     trained = [p for (lo, hi), ps in held.items() if hi <= args.train_max_len for p in ps]
     tune = task.sample(rng, args.eval_size, 5, args.train_max_len)         # evaluated during training
     exclude = {s for s, _ in trained + tune} | {s for ps in held.values() for s, _ in ps}
@@ -121,7 +132,7 @@ def main(argv=None) -> dict:
     cfg = Seq2SeqConfig(vocab_size=task.vocab_size, d_model=args.d_model, nhead=args.heads, num_layers=args.layers,
                         dim_feedforward=args.ff, positional=args.pos != "none",
                         pos_encoding="rotary" if args.pos == "rotary" else "sinusoidal",
-                        max_len=max(BUCKETS[-1][1], longest_target) + 16, pad_id=PAD, norm_first=True, bos_id=BOS)
+                        max_len=max(80, longest_target) + 16, pad_id=PAD, norm_first=True, bos_id=BOS)
     model = Seq2Seq(cfg).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"translate: {n_params:,} parameters, vocab {task.vocab_size}, training sources 5-{args.train_max_len} "
@@ -151,19 +162,19 @@ def main(argv=None) -> dict:
             "target_met": res.target_met, "elapsed_s": res.elapsed_s, "last_eval": res.metrics,
             "parameters": n_params, "seed": args.seed, "device": str(args.device), "run_dir": setup.dir,
             "load_avg": os.getloadavg()}
-    if res.ended != "interrupted":                # an interrupted run leaves fast: the report comes with the resumed one
+    if res.ended != "interrupted":                # an interrupted run leaves fast: the report comes when resumed
         print(f"final report ({args.report_size} fresh held-out sentences per source-length bucket):")
         info["buckets"] = report(model, task, held, args)
         info["load_avg_after_report"] = os.getloadavg()
-        s, t = next(p for p in held[(11, 20)] if len(p[0]) <= 16)
+        s, t = min((p for ps in held.values() for p in ps), key=lambda p: abs(len(p[0]) - 15))
         sb, t_in, _ = task.batch([(s, t)])
         attn = model.cross_attention_map(mt.tensor(sb, device=args.device), mt.tensor(t_in, device=args.device))
-        info["plots"] = try_plots(
+        info["plots"] = [] if args.no_plots else try_plots(
             setup.dir, res.rows, f"translate ({args.pos} positions)", attn[0][:len(t) + 1, :len(s)],
             xlabels=task.words(s), ylabels=["<bos>"] + task.words(t),
             attention_title="cross-attention, last decoder layer (mean of heads), one held-out sentence",
-            caption="Row i reads target word i and writes word i+1; the bright cell is the source word it looks at. The "
-                    "verb comes last and adjectives follow their noun, so the path through the map is not the diagonal.")
+            caption="Row i reads target word i and writes word i+1; the bright cell is the source word it looks "
+                    "at. The verb comes last and adjectives follow their noun, so the path is not the diagonal.")
         with open(os.path.join(setup.dir, "summary.json"), "w") as f:
             json.dump(info, f, indent=2)
     print(res.message)

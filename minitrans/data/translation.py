@@ -38,7 +38,8 @@ from .tasks import BOS, EOS, PAD, _count_try
 NOUNS = ("dog cat bird horse farmer teacher child doctor king queen student artist baker sailor soldier "
          "pilot writer singer garden river house market forest city village school bridge mountain lake "
          "castle road ship train boat book letter song table window apple").split()
-ADJECTIVES = "big small old young red green black white happy sad quiet loud fast tall rich poor clever brave kind dark".split()
+ADJECTIVES = ("big small old young red green black white happy sad quiet loud fast tall rich poor clever brave "
+              "kind dark").split()
 VERBS_T = ("see chase follow help find visit paint watch love call meet carry push build open hold draw "
            "remember teach feed guard leave greet answer").split()
 VERBS_I = "sleep run wait sing dance fall laugh work swim rest".split()

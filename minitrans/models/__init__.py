@@ -12,5 +12,6 @@ from .generation import GenerationCache
 from .gpt import GPT, GPTConfig
 from .seq2seq import Seq2Seq, Seq2SeqConfig
 
-__all__ = ["GPT", "GPTConfig", "Seq2Seq", "Seq2SeqConfig", "GenerationCache", "from_checkpoint", "checkpoint_task", "check_config",
+__all__ = ["GPT", "GPTConfig", "Seq2Seq", "Seq2SeqConfig", "GenerationCache", "from_checkpoint", "checkpoint_task",
+           "check_config",
            "describe", "register", "save_model"]

@@ -126,6 +126,10 @@ class MultiheadAttention(Module):
         q = q.reshape(B, Tq, H, hd).transpose(1, 2)             # (B, H, Tq, hd)
         if self.rotary is not None and not static_kv:
             q, k = self.rotary(q, P), self.rotary(k, P)
+        if use_cache and not (past is not None and static_kv):
+            # stored C-contiguous (B, H, L, hd): the fused kernel then reads the cache in place, and
+            # appending to it keeps it contiguous (the projections' head split is a strided view)
+            k, v = k.contiguous(), v.contiguous()
         if past is not None and not static_kv:
             k, v = cat([past.key, k], dim=2), cat([past.value, v], dim=2)   # (B, H, P + Tk, hd)
         present = KVCache(k, v, self, static_kv) if use_cache else None
@@ -162,8 +166,8 @@ class MultiheadAttention(Module):
             raise ValueError("MultiheadAttention: past_key_value was made by another attention module (a cache "
                              "from another model or layer); pass the cache this module returned")
         if past.static != static_kv:
-            raise ValueError(f"MultiheadAttention: the cache holds {'fixed cross-attention' if past.static else 'growing self-attention'} "
-                             f"keys/values but static_kv={static_kv}")
+            kind = "fixed cross-attention" if past.static else "growing self-attention"
+            raise ValueError(f"MultiheadAttention: the cache holds {kind} keys/values but static_kv={static_kv}")
         if past.key.shape[0] != B:
             raise ValueError(f"MultiheadAttention: the cache holds a batch of {past.key.shape[0]}, the query has {B}")
         return past

@@ -18,7 +18,8 @@ from minitrans.models.generation import next_tokens
 EOS = 2
 
 # the CUDA tests' small simulator tiles (autouse fixture, module scope), shared, not copied
-_spec = importlib.util.spec_from_file_location("cuda_conftest", pathlib.Path(__file__).parents[1] / "cuda" / "conftest.py")
+_spec = importlib.util.spec_from_file_location("cuda_conftest",
+                                               pathlib.Path(__file__).parents[1] / "cuda" / "conftest.py")
 _cuda_conftest = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_cuda_conftest)
 small_tiles = _cuda_conftest.small_tiles

@@ -68,7 +68,8 @@ def test_decoder_layer_passes_both_caches():
 
 
 def test_one_query_row_against_a_long_cache_uses_the_fused_kernel(monkeypatch):
-    """A step against L cached keys calls the tiled attention kernel with Tq = 1 (no L×L scores)."""
+    """A step against L cached keys calls the tiled attention kernel with Tq = 1 (no L×L scores)
+    on the cache itself."""
     m = _mha(seed=3).to(mt.float32)
     L = 300                                             # beyond the short-sequence path: the tiled kernel
     x = mt.tensor(np.random.default_rng(5).standard_normal((1, L + 1, 8)).astype(np.float32))
@@ -83,6 +84,8 @@ def test_one_query_row_against_a_long_cache_uses_the_fused_kernel(monkeypatch):
     xs = x[:, L:]
     o, _, cache = m(xs, xs, xs, need_weights=False, is_causal=True, past_key_value=cache, use_cache=True)
     assert shapes == [((2, 1, 4), (2, L + 1, 4), True, False)]
+    # the cache is kept C-contiguous (B, H, L, hd), so the kernel reads it without a copy per step
+    assert cache.key._data.flags.c_contiguous and cache.value._data.flags.c_contiguous
     full = m(x, x, x, need_weights=False, is_causal=True)[0].numpy()[:, L:]
     np.testing.assert_allclose(o.numpy(), full, rtol=1e-4, atol=1e-5)
 
