@@ -42,6 +42,22 @@ HERE = Path(__file__).resolve().parent
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SWEEP_BEGIN, SWEEP_END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
+BENCH_HEAD = """## Benchmarks (BENCHMARK.md W1–W6)
+
+Measured with `experiments/bench.py`: **each framework in its own process**, the sides alternated over 3
+rounds, the same thread count for every side, medians of the per-process medians, the machine's load and
+a same-run 2048³ GEMM figure beside each table (docs/performance.md explains the method). **These tables
+were taken on a loaded machine** (other engineers' jobs shared the 2 cores; the load averages are given):
+wall times are upper bounds and noisy, and the CPU-time figures in the notes (the process's CPU seconds
+per call, all threads) are the steadier comparison.
+
+**What changed from the earlier tables, and why.** The tables that stood here before timed minitrans
+and PyTorch alternately inside one process. Their thread pools then slow each other (NumPy's OpenBLAS
+workers spin after each call and take the cores from torch's OpenMP pool), and PyTorch's W1 step ran at
+about half its solo speed: the published W1 ratio of 0.61 (minitrans faster) was that artefact. Measured
+apart on a quiet machine, the code of that time was 2.1× slower than PyTorch at 2 threads and 1.4× at 1
+thread. Every figure of that method has been replaced by the tables below."""
+EXTRA_ENV: dict = {}          # set by main(): e.g. MT_BENCH_RETAIN=0 for --no-retain
 
 
 # --------------------------------------------------------------------------- processes
@@ -49,12 +65,12 @@ def available(fw: str) -> bool:
     return fw in ("minitrans", "numpy") or importlib.util.find_spec(fw) is not None
 
 
-def run_process(fw: str, jobs: list, threads: int, layer: str, timeout: float = 1800) -> dict:
+def run_process(fw: str, jobs: list, threads: int, layer: str, timeout: float = 1800, extra_env=None) -> dict:
     """One worker process: ``fw`` alone, ``threads`` threads, the given jobs in order."""
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         jf, out = Path(tmp, "jobs.json"), Path(tmp, "out.json")
         jf.write_text(json.dumps(jobs))
-        env = {**os.environ, **bw.thread_env(threads), "NUMBA_THREADING_LAYER": layer}
+        env = {**os.environ, **bw.thread_env(threads), "NUMBA_THREADING_LAYER": layer, **(extra_env or {})}
         p = subprocess.run([sys.executable, str(HERE / "bench_worker.py"), "--framework", fw, "--threads",
                             str(threads), "--jobs", str(jf), "--out", str(out)], env=env, capture_output=True,
                            text=True, timeout=timeout)
@@ -72,7 +88,7 @@ def race(jobs: dict, rounds: int, threads: int, layer: str, label: str) -> dict:
     for r in range(rounds):
         for fw, js in jobs.items():
             t0 = time.perf_counter()
-            res = run_process(fw, js, threads, layer)
+            res = run_process(fw, js, threads, layer, extra_env=EXTRA_ENV)
             print(f"  {label} round {r + 1}/{rounds} {fw}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
             per[fw].append(res["results"])
             infos[fw].append(res["info"])
@@ -347,7 +363,8 @@ def _header(info: dict) -> list[str]:
             f"same run: {info['gemm_before']:.0f} GFLOP/s before, {info['gemm_after']:.0f} after (peak used for "
             f"the %-of-peak columns: {info['gemm_gflops']:.0f})",
             f"- {info['threads']} thread(s) for every side (Numba, OpenBLAS, OpenMP/torch, XLA), Numba threading "
-            f"layer `{info['numba_layer']}`; versions: python {info['python']}, numpy {info['numpy']}, numba "
+            f"layer `{info['numba_layer']}`, minitrans with `retain_freed_memory()`: "
+            f"{'yes' if info.get('minitrans_retain_freed_memory', True) else 'no'}; versions: python {info['python']}, numpy {info['numpy']}, numba "
             f"{info['numba']}, torch {info['torch']}, jax {info['jax']}, minitrans {info['minitrans']}",
             f"- each framework in its own process, sides alternated over {info['rounds']} round(s), figure = median "
             "of the per-process medians after warm-up; ratio = minitrans time / peer time (< 1: minitrans faster)"]
@@ -515,6 +532,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of alternating processes (>= 3 for a table)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every side")
     ap.add_argument("--layer", default="workqueue", help="Numba threading layer for minitrans (see minitrans.threads)")
+    ap.add_argument("--no-retain", action="store_true",
+                    help="minitrans without retain_freed_memory() (the allocator returns freed blocks to the OS)")
     ap.add_argument("--sweep", action="store_true", help="the W1/W2 scaling sweeps instead of the W1-W6 tables")
     ap.add_argument("--out", default="", help="JSON path; default experiments/results/bench[_sweep]_t<threads>.json")
     ap.add_argument("--results-md", default="experiments/RESULTS.md", help="'' to skip the Markdown")
@@ -530,11 +549,15 @@ def main(argv=None) -> dict:
 
         mt.set_threading_layer(a.layer)
         mt.set_num_threads(a.threads)
+        if not a.no_retain:
+            mt.backends.cpu.retain_freed_memory()
         with tempfile.TemporaryDirectory() as tmp:
             step = bw.w1_minitrans(w1_job(tmp, a.seed, 0, 0), Path(tmp, "w.npz"))
             return profile_w1(step, a.profile_steps, Path(a.profile_out), a)
     only = [w.strip().upper() for w in a.only.split(",")]
+    EXTRA_ENV["MT_BENCH_RETAIN"] = "0" if a.no_retain else "1"
     info = machine_info(a.threads, a.layer)
+    info["minitrans_retain_freed_memory"] = not a.no_retain
     info.update(rounds=a.rounds, load_before=loadavg())
     info["gemm_before"] = gemm_gflops(a.threads, a.layer)
     rows, raw = [], {}
@@ -564,7 +587,7 @@ def main(argv=None) -> dict:
             write_results_md(Path(a.results_md), sweep_markdown(rows, info, png), SWEEP_BEGIN, SWEEP_END,
                              "## Scaling sweeps (W1 over d_model and sequence, W2 over n)")
         else:
-            write_results_md(Path(a.results_md), markdown(rows, info, raw))
+            write_results_md(Path(a.results_md), markdown(rows, info, raw), head=BENCH_HEAD)
         print(f"wrote {a.results_md}")
     return result
 

@@ -24,18 +24,21 @@ pool once per process), and before ``set_num_threads``, which starts the pool. T
 training scripts in ``experiments/`` make this choice explicitly; ``docs/performance.md`` has the
 measurements behind it.
 
-The tiled attention kernels (``kernels/cpu/attention.py``) run their own tiles on up to
-``get_num_threads()`` Python threads and keep OpenBLAS on one thread while they do
-(:func:`blas_single_threaded`), so the two levels of threading do not multiply.
+The tiled attention kernels (``kernels/cpu/attention.py``) and the large matrix products
+(``kernels/cpu/matmul.py``) run their blocks on up to ``get_num_threads()`` Python threads of one
+shared pool (:func:`worker_pool`) and keep OpenBLAS on one thread while they do
+(:func:`blas_single_threaded`), so the two levels of threading do not multiply, and nothing spins
+waiting for work when the cores are busy elsewhere.
 """
 from __future__ import annotations
 
 import ctypes
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 __all__ = ["set_num_threads", "get_num_threads", "num_threads", "set_threading_layer", "threading_layer",
-           "get_blas_num_threads", "blas_single_threaded"]
+           "get_blas_num_threads", "blas_single_threaded", "worker_pool"]
 
 LAYERS = ("default", "safe", "forksafe", "threadsafe", "workqueue", "omp", "tbb")
 _BLAS: list = []          # [(get, set) or None], found on first use
@@ -179,3 +182,18 @@ def blas_single_threaded():
             _BLAS_STATE["users"] -= 1
             if _BLAS_STATE["users"] == 0:
                 set_(_BLAS_STATE["before"])
+
+
+_POOL: list = [None]
+_POOL_LOCK = threading.Lock()
+
+
+def worker_pool(n: int) -> ThreadPoolExecutor:
+    """The shared pool of at least ``n`` threads (named ``minitrans-worker-*``) that the CPU kernels hand
+    blocks to; created on first use and grown when a larger count is asked for. Its threads block
+    (they do not spin) while there is no work."""
+    with _POOL_LOCK:
+        pool = _POOL[0]
+        if pool is None or pool._max_workers < n:
+            _POOL[0] = pool = ThreadPoolExecutor(max(1, n), thread_name_prefix="minitrans-worker")
+        return pool

@@ -39,11 +39,10 @@ from __future__ import annotations
 
 import numpy as np
 import threading
-from concurrent.futures import ThreadPoolExecutor
 
 from numba import get_num_threads, njit, prange
 
-from minitrans.threads import blas_single_threaded
+from minitrans.threads import blas_single_threaded, worker_pool
 
 from .attention_small import SMALL_T, small_backward, small_forward
 from .softmax import FASTMATH, exp_inplace, row_max
@@ -179,9 +178,6 @@ class _Bias:
 
 
 # --------------------------------------------------------------------------- threads
-_POOL: ThreadPoolExecutor | None = None
-
-
 def _parallel(work, units: list, nthreads: int) -> None:
     """Run work(tid, unit) over units on nthreads threads, pulling units dynamically."""
     nthreads = max(1, min(nthreads, len(units)))
@@ -189,9 +185,7 @@ def _parallel(work, units: list, nthreads: int) -> None:
         for u in units:
             work(0, u)
         return
-    global _POOL
-    if _POOL is None or _POOL._max_workers < nthreads:
-        _POOL = ThreadPoolExecutor(nthreads, thread_name_prefix="minitrans-attn")
+    pool = worker_pool(nthreads)
     it, lock = iter(units), threading.Lock()
 
     def loop(tid):
@@ -203,7 +197,7 @@ def _parallel(work, units: list, nthreads: int) -> None:
             work(tid, u)
 
     with blas_single_threaded():
-        for f in [_POOL.submit(loop, t) for t in range(nthreads)]:
+        for f in [pool.submit(loop, t) for t in range(nthreads)]:
             f.result()
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from .matmul import matmul
 from .softmax import FASTMATH, exp_inplace, int_scratch, recip, row_max
 
 SMALL_T = 128          # use this path when Tq ≤ SMALL_T and Tk ≤ SMALL_T
@@ -111,17 +112,17 @@ def _bias_arg(bias, dt):
 
 def small_forward(q, k, v, bias, is_causal: bool, scale: float):
     B, Tq, _ = q.shape
-    s = np.matmul(q, k.transpose(0, 2, 1))                 # (B, Tq, Tk) raw scores
+    s = matmul(q, k.transpose(0, 2, 1))                 # (B, Tq, Tk) raw scores
     lse = np.empty((B, Tq), q.dtype)
     b, has = _bias_arg(bias, q.dtype)
     _probs(s, b, has, bool(is_causal), q.dtype.type(scale), lse, _chunks(s.shape[0] * s.shape[1]))  # s -> P
-    return np.matmul(s, v), lse
+    return matmul(s, v), lse
 
 
 def small_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float):
-    s = np.matmul(q, k.transpose(0, 2, 1))                 # scores again (not saved)
-    dp = np.matmul(do, v.transpose(0, 2, 1))               # dP = dO·Vᵀ
+    s = matmul(q, k.transpose(0, 2, 1))                 # scores again (not saved)
+    dp = matmul(do, v.transpose(0, 2, 1))               # dP = dO·Vᵀ
     b, has = _bias_arg(bias, q.dtype)
     _dscores(s, dp, b, has, bool(is_causal), q.dtype.type(scale), lse, o, do,
              _chunks(s.shape[0] * s.shape[1]))                          # s -> P, dp -> scale·dS
-    return np.matmul(dp, k), np.matmul(dp.transpose(0, 2, 1), q), np.matmul(s.transpose(0, 2, 1), do)
+    return matmul(dp, k), matmul(dp.transpose(0, 2, 1), q), matmul(s.transpose(0, 2, 1), do)

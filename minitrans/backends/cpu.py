@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from ..kernels.cpu.matmul import matmul as _threaded_matmul
+
 _MODE = {"name": os.environ.get("MINITRANS_KERNELS", "numba")}
 _FUSED = ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
           "cross_entropy_forward", "cross_entropy_backward", "layer_norm_forward",
@@ -132,7 +134,7 @@ class CPUBackend:
     copy = staticmethod(np.copy)
 
     # linear algebra
-    matmul = staticmethod(np.matmul)
+    matmul = staticmethod(_threaded_matmul)    # np.matmul, large products split over minitrans's threads
 
     @staticmethod
     def sigmoid(x):

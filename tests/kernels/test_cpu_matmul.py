@@ -1,0 +1,85 @@
+"""The threaded CPU matmul (kernels/cpu/matmul.py) against the NumPy reference: every split
+(2-D rows, 3-D batches), awkward and length-1 sizes, non-contiguous operands, both float dtypes."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from minitrans.kernels import reference
+from minitrans.kernels.cpu import matmul as mm
+
+TOL = {np.float32: 2e-5, np.float64: 1e-12}
+
+
+@pytest.fixture
+def three_threads(monkeypatch):
+    """Split into three blocks whatever Numba's pool size, and split even tiny products."""
+    monkeypatch.setattr(mm, "get_num_threads", lambda: 3)
+    monkeypatch.setattr(mm, "MIN_FLOPS", 0)
+
+
+def _views(rng, shape, dt, layout):
+    """An operand of ``shape``: C-contiguous, transposed (F-order), or a stride-2 slice."""
+    if layout == "c":
+        return rng.standard_normal(shape).astype(dt)
+    if layout == "t":
+        return np.swapaxes(rng.standard_normal(shape[:-2] + shape[:-3:-1]).astype(dt), -1, -2)
+    return rng.standard_normal(shape[:-2] + (2 * shape[-2], shape[-1])).astype(dt)[..., ::2, :]
+
+
+def _check(a, b):
+    got = mm.matmul(a, b)
+    want = reference.matmul(a, b)
+    assert got.shape == want.shape and got.dtype == a.dtype
+    scale = max(1.0, float(np.abs(want).max()))
+    assert np.abs(got - want).max() <= TOL[a.dtype.type] * scale * max(1, a.shape[-1]) ** 0.5
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", [(1, 1, 1), (1, 5, 3), (2, 3, 1), (7, 13, 5), (64, 33, 17), (301, 128, 96)])
+@pytest.mark.parametrize("la, lb", [("c", "c"), ("t", "c"), ("c", "t"), ("s", "t")])
+def test_2d_matches_reference(three_threads, dt, m, k, n, la, lb):
+    rng = np.random.default_rng(m * 1000 + k * 10 + n)
+    _check(_views(rng, (m, k), dt, la), _views(rng, (k, n), dt, lb))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("bsz, m, k, n", [(1, 4, 3, 2), (2, 1, 1, 1), (5, 17, 8, 17), (13, 64, 32, 64)])
+@pytest.mark.parametrize("la, lb", [("c", "c"), ("c", "t"), ("t", "s")])
+def test_batched_matches_reference(three_threads, dt, bsz, m, k, n, la, lb):
+    rng = np.random.default_rng(bsz * 7 + m)
+    _check(_views(rng, (bsz, m, k), dt, la), _views(rng, (bsz, k, n), dt, lb))
+
+
+def test_blocks_run_on_the_worker_threads_with_single_threaded_blas(three_threads, monkeypatch):
+    from minitrans import threads
+
+    seen = []
+    real = np.matmul
+
+    def spy(a, b, out=None):
+        seen.append((threading.current_thread().name, threads.get_blas_num_threads(), a.shape[0]))
+        return real(a, b, out=out)
+
+    monkeypatch.setattr(mm.np, "matmul", spy)
+    a, b = np.ones((10, 4), np.float32), np.ones((4, 3), np.float32)
+    assert (mm.matmul(a, b) == 4).all()
+    assert sorted(s[2] for s in seen) == [2, 4, 4]                       # rows 0-3, 4-7, 8-9
+    assert sum(s[0].startswith("minitrans-worker") for s in seen) == 2    # two blocks on the pool
+    assert all(s[1] in (1, None) for s in seen)                           # BLAS on one thread meanwhile
+
+
+@pytest.mark.parametrize("a_shape, b_shape", [((3,), (3, 2)), ((2, 3, 4), (4, 5)), ((4, 2, 3), (1, 3, 2))])
+def test_other_shapes_go_to_numpy_unchanged(three_threads, a_shape, b_shape):
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    np.testing.assert_allclose(mm.matmul(a, b), reference.matmul(a, b), rtol=1e-12, atol=1e-12)
+
+
+def test_mixed_dtypes_and_bad_shapes_behave_as_numpy(three_threads):
+    a32, b64 = np.ones((6, 3), np.float32), np.ones((3, 2), np.float64)
+    assert mm.matmul(a32, b64).dtype == np.float64
+    with pytest.raises(ValueError):
+        mm.matmul(np.ones((4, 3)), np.ones((2, 5)))
