@@ -20,6 +20,7 @@ import json
 import math
 import os
 import statistics
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +28,35 @@ import numpy as np
 import minitrans as mt
 from minitrans.models import GPT, GPTConfig
 
-from bench import interleave, machine_info, set_threads, torch   # same directory: run as a script
+from bench import machine_info   # same directory: run as a script
+
+try:
+    import torch
+except ImportError:                   # the `bench` extra is not installed: no peer
+    torch = None
+
+
+def set_threads(n: int) -> int:
+    """The same thread count for minitrans (Numba + BLAS, through minitrans.threads) and torch."""
+    mt.set_num_threads(n)
+    if torch is not None:
+        torch.set_num_threads(n)
+    return n
+
+
+def interleave(sides: dict, warmup: int, reps: int) -> dict:
+    """Seconds per call of each side, the sides taking turns (A/B/A/B) ``reps`` times after ``warmup`` turns.
+
+    Both libraries share this process (the cache loop needs the same weights in memory), so the
+    runs use one thread per side, where the two thread pools cannot take cores from each other."""
+    times = {name: [] for name in sides}
+    for r in range(warmup + reps):
+        for name, fn in sides.items():
+            t0 = time.perf_counter()
+            fn()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return times
 
 
 def torch_generator(model: GPT):
@@ -153,7 +182,7 @@ def main(argv=None) -> dict:
                   f"   minitrans/torch {r['ratio_vs_torch']:.2f} (best {r['ratio_vs_torch_best']:.2f})"
                   f"   logits |diff| {r['logits_max_abs_diff_vs_torch']:.1e}" if torch is not None else "")
               + f"   load {r['loadavg']:.1f}", flush=True)
-    info = machine_info(threads)
+    info = machine_info(threads, mt.threading_layer() or 'default')
     first, last = rows[0], rows[-1]
     summary = {"cached_growth": last["cached_ms_per_token"] / first["cached_ms_per_token"],
                "cached_growth_best": last["cached_best_ms_per_token"] / first["cached_best_ms_per_token"],

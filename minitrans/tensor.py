@@ -176,10 +176,17 @@ class Tensor:
 
         return _HookHandle(register_post_accumulate_grad_hook(self, hook), hook)
 
-    def backward(self, gradient: "Tensor | None" = None, retain_graph: bool = False) -> None:
+    def backward(self, gradient: "Tensor | None" = None, retain_graph: bool | None = None,
+                 create_graph: bool = False, inputs=None) -> None:
+        """PyTorch's signature; ``create_graph`` and ``inputs`` raise a clear NotImplementedError."""
+        if create_graph or inputs is not None:
+            from . import autograd
+
+            autograd.backward(self, gradient, retain_graph, create_graph, inputs)
+            return
         from .autograd.engine import backward
 
-        backward(self, gradient, retain_graph)
+        backward(self, gradient, bool(retain_graph))
 
     def to(self, *args, **kwargs) -> "Tensor":
         """``to(device)``, ``to(dtype)`` or ``to(device, dtype)``; returns self when nothing changes."""

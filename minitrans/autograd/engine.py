@@ -54,12 +54,22 @@ def queue_callback(fn) -> None:
     _CALLBACKS.append(fn)
 
 
+def _ref(t: Tensor, table: dict, key: int) -> weakref.ref:
+    """A weak reference to ``t`` that removes ``table[key]`` when ``t`` dies — only if the entry is still
+    ``t``'s (a new tensor may reuse the id), and harmlessly at interpreter exit."""
+    def drop(r, table=table, key=key):
+        entry = table.get(key)
+        if entry is not None and entry[0] is r:
+            del table[key]
+    return weakref.ref(t, drop)
+
+
 def register_post_accumulate_grad_hook(t: Tensor, hook) -> list:
     """Add ``hook(t)``, run after ``t.grad`` is updated; returns the list holding it (for removal)."""
     k = id(t)
     entry = _POST_ACCUMULATE.get(k)
     if entry is None or entry[0]() is not t:
-        entry = _POST_ACCUMULATE[k] = (weakref.ref(t, lambda _r, k=k: _POST_ACCUMULATE.pop(k, None)), [])
+        entry = _POST_ACCUMULATE[k] = (_ref(t, _POST_ACCUMULATE, k), [])
     entry[1].append(hook)
     return entry[1]
 
@@ -208,7 +218,7 @@ def set_grad_buffer(t: Tensor, buf) -> None:
     old = _GRAD_BUFFERS.get(key)
     if old is not None and old[0]() is t and old[1] is buf:
         return
-    _GRAD_BUFFERS[key] = (weakref.ref(t, lambda _r, k=key: _GRAD_BUFFERS.pop(k, None)), buf)
+    _GRAD_BUFFERS[key] = (_ref(t, _GRAD_BUFFERS, key), buf)
 
 
 def _grad_buffer(t: Tensor, g):

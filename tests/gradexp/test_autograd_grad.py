@@ -63,3 +63,15 @@ def test_grad_matches_pytorch_through_a_layer():
         out.append([g.numpy() for g in (gx, gw)])
     for a, b in zip(*out):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+def test_tensor_backward_create_graph_is_refused_clearly():
+    import minitrans as mt
+
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    with pytest.raises(NotImplementedError, match="double backward"):
+        (x * x).sum().backward(create_graph=True)
+    with pytest.raises(NotImplementedError, match="inputs"):
+        (x * x).sum().backward(inputs=[x])
+    (x * x).sum().backward(retain_graph=None)          # PyTorch's default spelled out still works
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, 4.0])
