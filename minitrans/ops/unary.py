@@ -6,8 +6,9 @@ from ..autograd.function import Function
 from .select import cpu_only
 
 
-class _SinOrCos(Function):
-    """sin or cos of a (CPU only), the subclass naming which and how its derivative is computed."""
+class _SinOrCos:
+    """forward/backward of sin or cos of a (CPU only), the Function mixing it in naming which and how
+    its derivative is computed (a mixin, not a Function: only Sin and Cos are ops)."""
 
     op: str
     derivative = None                                   # (xp, a) -> d/da
@@ -24,13 +25,13 @@ class _SinOrCos(Function):
         return g * ctx.derivative(cpu_only(ctx, ctx.op), a)
 
 
-class Sin(_SinOrCos):
+class Sin(_SinOrCos, Function):
     """sin(a); d/da = cos(a)"""
 
     op, derivative = "sin", staticmethod(lambda xp, a: xp.cos(a))
 
 
-class Cos(_SinOrCos):
+class Cos(_SinOrCos, Function):
     """cos(a); d/da = -sin(a)"""
 
     op, derivative = "cos", staticmethod(lambda xp, a: -xp.sin(a))
