@@ -10,7 +10,6 @@ Ctrl-C finishes the current step, writes a checkpoint and prints the command tha
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -22,12 +21,12 @@ from minitrans.models import GPT, GPTConfig
 from minitrans.train import add_arguments, cli, start_run
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import make_trainer, seq_loss, try_plots  # noqa: E402
+from common import (greedy_accuracy, held_out_split, make_trainer, new_parser, run_summary, seq_loss,  # noqa: E402
+                    try_plots, write_summary)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=type(
-        "Fmt", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}))
+    p = new_parser(__doc__)
     add_arguments(p, steps=12000, batch_size=64, lr=1e-3, warmup=300, eval_every=250, eval_size=500, target=0.97)
     m = p.add_argument_group("model and task")
     m.add_argument("--digits", type=int, default=3, help="operands have up to this many digits")
@@ -40,18 +39,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def evaluate(model: GPT, task: AdditionTask, held_out, device) -> dict:
     """Exact-match and digit accuracy of greedy decoding of the answer on held-out problems."""
-    exact = ok = n = 0
-    for i in range(0, len(held_out), 250):
-        group = held_out[i:i + 250]
+    def decode(group):
         prompt = np.array([task.prompt(a, b) for a, b in group], np.int64)   # all prompts share a length
-        pred = model.greedy(prompt, task.n_digits + 2, device)
-        for (a, b), row in zip(group, pred):
-            want = task.encode(str(a + b)) + [EOS]
-            got = list(row[:len(want)])
-            exact += got == want
-            ok += sum(x == y for x, y in zip(got, want))
-            n += len(want)
-    return {"seq_acc": exact / len(held_out), "token_acc": ok / n}
+        return model.greedy(prompt, task.n_digits + 2, device)
+
+    return greedy_accuracy(held_out, decode, lambda ab: task.encode(str(sum(ab))) + [EOS])
 
 
 def main(argv=None) -> dict:
@@ -59,17 +51,13 @@ def main(argv=None) -> dict:
     args = setup.args
     mt.manual_seed(args.seed)
     task = AdditionTask(n_digits=args.digits)
-    held_out = task.sample(np.random.default_rng(10_000 + args.seed), args.eval_size)
-    exclude = set(held_out)                      # training never sees a held-out problem
+    held_out, batch_fn = held_out_split(task, args)      # training never sees a held-out problem
     cfg = GPTConfig(vocab_size=task.vocab_size, block_size=task.seq_len + 1, n_layer=args.layers,
                     n_head=args.heads, n_embd=args.d_model, n_ff=args.ff)
     model = GPT(cfg).to(args.device)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"addition: {n_params:,} parameters, up to {args.digits}-digit operands, device {args.device}, "
           f"run directory {setup.dir}")
-
-    def batch_fn(rng):
-        return task.batch(task.sample(rng, args.batch_size, exclude))
 
     def loss_fn(model, batch):
         x, y = batch
@@ -80,10 +68,7 @@ def main(argv=None) -> dict:
     trainer = make_trainer(setup, model, loss_fn, batch_fn, lambda m: evaluate(m, task, held_out, args.device),
                            settings, "experiments/addition.py")
     res = trainer.fit()
-    info = {"task": "addition", "steps": res.step, "ended": res.ended, "target_met": res.target_met,
-            "signal": res.signal, "elapsed_s": res.elapsed_s, "held_out_exact_match": res.metrics.get("seq_acc"),
-            "held_out_digit_acc": res.metrics.get("token_acc"), "parameters": n_params, "seed": args.seed,
-            "device": str(args.device), "run_dir": setup.dir}
+    info = run_summary("addition", res, setup, n_params, token_key="held_out_digit_acc")
     if res.ended != "interrupted":                # an interrupted run leaves fast: plots come with the resumed one
         a, b = held_out[0]
         pred = model.greedy(np.array([task.prompt(a, b)], np.int64), task.n_digits + 2, args.device)[0]
@@ -100,8 +85,7 @@ def main(argv=None) -> dict:
         a, b = f"{a:0{args.digits}d}", f"{b:0{args.digits}d}"
         info["example"] = f"{a}+{b}={shown}"
         print(f"example: {a}+{b}={shown}   (true {int(a) + int(b)})")
-        with open(os.path.join(setup.dir, "summary.json"), "w") as f:
-            json.dump(info, f, indent=2)
+        write_summary(setup.dir, info)
     print(res.message)
     return info
 

@@ -1,6 +1,9 @@
-"""What the training scripts share beyond ``minitrans.train``: the optimizer recipe, the loss, plots."""
+"""What the training scripts share beyond ``minitrans.train``: the command line, the held-out split,
+the optimizer recipe, the loss, greedy-decoding accuracy, the run summary and plots."""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 import sys
 
@@ -8,7 +11,92 @@ import numpy as np
 
 import minitrans as mt
 import minitrans.nn.functional as F
-from minitrans.train import Budget, RunSetup, Trainer
+from minitrans.data import BOS, EOS, PAD, ReverseTask
+from minitrans.train import Budget, Result, RunSetup, Trainer
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """The script's docstring as written, and every option's default."""
+
+
+def new_parser(doc: str) -> argparse.ArgumentParser:
+    """The parser of a training script whose usage text is ``doc`` (its module docstring)."""
+    return argparse.ArgumentParser(description=doc, formatter_class=_HelpFormatter)
+
+
+def add_reverse_arguments(group) -> None:
+    """The reversal task's options (sequence lengths, alphabet), for every model trained on it."""
+    group.add_argument("--min-len", type=int, default=4, help="shortest sequence")
+    group.add_argument("--max-len", type=int, default=16, help="longest sequence")
+    group.add_argument("--symbols", type=int, default=17, help="distinct tokens (vocab = symbols + PAD/BOS/EOS)")
+
+
+def reverse_task(args) -> ReverseTask:
+    return ReverseTask(n_symbols=args.symbols, min_len=args.min_len, max_len=args.max_len)
+
+
+def reverse_settings(task: ReverseTask) -> dict:
+    """The task as the checkpoint records it."""
+    return {"name": "reverse", "n_symbols": task.n_symbols, "min_len": task.min_len, "max_len": task.max_len,
+            "pad": PAD, "bos": BOS, "eos": EOS}
+
+
+def held_out_split(task, args):
+    """(held_out, batch_fn): ``--eval-size`` examples drawn with seed 10000 + ``--seed`` (so every model
+    trained on a task is scored on the same set), and training batches of ``--batch-size`` that never
+    contain one of them."""
+    held_out = task.sample(np.random.default_rng(10_000 + args.seed), args.eval_size)
+    exclude = set(held_out)
+
+    def batch_fn(rng):
+        return task.batch(task.sample(rng, args.batch_size, exclude))
+
+    return held_out, batch_fn
+
+
+def seq2seq_loss_fn(device):
+    """The Trainer's loss for an encoder–decoder on (src, tgt_in, tgt_out) batches: mean cross-entropy
+    over the non-PAD targets, and their count."""
+    def loss_fn(model, batch):
+        src, tgt_in, tgt_out = batch
+        logits = model(mt.tensor(src, device=device), mt.tensor(tgt_in, device=device))
+        return seq_loss(logits, tgt_out, device, ignore_index=PAD), int((tgt_out != PAD).sum())
+
+    return loss_fn
+
+
+def greedy_accuracy(held_out, decode, want, chunk: int = 250) -> dict:
+    """Exact-sequence (``seq_acc``) and token (``token_acc``) accuracy of greedy decoding.
+
+    ``decode(examples)`` gives one row of predicted ids per example (at least as long as its answer),
+    ``want(example)`` the ids it should have written; a row is cut to the answer's length.
+    """
+    exact = tok_ok = tok_n = 0
+    for i in range(0, len(held_out), chunk):
+        group = held_out[i:i + chunk]
+        for example, row in zip(group, decode(group)):
+            target = want(example)
+            got = list(row[:len(target)])
+            exact += got == target
+            tok_ok += sum(a == b for a, b in zip(got, target))
+            tok_n += len(target)
+    return {"seq_acc": exact / len(held_out), "token_acc": tok_ok / tok_n}
+
+
+def run_summary(task: str, res: Result, setup: RunSetup, n_params: int, token_key: str = "held_out_token_acc",
+                **extra) -> dict:
+    """What a training script returns and writes to summary.json: how the run ended, its held-out
+    accuracies (the token one under ``token_key``) and ``extra`` facts about the model."""
+    args = setup.args
+    return {"task": task, **extra, "steps": res.step, "ended": res.ended, "target_met": res.target_met,
+            "signal": res.signal, "elapsed_s": res.elapsed_s, "held_out_exact_match": res.metrics.get("seq_acc"),
+            token_key: res.metrics.get("token_acc"), "parameters": n_params, "seed": args.seed,
+            "device": str(args.device), "run_dir": setup.dir}
+
+
+def write_summary(run_dir: str, info: dict) -> None:
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(info, f, indent=2)
 
 
 def seq_loss(logits: mt.Tensor, target: np.ndarray, device="cpu", ignore_index: int = 0) -> mt.Tensor:

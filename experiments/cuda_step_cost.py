@@ -14,6 +14,7 @@ encoder-decoder shape (1 + 1 layers, d = 8, two heads, vocabulary 7) built from
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -27,25 +28,6 @@ import numpy as np  # noqa: E402
 import minitrans as mt  # noqa: E402
 import minitrans.nn.functional as F  # noqa: E402
 from minitrans.models import Seq2Seq, Seq2SeqConfig  # noqa: E402
-
-SIM_TILES = {  # as tests/cuda/conftest.py: the simulator runs one Python thread per CUDA thread
-    "elementwise": dict(THREADS=4, MAX_BLOCKS=2), "array": dict(THREADS=4, MAX_BLOCKS=2),
-    "embedding": dict(THREADS=4, MAX_BLOCKS=2), "adam": dict(THREADS=4, MAX_BLOCKS=2),
-    "reduce": dict(THREADS=2), "softmax": dict(THREADS=2), "cross_entropy": dict(THREADS=2),
-    "layer_norm": dict(THREADS=2, COL_THREADS=4),
-    "matmul": dict(TILE_M=8, TILE_N=8, TILE_K=4, MICRO_M=4, MICRO_N=4),
-    "attention": dict(BLOCK_Q=4, BLOCK_K=4, ROWDOT_THREADS=4), "clip": dict(THREADS=4),
-}
-
-
-def _shrink_tiles():
-    import importlib
-
-    for m, kv in SIM_TILES.items():
-        mod = importlib.import_module(f"minitrans.kernels.cuda.{m}")
-        for k, v in kv.items():
-            setattr(mod, k, v)
-
 
 def build(seed: int = 0):
     """The model, its optimizer and one batch, all on ``cuda``."""
@@ -73,23 +55,23 @@ def step(model, opt, batch):
 
 def measure() -> dict:
     from minitrans.kernels.cuda._util import counters, record_launches
+    from minitrans.kernels.cuda.simulator import small_tiles
 
     sim = mt.cuda.is_simulated()
-    if sim:
-        _shrink_tiles()
-    model, opt, batch = build()
-    counters.reset()
-    with record_launches() as specs:
+    with small_tiles() if sim else contextlib.nullcontext():
+        model, opt, batch = build()
+        counters.reset()
+        with record_launches() as specs:
+            t0 = time.perf_counter()
+            step(model, opt, batch)
+            mt.cuda.synchronize()
+            first = time.perf_counter() - t0
+        first_counts = counters.snapshot()
+        counters.reset()
         t0 = time.perf_counter()
         step(model, opt, batch)
         mt.cuda.synchronize()
-        first = time.perf_counter() - t0
-    first_counts = counters.snapshot()
-    counters.reset()
-    t0 = time.perf_counter()
-    step(model, opt, batch)
-    mt.cuda.synchronize()
-    warm = time.perf_counter() - t0
+        warm = time.perf_counter() - t0
     res = {"device": "simulator" if sim else "gpu", "warm_step": counters.snapshot(),
            "warm_step_launches_by_kernel": dict(sorted(counters.launched.items(), key=lambda kv: -kv[1])),
            "first_step": first_counts, "distinct_specialisations_first_step": len(specs),

@@ -21,12 +21,13 @@ import numpy as np
 
 import minitrans as mt
 from minitrans import nn
-from minitrans.data import BOS, EOS, PAD, ReverseTask
+from minitrans.data import PAD
 from minitrans.models import register
 from minitrans.train import add_arguments, cli, start_run
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import make_trainer, seq_loss, try_plots  # noqa: E402
+from common import (add_reverse_arguments, held_out_split, make_trainer, new_parser, reverse_settings,  # noqa: E402
+                    reverse_task, run_summary, seq2seq_loss_fn, seq_loss, try_plots, write_summary)
 from reverse import evaluate  # noqa: E402
 
 
@@ -83,16 +84,13 @@ register(LSTMSeq2Seq, LSTMSeq2SeqConfig)   # checkpoints name the class and conf
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=type(
-        "Fmt", (argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter), {}))
+    p = new_parser(__doc__)
     add_arguments(p, steps=6000, batch_size=64, lr=3e-3, warmup=200, eval_every=250, eval_size=500, target=0.99)
     m = p.add_argument_group("model and task")
     m.add_argument("--embed", type=int, default=64, help="embedding width")
     m.add_argument("--hidden", type=int, default=128, help="LSTM hidden size")
     m.add_argument("--layers", type=int, default=2, help="LSTM layers in the encoder and in the decoder")
-    m.add_argument("--min-len", type=int, default=4, help="shortest sequence")
-    m.add_argument("--max-len", type=int, default=16, help="longest sequence")
-    m.add_argument("--symbols", type=int, default=17, help="distinct tokens (vocab = symbols + PAD/BOS/EOS)")
+    add_reverse_arguments(m)
     p.add_argument("--no-plots", action="store_true", help="skip loss.png (matplotlib takes seconds to start)")
     p.add_argument("--bench-cell", type=int, default=0, metavar="REPEATS",
                    help="instead of training: time forward + backward of one batch with the fused LSTM cell and "
@@ -106,7 +104,7 @@ def bench_cell(args) -> dict:
 
     from minitrans.nn import rnn
 
-    task = ReverseTask(n_symbols=args.symbols, min_len=args.min_len, max_len=args.max_len)
+    task = reverse_task(args)
     model = LSTMSeq2Seq(LSTMSeq2SeqConfig(vocab_size=task.vocab_size, embed_dim=args.embed,
                                           hidden_size=args.hidden, num_layers=args.layers, pad_id=PAD))
     src, tgt_in, tgt_out = task.batch(task.sample(np.random.default_rng(0), args.batch_size))
@@ -134,9 +132,8 @@ def main(argv=None) -> dict:
     setup = start_run(build_parser(), argv, "reverse-lstm")
     args = setup.args
     mt.manual_seed(args.seed)
-    task = ReverseTask(n_symbols=args.symbols, min_len=args.min_len, max_len=args.max_len)
-    held_out = task.sample(np.random.default_rng(10_000 + args.seed), args.eval_size)   # the set reverse.py uses
-    exclude = set(held_out)
+    task = reverse_task(args)
+    held_out, batch_fn = held_out_split(task, args)      # the set reverse.py uses
     cfg = LSTMSeq2SeqConfig(vocab_size=task.vocab_size, embed_dim=args.embed, hidden_size=args.hidden,
                             num_layers=args.layers, pad_id=PAD)
     model = LSTMSeq2Seq(cfg).to(args.device)
@@ -144,27 +141,14 @@ def main(argv=None) -> dict:
     print(f"reverse-lstm: {n_params:,} parameters, vocab {task.vocab_size}, lengths {task.min_len}-{task.max_len}, "
           f"device {args.device}, run directory {setup.dir}")
 
-    def batch_fn(rng):
-        return task.batch(task.sample(rng, args.batch_size, exclude))
-
-    def loss_fn(model, batch):
-        src, tgt_in, tgt_out = batch
-        logits = model(mt.tensor(src, device=args.device), mt.tensor(tgt_in, device=args.device))
-        return seq_loss(logits, tgt_out, args.device, ignore_index=PAD), int((tgt_out != PAD).sum())
-
-    settings = {"name": "reverse", "n_symbols": task.n_symbols, "min_len": task.min_len, "max_len": task.max_len,
-                "pad": PAD, "bos": BOS, "eos": EOS}
-    trainer = make_trainer(setup, model, loss_fn, batch_fn, lambda m: evaluate(m, task, held_out, args.device),
-                           settings, "experiments/reverse_lstm.py")
+    trainer = make_trainer(setup, model, seq2seq_loss_fn(args.device), batch_fn,
+                           lambda m: evaluate(m, task, held_out, args.device), reverse_settings(task),
+                           "experiments/reverse_lstm.py")
     res = trainer.fit()
-    info = {"task": "reverse", "model": "lstm", "steps": res.step, "ended": res.ended,
-            "target_met": res.target_met, "signal": res.signal, "elapsed_s": res.elapsed_s,
-            "held_out_exact_match": res.metrics.get("seq_acc"), "held_out_token_acc": res.metrics.get("token_acc"),
-            "parameters": n_params, "seed": args.seed, "device": str(args.device), "run_dir": setup.dir}
+    info = run_summary("reverse", res, setup, n_params, model="lstm")
     if res.ended != "interrupted":
         info["plots"] = [] if args.no_plots else try_plots(setup.dir, res.rows, "reverse (LSTM encoder–decoder)")
-        with open(os.path.join(setup.dir, "summary.json"), "w") as f:
-            json.dump(info, f, indent=2)
+        write_summary(setup.dir, info)
     print(res.message)
     return info
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _dtype
-from ._tensor_methods import _Number, _dim, _index_part, _other, _promote, astype
+from ._tensor_methods import _Number, _ValuesIndices, _dim, _index_part, _other, _promote, astype
 from .autograd.grad_mode import STATE
 from .ops import select as Sel
 from .ops import unary as U
@@ -242,18 +242,6 @@ def narrow(a: Tensor, dim: int, start, length: int) -> Tensor:
 Tensor.narrow = narrow
 
 
-class _SortResult(tuple):
-    """(values, indices), like ``torch.return_types.topk`` / ``sort``."""
-
-    @property
-    def values(self):
-        return self[0]
-
-    @property
-    def indices(self):
-        return self[1]
-
-
 def _sorted_indices(a: Tensor, d: int, descending: bool, name: str):
     if a.device.type != "cpu":
         raise NotImplementedError(f"{name} is not implemented on device '{a.device}' (no kernel); "
@@ -271,9 +259,9 @@ def sort(a: Tensor, dim: int = -1, descending: bool = False, stable: bool = Fals
     _need_tensor(a, "sort")
     d = _dim(dim, a.ndim, "sort")
     if a.ndim == 0:
-        return _SortResult((a, Tensor._wrap(np.zeros((), np.int64), a.device)))
+        return _ValuesIndices((a, Tensor._wrap(np.zeros((), np.int64), a.device)))
     idx = _sorted_indices(a, d, descending, "sort")
-    return _SortResult((Sel.Gather.apply(a, idx, d), Tensor._wrap(idx.astype(np.int64), a.device)))
+    return _ValuesIndices((Sel.Gather.apply(a, idx, d), Tensor._wrap(idx.astype(np.int64), a.device)))
 
 
 def argsort(a: Tensor, dim: int = -1, descending: bool = False, stable: bool = False) -> Tensor:
@@ -291,7 +279,7 @@ def topk(a: Tensor, k: int, dim: int = -1, largest: bool = True, sorted: bool = 
     if a.ndim == 0:
         return sort(a)
     idx = np.take(_sorted_indices(a, d, largest, "topk"), np.arange(int(k)), axis=d)
-    return _SortResult((Sel.Gather.apply(a, idx, d), Tensor._wrap(idx.astype(np.int64), a.device)))
+    return _ValuesIndices((Sel.Gather.apply(a, idx, d), Tensor._wrap(idx.astype(np.int64), a.device)))
 
 
 def gather(a: Tensor, dim: int, index: Tensor) -> Tensor:

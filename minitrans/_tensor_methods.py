@@ -266,8 +266,9 @@ def std(a: Tensor, dim=None, keepdim: bool = False, correction: int = 1, unbiase
 Tensor.mean, Tensor.var, Tensor.std = mean, var, std
 
 
-class _MaxResult(tuple):
-    """(values, indices) as returned by max(dim)/min(dim), like torch.return_types.max."""
+class _ValuesIndices(tuple):
+    """(values, indices) with ``.values`` / ``.indices``, as returned by max(dim)/min(dim), topk and sort,
+    like ``torch.return_types.max`` / ``topk`` / ``sort``."""
 
     @property
     def values(self):
@@ -287,7 +288,7 @@ def _extreme(fn, argfn, name):
         (ax,) = R.normalize_axes(dim, a.ndim, name)
         values = fn.apply(a, (ax,), bool(keepdim))
         idx = argfn(a, ax, keepdim)
-        return _MaxResult((values, idx))
+        return _ValuesIndices((values, idx))
 
     op.__name__ = name
     return op

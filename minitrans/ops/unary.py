@@ -6,34 +6,35 @@ from ..autograd.function import Function
 from .select import cpu_only
 
 
-class Sin(Function):
+class _SinOrCos:
+    """forward/backward of sin or cos of a (CPU only), the Function mixing it in naming which and how
+    its derivative is computed (a mixin, not a Function: only Sin and Cos are ops)."""
+
+    op: str
+    derivative = None                                   # (xp, a) -> d/da
+
+    @staticmethod
+    def forward(ctx, a):
+        xp = cpu_only(ctx, ctx.op)
+        ctx.save_for_backward(a)
+        return getattr(xp, ctx.op)(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        (a,) = ctx.saved_arrays
+        return g * ctx.derivative(cpu_only(ctx, ctx.op), a)
+
+
+class Sin(_SinOrCos, Function):
     """sin(a); d/da = cos(a)"""
 
-    @staticmethod
-    def forward(ctx, a):
-        xp = cpu_only(ctx, "sin")
-        ctx.save_for_backward(a)
-        return xp.sin(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        (a,) = ctx.saved_arrays
-        return g * cpu_only(ctx, "sin").cos(a)
+    op, derivative = "sin", staticmethod(lambda xp, a: xp.cos(a))
 
 
-class Cos(Function):
+class Cos(_SinOrCos, Function):
     """cos(a); d/da = -sin(a)"""
 
-    @staticmethod
-    def forward(ctx, a):
-        xp = cpu_only(ctx, "cos")
-        ctx.save_for_backward(a)
-        return xp.cos(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        (a,) = ctx.saved_arrays
-        return -g * cpu_only(ctx, "cos").sin(a)
+    op, derivative = "cos", staticmethod(lambda xp, a: -xp.sin(a))
 
 
 class Step(Function):

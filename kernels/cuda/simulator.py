@@ -1,0 +1,36 @@
+"""Small tiles for Numba's CUDA simulator.
+
+The simulator runs one Python thread per CUDA thread (about 1-2 ms each), so code that runs
+the CUDA kernels there — the CUDA tests and ``experiments/cuda_step_cost.py`` — shrinks the
+tiles and thread counts (the UPPER_CASE constants each kernel module reads at call time)
+while it runs. A real GPU keeps the production tiles.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib
+
+SIM_TILES = {  # module of minitrans.kernels.cuda -> {constant: value under the simulator}
+    "elementwise": dict(THREADS=4, MAX_BLOCKS=2), "array": dict(THREADS=4, MAX_BLOCKS=2),
+    "embedding": dict(THREADS=4, MAX_BLOCKS=2), "adam": dict(THREADS=4, MAX_BLOCKS=2),
+    "reduce": dict(THREADS=2), "softmax": dict(THREADS=2), "cross_entropy": dict(THREADS=2),
+    "layer_norm": dict(THREADS=2, COL_THREADS=4),
+    "matmul": dict(TILE_M=8, TILE_N=8, TILE_K=4, MICRO_M=4, MICRO_N=4),
+    "attention": dict(BLOCK_Q=4, BLOCK_K=4, ROWDOT_THREADS=4), "clip": dict(THREADS=4),
+}
+
+
+@contextlib.contextmanager
+def small_tiles():
+    """Set the ``SIM_TILES`` constants for the body of the ``with`` and restore the old values after it."""
+    mods = {m: importlib.import_module(f"minitrans.kernels.cuda.{m}") for m in SIM_TILES}
+    saved = {m: {k: getattr(mods[m], k) for k in kv} for m, kv in SIM_TILES.items()}
+    for m, kv in SIM_TILES.items():
+        for k, v in kv.items():
+            setattr(mods[m], k, v)
+    try:
+        yield
+    finally:
+        for m, kv in saved.items():
+            for k, v in kv.items():
+                setattr(mods[m], k, v)
