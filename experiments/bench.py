@@ -434,7 +434,7 @@ def write_results_md(path: Path, block: str, begin: str = BEGIN, end: str = END,
 # --------------------------------------------------------------------------- W1 profile
 # Where a W1 step's time goes. cProfile charges time spent in BLAS, NumPy ufuncs and Numba kernels
 # to the Python function that called them, so grouping by that function's file (and class) works.
-_BY_FILE = [("ops/linalg.py", "matmul/linear"), ("kernels/cpu/attention", "attention kernels"),
+_BY_FILE = [("ops/linalg.py", "matmul/linear"), ("kernels/cpu/matmul", "matmul/linear"), ("kernels/cpu/attention", "attention kernels"),
             ("ops/attention.py", "attention kernels"), ("kernels/cpu/layer_norm", "layer norm"),
             ("kernels/cpu/cross_entropy", "cross-entropy"), ("kernels/cpu/softmax", "elementwise ops"),
             ("kernels/cpu/adam", "Adam"), ("optim/", "Adam"), ("ops/elementwise.py", "elementwise ops"),

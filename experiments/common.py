@@ -106,9 +106,21 @@ def seq_loss(logits: mt.Tensor, target: np.ndarray, device="cpu", ignore_index: 
                            ignore_index=ignore_index)
 
 
+def fast_cpu_settings() -> None:
+    """The process-wide CPU settings docs/performance.md measured for training, made explicitly: Numba's
+    workqueue threading layer on several threads (omp on one), and freed temporaries kept for reuse.
+    The layer is left alone once Numba's pool is running (it cannot change then)."""
+    import numba
+
+    if mt.threading_layer() is None:
+        mt.set_threading_layer("workqueue" if numba.config.NUMBA_NUM_THREADS > 1 else "omp")
+    mt.backends.cpu.retain_freed_memory()
+
+
 def make_trainer(setup: RunSetup, model, loss_fn, batch_fn, evaluate, task: dict, script: str,
                  metric_names=("seq_acc", "token_acc")) -> Trainer:
     """Adam (β2 0.98) + linear warm-up then 1/√step decay + clipping at 1, resumed when --resume was given."""
+    fast_cpu_settings()
     args = setup.args
     opt = mt.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9)
     sched = mt.optim.lr_scheduler.WarmupInverseSqrtLR(opt, warmup_steps=args.warmup)
