@@ -71,7 +71,7 @@ def run_one(key: str, busy_core: bool) -> dict:
 def render(store: dict) -> str:
     lines = [BEGIN, "| command | held-out exact match | token accuracy | steps | ended by | training time | "
              "process wall time | 1-min load before → after | date |", "|---|---:|---:|---:|---|---:|---:|---|---|"]
-    for key in RUNS:
+    for key in [k + suffix for k in RUNS for suffix in ("", "+busy-core")]:
         if key not in store:
             continue
         r = store[key]
@@ -104,8 +104,9 @@ def main(argv=None) -> None:
     if not args.render_only:
         for key in args.only:
             print(f"running {key} ...", flush=True)
-            store[key] = run_one(key, args.busy_core)
-            print(f"  {store[key]['last_line']}  ({store[key]['wall_s']:.0f} s wall)", flush=True)
+            slot = key + ("+busy-core" if args.busy_core else "")       # both conditions keep their row
+            store[slot] = run_one(key, args.busy_core)
+            print(f"  {store[slot]['last_line']}  ({store[slot]['wall_s']:.0f} s wall)", flush=True)
             os.makedirs(os.path.dirname(STORE), exist_ok=True)
             with open(STORE, "w") as f:
                 json.dump(store, f, indent=1)
