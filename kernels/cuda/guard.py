@@ -11,12 +11,12 @@ For each specialisation in ``specs()`` it runs ``numba.cuda.compile_ptx(..., cc=
 and then ``ptxas -v`` (when found) on the PTX, and reports:
 
 * a compile error (typing or lowering);
-* any ``.f64`` instruction in a float32 specialisation, unless the spec carries a reason
-  (``Spec.f64_reason``): float32 kernels must not run double-precision math (a Python float
+* any ``.f64`` instruction in a float32 specialisation, unless its ``Spec`` entry carries a
+  reason (``Spec.f64_reason``): float32 kernels must not run double-precision math (a Python float
   literal, ``math.inf`` or a float64 scalar argument silently promotes the arithmetic);
 * per-thread local memory — the PTX ``__local_depot`` stack plus ``ptxas``' stack frame and
   spill stores — above the kernel's budget: ``LOCAL_BUDGET`` (0 bytes: registers only) unless
-  the spec documents more. The attention kernels keep their per-thread rows in local arrays
+  its ``Spec`` entry documents more. The attention kernels keep their per-thread rows in local arrays
   of the padded head dim; their budget is exactly those arrays (see ``_attention_specs``).
 
 ``specs()`` lists the kernels by the factories and dtypes the host wrappers use; the
@@ -24,7 +24,7 @@ simulator test ``tests/cuda/test_step_cost.py`` records the kernels a training s
 launches (``_util.record_launches``) and checks each one is listed here.
 
 The findings are cached on disk (``$MINITRANS_PTX_CACHE``, default ``~/.cache/minitrans/ptx``)
-under a hash of the spec's kernel module and ``_util.py``, the spec and the numba-cuda
+under a hash of the kernel's module and ``_util.py``, the ``Spec`` entry and the numba-cuda
 version, so a second run compiles only the modules that changed.
 """
 from __future__ import annotations
