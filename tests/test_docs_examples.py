@@ -65,8 +65,9 @@ def test_block_extractor_sees_every_fence():
                                    (None, "assert x == 1\n")]
 
 
-def test_the_readme_tour_shows_a_real_gradient():
+def test_the_readme_tour_shows_a_real_gradient(tmp_path, monkeypatch):
     """The tour's first gradient must not be all zeros (a ReLU that is off everywhere teaches nothing)."""
+    monkeypatch.chdir(tmp_path)                     # the tour saves a checkpoint
     ns: dict = {}
     code = next(src for q, src in python_blocks((ROOT / "README.md").read_text("utf-8")) if not q)
     exec(compile(code, "README.md[tour]", "exec"), ns)
