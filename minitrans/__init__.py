@@ -26,7 +26,7 @@ from .random import (get_rng_state, manual_seed, rand, rand_like, randint, randi
                      randperm, set_rng_state)
 from .tensor import (Tensor, arange, empty, empty_like, from_numpy, full, full_like, linspace, ones, ones_like,
                      tensor, zeros, zeros_like)
-from .backends.cpu import get_kernels, set_kernels
+from .backends import get_kernels, set_kernels
 from .threads import get_num_threads, num_threads, set_num_threads, set_threading_layer, threading_layer
 
 float = float32  # noqa: A001

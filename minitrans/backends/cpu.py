@@ -13,6 +13,7 @@ import os
 import numpy as np
 
 from ..kernels.cpu.matmul import matmul as _threaded_matmul
+from .protocol import Backend
 
 _MODE = {"name": os.environ.get("MINITRANS_KERNELS", "numba")}
 _FUSED = ("softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
@@ -71,7 +72,62 @@ def _sum_to(g, shape):
     return g.reshape(shape)
 
 
-class CPUBackend:
+def _owner(a):
+    b = getattr(a, "base", None)
+    return a if b is None else b
+
+
+def _shares_storage(a, b) -> bool:
+    return a is b or _owner(a) is _owner(b)
+
+
+def _from_numpy(a, copy=False):
+    return np.array(a) if copy else np.asarray(a)
+
+
+def _clip(a, lo, hi, out=None):
+    if lo is None and hi is None:
+        raise ValueError("clip: one of the bounds must be given")
+    return np.clip(a, lo, hi, out=out)
+
+
+def _check_index_range(idx, n, what):
+    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+        raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got "
+                         f"min {int(idx.min())}, max {int(idx.max())}")
+
+
+def _dropout_mask(shape, p, seed, dtype):
+    keep = np.random.default_rng(seed).random(shape) >= p
+    return (keep / (1.0 - p)).astype(dtype)
+
+
+def _copy_many(dsts, srcs):
+    for d, s in zip(dsts, srcs):
+        d[...] = s
+
+
+def _clip_grad_norm_flat(buf, max_norm, norm_type):
+    a = np.abs(buf)
+    total = float(a.max(initial=0.0)) if np.isinf(norm_type) else \
+        float(np.sum(a.astype(np.float64) ** norm_type)) ** (1.0 / norm_type)
+    buf *= buf.dtype.type(min(1.0, max_norm / (total + 1e-6)))
+    return np.asarray(total, dtype=buf.dtype)
+
+
+class _Lazy:
+    """Bind the fused kernels on first use so that importing minitrans does not compile Numba code."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, obj, owner):
+        _bind_fused()
+        return getattr(owner, self.name)
+
+
+
+class CPUBackend(Backend):
     """Primitive array functions on the CPU (static methods; arrays are ``np.ndarray``)."""
 
     name = "cpu"
@@ -92,9 +148,15 @@ class CPUBackend:
     def to_numpy(a):
         return a
 
-    @staticmethod
-    def from_numpy(a):
-        return a
+    from_numpy = staticmethod(_from_numpy)
+    shares_storage = staticmethod(_shares_storage)
+    is_contiguous = staticmethod(lambda a: a.flags.c_contiguous)
+    check_index_range = staticmethod(_check_index_range)
+    dropout_mask = staticmethod(_dropout_mask)
+    copy_many = staticmethod(_copy_many)
+    clip_grad_norm_flat = staticmethod(_clip_grad_norm_flat)
+    set_kernels = staticmethod(lambda name: set_kernels(name))
+    get_kernels = staticmethod(lambda: get_kernels())
 
     # elementwise
     exp = staticmethod(np.exp)
@@ -106,7 +168,7 @@ class CPUBackend:
     maximum = staticmethod(np.maximum)
     minimum = staticmethod(np.minimum)
     where = staticmethod(np.where)
-    clip = staticmethod(np.clip)
+    clip = staticmethod(_clip)
     power = staticmethod(np.power)
     isfinite = staticmethod(np.isfinite)
     logical_not = staticmethod(np.logical_not)
@@ -136,6 +198,19 @@ class CPUBackend:
     # linear algebra
     matmul = staticmethod(_threaded_matmul)    # np.matmul, large products split over minitrans's threads
 
+    # fused kernels: bound to kernels.cpu or kernels.reference on first use (set_kernels)
+    softmax_forward = _Lazy("softmax_forward")
+    softmax_backward = _Lazy("softmax_backward")
+    log_softmax_forward = _Lazy("log_softmax_forward")
+    log_softmax_backward = _Lazy("log_softmax_backward")
+    cross_entropy_forward = _Lazy("cross_entropy_forward")
+    cross_entropy_backward = _Lazy("cross_entropy_backward")
+    layer_norm_forward = _Lazy("layer_norm_forward")
+    layer_norm_backward = _Lazy("layer_norm_backward")
+    attention_forward = _Lazy("attention_forward")
+    attention_backward = _Lazy("attention_backward")
+    adam_step = _Lazy("adam_step")
+
     @staticmethod
     def sigmoid(x):
         # exp of a non-positive number only: no overflow warnings for large |x|
@@ -152,16 +227,3 @@ def _bind_fused() -> None:
         setattr(CPUBackend, name, staticmethod(getattr(mod, name)))
 
 
-class _Lazy:
-    """Bind the fused kernels on first use so that importing minitrans does not compile Numba code."""
-
-    def __init__(self, name):
-        self.name = name
-
-    def __get__(self, obj, owner):
-        _bind_fused()
-        return getattr(owner, self.name)
-
-
-for _n in _FUSED:
-    setattr(CPUBackend, _n, _Lazy(_n))

@@ -94,12 +94,13 @@ class _Flags:
 class CudaArray:
     """An n-dimensional array in CUDA device memory (see the module docstring)."""
 
-    __slots__ = ("_d", "shape", "dtype", "_st", "__weakref__")
+    __slots__ = ("_d", "shape", "dtype", "_st", "_base", "__weakref__")
     __array_ufunc__ = None  # ``np.float32(2) * x`` defers to ``x.__rmul__``
     __array_priority__ = 2000
 
-    def __init__(self, d) -> None:
+    def __init__(self, d, base=None) -> None:
         self._d = d
+        self._base = base  # the CudaArray whose memory this one views (None: it owns its memory)
         self.shape = tuple(int(s) for s in d.shape)
         self.dtype = np.dtype(d.dtype)
         item = self.dtype.itemsize
@@ -148,7 +149,7 @@ class CudaArray:
         return 1 + sum((n - 1) * s for n, s in zip(self.shape, self._st))
 
     def _v(self, off, shape, strides) -> "CudaArray":
-        return CudaArray(_view(self._d, off, shape, strides))
+        return CudaArray(_view(self._d, off, shape, strides), self if self._base is None else self._base)
 
     def __repr__(self) -> str:
         return f"CudaArray(shape={self.shape}, dtype={self.dtype})"

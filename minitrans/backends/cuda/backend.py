@@ -9,6 +9,7 @@ import numpy as np
 
 from ...kernels import cuda as K
 from ...kernels.cuda import array as KA
+from ..protocol import Backend
 from .array import CudaArray, from_numpy, to_numpy
 from .indexing import add_at, broadcast_to, concatenate, moveaxis, reshape, split_at, sum_to, transpose
 from .ops import (
@@ -146,8 +147,49 @@ def dropout_mask(shape, p, seed, dtype):
     return _w(KA.dropout_mask(_shape_arg(shape), p, seed, np.dtype(dtype)))
 
 
+def shares_storage(a, b) -> bool:
+    if a is b:
+        return True
+    if not (isinstance(a, CudaArray) and isinstance(b, CudaArray)):
+        return False
+    return (a if a._base is None else a._base) is (b if b._base is None else b._base)
+
+
+def is_contiguous(a) -> bool:
+    return _dev(a)._is_c()
+
+
+def clip_into(a, lo=None, hi=None, out=None):
+    r = clip(a, lo, hi)
+    if out is None:
+        return r
+    out[...] = r
+    return out
+
+
+def check_index_range(idx, n, what) -> None:
+    idx = _dev(idx)
+    if idx.size:
+        lo, hi = int(amin(idx)), int(amax(idx))
+        if lo < 0 or hi >= n:
+            raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got min {lo}, max {hi}")
+
+
+def from_numpy_copy(a, copy=False):
+    return from_numpy(a)   # a host array always reaches the device as a fresh copy
+
+
+_KERNEL_CHOICE = {"name": "numba"}
+
+
+def set_kernels(name: str) -> None:
+    if name not in ("numba", "reference"):
+        raise ValueError(f"set_kernels: expected 'numba' or 'reference', got {name!r}")
+    _KERNEL_CHOICE["name"] = name
+
+
 # ---------------------------------------------------------------- the namespace
-class CUDABackend:
+class CUDABackend(Backend):
     """Primitive array functions on a CUDA device (arrays are ``CudaArray``); the same names
     and semantics as ``CPUBackend`` (plus ``dropout_mask``)."""
 
@@ -164,7 +206,12 @@ class CUDABackend:
     zeros_like = staticmethod(zeros_like)
     ones_like = staticmethod(ones_like)
     to_numpy = staticmethod(to_numpy)
-    from_numpy = staticmethod(from_numpy)
+    from_numpy = staticmethod(from_numpy_copy)
+    shares_storage = staticmethod(shares_storage)
+    is_contiguous = staticmethod(is_contiguous)
+    check_index_range = staticmethod(check_index_range)
+    set_kernels = staticmethod(set_kernels)
+    get_kernels = staticmethod(lambda: _KERNEL_CHOICE["name"])
 
     exp = staticmethod(lambda x: _unary("exp", x))
     log = staticmethod(lambda x: _unary("log", x))
@@ -175,7 +222,7 @@ class CUDABackend:
     maximum = staticmethod(maximum)
     minimum = staticmethod(minimum)
     where = staticmethod(where)
-    clip = staticmethod(clip)
+    clip = staticmethod(clip_into)
     power = staticmethod(power)
     isfinite = staticmethod(isfinite)
     logical_not = staticmethod(logical_not)
