@@ -362,16 +362,11 @@ Tensor.reshape = Tensor.view = reshape
 
 def contiguous(a: Tensor) -> Tensor:
     """``a`` itself when its array is C-contiguous, else a contiguous copy (gradient passes through)."""
-    flags = getattr(a._data, "flags", None)
-    if flags is None or flags.c_contiguous:
-        return a
-    from .nn.functional import _Contig
-
-    return _Contig.apply(a)
+    return a if a._device.backend.is_contiguous(a._data) else S.Contiguous.apply(a)
 
 
 Tensor.contiguous = contiguous
-Tensor.is_contiguous = lambda a: bool(getattr(a._data, "flags", None) is None or a._data.flags.c_contiguous)
+Tensor.is_contiguous = lambda a: bool(a._device.backend.is_contiguous(a._data))
 Tensor.view_as = Tensor.reshape_as = lambda a, other: reshape(a, other.shape)
 
 

@@ -90,7 +90,7 @@ class Function:
             saved = ctx.saved
             ctx._versions = None
             if saved:
-                vs = [(a._vc, a._vc[0]) for a in args if isinstance(a, Tensor) and _shares(a._data, saved)]
+                vs = [(a._vc, a._vc[0]) for a in args if isinstance(a, Tensor) and _shares(ctx.xp, a._data, saved)]
                 if any(s is out for s in saved):
                     vs.append((t._vc, 0))
                 if vs:
@@ -110,15 +110,11 @@ class Function:
         return f"<{type(self).__name__}Backward>"
 
 
-def _shares(data, saved) -> bool:
-    """True when a saved array is ``data`` or a view of its storage (a fused op may save a
-    reshaped input, e.g. Linear's (N, in) view of x or LayerNorm's flat weight), so that an
-    in-place change of the input is still caught. A saved copy shares nothing and needs no check."""
-    owner = getattr(data, "base", None)
+def _shares(xp, data, saved) -> bool:
+    """True when a saved array is ``data`` or shares its storage (a fused op may save a reshaped
+    input, e.g. Linear's (N, in) view of x or LayerNorm's flat weight), so that an in-place change
+    of the input is still caught. A saved copy shares nothing and needs no check."""
     for s in saved:
-        if s is data:
-            return True
-        b = getattr(s, "base", None)
-        if b is not None and (b is data or b is owner):
+        if s is data or (isinstance(s, xp.ndarray) and xp.shares_storage(s, data)):
             return True
     return False

@@ -132,6 +132,7 @@ class CPUBackend(Backend):
 
     name = "cpu"
     ndarray = np.ndarray
+    host_memory = True
 
     # creation / conversion
     asarray = staticmethod(np.asarray)

@@ -26,7 +26,7 @@ from __future__ import annotations
 #: misses one, and ``tests/backends`` checks that each has the documented semantics.
 PRIMITIVES = (
     # identity
-    "name", "ndarray",
+    "name", "ndarray", "host_memory",
     # allocation and host transfer
     "asarray", "ascontiguousarray", "zeros", "ones", "full", "empty", "arange", "zeros_like",
     "ones_like", "from_numpy", "to_numpy", "copy",
@@ -65,6 +65,9 @@ class Backend:
     name: str = ""
     #: the array class of this backend (``np.ndarray``, ``CudaArray``)
     ndarray: type = object
+    #: True when the arrays live in host memory (``to_numpy`` is free and a host library such as
+    #: MPI can read them directly); False for device memory
+    host_memory: bool = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -464,22 +464,7 @@ def _merges_without_copy(a, nlead: int) -> bool:
 
 def _contig(t: Tensor) -> Tensor:
     """The kernels need C-contiguous (B, T, d) arrays; a strided view becomes a copy node."""
-    a = t._data
-    if getattr(a, "flags", None) is None or a.flags.c_contiguous:
-        return t
-    return _Contig.apply(t)
-
-
-class _Contig(Function):
-    """a copied into C order (gradient passes through)"""
-
-    @staticmethod
-    def forward(ctx, a):
-        return ctx.xp.ascontiguousarray(a)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g
+    return t if t._device.backend.is_contiguous(t._data) else S.Contiguous.apply(t)
 
 
 def masked_softmax(scores: Tensor, bias=None, is_causal: bool = False) -> Tensor:

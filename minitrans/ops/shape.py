@@ -12,8 +12,7 @@ class _View(Function):
     @classmethod
     def apply(cls, a, *args, **kwargs):
         t = super().apply(a, *args, **kwargs)
-        b = getattr(t._data, "base", None)
-        if b is not None and (b is a._data or b is getattr(a._data, "base", None)):
+        if a._device.backend.shares_storage(t._data, a._data):
             t._vc = a._vc
         return t
 
@@ -101,6 +100,18 @@ def _describe(idx) -> str:
         shape = getattr(i, "shape", None)
         parts.append(f"array{tuple(shape)}" if shape is not None else repr(i))
     return "[" + ", ".join(parts) + "]"
+
+
+class Contiguous(Function):
+    """a copied into C order (the gradient passes through)"""
+
+    @staticmethod
+    def forward(ctx, a):
+        return ctx.xp.ascontiguousarray(a)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g
 
 
 class Cat(Function):

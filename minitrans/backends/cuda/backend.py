@@ -195,6 +195,7 @@ class CUDABackend(Backend):
 
     name = "cuda"
     ndarray = CudaArray
+    host_memory = False
 
     asarray = staticmethod(asarray)
     ascontiguousarray = staticmethod(ascontiguousarray)
