@@ -7,6 +7,8 @@
 """
 # Importing minitrans changes no thread count and no Numba setting: minitrans.threads is the one
 # place that does, when asked (mt.set_num_threads, mt.set_threading_layer).
+import importlib as _importlib
+
 # autograd comes first: its gradcheck module builds tensors, so the tensor class (which needs
 # autograd.engine) must be assembled while autograd is importing, not the other way round
 from . import autograd
@@ -63,13 +65,9 @@ __all__ = [
 
 
 def __getattr__(name):
-    # heavier subpackages load on first use
-    import importlib
-
+    # subpackages load on first use (as torch's are imported by name), which keeps `import minitrans` light
     if name in ("nn", "optim", "cuda", "data", "models", "serialization"):
-        return importlib.import_module(f".{name}", __name__)
+        return _importlib.import_module(f".{name}", __name__)
     if name in ("save", "load"):
-        from . import serialization
-
-        return getattr(serialization, name)
+        return getattr(_importlib.import_module(".serialization", __name__), name)
     raise AttributeError(f"module 'minitrans' has no attribute {name!r}")

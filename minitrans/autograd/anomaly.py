@@ -4,29 +4,22 @@ from __future__ import annotations
 import os
 import traceback
 
-from .grad_mode import STATE
+from .grad_mode import STATE, StateSwitch
 
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
-class detect_anomaly:
+class detect_anomaly(StateSwitch):
     """Context manager: check every op's output and every gradient for NaN/Inf.
 
     The error names the op and, for backward, the line of user code that created it.
     It costs one finiteness check per array, so use it for debugging only.
     """
 
+    _field = "anomaly"
+
     def __init__(self, check_nan: bool = True) -> None:
-        self.check_nan = check_nan
-
-    def __enter__(self):
-        self._prev = STATE.anomaly
-        STATE.anomaly = self.check_nan
-        return self
-
-    def __exit__(self, *exc):
-        STATE.anomaly = self._prev
-        return False
+        self.check_nan = self._value = check_nan
 
 
 def _bad(arr, xp) -> bool:
