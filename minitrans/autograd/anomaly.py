@@ -22,7 +22,7 @@ class detect_anomaly(StateSwitch):
         self.check_nan = self._value = check_nan
 
 
-def _bad(arr, xp) -> bool:
+def _has_nan_or_inf(arr, xp) -> bool:
     return arr.dtype.kind == "f" and not bool(xp.all(xp.isfinite(arr)))
 
 
@@ -35,14 +35,14 @@ def creation_trace(skip: int = 2) -> str:
 
 
 def check_forward(name: str, out, xp) -> None:
-    if _bad(out, xp):
+    if _has_nan_or_inf(out, xp):
         raise RuntimeError(f"detect_anomaly: function '{name}' returned NaN or Inf values in its forward output. "
                            f"The op was called at:\n{creation_trace(3)}")
 
 
 def check_backward(node, grads) -> None:
     for i, g in enumerate(grads):
-        if g is not None and _bad(g, node.xp):
+        if g is not None and _has_nan_or_inf(g, node.xp):
             where = getattr(node, "_trace", "") or "(creation trace not recorded)"
             raise RuntimeError(
                 f"detect_anomaly: function '{type(node).__name__}Backward' returned NaN or Inf values in its "

@@ -15,7 +15,7 @@ _NO_DOUBLE_BACKWARD = (
     "gradients instead (see docs/gradients.md).")
 
 
-def _seq(x, name: str, what: str) -> list:
+def _tensor_list(x, name: str, what: str) -> list:
     items = list(x) if isinstance(x, (list, tuple)) else [x]
     for i, t in enumerate(items):
         if not isinstance(t, TensorBase):
@@ -29,7 +29,7 @@ def backward(tensors, grad_tensors=None, retain_graph=None, create_graph: bool =
         raise NotImplementedError(_NO_DOUBLE_BACKWARD.format(name="backward"))
     if inputs is not None:
         raise NotImplementedError("backward: inputs= is not supported; use mt.autograd.grad(outputs, inputs)")
-    tensors = _seq(tensors, "backward", "tensors")
+    tensors = _tensor_list(tensors, "backward", "tensors")
     grad_tensors = [None] * len(tensors) if grad_tensors is None else (
         list(grad_tensors) if isinstance(grad_tensors, (list, tuple)) else [grad_tensors])
     if len(grad_tensors) != len(tensors):
@@ -66,8 +66,8 @@ def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph: bo
     """
     if create_graph:
         raise NotImplementedError(_NO_DOUBLE_BACKWARD.format(name="grad"))
-    outputs = _seq(outputs, "grad", "outputs")
-    inputs = _seq(inputs, "grad", "inputs")
+    outputs = _tensor_list(outputs, "grad", "outputs")
+    inputs = _tensor_list(inputs, "grad", "inputs")
     for i, t in enumerate(inputs):
         if not t.requires_grad:
             raise RuntimeError(f"grad: inputs[{i}] does not require grad (One of the differentiated Tensors "

@@ -55,7 +55,7 @@ def queue_callback(fn) -> None:
     _CALLBACKS.append(fn)
 
 
-def _ref(t: TensorBase, table: dict, key: int) -> weakref.ref:
+def _weak_ref_dropping_entry(t: TensorBase, table: dict, key: int) -> weakref.ref:
     """A weak reference to ``t`` that removes ``table[key]`` when ``t`` dies — only if the entry is still
     ``t``'s (a new tensor may reuse the id), and harmlessly at interpreter exit."""
     def drop(r, table=table, key=key):
@@ -70,7 +70,7 @@ def register_post_accumulate_grad_hook(t: TensorBase, hook) -> list:
     k = id(t)
     entry = _POST_ACCUMULATE.get(k)
     if entry is None or entry[0]() is not t:
-        entry = _POST_ACCUMULATE[k] = (_ref(t, _POST_ACCUMULATE, k), [])
+        entry = _POST_ACCUMULATE[k] = (_weak_ref_dropping_entry(t, _POST_ACCUMULATE, k), [])
     entry[1].append(hook)
     return entry[1]
 
@@ -217,7 +217,7 @@ def set_grad_buffer(t: TensorBase, buf) -> None:
     old = _GRAD_BUFFERS.get(key)
     if old is not None and old[0]() is t and old[1] is buf:
         return
-    _GRAD_BUFFERS[key] = (_ref(t, _GRAD_BUFFERS, key), buf)
+    _GRAD_BUFFERS[key] = (_weak_ref_dropping_entry(t, _GRAD_BUFFERS, key), buf)
 
 
 def _grad_buffer(t: TensorBase, g):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..autograd.function import Function
 
 
-def check_matmul(a_shape, b_shape, xp=None) -> None:
+def check_matmul(a_shape, b_shape) -> None:
     """Raise ValueError naming both shapes unless ``a @ b`` is defined."""
     if len(a_shape) == 0 or len(b_shape) == 0:
         raise ValueError(f"matmul: both operands need at least 1 dimension, got shapes {tuple(a_shape)} "
