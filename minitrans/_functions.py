@@ -48,7 +48,8 @@ def stack(tensors, dim: int = 0) -> TensorBase:
     ts = _tensors(tensors, "stack")
     for i, t in enumerate(ts):
         if t.shape != ts[0].shape:
-            raise ValueError(f"stack: tensor {i} has shape {tuple(t.shape)} but tensor 0 has shape {tuple(ts[0].shape)}")
+            raise ValueError(f"stack: tensor {i} has shape {tuple(t.shape)} but tensor 0 has shape "
+                             f"{tuple(ts[0].shape)}")
     d = normalize_dim(dim, ts[0].ndim + 1, "stack")
     return Cat.apply(*[t.unsqueeze(d) for t in ts], dim=d)
 
@@ -81,28 +82,32 @@ def _method_function(name):
     return f
 
 
-# math
-exp, log, sqrt, rsqrt, square = (_method_function(n) for n in ("exp", "log", "sqrt", "rsqrt", "square"))
-abs, sign, neg, negative = (_method_function(n) for n in ("abs", "sign", "neg", "negative"))  # noqa: A001
-sin, cos, tanh, sigmoid, relu, gelu = (_method_function(n) for n in ("sin", "cos", "tanh", "sigmoid", "relu", "gelu"))
-floor, ceil, trunc, round = (_method_function(n) for n in ("floor", "ceil", "trunc", "round"))  # noqa: A001
-clamp, clip, maximum, minimum = (_method_function(n) for n in ("clamp", "clip", "maximum", "minimum"))
-pow, div, floor_divide, remainder = (_method_function(n) for n in ("pow", "div", "floor_divide", "remainder"))  # noqa: A001
-softmax, log_softmax, masked_fill = (_method_function(n) for n in ("softmax", "log_softmax", "masked_fill"))
-isnan, isinf, isfinite = (_method_function(n) for n in ("isnan", "isinf", "isfinite"))
-matmul, bmm, outer = (_method_function(n) for n in ("matmul", "bmm", "outer"))
-# reductions and orderings
-sum, mean, var, std, amax, amin = (_method_function(n) for n in ("sum", "mean", "var", "std", "amax", "amin"))  # noqa: A001
-max, min, argmax, argmin, any, all = (_method_function(n) for n in ("max", "min", "argmax", "argmin", "any", "all"))  # noqa: A001
-sort, argsort, topk, gather, cumsum, norm = (_method_function(n) for n in ("sort", "argsort", "topk", "gather",
-                                                                            "cumsum", "norm"))
-# shape
-reshape, permute, transpose, flatten = (_method_function(n) for n in ("reshape", "permute", "transpose", "flatten"))
-squeeze, unsqueeze, split, chunk, narrow = (_method_function(n) for n in ("squeeze", "unsqueeze", "split", "chunk",
-                                                                           "narrow"))
-tril, triu, clone, flip, repeat_interleave = (_method_function(n) for n in ("tril", "triu", "clone", "flip",
-                                                                             "repeat_interleave"))
-multinomial = _method_function("multinomial")
+# Each name below is ``Tensor.<name>`` as a function; several shadow builtins (abs, round, pow,
+# sum, max, min, any, all) on purpose, as the torch namespace does.
+_METHOD_FUNCTIONS = (
+    # math
+    "exp", "log", "sqrt", "rsqrt", "square", "abs", "sign", "neg", "negative", "sin", "cos", "tanh",
+    "sigmoid", "relu", "gelu", "floor", "ceil", "trunc", "round", "clamp", "clip", "maximum", "minimum",
+    "pow", "div", "floor_divide", "remainder", "softmax", "log_softmax", "masked_fill", "isnan", "isinf",
+    "isfinite", "matmul", "bmm", "outer",
+    # reductions and orderings
+    "sum", "mean", "var", "std", "amax", "amin", "max", "min", "argmax", "argmin", "any", "all", "sort",
+    "argsort", "topk", "gather", "cumsum", "norm",
+    # shape
+    "reshape", "permute", "transpose", "flatten", "squeeze", "unsqueeze", "split", "chunk", "narrow", "tril",
+    "triu", "clone", "flip", "repeat_interleave",
+    # sampling
+    "multinomial",
+)
+(exp, log, sqrt, rsqrt, square, abs, sign, neg, negative, sin, cos, tanh,
+ sigmoid, relu, gelu, floor, ceil, trunc, round, clamp, clip, maximum, minimum,
+ pow, div, floor_divide, remainder, softmax, log_softmax, masked_fill, isnan, isinf,
+ isfinite, matmul, bmm, outer,
+ sum, mean, var, std, amax, amin, max, min, argmax, argmin, any, all, sort,
+ argsort, topk, gather, cumsum, norm,
+ reshape, permute, transpose, flatten, squeeze, unsqueeze, split, chunk, narrow, tril,
+ triu, clone, flip, repeat_interleave,
+ multinomial) = (_method_function(name) for name in _METHOD_FUNCTIONS)
 
 
 def add(a, b):

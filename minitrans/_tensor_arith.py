@@ -64,20 +64,20 @@ def promote(a: TensorBase, b, div: bool):
 
 
 def _binary(fn, name):
-    """``(a <op> b, b <op> a)`` for the elementwise Function ``fn``."""
+    """``(self <op> other, other <op> self)`` for the elementwise Function ``fn``."""
     div = name == "truediv"
 
-    def op(a, b):
-        b = as_operand(a, b)
-        if div or a._data.dtype.kind != "f" or (isinstance(b, TensorBase) and b._data.dtype.kind != "f"):
-            a, b = promote(a, b, div)
-        return fn.apply(a, b)
+    def op(self, other):
+        other = as_operand(self, other)
+        if div or self._data.dtype.kind != "f" or (isinstance(other, TensorBase) and other._data.dtype.kind != "f"):
+            self, other = promote(self, other, div)
+        return fn.apply(self, other)
 
-    def reflected(a, b):
-        b = as_operand(a, b)
-        if div or a._data.dtype.kind != "f" or (isinstance(b, TensorBase) and b._data.dtype.kind != "f"):
-            a, b = promote(a, b, div)
-        return fn.apply(b, a)
+    def reflected(self, other):
+        other = as_operand(self, other)
+        if div or self._data.dtype.kind != "f" or (isinstance(other, TensorBase) and other._data.dtype.kind != "f"):
+            self, other = promote(self, other, div)
+        return fn.apply(other, self)
 
     op.__name__, reflected.__name__ = f"__{name}__", f"__r{name}__"
     op.__doc__, reflected.__doc__ = f"{fn.__doc__}, with self as a", f"{fn.__doc__}, with self as b"
@@ -86,15 +86,15 @@ def _binary(fn, name):
 
 def _compare(name, f):
     """The comparison ``f`` as a method giving a bool tensor (no gradient)."""
-    def op(a, b):
-        b = as_operand(a, b)
-        b_data = b._data if isinstance(b, TensorBase) else b
-        if isinstance(b, TensorBase) and b._device != a._device:
-            raise RuntimeError(f"{name}: tensors on different devices, {a._device} and {b._device}")
+    def op(self, other):
+        other = as_operand(self, other)
+        other_data = other._data if isinstance(other, TensorBase) else other
+        if isinstance(other, TensorBase) and other._device != self._device:
+            raise RuntimeError(f"{name}: tensors on different devices, {self._device} and {other._device}")
         try:
-            return TensorBase._wrap(f(a._data, b_data), a._device)
+            return TensorBase._wrap(f(self._data, other_data), self._device)
         except ValueError:
-            raise ValueError(f"{name}: shapes {tuple(a.shape)} and {tuple(getattr(b_data, 'shape', ()))} "
+            raise ValueError(f"{name}: shapes {tuple(self.shape)} and {tuple(getattr(other_data, 'shape', ()))} "
                              "cannot be broadcast together") from None
 
     op.__name__ = f"__{name}__"
@@ -104,12 +104,12 @@ def _compare(name, f):
 
 def _logical(name, f):
     """The logical operator ``f`` on bool tensors."""
-    def op(a, b):
-        b = as_operand(a, b)
-        if a.dtype is not _dtype.bool_ or (isinstance(b, TensorBase) and b.dtype is not _dtype.bool_):
-            raise TypeError(f"{name}: expected bool tensors, got {a.dtype}"
-                            f"{' and ' + str(b.dtype) if isinstance(b, TensorBase) else ''}")
-        return TensorBase._wrap(f(a._data, b._data if isinstance(b, TensorBase) else b), a._device)
+    def op(self, other):
+        other = as_operand(self, other)
+        if self.dtype is not _dtype.bool_ or (isinstance(other, TensorBase) and other.dtype is not _dtype.bool_):
+            raise TypeError(f"{name}: expected bool tensors, got {self.dtype}"
+                            f"{' and ' + str(other.dtype) if isinstance(other, TensorBase) else ''}")
+        return TensorBase._wrap(f(self._data, other._data if isinstance(other, TensorBase) else other), self._device)
 
     op.__name__ = f"logical_{name}"
     op.__doc__ = f"Elementwise logical {name} of bool tensors."

@@ -103,7 +103,8 @@ class ShapeMixin:
     def permute(self, *dims) -> TensorBase:
         dims = sizes_from_args(dims)
         n = self.ndim
-        if len(dims) != n or any(not -n <= d < n for d in dims) or sorted(d % max(n, 1) for d in dims) != list(range(n)):
+        if len(dims) != n or any(not -n <= d < n for d in dims) or \
+                sorted(d % max(n, 1) for d in dims) != list(range(n)):
             raise ValueError(f"permute: dims {dims} are not a permutation of the {n} dims of shape {tuple(self.shape)}")
         return shape_ops.Permute.apply(self, tuple(d % n for d in dims))
 
