@@ -27,7 +27,8 @@ class SetItem(Function):
         try:
             a[idx] = v
         except IndexError as e:
-            raise IndexError(f"index {describe_index(idx)} is invalid for a tensor of shape {tuple(a.shape)}: {e}") from None
+            raise IndexError(f"index {describe_index(idx)} is invalid for a tensor of shape {tuple(a.shape)}: "
+                             f"{e}") from None
         except ValueError:
             raise RuntimeError(f"setitem: a value of shape {tuple(getattr(v, 'shape', ()))} cannot be assigned to "
                              f"index {describe_index(idx)} of a tensor of shape {tuple(a.shape)}") from None
@@ -61,10 +62,11 @@ class TriMask(Function):
 
     @staticmethod
     def forward(ctx, a, diagonal, upper):
+        xp = ctx.xp
         n, m = a.shape[-2], a.shape[-1]
-        keep = np.triu(np.ones((n, m), bool), diagonal) if upper else np.tril(np.ones((n, m), bool), diagonal)
-        keep = ctx.keep = ctx.xp.from_numpy(keep)
-        return ctx.xp.where(keep, a, a.dtype.type(0))
+        offset = xp.arange(m, dtype=np.int64).reshape((1, m)) - xp.arange(n, dtype=np.int64).reshape((n, 1))
+        keep = ctx.keep = (offset >= diagonal) if upper else (offset <= diagonal)   # column - row vs diagonal
+        return xp.where(keep, a, a.dtype.type(0))
 
     @staticmethod
     def backward(ctx, g):
