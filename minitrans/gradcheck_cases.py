@@ -224,7 +224,7 @@ def _ops():
               V(In((1, 2, 4, 4), nc=True), In((1, 2, 4, 4)), In((1, 2, 4, 4)), In((1, 1, 4, 4), "keep"))],
              (A.ScaledDotProductAttention,)),
         Case("Contiguous", lambda a: a.contiguous() * a.contiguous(), [V(In((3, 4), nc=True)),
-                                                                    V(In((2, 3, 4), nc=True))], (F._Contig,)),
+                                                                    V(In((2, 3, 4), nc=True))], (S.Contiguous,)),
         Case("module backward hooks", hooked, [V(n34, n34), V(nc34, In((1, 4)))], (H._HookPoint,)),
     ] + _more_ops(unary, binary)
 
@@ -271,7 +271,7 @@ def _more_ops(unary, binary):
 
 def _round_trip(a: Tensor) -> Tensor:
     """cpu → cuda → cpu (or the reverse): needs a second device, so it runs only where CUDA is available."""
-    other = "cpu" if a.device.type == "cuda" else "cuda"
+    other = "cuda" if a.device.backend.host_memory else "cpu"
     return (a.to(other) * 2.0).to(a.device)
 
 

@@ -47,10 +47,10 @@ class _Bucket:
         for p in params:
             self.slots.append((off, p.numel()))
             off += p.numel()
-        dev = params[0].device
-        self.on_device = dev.type != "cpu" and cuda_aware()
-        self.buf = dev.backend.zeros(off, self.dtype) if self.on_device else \
-            np.empty(off, self.dtype) if dev.type == "cpu" else pinned_empty(off, self.dtype)
+        backend = params[0].device.backend
+        self.on_device = not backend.host_memory and cuda_aware()
+        self.buf = backend.zeros(off, self.dtype) if self.on_device else \
+            np.empty(off, self.dtype) if backend.host_memory else pinned_empty(off, self.dtype)
         self.left, self.filled, self.request = len(params), [False] * len(params), None
 
     @property
@@ -86,8 +86,7 @@ def _grad_from(p: Tensor, view) -> None:
         else:
             p.grad._data[...] = view.reshape(p.shape)
     elif p.grad is None:
-        data = view.reshape(p.shape).copy()
-        p.grad = Tensor._wrap(data if p.device.type == "cpu" else p.device.backend.from_numpy(data), p.device)
+        p.grad = Tensor._wrap(p.device.backend.from_numpy(view.reshape(p.shape), copy=True), p.device)
     else:
         write_back(p.grad._data, view)
 

@@ -98,7 +98,9 @@ def _need_tensor(t, fn: str, arg: str = "tensor") -> None:
 
 
 def _signature(t: Tensor) -> tuple:
-    return (tuple(t.shape), str(np.dtype(t._data.dtype)), t.device.type)
+    """What must agree across ranks for a collective on ``t``: shape, dtype and the kind of device
+    (the backend's name: rank 0 on ``cuda:0`` and rank 1 on ``cuda:1`` agree)."""
+    return (tuple(t.shape), str(np.dtype(t._data.dtype)), t.device.backend.name)
 
 
 def check_same_across_ranks(fn: str, what: str, sig, comm=None) -> None:

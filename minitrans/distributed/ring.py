@@ -33,7 +33,7 @@ import numpy as np
 from ..autograd.function import Function
 from ..tensor import Tensor
 from ._mpi import host_copy, mpi
-from .process_group import _comm, check_same_across_ranks
+from .process_group import _comm, _signature, check_same_across_ranks
 
 
 def _host(a) -> np.ndarray:
@@ -178,8 +178,7 @@ def ring_attention(query: Tensor, key: Tensor, value: Tensor, is_causal: bool = 
         raise ValueError(f"ring_attention: is_causal needs equal query and key blocks, got {T} queries and "
                          f"{Tk} keys per rank")
     check_same_across_ranks("ring_attention", "the (query, key, value) block",
-                            tuple((tuple(t.shape), str(np.dtype(t._data.dtype)), t.device.type)
-                                  for t in (query, key, value)), comm)
+                            tuple(_signature(t) for t in (query, key, value)), comm)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     B = int(np.prod(lead, dtype=np.int64))
     q3, k3, v3 = (t.reshape(B, t.shape[-2], t.shape[-1]).contiguous() for t in (query, key, value))

@@ -75,8 +75,7 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
     if idx.size and (idx.min() < 0 or idx.max() >= n):
         raise RuntimeError(f"one_hot: class values must be in [0, {n}), got {int(idx.min())}..{int(idx.max())}")
     out = np.eye(n, dtype=np.int64)[idx] if n > 0 else np.zeros(idx.shape + (0,), np.int64)
-    return Tensor._wrap(out if tensor.device.type == "cpu" else tensor.device.backend.from_numpy(out),
-                        tensor.device)
+    return Tensor._wrap(tensor.device.backend.from_numpy(out), tensor.device)
 
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -152,13 +151,13 @@ def _class_target(name: str, input: Tensor, target: Tensor, ignore_index: int, w
             raise ValueError(f"{name}: weight must have shape ({C},) (one per class), got {tuple(weight.shape)}")
         if weight.device != input.device:
             raise RuntimeError(f"{name}: weight is on {weight.device} but input is on {input.device}")
+    # checked on every device (on a GPU this reads one flag back to the host each call)
     t = target._data
-    # On cuda the range check would need a device->host read inside every training step, so
-    # it is skipped there: the CUDA kernel gives a NaN loss for an out-of-range target instead.
-    bad = (t != ignore_index) & ((t < 0) | (t >= C)) if input.device.type == "cpu" else None
-    if bad is not None and bad.any():
+    xp = input.device.backend
+    bad = (t != ignore_index) & ((t < 0) | (t >= C))
+    if bool(xp.any(bad)):
         raise IndexError(f"{name}: target values must be in [0, {C}) or ignore_index={ignore_index}; "
-                         f"found {int(t[bad].reshape(-1)[0])}")
+                         f"found {int(xp.to_numpy(t[bad]).reshape(-1)[0])}")
     return input, target
 
 
@@ -240,8 +239,6 @@ def nll_loss(input: Tensor, target: Tensor, weight: Tensor | None = None, size_a
     total = losses.sum()
     if reduction == "sum":
         return total
-    if weight is None and input.device.type == "cpu":
-        return total / float(keep.sum())
     return total / w.sum()
 
 
@@ -325,13 +322,9 @@ def embedding(input: Tensor, weight: Tensor, padding_idx: int | None = None) -> 
                          f"{tuple(weight.shape)}")
     if input.device != weight.device:
         raise RuntimeError(f"embedding: indices are on {input.device} but weight is on {weight.device}")
-    n = weight.shape[0]
     idx = input._data
-    # cuda: no range check (it would read the indices' min/max back to the host every step);
-    # the gather kernel returns zero rows for out-of-range indices and the backward skips them.
-    if input.device.type == "cpu" and idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        raise IndexError(f"embedding: index out of range: indices must be in [0, {n}), got "
-                         f"min {int(idx.min())}, max {int(idx.max())}")
+    # checked on every device (on a GPU this reads the indices' min and max back to the host)
+    input.device.backend.check_index_range(idx, weight.shape[0], "embedding")
     return N.Embedding.apply(weight, idx, padding_idx)
 
 
@@ -345,14 +338,10 @@ def dropout(input: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
         return input
     if p == 1.0:
         return input * 0.0
-    if input.device.type == "cpu":
-        keep = generator().random(input.shape) >= p
-        mask = (keep / (1.0 - p)).astype(input._data.dtype)
-    else:
-        # drawn on the device: a counter-based hash of (seed, element index), the seed one
-        # 63-bit draw of the global generator (so manual_seed fixes it; the stream differs from CPU's)
-        seed = int(generator().integers(0, 2 ** 63))
-        mask = input.device.backend.dropout_mask(input.shape, p, seed, input._data.dtype)
+    # drawn by the tensor's device from a seed that is one 63-bit draw of the global generator,
+    # so manual_seed fixes the mask (each device has its own stream for the same seed)
+    seed = int(generator().integers(0, 2 ** 63))
+    mask = input.device.backend.dropout_mask(input.shape, p, seed, input._data.dtype)
     return E.Mul.apply(input, mask)
 
 

@@ -102,7 +102,7 @@ class Optimizer:
                         raise ValueError(f"optimizer state_dict: state {k!r} of parameter {i} has dtype "
                                          f"{arr.dtype}, expected a floating-point buffer like the parameter")
                     arr = arr.astype(p._data.dtype) if arr.dtype.kind == "f" else arr
-                    entry[k] = arr.copy() if p.device.type == "cpu" else p.device.backend.from_numpy(arr)
+                    entry[k] = p.device.backend.from_numpy(arr, copy=True)
                 else:
                     entry[k] = v
             new_state[p] = entry
