@@ -82,7 +82,11 @@ def _merge(o, lse, o_j, lse_j):
 
 
 class RingAttention(Function):
-    """Forward/backward of ring attention on (B, T, d) blocks; see the module docstring."""
+    """Forward/backward of ring attention on (B, T, d) blocks; see the module docstring.
+
+    It stays here rather than in ``minitrans/ops``: both passes are collectives (every rank
+    must call them, in the same order) built on this module's MPI ring, so the op belongs to
+    the distributed layer, which ``ops`` must not depend on."""
 
     @staticmethod
     def forward(ctx, q, k, v, is_causal, scale, comm):
