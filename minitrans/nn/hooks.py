@@ -16,8 +16,9 @@ argument of ``forward`` / per output (``None`` where that entry is not a tensor 
 gradient); keyword arguments are not part of ``grad_input``, as in PyTorch. To see every
 gradient of a call at once, the tensors that need a gradient pass through one identity node
 (``ops.hook_point.HookPoint``: several tensors are packed into one flat array, then unpacked
-as views); its backward runs the hooks and hands on what they return. Where no input needs a gradient, the backward hooks
-fire when the output gradients are known, with ``grad_input`` all ``None``.
+as views); its backward runs the hooks and hands on what they return. Where no input needs a
+gradient, the backward hooks fire when the output gradients are known, with ``grad_input``
+all ``None``.
 """
 from __future__ import annotations
 
