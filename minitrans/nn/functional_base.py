@@ -77,8 +77,17 @@ def one_hot(tensor: Tensor, num_classes: int = -1) -> Tensor:
 
 def linear(input: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """input·weightᵀ + bias (weight: (out_features, in_features))."""
+    return checked_linear(input, weight, bias)
+
+
+def checked_linear(input: Tensor, weight: Tensor, bias: Tensor | None, layer: bool = False) -> Tensor:
+    """``linear`` with every argument check, the one place they are made. ``layer=True`` (from
+    ``nn.Linear``) reports an input whose last dim does not fit as the layer's error,
+    ``Linear(in_features=N) got input of shape (...)``."""
     _need_float(input, "linear")
     _need_float(weight, "linear", "weight")
+    if layer and (input.ndim == 0 or input.shape[-1] != weight.shape[1]):
+        raise ValueError(f"Linear(in_features={weight.shape[1]}) got input of shape {tuple(input.shape)}")
     if input.ndim == 0:
         raise ValueError("linear: input must have at least 1 dimension")
     if weight.ndim != 2:
