@@ -302,7 +302,7 @@ def _layers():
         Case("nn.Tanh", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.Tanh),
         Case("nn.Identity", lambda m, x: m(x) * m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.Identity),
         Case("nn.Sequential", lambda m, x: m(x), [V(In((3, 4))), V(In((2, 3, 4), nc=True))], make=seq),
-        Case("nn.MultiheadAttention", _mha, [V(x238, mem, In((2, 4), "mask"), batch_first=True),
+        Case("nn.MultiheadAttention", _multihead_attention, [V(x238, mem, In((2, 4), "mask"), batch_first=True),
                                                V(In((3, 2, 8), nc=True), In((4, 2, 8)), In((2, 4), "mask"),
                                                  batch_first=False)],
              make=lambda batch_first: nn.MultiheadAttention(8, 2, batch_first=batch_first)),
@@ -374,7 +374,7 @@ def _more_layers():
     ]
 
 
-def _mha(m, q, kv, pad):
+def _multihead_attention(m, q, kv, pad):
     out, w = m(q, kv, kv, key_padding_mask=pad)                 # cross-attention with padding, weights returned
     self_out, _ = m(q, q, q, need_weights=False, is_causal=True)
     return out, w, self_out

@@ -30,7 +30,7 @@ import numpy as np
 from ..autograd.engine import queue_callback
 from ..nn.module import Module
 from ..tensor import Tensor
-from ._mpi import cuda_aware, mpi, pinned_empty
+from ._mpi import Staged, cuda_aware, mpi, pinned_empty, write_back
 from .process_group import _comm, _signature
 
 
@@ -71,15 +71,13 @@ def _grad_into(view, g) -> None:
     elif g._is_c():
         g._d.copy_to_host(view.reshape(g.shape))
     else:
-        from ..backends.cuda import to_numpy
+        from ..backends.cuda import to_numpy   # numba-cuda is optional: only device gradients get here
 
         np.copyto(view, to_numpy(g).reshape(-1))
 
 
 def _grad_from(p: Tensor, view) -> None:
     """Make ``p.grad`` the values in ``view`` (in place when it exists)."""
-    from ._mpi import write_back
-
     if not isinstance(view, np.ndarray):                 # a device bucket
         if p.grad is None:
             p.grad = Tensor._wrap(view.reshape(p.shape).copy(), p.device)
@@ -156,8 +154,6 @@ class DistributedDataParallel(Module):
                              f"every rank must build the same architecture")
 
     def _broadcast_state(self) -> None:
-        from ._mpi import Staged
-
         root = self._comm.Get_rank() == 0
         for _, t in list(self.module.named_parameters()) + list(self.module.named_buffers()):
             st = Staged(t._data, read=root)

@@ -13,7 +13,7 @@ import enum
 import numpy as np
 
 from ..tensor import Tensor
-from ._mpi import Staged, check_dtype, mpi
+from ._mpi import Staged, available, check_dtype, mpi, write_back
 
 _GROUP: dict = {"comm": None}
 
@@ -28,8 +28,6 @@ class ReduceOp(enum.Enum):
 
 def is_available() -> bool:
     """True when mpi4py and an MPI library can be imported."""
-    from ._mpi import available
-
     return available()
 
 
@@ -223,8 +221,6 @@ def all_gather(tensor_list: list, tensor: Tensor, group=None, async_op: bool = F
     recv = np.empty((n,) + tuple(tensor.shape), np.dtype(tensor._data.dtype))
 
     def finish():
-        from ._mpi import write_back
-
         for i, t in enumerate(tensor_list):
             write_back(t._data, recv[i])
             _bump(t)
