@@ -56,7 +56,7 @@ def _perturb(t: Tensor, flat_index: int, delta: float):
     old = t._data
     host = t.numpy().copy()
     host.reshape(-1)[flat_index] += delta
-    t._data = t._device.backend.from_numpy(host) if t._device.type != "cpu" else host
+    t._data = t._device.backend.from_numpy(host)   # host is a fresh copy: the CPU may share it
     return old
 
 
@@ -87,9 +87,8 @@ def _analytic_vjp(fn, inputs, diff, v: np.ndarray):
         if not o.requires_grad:
             off += m
             continue
-        w = Tensor._wrap(o._device.backend.from_numpy(v[off:off + m].reshape(o.shape).astype(o._data.dtype))
-                         if o._device.type != "cpu" else v[off:off + m].reshape(o.shape).astype(o._data.dtype),
-                         o._device)
+        weights = v[off:off + m].reshape(o.shape).astype(o._data.dtype)
+        w = Tensor._wrap(o._device.backend.from_numpy(weights), o._device)
         term = (o * w).sum()
         total = term if total is None else total + term
         off += m
@@ -203,7 +202,7 @@ def _fast(fn, inputs, diff, n_out, eps, atol, rtol, seed):
         backend = t._device.backend
 
         def at(x):
-            t._data = backend.from_numpy(x) if t._device.type != "cpu" else x
+            t._data = backend.from_numpy(x)
             return _flat_out(fn, inputs)
 
         numeric = float(v @ (at(host + eps * u) - at(host - eps * u)) / (2 * eps))
