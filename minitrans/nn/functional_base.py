@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import _dtype
+from .._dims import normalize_dim
 from ..ops import elementwise as elementwise_ops
 from ..ops import linalg as linalg_ops
 from ..ops import nn as nn_ops
@@ -110,12 +111,7 @@ def checked_linear(input: Tensor, weight: Tensor, bias: Tensor | None, layer: bo
 def _dim_arg(input: Tensor, dim, name: str) -> int:
     if dim is None:
         raise TypeError(f"{name}: pass dim explicitly (implicit dim is deprecated in PyTorch)")
-    if not isinstance(dim, (int, np.integer)):
-        raise TypeError(f"{name}: dim must be an int, got {type(dim).__name__}")
-    n = max(input.ndim, 1)
-    if not -n <= dim < n:
-        raise IndexError(f"{name}: dim {dim} is out of range for a tensor of shape {tuple(input.shape)}")
-    return dim % n
+    return normalize_dim(dim, input.ndim, name)
 
 
 def softmax(input: Tensor, dim: int | None = None) -> Tensor:
