@@ -549,6 +549,7 @@ def main(argv=None) -> dict:
 
         mt.set_threading_layer(a.layer)
         mt.set_num_threads(a.threads)
+        mt.threads.set_blas_num_threads(1)       # as bench_worker: minitrans splits the products itself
         if not a.no_retain:
             mt.backends.cpu.retain_freed_memory()
         with tempfile.TemporaryDirectory() as tmp:

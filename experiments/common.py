@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+import numba
 import numpy as np
 
 import minitrans as mt
@@ -108,12 +109,13 @@ def seq_loss(logits: mt.Tensor, target: np.ndarray, device="cpu", ignore_index: 
 
 def fast_cpu_settings() -> None:
     """The process-wide CPU settings docs/performance.md measured for training, made explicitly: Numba's
-    workqueue threading layer on several threads (omp on one), and freed temporaries kept for reuse.
-    The layer is left alone once Numba's pool is running (it cannot change then)."""
-    import numba
-
+    workqueue threading layer on several threads (omp on one), OpenBLAS on one thread (the CPU kernels
+    split large products and attention tiles over minitrans's threads themselves), and freed
+    temporaries kept for reuse. The layer is left alone once Numba's pool is running (it cannot
+    change then)."""
     if mt.threading_layer() is None:
         mt.set_threading_layer("workqueue" if numba.config.NUMBA_NUM_THREADS > 1 else "omp")
+    mt.threads.set_blas_num_threads(1)
     mt.backends.cpu.retain_freed_memory()
 
 

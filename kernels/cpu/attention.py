@@ -14,9 +14,12 @@ Parallelisation: tiles, not rows. Work units are (batch*head, query tile) in the
 and (batch*head, key tile) in the backward; `get_num_threads()` Python threads pull
 units dynamically (causal: longest first), each with its own buffers, running Numba
 kernels compiled `nogil=True` (so no `parallel=True` here) and BLAS calls that release
-the GIL. OpenBLAS is set to one thread for the duration: mixing its own worker threads
-with ours (or with Numba's prange workers) oversubscribes the cores, and on the 2-core
-machine that measured 2-20x slower and erratic. Units write disjoint rows of o / dk / dv;
+the GIL. That needs OpenBLAS on one thread (`mt.threads.set_blas_num_threads(1)`, or
+`limit_blas_threads(1)`): mixing its own worker threads with ours (or with Numba's prange
+workers) oversubscribes the cores, and on the 2-core machine that measured 2-20x slower and
+erratic. The kernel never changes OpenBLAS's count itself: while OpenBLAS runs on several
+threads, the units run one after another on the calling thread and OpenBLAS parallelises
+each product. Units write disjoint rows of o / dk / dv;
 dQ rows are summed by key tiles of different threads, so thread 0 accumulates into dq and
 each other thread into a private (B, Tq, d) buffer added at the end.
 
@@ -42,7 +45,7 @@ import threading
 
 from numba import get_num_threads, njit, prange
 
-from minitrans.threads import blas_single_threaded, worker_pool
+from minitrans.threads import blas_is_single_threaded, worker_pool
 
 from .attention_small import SMALL_T, small_backward, small_forward
 from .softmax import FASTMATH, exp_inplace, row_max
@@ -179,9 +182,10 @@ class _Bias:
 
 # --------------------------------------------------------------------------- threads
 def _parallel(work, units: list, nthreads: int) -> None:
-    """Run work(tid, unit) over units on nthreads threads, pulling units dynamically."""
+    """Run work(tid, unit) over units on nthreads threads, pulling units dynamically; on the
+    calling thread alone unless OpenBLAS is on one thread (see the module docstring)."""
     nthreads = max(1, min(nthreads, len(units)))
-    if nthreads == 1:
+    if nthreads == 1 or not blas_is_single_threaded():
         for u in units:
             work(0, u)
         return
@@ -196,9 +200,8 @@ def _parallel(work, units: list, nthreads: int) -> None:
                 return
             work(tid, u)
 
-    with blas_single_threaded():
-        for f in [pool.submit(loop, t) for t in range(nthreads)]:
-            f.result()
+    for f in [pool.submit(loop, t) for t in range(nthreads)]:
+        f.result()
 
 
 # --------------------------------------------------------------------------- public
