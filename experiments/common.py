@@ -107,6 +107,18 @@ def seq_loss(logits: mt.Tensor, target: np.ndarray, device="cpu", ignore_index: 
                            ignore_index=ignore_index)
 
 
+def reversal_backward(model, opt, task: ReverseTask, rng, batch: int) -> mt.Tensor:
+    """One batch of the fixed-length reversal study scripts (gradflow, scaling): ``batch`` sequences
+    drawn with ``rng``, the per-token cross-entropy of ``model``'s output against their reversal,
+    gradients zeroed and back-propagated; returns the loss (the optimizer step is the caller's)."""
+    src = np.array(task.sample(rng, batch))
+    logits = model(mt.tensor(src))
+    loss = F.cross_entropy(logits.reshape(-1, task.vocab_size), mt.tensor(src[:, ::-1].reshape(-1)))
+    opt.zero_grad()
+    loss.backward()
+    return loss
+
+
 def fast_cpu_settings() -> None:
     """The process-wide CPU settings docs/performance.md measured for training, made explicitly: Numba's
     workqueue threading layer on several threads (omp on one), OpenBLAS on one thread (the CPU kernels

@@ -33,7 +33,7 @@ from minitrans import nn
 from minitrans.data import ReverseTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import _pyplot  # noqa: E402
+from common import _pyplot, reversal_backward  # noqa: E402
 
 
 def dims(max_d: int) -> list[int]:
@@ -145,11 +145,7 @@ def train(d_head: int, scale, steps: int, seed: int, length: int = 8, d_model: i
     curve = []
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        src = np.array(task.sample(rng, batch))
-        logits = model(mt.tensor(src))
-        loss = F.cross_entropy(logits.reshape(-1, task.vocab_size), mt.tensor(src[:, ::-1].reshape(-1)))
-        opt.zero_grad()
-        loss.backward()
+        loss = reversal_backward(model, opt, task, rng, batch)
         gq = float(np.linalg.norm(model.wq.weight.grad.numpy()))
         opt.step()
         if step % log_every == 0 or step == steps:

@@ -204,6 +204,14 @@ def _parallel(work, units: list, nthreads: int) -> None:
         f.result()
 
 
+def _tiling(dt, Tq: int, Tk: int, scale: float):
+    """What the tiled forward and backward set up alike: the tile sizes (bq, bk), one empty slot per
+    thread for its buffers, the dtype of the exp scratch (int of the float's width), scale as a dt."""
+    bq, bk = max(1, min(BLOCK_Q, Tq)), max(1, min(BLOCK_K, Tk))
+    itype = np.int32 if dt == np.float32 else np.int64
+    return bq, bk, [None] * get_num_threads(), itype, dt.type(scale)
+
+
 # --------------------------------------------------------------------------- public
 def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
     _check(q, k, v, bias)
@@ -213,11 +221,7 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
     dt = q.dtype
     o = np.zeros((B, Tq, dv), dt)
     lse = np.empty((B, Tq), dt)
-    bq, bk = max(1, min(BLOCK_Q, Tq)), max(1, min(BLOCK_K, Tk))
-    nth = get_num_threads()
-    itype = np.int32 if dt == np.float32 else np.int64
-    bufs = [None] * nth
-    sc = dt.type(scale)
+    bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
 
     def work(tid, unit):
         if bufs[tid] is None:
@@ -250,7 +254,7 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
     units = [(b, q0) for q0 in range(0, Tq, bq) for b in range(B)]
     if is_causal:
         units.reverse()
-    _parallel(work, units, nth)
+    _parallel(work, units, len(bufs))
     return o, lse
 
 
@@ -268,11 +272,7 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
     dvec = np.empty((B, Tq), dt)                 # D = rowsum(dO * O)
     if B * Tq:
         _row_dot(do.reshape(B * Tq, dv), o.reshape(B * Tq, dv), dvec.reshape(B * Tq))
-    bq, bk = max(1, min(BLOCK_Q, Tq)), max(1, min(BLOCK_K, Tk))
-    nth = get_num_threads()
-    itype = np.int32 if dt == np.float32 else np.int64
-    bufs = [None] * nth
-    sc = dt.type(scale)
+    bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
 
     def work(tid, unit):
         if bufs[tid] is None:   # thread 0 accumulates dQ in place, the others privately
@@ -306,7 +306,7 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
             dk_acc += t
 
     units = [(b, k0) for k0 in range(0, Tk, bk) for b in range(B)]   # causal: first = longest
-    _parallel(work, units, nth)
+    _parallel(work, units, len(bufs))
     for extra in bufs[1:]:
         if extra is not None:
             dq += extra[-1]

@@ -49,58 +49,10 @@ def retain_freed_memory(limit: int = 256 << 20) -> bool:
     return bool(ok and mallopt(_M_TRIM_THRESHOLD, min(limit, 2**31 - 1)))
 
 
-def _sum_to(g, shape):
-    """Sum a broadcast gradient back down to ``shape`` (the engine calls this once per input)."""
-    if g.shape == shape:
-        return g
-    lead = g.ndim - len(shape)
-    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape)
-
-
 def _owner(a):
-    b = getattr(a, "base", None)
-    return a if b is None else b
-
-
-def _shares_storage(a, b) -> bool:
-    return a is b or _owner(a) is _owner(b)
-
-
-def _from_numpy(a, copy=False):
-    return np.array(a) if copy else np.asarray(a)
-
-
-def _clip(a, lo, hi, out=None):
-    if lo is None and hi is None:
-        raise ValueError("clip: one of the bounds must be given")
-    return np.clip(a, lo, hi, out=out)
-
-
-def _check_index_range(idx, n, what):
-    if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-        raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got "
-                         f"min {int(idx.min())}, max {int(idx.max())}")
-
-
-def _dropout_mask(shape, p, seed, dtype):
-    keep = np.random.default_rng(seed).random(shape) >= p
-    return (keep / (1.0 - p)).astype(dtype)
-
-
-def _copy_many(dsts, srcs):
-    for d, s in zip(dsts, srcs):
-        d[...] = s
-
-
-def _clip_grad_norm_flat(buf, max_norm, norm_type):
-    a = np.abs(buf)
-    total = float(a.max(initial=0.0)) if np.isinf(norm_type) else \
-        float(np.sum(a.astype(np.float64) ** norm_type)) ** (1.0 / norm_type)
-    buf *= buf.dtype.type(min(1.0, max_norm / (total + 1e-6)))
-    return np.asarray(total, dtype=buf.dtype)
+    """The array whose memory ``a`` uses: its base for a view, itself otherwise."""
+    base = getattr(a, "base", None)
+    return a if base is None else base
 
 
 # primitives that are the NumPy function of the same name, with NumPy's semantics
@@ -133,22 +85,65 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
     #: the kernel choice the fused ops are bound to (set_kernels)
     kernels = "numba"
 
+    split_at = staticmethod(np.split)
+    add_at = staticmethod(np.add.at)
+    matmul = staticmethod(threaded_matmul)    # np.matmul, large products split over minitrans's threads
+
     @staticmethod
     def to_numpy(a):
         return a
 
-    from_numpy = staticmethod(_from_numpy)
-    shares_storage = staticmethod(_shares_storage)
-    is_contiguous = staticmethod(lambda a: a.flags.c_contiguous)
-    check_index_range = staticmethod(_check_index_range)
-    dropout_mask = staticmethod(_dropout_mask)
-    copy_many = staticmethod(_copy_many)
-    clip_grad_norm_flat = staticmethod(_clip_grad_norm_flat)
-    clip = staticmethod(_clip)
-    sum_to = staticmethod(_sum_to)
-    split_at = staticmethod(np.split)
-    add_at = staticmethod(np.add.at)
-    matmul = staticmethod(threaded_matmul)    # np.matmul, large products split over minitrans's threads
+    @staticmethod
+    def from_numpy(a, copy=False):
+        return np.array(a) if copy else np.asarray(a)
+
+    @staticmethod
+    def shares_storage(a, b) -> bool:
+        return a is b or _owner(a) is _owner(b)
+
+    @staticmethod
+    def is_contiguous(a) -> bool:
+        return a.flags.c_contiguous
+
+    @staticmethod
+    def clip(a, lo, hi, out=None):
+        if lo is None and hi is None:
+            raise ValueError("clip: one of the bounds must be given")
+        return np.clip(a, lo, hi, out=out)
+
+    @staticmethod
+    def sum_to(g, shape):
+        if g.shape == shape:
+            return g
+        lead = g.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+        if axes:
+            g = g.sum(axis=axes, keepdims=True)
+        return g.reshape(shape)
+
+    @staticmethod
+    def check_index_range(idx, n, what):
+        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
+            raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got "
+                             f"min {int(idx.min())}, max {int(idx.max())}")
+
+    @staticmethod
+    def dropout_mask(shape, p, seed, dtype):
+        keep = np.random.default_rng(seed).random(shape) >= p
+        return (keep / (1.0 - p)).astype(dtype)
+
+    @staticmethod
+    def copy_many(dsts, srcs):
+        for dst, src in zip(dsts, srcs):
+            dst[...] = src
+
+    @staticmethod
+    def clip_grad_norm_flat(buf, max_norm, norm_type):
+        magnitudes = np.abs(buf)
+        total = float(magnitudes.max(initial=0.0)) if np.isinf(norm_type) else \
+            float(np.sum(magnitudes.astype(np.float64) ** norm_type)) ** (1.0 / norm_type)
+        buf *= buf.dtype.type(min(1.0, max_norm / (total + 1e-6)))
+        return np.asarray(total, dtype=buf.dtype)
 
     @staticmethod
     def set_kernels(name: str) -> None:
