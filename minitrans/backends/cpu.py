@@ -49,6 +49,18 @@ def retain_freed_memory(limit: int = 256 << 20) -> bool:
     return bool(ok and mallopt(_M_TRIM_THRESHOLD, min(limit, 2**31 - 1)))
 
 
+def _sum_to(g, shape):
+    """Sum a broadcast gradient back down to ``shape`` (the engine calls this once per input; the
+    CUDA backend's indexing reuses it on host index arrays)."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
 def _owner(a):
     """The array whose memory ``a`` uses: its base for a view, itself otherwise."""
     base = getattr(a, "base", None)
@@ -83,8 +95,9 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
     ndarray = np.ndarray
     host_memory = True
     #: the kernel choice the fused ops are bound to (set_kernels)
-    kernels = "numba"
+    _kernels = "numba"
 
+    sum_to = staticmethod(_sum_to)
     split_at = staticmethod(np.split)
     add_at = staticmethod(np.add.at)
     matmul = staticmethod(threaded_matmul)    # np.matmul, large products split over minitrans's threads
@@ -112,16 +125,6 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
         return np.clip(a, lo, hi, out=out)
 
     @staticmethod
-    def sum_to(g, shape):
-        if g.shape == shape:
-            return g
-        lead = g.ndim - len(shape)
-        axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape) if s == 1 and g.shape[i + lead] != 1)
-        if axes:
-            g = g.sum(axis=axes, keepdims=True)
-        return g.reshape(shape)
-
-    @staticmethod
     def check_index_range(idx, n, what):
         if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
             raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got "
@@ -147,13 +150,13 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
 
     @staticmethod
     def set_kernels(name: str) -> None:
-        CPUBackend.kernels = check_kernel_choice(name)
+        CPUBackend._kernels = check_kernel_choice(name)
         for fused, kernel in fused_kernels(name).items():
             setattr(CPUBackend, fused, kernel)
 
     @staticmethod
     def get_kernels() -> str:
-        return CPUBackend.kernels
+        return CPUBackend._kernels
 
     @staticmethod
     def sigmoid(x):
