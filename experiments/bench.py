@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench_worker as bw      # same directory: run as a script
+import bench_worker           # same directory: run as a script
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
@@ -70,7 +70,7 @@ def run_process(fw: str, jobs: list, threads: int, layer: str, timeout: float = 
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         jf, out = Path(tmp, "jobs.json"), Path(tmp, "out.json")
         jf.write_text(json.dumps(jobs))
-        env = {**os.environ, **bw.thread_env(threads), "NUMBA_THREADING_LAYER": layer, **(extra_env or {})}
+        env = {**os.environ, **bench_worker.thread_env(threads), "NUMBA_THREADING_LAYER": layer, **(extra_env or {})}
         p = subprocess.run([sys.executable, str(HERE / "bench_worker.py"), "--framework", fw, "--threads",
                             str(threads), "--jobs", str(jf), "--out", str(out)], env=env, capture_output=True,
                            text=True, timeout=timeout)
@@ -553,7 +553,7 @@ def main(argv=None) -> dict:
         if not a.no_retain:
             mt.backends.cpu.retain_freed_memory()
         with tempfile.TemporaryDirectory() as tmp:
-            step = bw.w1_minitrans(w1_job(tmp, a.seed, 0, 0), Path(tmp, "w.npz"))
+            step = bench_worker.w1_minitrans(w1_job(tmp, a.seed, 0, 0), Path(tmp, "w.npz"))
             return profile_w1(step, a.profile_steps, Path(a.profile_out), a)
     only = [w.strip().upper() for w in a.only.split(",")]
     EXTRA_ENV["MT_BENCH_RETAIN"] = "0" if a.no_retain else "1"

@@ -389,11 +389,11 @@ def setup_threads(fw: str, threads: int) -> dict:
 
         info.update(jax=jax.__version__, xla_flags=os.environ.get("XLA_FLAGS", ""))
     else:
-        import minitrans.threads as th       # NumPy alone: its OpenBLAS, nothing else imported
+        from minitrans import threads as minitrans_threads     # NumPy's OpenBLAS, no minitrans work
         import numpy as np
 
-        th.set_blas_num_threads(threads)
-        info.update(blas_threads=th.get_blas_num_threads(), numpy=np.__version__)
+        minitrans_threads.set_blas_num_threads(threads)
+        info.update(blas_threads=minitrans_threads.get_blas_num_threads(), numpy=np.__version__)
     return info
 
 

@@ -215,17 +215,17 @@ def _tiling(dt, Tq: int, Tk: int, scale: float):
 # --------------------------------------------------------------------------- public
 def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
     _check(q, k, v, bias)
-    (B, Tq, d), Tk, dv = q.shape, k.shape[1], v.shape[2]
+    (B, Tq, d), Tk, dim_v = q.shape, k.shape[1], v.shape[2]
     if Tq <= SMALL_T and Tk <= SMALL_T:       # many short sequences: one prange kernel
         return small_forward(q, k, v, bias, is_causal, scale)
     dt = q.dtype
-    o = np.zeros((B, Tq, dv), dt)
+    o = np.zeros((B, Tq, dim_v), dt)
     lse = np.empty((B, Tq), dt)
     bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
 
     def work(tid, unit):
         if bufs[tid] is None:
-            bufs[tid] = (np.empty(bq * bk, dt), np.empty((bq, bk), itype), np.empty(bq * dv, dt),
+            bufs[tid] = (np.empty(bq * bk, dt), np.empty((bq, bk), itype), np.empty(bq * dim_v, dt),
                          np.empty(bq, dt), np.empty(bq, np.float64), _Bias(bias, bq, bk, dt))
         sbuf, ib, pv, m, l, bias_tiles = bufs[tid]
         b, q0 = unit
@@ -245,7 +245,7 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
             if k0 == 0:
                 np.matmul(s, v[b, k0:k1], out=acc)
             else:
-                t = _tile(pv, qn, dv)
+                t = _tile(pv, qn, dim_v)
                 np.matmul(s, v[b, k0:k1], out=t)
                 acc += t
         _fwd_finish(acc, m[:qn], l[:qn], lse[b, q0:q1])
@@ -260,31 +260,31 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
 
 def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float):
     _check(q, k, v, bias)
-    (B, Tq, d), Tk, dv = q.shape, k.shape[1], v.shape[2]
+    (B, Tq, d), Tk, dim_v = q.shape, k.shape[1], v.shape[2]
     dt = q.dtype
     for a in (o, do):
-        if a.shape != (B, Tq, dv) or a.dtype != dt or not a.flags.c_contiguous:
+        if a.shape != (B, Tq, dim_v) or a.dtype != dt or not a.flags.c_contiguous:
             raise ValueError("o and do must be C-contiguous (B, Tq, dv) arrays of q's dtype")
     lse = np.ascontiguousarray(lse, dt)
     if Tq <= SMALL_T and Tk <= SMALL_T:
         return small_backward(q, k, v, o, lse, do, bias, is_causal, scale)
-    dq, dk, dvv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
     dvec = np.empty((B, Tq), dt)                 # D = rowsum(dO * O)
     if B * Tq:
-        _row_dot(do.reshape(B * Tq, dv), o.reshape(B * Tq, dv), dvec.reshape(B * Tq))
+        _row_dot(do.reshape(B * Tq, dim_v), o.reshape(B * Tq, dim_v), dvec.reshape(B * Tq))
     bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
 
     def work(tid, unit):
         if bufs[tid] is None:   # thread 0 accumulates dQ in place, the others privately
             bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * bk, dt), np.empty((bq, bk), itype),
-                         np.empty(bq * d, dt), np.empty(bk * d, dt), np.empty(bk * dv, dt),
+                         np.empty(bq * d, dt), np.empty(bk * d, dt), np.empty(bk * dim_v, dt),
                          _Bias(bias, bq, bk, dt), dq if tid == 0 else np.zeros_like(q))
         sbuf, dpbuf, ib, tq, tk, tv, bias_tiles, dq_acc = bufs[tid]
         b, k0 = unit
         k1 = min(k0 + bk, Tk)
         kn = k1 - k0
         kt, vt = k[b, k0:k1], v[b, k0:k1]
-        dk_acc, dv_acc = dk[b, k0:k1], dvv[b, k0:k1]
+        dk_acc, dv_acc = dk[b, k0:k1], dv[b, k0:k1]
         for q0 in range(min(k0, Tq) if is_causal else 0, Tq, bq):
             q1 = min(q0 + bq, Tq)
             qn = q1 - q0
@@ -295,7 +295,7 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
             masked = is_causal and k1 - 1 > q0
             _bwd_tile(s, dp, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc,
                       masked, q0 - k0, lse[b, q0:q1], dvec[b, q0:q1], ib)
-            t = _tile(tv, kn, dv)
+            t = _tile(tv, kn, dim_v)
             np.matmul(s.T, dot, out=t)
             dv_acc += t
             t = _tile(tq, qn, d)
@@ -310,4 +310,4 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
     for extra in bufs[1:]:
         if extra is not None:
             dq += extra[-1]
-    return dq, dk, dvv
+    return dq, dk, dv
