@@ -238,3 +238,37 @@ def test_blas_thread_count_is_set_only_when_asked():
             with threads.limit_blas_threads(bad):
                 pass
     assert threads.get_blas_num_threads() == before
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_tiled_attention_splits_over_minitrans_threads_once_blas_is_single_threaded(causal):
+    # the explicit setting the kernels rely on for speed: with it, the tiles run on the worker pool
+    # (the caller's thread too), every BLAS call on one thread, and the result is the reference's
+    r = _fresh(_PROBE + f"""
+    import threading
+    import minitrans as mt
+    from minitrans.kernels import cpu, reference
+    names = set()
+    inner_matmul = np.matmul
+
+    def naming_matmul(*args, **kwargs):
+        names.add(threading.current_thread().name.split("_")[0])
+        return inner_matmul(*args, **kwargs)
+
+    np.matmul = naming_matmul
+    mt.set_num_threads(2)
+    mt.threads.set_blas_num_threads(1)
+    rng = np.random.default_rng(1)
+    q, k, v, do = (rng.standard_normal((3, 700, 8)) for _ in range(4))
+    o, lse = cpu.attention_forward(q, k, v, None, {causal}, 0.3)
+    grads = cpu.attention_backward(q, k, v, o, lse, do, None, {causal}, 0.3)
+    np.matmul = real_matmul
+    want_o, want_lse = reference.attention_forward(q, k, v, None, {causal}, 0.3)
+    want = reference.attention_backward(q, k, v, want_o, want_lse, do, None, {causal}, 0.3)
+    err = max(float(np.abs(a - b).max()) for a, b in zip((o, lse) + tuple(grads), (want_o, want_lse) + tuple(want)))
+    print(json.dumps(dict(err=err, names=sorted(names), seen=sorted(seen, key=str))))
+    """, {"NUMBA_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"})
+    assert r["err"] < 1e-10
+    if r["seen"] != [None]:                     # OpenBLAS reachable: it stayed on one thread throughout
+        assert r["seen"] == [1]
+        assert "minitrans-worker" in r["names"]
