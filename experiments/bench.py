@@ -4,7 +4,9 @@ Every framework runs in its own process (``bench_worker.py``): two frameworks in
 each other through their thread pools, and the comparison is then a fiction. The sides take turns
 process by process (minitrans, torch, [jax], minitrans, torch, … over ``--rounds`` ≥ 3), each with
 the same thread settings (``--threads``: Numba, OpenBLAS, OpenMP, MKL and XLA all get the same
-count through the environment and each framework's own call); a figure is the median over rounds
+count through the environment and each framework's own call; minitrans then puts OpenBLAS on one
+thread and splits large products over its own threads, the setting docs/performance.md recommends
+for training); a figure is the median over rounds
 of each process's median after warm-up. W1 uses the same batches and the same initial weights on
 every side (the first minitrans process writes them, the others load them) and the first two
 losses are compared. Every table records the load average before and after and the GFLOP/s of a
@@ -362,7 +364,8 @@ def _header(info: dict) -> list[str]:
             f"average {info['load_before']} before, {info['load_after']} after; float32 2048³ NumPy GEMM in the "
             f"same run: {info['gemm_before']:.0f} GFLOP/s before, {info['gemm_after']:.0f} after (peak used for "
             f"the %-of-peak columns: {info['gemm_gflops']:.0f})",
-            f"- {info['threads']} thread(s) for every side (Numba, OpenBLAS, OpenMP/torch, XLA), Numba threading "
+            f"- {info['threads']} thread(s) for every side (Numba, OpenBLAS, OpenMP/torch, XLA; minitrans with "
+            "OpenBLAS on one thread and large products split over its own threads), Numba threading "
             f"layer `{info['numba_layer']}`, minitrans with `retain_freed_memory()`: "
             f"{'yes' if info.get('minitrans_retain_freed_memory', True) else 'no'}; versions: python {info['python']}, numpy {info['numpy']}, numba "
             f"{info['numba']}, torch {info['torch']}, jax {info['jax']}, minitrans {info['minitrans']}",
