@@ -328,8 +328,9 @@ def dropout_mask(shape, p: float, seed: int, dtype):
         seed = int(seed)
         t = np.dtype(dtype).type
         thresh = math.ceil(float(p) * 2.0 ** 32)  # exact: p * 2**32 is a float64 product by a power of 2
+        scale = t(1.0 / (1.0 - p)) if p < 1 else t(0)  # p = 1 drops every cell
         launch(_dropout_kernel, *_launch(n), out.reshape(n), n, seed & M32, (seed >> 32) & M32, thresh,
-               t(1.0 / (1.0 - p)), t(0))
+               scale, t(0))
     return out
 
 

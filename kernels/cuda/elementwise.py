@@ -1,4 +1,4 @@
-"""Elementwise kernels: unary map, broadcasting binary zip, ternary ``where``.
+"""Elementwise kernels: unary map, broadcasting binary zip, ternary ``where``, and ``clamp``.
 
 Launch shape: 1-D grid-stride loop, ``THREADS`` threads per block,
 ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks; thread ``i`` writes output elements
@@ -193,6 +193,32 @@ def _where_kernel(out, c, a, b, n, shape, cs, as_, bs):
         i += cuda.gridsize(1)
 
 
+@functools.lru_cache(maxsize=None)
+def _clamp_kernel(dtype):
+    """The clamp kernel of ``dtype``: NumPy's ``clip`` (``maximum`` then ``minimum``, so NaN
+    propagates) with scalar bounds, writing through any strided ``out`` (``out`` may be ``x``)."""
+    fns = _binary_fns(np.dtype(dtype))
+    at_least, at_most = fns["maximum"], fns["minimum"]
+
+    @cuda.jit
+    def clamp_kernel(out, x, n, shape, os, xs, lo, hi, use_lo, use_hi):
+        """out[offset_of(i, shape, os)] = clip(x[offset_of(i, shape, xs)], lo, hi) (a bound is skipped
+        when its ``use_*`` flag is False). Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS;
+        each cell read once, then written once by the same thread (so ``out`` may be ``x``); no shared
+        memory."""
+        i = cuda.grid(1)
+        while i < n:
+            v = x[offset_of(i, shape, xs)]
+            if use_lo:
+                v = at_least(v, lo)
+            if use_hi:
+                v = at_most(v, hi)
+            out[offset_of(i, shape, os)] = v
+            i += cuda.gridsize(1)
+
+    return clamp_kernel
+
+
 # ---------------------------------------------------------------- host wrappers
 def _launch(n: int) -> tuple[int, int]:
     return max(1, min(cdiv(n, THREADS), MAX_BLOCKS)), THREADS
@@ -267,3 +293,19 @@ def where(cond, a, b, out=None):
         (cf, cs), (af, as_), (bf, bs) = _operands(shape, cond, a, b)
         launch(_where_kernel, *_launch(n), y.reshape(n), cf, af, bf, n, pad(shape, 1), cs, as_, bs)
     return y
+
+
+def clamp(x, lo, hi, out):
+    """``np.clip(x, lo, hi, out=out)`` in one launch: ``lo`` / ``hi`` are scalars of ``x``'s dtype
+    or None, ``out`` has ``x``'s shape and dtype and may be any strided view (``x`` itself for an
+    in-place clamp)."""
+    shape = tuple(x.shape)
+    if tuple(out.shape) != shape or np.dtype(out.dtype) != np.dtype(x.dtype):
+        raise ValueError(f"clamp: out must have shape {shape} and dtype {np.dtype(x.dtype)}")
+    n = int(np.prod(shape, dtype=np.int64))
+    if n:
+        t = np.dtype(x.dtype).type
+        ((of, os), (xf, xs)) = _operands(shape, out, x)
+        launch(_clamp_kernel(np.dtype(x.dtype)), *_launch(n), of, xf, n, pad(shape, 1), os, xs,
+               t(0 if lo is None else lo), t(0 if hi is None else hi), lo is not None, hi is not None)
+    return out

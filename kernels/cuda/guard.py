@@ -151,6 +151,9 @@ def _elementwise_specs():
     for dt in ALL:
         for op in sorted(E.COMPARISONS):
             z(op, dt, np.dtype(np.bool_))
+    for dt in NUMS:
+        out.append(Spec("elementwise", "_clamp_kernel", (dt,), None,
+                        (A(dt), A(dt), I, T6, T6, T6, S(dt), S(dt), B, B), dt.name))
     for dt in ALL:
         out.append(Spec("elementwise", "_where_kernel", None, None,
                         (A(dt), A(np.bool_), A(dt), A(dt), I, T6, T6, T6, T6), dt.name))

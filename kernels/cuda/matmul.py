@@ -14,7 +14,8 @@ Memory plan: per step of ``TILE_K`` (16) along K the block stages a TILE_K x TIL
 A and a TILE_K x TILE_N slab of B in shared memory (2 * 16 * 64 elements = 8 KiB for
 float32), each global cell of A read ceil(N / TILE_N) times and of B ceil(M / TILE_M)
 times; every thread then does TILE_K rank-1 updates of its micro-tile from registers.
-Out-of-range rows/cols/ks are loaded as 0 and never written, so any M, N, K >= 1 work.
+Out-of-range rows/cols/ks are loaded as 0 and never written, so any M, N >= 1 and K >= 0 work
+(K = 0 gives zeros, as NumPy does).
 Accumulation is in the result dtype.
 """
 from __future__ import annotations
@@ -121,9 +122,7 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
     nb = int(np.prod(batch, dtype=np.int64))
     dtype = np.result_type(a.dtype, b.dtype)
     c = device_array(tuple(batch) + (M, N), dtype)
-    if nb and M and N:
-        if K == 0:
-            raise ValueError("matmul with K == 0 is not supported")
+    if nb and M and N:  # K == 0 runs no K step: every cell of C is written as 0
         kern, nthreads = _matmul_kernel(dtype, TILE_M, TILE_N, TILE_K, MICRO_M, MICRO_N)
         abst = pad(broadcast_strides(ashape[:-2], ast[:-2], batch))
         bbst = pad(broadcast_strides(bshape[:-2], bst[:-2], batch))

@@ -235,6 +235,9 @@ class CudaArray:
     def copy(self) -> "CudaArray":
         return copy(self)
 
+    def clip(self, lo=None, hi=None, out=None) -> "CudaArray":
+        return clip(self, lo, hi, out)
+
     # ------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False, dtype=None):
         r = sum_(self, axis=axis, keepdims=keepdims)
@@ -329,7 +332,7 @@ def to_numpy(a) -> np.ndarray:
 # The operator / method implementations. Imported last: ops and indexing import CudaArray
 # from this module (the package __init__ imports this module first).
 from .ops import (  # noqa: E402
-    _binary, _inplace, _logical, _unary, all_, amax, amin, any_, argmax, argmin, astype, copy,
+    _binary, _inplace, _logical, _unary, all_, amax, amin, any_, argmax, argmin, astype, clip, copy,
     logical_not, mean, sum_,
 )
 from .indexing import _getitem, _setitem  # noqa: E402

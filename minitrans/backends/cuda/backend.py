@@ -10,6 +10,7 @@ import numpy as np
 from ...kernels import cuda as K
 from ...kernels.cuda import array as KA
 from ..protocol import Backend
+from . import reference as host_reference
 from .array import CudaArray, from_numpy, to_numpy
 from .indexing import add_at, broadcast_to, concatenate, moveaxis, reshape, split_at, sum_to, transpose
 from .ops import (
@@ -159,33 +160,37 @@ def is_contiguous(a) -> bool:
     return _dev(a)._is_c()
 
 
-def clip_into(a, lo=None, hi=None, out=None):
-    r = clip(a, lo, hi)
-    if out is None:
-        return r
-    out[...] = r
-    return out
-
-
 def check_index_range(idx, n, what) -> None:
     idx = _dev(idx)
     if idx.size:
-        lo, hi = int(amin(idx)), int(amax(idx))
+        flat = idx.reshape(-1)
+        lo, hi = (int(v) for v in to_numpy(concatenate([amin(flat, keepdims=True), amax(flat, keepdims=True)])))
         if lo < 0 or hi >= n:
             raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got min {lo}, max {hi}")
 
 
 def from_numpy_copy(a, copy=False):
-    return from_numpy(a)   # a host array always reaches the device as a fresh copy
+    """The host array ``a`` on the device: always a fresh device copy (``copy`` is accepted for the
+    contract; device memory never aliases host memory)."""
+    return from_numpy(a)
 
 
 _KERNEL_CHOICE = {"name": "numba"}
 
 
 def set_kernels(name: str) -> None:
+    """Bind the fused ops of ``CUDABackend`` to the device kernels (``"numba"``) or to the NumPy
+    oracle run on the host (``"reference"``, see ``reference.py``)."""
     if name not in ("numba", "reference"):
         raise ValueError(f"set_kernels: expected 'numba' or 'reference', got {name!r}")
+    table = host_reference.FUNCTIONS if name == "reference" else _DEVICE_FUSED
+    for fused, fn in table.items():
+        setattr(CUDABackend, fused, staticmethod(fn))
     _KERNEL_CHOICE["name"] = name
+
+
+def get_kernels() -> str:
+    return _KERNEL_CHOICE["name"]
 
 
 # ---------------------------------------------------------------- the namespace
@@ -212,7 +217,7 @@ class CUDABackend(Backend):
     is_contiguous = staticmethod(is_contiguous)
     check_index_range = staticmethod(check_index_range)
     set_kernels = staticmethod(set_kernels)
-    get_kernels = staticmethod(lambda: _KERNEL_CHOICE["name"])
+    get_kernels = staticmethod(get_kernels)
 
     exp = staticmethod(lambda x: _unary("exp", x))
     log = staticmethod(lambda x: _unary("log", x))
@@ -223,7 +228,7 @@ class CUDABackend(Backend):
     maximum = staticmethod(maximum)
     minimum = staticmethod(minimum)
     where = staticmethod(where)
-    clip = staticmethod(clip_into)
+    clip = staticmethod(clip)
     power = staticmethod(power)
     isfinite = staticmethod(isfinite)
     logical_not = staticmethod(logical_not)
@@ -265,3 +270,7 @@ class CUDABackend(Backend):
     clip_grad_norm_flat = staticmethod(clip_grad_norm_flat)
     copy_many = staticmethod(copy_many)
     dropout_mask = staticmethod(dropout_mask)
+
+
+#: the device-kernel binding of each fused op, restored by ``set_kernels("numba")``
+_DEVICE_FUSED = {name: globals()[name] for name in host_reference.FUNCTIONS}

@@ -187,15 +187,26 @@ def power(a, b) -> CudaArray:
     return _binary("pow", a, b)
 
 
-def clip(a, lo=None, hi=None) -> CudaArray:
+def clip(a, lo=None, hi=None, out=None) -> CudaArray:
+    """NumPy's ``clip`` (result dtype by NumPy's rules), written into ``out`` if given (``out`` may
+    be ``a``). Scalar bounds in ``a``'s dtype take one kernel launch, writing straight into ``out``."""
     if lo is None and hi is None:
-        raise ValueError("One of max or min must be given")
-    r = _dev(a)
-    if lo is not None:
-        r = maximum(r, lo)
-    if hi is not None:
-        r = minimum(r, hi)
-    return r
+        raise ValueError("clip: one of the bounds must be given")
+    a, lo, hi = _dev(a), _norm_scalar(lo), _norm_scalar(hi)
+    bounds = [b for b in (lo, hi) if b is not None]
+    dtype = np.result_type(a.dtype, *(_dt(b) for b in bounds))
+    dst = out
+    if dtype == a.dtype and a.dtype.kind in "iuf" and all(isinstance(b, _Scalar) for b in bounds) and \
+            (dst is None or (isinstance(dst, CudaArray) and dst.shape == a.shape and dst.dtype == a.dtype)):
+        dst = empty(a.shape, a.dtype) if dst is None else dst
+        K.clamp(a._d, lo, hi, dst._d)
+        return dst
+    r = a if lo is None else maximum(a, lo)
+    r = r if hi is None else minimum(r, hi)
+    if out is None:
+        return r
+    out[...] = r
+    return out
 
 
 def sigmoid(x) -> CudaArray:
