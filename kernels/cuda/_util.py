@@ -1,4 +1,5 @@
-"""Shared helpers for the CUDA kernels: strided flat views, index metadata, block reductions.
+"""Shared helpers for the CUDA kernels: device views (``strided_view``, ``flat_view``), index
+metadata, block reductions, launch counting and the simulator's memory pool.
 
 Shapes and strides travel to kernels as by-value ``int64`` tuples padded to ``MAX_DIMS``
 (kernel parameters: no device allocation, no host->device copy), and every input as a
@@ -16,6 +17,8 @@ import math
 import numba
 import numpy as np
 from numba import cuda
+
+from .layout import element_count, span
 
 MAX_DIMS = 6
 
@@ -41,6 +44,31 @@ def elem_strides(x) -> tuple[int, ...]:
     return tuple(int(s) // item for s in x.strides)
 
 
+def strided_view(d, offset: int, shape, strides):
+    """A device array over the memory of device array ``d``: element ``i`` at ``d``'s first
+    element + ``offset + sum(i_k * strides[k])`` (element units, non-negative). Nothing is
+    copied. The one place that builds device views on numba-cuda's array classes (a
+    ``FakeCUDAArray`` over a NumPy view under the simulator, a ``DeviceNDArray`` over a
+    ``gpu_data`` view on a GPU)."""
+    shape = tuple(int(s) for s in shape)
+    strides = tuple(int(s) for s in strides)
+    if any(s < 0 for s in strides) or offset < 0:
+        raise NotImplementedError("negative strides are not supported on cuda")
+    if element_count(shape) == 0:
+        return device_array(shape, d.dtype)
+    item = d.dtype.itemsize
+    byte_strides = tuple(s * item for s in strides)
+    if simulated():
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        as_strided = np.lib.stride_tricks.as_strided
+        start = as_strided(d._ary, shape=(offset + 1,), strides=(item,))[offset:]
+        return FakeCUDAArray(as_strided(start, shape=shape, strides=byte_strides))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray(shape, byte_strides, d.dtype, gpu_data=d.gpu_data.view(offset * item))
+
+
 def flat_view(x):
     """A 1-D device array over the memory of ``x`` (any non-negative strides) and its strides.
 
@@ -53,17 +81,7 @@ def flat_view(x):
         return x.reshape(1), ()
     if x.is_c_contiguous():
         return x.reshape(x.size), strides
-    if any(s < 0 for s in strides):
-        raise ValueError("negative strides are not supported; pass a copy")
-    span = 1 + sum((n - 1) * s for n, s in zip(x.shape, strides))
-    if simulated():  # FakeCUDAArray wraps a NumPy view
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-        base = np.lib.stride_tricks.as_strided(x._ary, shape=(span,), strides=(x.dtype.itemsize,))
-        return FakeCUDAArray(base), strides
-    from numba.cuda.cudadrv.devicearray import DeviceNDArray
-    flat = DeviceNDArray(shape=(span,), strides=(x.dtype.itemsize,), dtype=x.dtype,
-                         gpu_data=x.gpu_data)
-    return flat, strides
+    return strided_view(x, 0, (span(x.shape, strides),), (1,)), strides
 
 
 def pad(t, fill: int = 0) -> tuple[int, ...]:
@@ -72,17 +90,6 @@ def pad(t, fill: int = 0) -> tuple[int, ...]:
     if len(t) > MAX_DIMS:
         raise ValueError(f"at most {MAX_DIMS} dimensions are supported, got {len(t)}")
     return (fill,) * (MAX_DIMS - len(t)) + t
-
-
-def broadcast_strides(shape, strides, out_shape) -> tuple[int, ...]:
-    """Strides of an input seen as ``out_shape``: 0 on broadcast (size-1 or missing) dims."""
-    lead = len(out_shape) - len(shape)
-    res = [0] * lead
-    for n, s, o in zip(shape, strides, out_shape[lead:]):
-        if n != o and n != 1:
-            raise ValueError(f"shape {tuple(shape)} does not broadcast to {tuple(out_shape)}")
-        res.append(0 if n == 1 else s)
-    return tuple(res)
 
 
 def pow2_at_least(n: int, lo: int = 1) -> int:

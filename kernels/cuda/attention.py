@@ -6,7 +6,7 @@ Signature (device arrays): ``attention_forward(q, k, v, bias, is_causal, scale)`
 k (B, Tk, d), v (B, Tk, dv), all C-contiguous. ``bias`` is None or a device array of rank
 <= 3 broadcastable to (B, Tq, Tk) — e.g. a key-padding mask (B, 1, Tk) or a shared
 (1, Tq, Tk) mask — holding -inf at masked positions; the wrapper turns its size-1 dims
-into stride 0 (``_util.broadcast_strides``), so it is never expanded in memory.
+into stride 0 (``layout.broadcast_strides``), so it is never expanded in memory.
 
 Tiles: ``BLOCK_Q`` query rows per block, ``BLOCK_K`` key rows per shared-memory tile
 (32 / 32); head dims up to ``MAX_HEAD_DIM`` (256), padded to ``dpad`` = next power of two
@@ -37,7 +37,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import broadcast_strides, cdiv, device_array, flat_view, launch, nb_dtype, pow2_at_least
+from ._util import cdiv, device_array, flat_view, launch, nb_dtype, pow2_at_least
+from .layout import broadcast_strides
 
 BLOCK_Q = 32
 BLOCK_K = 32

@@ -22,7 +22,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import broadcast_strides, cdiv, device_array, flat_view, launch, offset_of, pad
+from ._util import cdiv, device_array, flat_view, launch, offset_of, pad
+from .layout import broadcast_strides
 
 THREADS = 256
 MAX_BLOCKS = 4096

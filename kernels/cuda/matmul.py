@@ -25,7 +25,8 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._util import MAX_DIMS, broadcast_strides, cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
+from ._util import MAX_DIMS, cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
+from .layout import broadcast_strides
 
 TILE_M = 64
 TILE_N = 64

@@ -341,20 +341,20 @@ def _spy_transfers(monkeypatch, calls):
 def test_transfer_spy_catches_host_array_passed_to_a_kernel(monkeypatch):
     """The spy is not vacuous: a host NumPy array handed straight to a kernel launch (no
     explicit copy anywhere) is counted as an implicit numba-cuda transfer."""
-    from minitrans.kernels.cuda import array as KA
+    from minitrans.kernels.cuda import array as array_kernels
     from minitrans.kernels.cuda._util import pad
 
     dst = CUDABackend.zeros((4,), np.float64)
     src = np.arange(4.0)  # host memory
     calls = []
     _spy_transfers(monkeypatch, calls)
-    KA._copy_kernel[1, 4](dst._d, src, 4, pad((4,), 1), pad((1,)), pad((1,)))
+    array_kernels._copy_kernel[1, 4](dst._device_array, src, 4, pad((4,), 1), pad((1,)), pad((1,)))
     monkeypatch.undo()
     assert any(c.startswith("devicearray.") for c in calls), calls
     np.testing.assert_array_equal(CUDABackend.to_numpy(dst), src)
     calls.clear()
     _spy_transfers(monkeypatch, calls)  # a device operand: no transfer
-    KA._copy_kernel[1, 4](dst._d, dst._d, 4, pad((4,), 1), pad((1,)), pad((1,)))
+    array_kernels._copy_kernel[1, 4](dst._device_array, dst._device_array, 4, pad((4,), 1), pad((1,)), pad((1,)))
     monkeypatch.undo()
     assert calls == [], calls
 
@@ -362,9 +362,9 @@ def test_transfer_spy_catches_host_array_passed_to_a_kernel(monkeypatch):
 def test_transfer_spy_catches_host_array_inside_a_step(monkeypatch):
     """A fused kernel fed a host array in the middle of forward + backward (a LayerNorm
     weight built with NumPy instead of on the device) is caught by the spy."""
-    from minitrans.kernels import cuda as K
+    from minitrans.kernels import cuda as kernels
 
-    real = K.layer_norm_forward
+    real = kernels.layer_norm_forward
 
     def leaky(x, weight, bias, eps):
         return real(x, np.ones(tuple(x.shape)[-1:], x.dtype), bias, eps)
@@ -374,7 +374,7 @@ def test_transfer_spy_catches_host_array_inside_a_step(monkeypatch):
     x = mt.tensor(randn(2, 4).astype(np.float32), device="cuda", requires_grad=True)
     calls = []
     _spy_transfers(monkeypatch, calls)
-    monkeypatch.setattr(K, "layer_norm_forward", leaky)
+    monkeypatch.setattr(kernels, "layer_norm_forward", leaky)
     ln(x).sum().backward()
     monkeypatch.undo()
     assert any(c.startswith("devicearray.") for c in calls), calls

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...kernels import cuda as K
-from ...kernels.cuda import array as KA
+from ...kernels import cuda as kernels
+from ...kernels.cuda import array as array_kernels
 from ..protocol import Backend
 from . import reference as host_reference
 from .array import CudaArray, from_numpy, to_numpy
 from .indexing import add_at, broadcast_to, concatenate, moveaxis, reshape, split_at, sum_to, transpose
 from .ops import (
-    _dev, _shape_arg, _unary, all_, amax, amin, any_, arange, argmax, argmin, asarray,
+    _as_cuda, _shape_arg, _unary, all_, amax, amin, any_, arange, argmax, argmin, asarray,
     ascontiguousarray, astype, clip, copy, empty, errstate, full, isfinite, logical_not, maximum, minimum,
     ones, ones_like, power, sigmoid, sum_, where, zeros, zeros_like,
 )
@@ -22,7 +22,7 @@ from .ops import (
 
 # ---------------------------------------------------------------- linear algebra
 def matmul(a, b) -> CudaArray:
-    a, b = _dev(a), _dev(b)
+    a, b = _as_cuda(a), _as_cuda(b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError("matmul: Input operand does not have enough dimensions")
     A = a.reshape(1, -1) if a.ndim == 1 else a
@@ -31,7 +31,7 @@ def matmul(a, b) -> CudaArray:
         raise ValueError(f"matmul: mismatch in core dimension ({A.shape} @ {B.shape})")
     np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
     rt = np.result_type(A.dtype, B.dtype)  # the kernel is compiled per dtype: one dtype in
-    c = CudaArray(K.matmul(astype(A, rt, False)._d, astype(B, rt, False)._d))
+    c = CudaArray(kernels.matmul(astype(A, rt, False)._device_array, astype(B, rt, False)._device_array))
     if a.ndim == 1 and b.ndim == 1:
         return c.reshape(())
     if a.ndim == 1:
@@ -42,81 +42,81 @@ def matmul(a, b) -> CudaArray:
 
 
 # ---------------------------------------------------------------- fused kernels
-def _u(x, dtype=None):
+def _kernel_operand(x, dtype=None):
     """The C-contiguous device array of ``x`` (in ``dtype`` if given) for a fused kernel: the
     fused kernels are compiled for C-contiguous operands of one float dtype (no copy when
     ``x`` already is one)."""
     if x is None:
         return None
-    x = ascontiguousarray(_dev(x))
-    return (x if dtype is None else astype(x, dtype, False))._d
+    x = ascontiguousarray(_as_cuda(x))
+    return (x if dtype is None else astype(x, dtype, False))._device_array
 
 
-def _w(d):
+def _wrap(d):
     return None if d is None else CudaArray(d)
 
 
 def softmax_forward(x):
-    return _w(K.softmax_forward(_u(x)))
+    return _wrap(kernels.softmax_forward(_kernel_operand(x)))
 
 
 def softmax_backward(y, dy):
-    return _w(K.softmax_backward(_u(y), _u(dy, _dev(y).dtype)))
+    return _wrap(kernels.softmax_backward(_kernel_operand(y), _kernel_operand(dy, _as_cuda(y).dtype)))
 
 
 def log_softmax_forward(x):
-    return _w(K.log_softmax_forward(_u(x)))
+    return _wrap(kernels.log_softmax_forward(_kernel_operand(x)))
 
 
 def log_softmax_backward(y, dy):
-    return _w(K.log_softmax_backward(_u(y), _u(dy, _dev(y).dtype)))
+    return _wrap(kernels.log_softmax_backward(_kernel_operand(y), _kernel_operand(dy, _as_cuda(y).dtype)))
 
 
 def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
-    loss, lse = K.cross_entropy_forward(_u(logits), _u(target, np.int64), ignore_index, label_smoothing)
-    return _w(loss), _w(lse)
+    loss, lse = kernels.cross_entropy_forward(_kernel_operand(logits), _kernel_operand(target, np.int64), ignore_index, label_smoothing)
+    return _wrap(loss), _wrap(lse)
 
 
 def cross_entropy_backward(logits, target, lse, dloss, ignore_index, label_smoothing):
-    dt = _dev(logits).dtype
-    return _w(K.cross_entropy_backward(_u(logits), _u(target, np.int64), _u(lse, dt), _u(dloss, dt),
+    dt = _as_cuda(logits).dtype
+    return _wrap(kernels.cross_entropy_backward(_kernel_operand(logits), _kernel_operand(target, np.int64), _kernel_operand(lse, dt), _kernel_operand(dloss, dt),
                                        ignore_index, label_smoothing))
 
 
 def layer_norm_forward(x, weight, bias, eps):
-    dt = _dev(x).dtype
-    return tuple(_w(r) for r in K.layer_norm_forward(_u(x), _u(weight, dt), _u(bias, dt), eps))
+    dt = _as_cuda(x).dtype
+    return tuple(_wrap(r) for r in kernels.layer_norm_forward(_kernel_operand(x), _kernel_operand(weight, dt), _kernel_operand(bias, dt), eps))
 
 
 def layer_norm_backward(dy, x, weight, mean, rstd):
-    dt = _dev(x).dtype
-    return tuple(_w(r) for r in K.layer_norm_backward(_u(dy, dt), _u(x), _u(weight, dt), _u(mean, dt),
-                                                       _u(rstd, dt)))
+    dt = _as_cuda(x).dtype
+    return tuple(_wrap(r) for r in kernels.layer_norm_backward(_kernel_operand(dy, dt), _kernel_operand(x), _kernel_operand(weight, dt), _kernel_operand(mean, dt),
+                                                       _kernel_operand(rstd, dt)))
 
 
 def _bias(bias, dtype):
     """An attention bias in the kernel dtype, strides kept (a broadcast mask stays stride 0)."""
     if bias is None:
         return None
-    b = _dev(bias)
-    return (b if b.dtype == dtype else astype(b, dtype))._d
+    b = _as_cuda(bias)
+    return (b if b.dtype == dtype else astype(b, dtype))._device_array
 
 
 def attention_forward(q, k, v, bias, is_causal, scale):
-    dt = _dev(q).dtype
-    o, lse = K.attention_forward(_u(q), _u(k, dt), _u(v, dt), _bias(bias, dt), is_causal, scale)
-    return _w(o), _w(lse)
+    dt = _as_cuda(q).dtype
+    o, lse = kernels.attention_forward(_kernel_operand(q), _kernel_operand(k, dt), _kernel_operand(v, dt), _bias(bias, dt), is_causal, scale)
+    return _wrap(o), _wrap(lse)
 
 
 def attention_backward(q, k, v, o, lse, do, bias, is_causal, scale):
-    dt = _dev(q).dtype
-    return tuple(_w(r) for r in K.attention_backward(_u(q), _u(k, dt), _u(v, dt), _u(o, dt), _u(lse, dt),
-                                                      _u(do, dt), _bias(bias, dt), is_causal, scale))
+    dt = _as_cuda(q).dtype
+    return tuple(_wrap(r) for r in kernels.attention_backward(_kernel_operand(q), _kernel_operand(k, dt), _kernel_operand(v, dt), _kernel_operand(o, dt), _kernel_operand(lse, dt),
+                                                      _kernel_operand(do, dt), _bias(bias, dt), is_causal, scale))
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
-    dt = _dev(param).dtype  # updated in place: the state arrays are used as they are
-    K.adam_step(_dev(param)._d, _u(grad, dt), _dev(exp_avg)._d, _dev(exp_avg_sq)._d, lr, beta1, beta2, eps,
+    dt = _as_cuda(param).dtype  # updated in place: the state arrays are used as they are
+    kernels.adam_step(_as_cuda(param)._device_array, _kernel_operand(grad, dt), _as_cuda(exp_avg)._device_array, _as_cuda(exp_avg_sq)._device_array, lr, beta1, beta2, eps,
                 weight_decay, step, decoupled)
 
 
@@ -125,27 +125,27 @@ def copy_many(dsts, srcs) -> None:
     together; a pair that is not two C-contiguous arrays of one shape and dtype is copied alone)."""
     groups: dict = {}
     for d, s in zip(dsts, srcs):
-        d, s = _dev(d), _dev(s)
-        if d._is_c() and s._is_c() and d.shape == s.shape and d.dtype == s.dtype and d.dtype.kind == "f":
+        d, s = _as_cuda(d), _as_cuda(s)
+        if d._is_contiguous() and s._is_contiguous() and d.shape == s.shape and d.dtype == s.dtype and d.dtype.kind == "f":
             groups.setdefault(d.dtype, ([], []))
-            groups[d.dtype][0].append(d._d)
-            groups[d.dtype][1].append(s._d)
+            groups[d.dtype][0].append(d._device_array)
+            groups[d.dtype][1].append(s._device_array)
         else:
             d[...] = s
     for ds, ss in groups.values():
-        KA.copy_many(ds, ss)
+        array_kernels.copy_many(ds, ss)
 
 
 def clip_grad_norm_flat(buf, max_norm, norm_type):
     """CUDA only: clip the flat gradient buffer ``buf`` in place in one launch; the norm stays
     on the device (see kernels/cuda/clip.py)."""
-    return _w(K.clip_grad_norm(_dev(buf)._d, max_norm, norm_type))
+    return _wrap(kernels.clip_grad_norm(_as_cuda(buf)._device_array, max_norm, norm_type))
 
 
 def dropout_mask(shape, p, seed, dtype):
     """CUDA only: the inverted-dropout multiplier (0 or 1/(1-p)) from a counter-based hash of
     (seed, element index); see kernels/cuda/array.py."""
-    return _w(KA.dropout_mask(_shape_arg(shape), p, seed, np.dtype(dtype)))
+    return _wrap(array_kernels.dropout_mask(_shape_arg(shape), p, seed, np.dtype(dtype)))
 
 
 def shares_storage(a, b) -> bool:
@@ -157,11 +157,11 @@ def shares_storage(a, b) -> bool:
 
 
 def is_contiguous(a) -> bool:
-    return _dev(a)._is_c()
+    return _as_cuda(a)._is_contiguous()
 
 
 def check_index_range(idx, n, what) -> None:
-    idx = _dev(idx)
+    idx = _as_cuda(idx)
     if idx.size:
         flat = idx.reshape(-1)
         lo, hi = (int(v) for v in to_numpy(concatenate([amin(flat, keepdims=True), amax(flat, keepdims=True)])))

@@ -7,44 +7,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...kernels.cuda import array as KA
-from ...kernels.cuda._util import MAX_DIMS, broadcast_strides, device_array
+from ...kernels.cuda import array as array_kernels
+from ...kernels.cuda._util import MAX_DIMS, device_array, flat_view
+from ...kernels.cuda.layout import broadcast_strides, c_strides, element_count, moveaxis_order
 from ..cpu import _sum_to
-from .array import CudaArray, _c_strides, _n, _Scalar, _view, from_numpy, to_numpy
-from .ops import _binary, _const, _dev, _norm_scalar, _shape_arg, astype
+from .array import CudaArray, _Scalar, from_numpy, to_numpy
+from .ops import _binary, _const, _as_cuda, _norm_scalar, _shape_arg, astype
 
 
 # ---------------------------------------------------------------- shape
 def reshape(a, shape) -> CudaArray:
-    return _dev(a).reshape(shape)
+    return _as_cuda(a).reshape(shape)
 
 
 def transpose(a, axes=None) -> CudaArray:
-    return _dev(a).transpose(axes)
+    return _as_cuda(a).transpose(axes)
 
 
 def broadcast_to(a, shape) -> CudaArray:
-    a = _dev(a)
+    a = _as_cuda(a)
     shape = _shape_arg(shape)
     if len(shape) < a.ndim:
         raise ValueError(f"cannot broadcast shape {a.shape} to {shape}")
-    st = broadcast_strides(a.shape, a._st, shape)
-    return a._v(0, shape, st)
+    st = broadcast_strides(a.shape, a._elem_strides, shape)
+    return a._view(0, shape, st)
 
 
 def moveaxis(a, source, destination) -> CudaArray:
-    a = _dev(a)
-    nd = a.ndim
-    src = [s % nd for s in ((source,) if isinstance(source, int) else source)]
-    dst = [d % nd for d in ((destination,) if isinstance(destination, int) else destination)]
-    order = [i for i in range(nd) if i not in src]
-    for d, s in sorted(zip(dst, src)):
-        order.insert(d, s)
-    return a.transpose(order)
+    a = _as_cuda(a)
+    return a.transpose(moveaxis_order(a.ndim, source, destination))
 
 
 def concatenate(arrays, axis=0) -> CudaArray:
-    arrays = [_dev(x) for x in arrays]
+    arrays = [_as_cuda(x) for x in arrays]
     if not arrays:
         raise ValueError("need at least one array to concatenate")
     nd = arrays[0].ndim
@@ -59,17 +54,17 @@ def concatenate(arrays, axis=0) -> CudaArray:
     shape = list(ref)
     shape[axis] = int(np.sum([x.shape[axis] for x in arrays]))
     out = CudaArray(device_array(tuple(shape), dtype))
-    cst = out._st
+    cst = out._elem_strides
     start = 0
     for x in arrays:
         if x.size:
-            KA.copy_into(_view(out._d, start * cst[axis], x.shape, cst), x._d)
+            array_kernels.copy_into(out._view(start * cst[axis], x.shape, cst)._device_array, x._device_array)
         start += x.shape[axis]
     return out
 
 
 def split_at(a, indices_or_sections, axis=0) -> list:
-    a = _dev(a)
+    a = _as_cuda(a)
     axis = int(axis) % a.ndim
     n = a.shape[axis]
     if isinstance(indices_or_sections, (int, np.integer)):
@@ -141,7 +136,7 @@ def _index_plan(a: CudaArray, idx):
         if c[0] == "new":
             slots.append(("basic", 1, 0))
             continue
-        n, s = a.shape[dim], a._st[dim]
+        n, s = a.shape[dim], a._elem_strides[dim]
         if c[0] == "slice":
             start, stop, step = c[1].indices(n)
             if step < 0:
@@ -182,58 +177,58 @@ def _index_plan(a: CudaArray, idx):
     if len(out_shape) > MAX_DIMS:
         raise NotImplementedError(f"indexing results of more than {MAX_DIMS} dims are not supported on cuda")
     xs = [b[1] for b in basic[:nb]] + [0] * len(bshape) + [b[1] for b in basic[nb:]]
-    ls = [0] * nb + list(_c_strides(bshape)) + [0] * (len(basic) - nb)
-    lin = KA.full(bshape, off, np.int64)
+    ls = [0] * nb + list(c_strides(bshape)) + [0] * (len(basic) - nb)
+    lin = array_kernels.full(bshape, off, np.int64)
     for _, arr, n, s in arrays:
-        KA.index_linear(lin, arr._d, n, s)
+        array_kernels.index_linear(lin, arr._device_array, n, s)
     return ("adv", lin, out_shape, xs, ls)
 
 
 def _flat_all(a: CudaArray):
     """A 1-D device array over all of ``a``'s memory (from its first element)."""
-    return _view(a._d, 0, (a._span(),), (1,))
+    return flat_view(a._device_array)[0]
 
 
 def _getitem(a: CudaArray, idx) -> CudaArray:
     plan = _index_plan(a, idx)
     if plan[0] == "view":
-        return a._v(plan[1], plan[2], plan[3])
+        return a._view(plan[1], plan[2], plan[3])
     _, lin, shape, xs, ls = plan
-    if a.size == 0 or _n(shape) == 0:
+    if a.size == 0 or element_count(shape) == 0:
         return CudaArray(device_array(tuple(shape), a.dtype))
-    return CudaArray(KA.gather(_flat_all(a), lin, shape, xs, ls, a.dtype))
+    return CudaArray(array_kernels.gather(_flat_all(a), lin, shape, xs, ls, a.dtype))
 
 
 def _value(v, dtype):
     v = _norm_scalar(v)
     if isinstance(v, CudaArray):
-        return v._d if v.dtype == dtype else astype(v, dtype)._d
+        return v._device_array if v.dtype == dtype else astype(v, dtype)._device_array
     if isinstance(v, _Scalar):
         return _const(v, dtype)
-    return from_numpy(np.asarray(v, dtype=dtype))._d
+    return from_numpy(np.asarray(v, dtype=dtype))._device_array
 
 
 def _setitem(a: CudaArray, idx, value) -> None:
     plan = _index_plan(a, idx)
     if plan[0] == "view":
-        dst = a._v(plan[1], plan[2], plan[3])
+        dst = a._view(plan[1], plan[2], plan[3])
         if dst.size:
-            KA.copy_into(dst._d, _value(value, a.dtype))
+            array_kernels.copy_into(dst._device_array, _value(value, a.dtype))
         return
     _, lin, shape, xs, ls = plan
-    if _n(shape):
-        KA.scatter(_flat_all(a), _value(value, a.dtype), lin, shape, xs, ls, accumulate=False)
+    if element_count(shape):
+        array_kernels.scatter(_flat_all(a), _value(value, a.dtype), lin, shape, xs, ls, accumulate=False)
 
 
 def add_at(a: CudaArray, idx, b) -> None:
     """``np.add.at(a, idx, b)`` in place: repeated indices accumulate (atomic adds)."""
     plan = _index_plan(a, idx)
     if plan[0] == "view":
-        dst = a._v(plan[1], plan[2], plan[3])
+        dst = a._view(plan[1], plan[2], plan[3])
         if dst.size:
             r = _binary("add", dst, b)
-            KA.copy_into(dst._d, r._d)
+            array_kernels.copy_into(dst._device_array, r._device_array)
         return
     _, lin, shape, xs, ls = plan
-    if _n(shape):
-        KA.scatter(_flat_all(a), _value(b, a.dtype), lin, shape, xs, ls, accumulate=True)
+    if element_count(shape):
+        array_kernels.scatter(_flat_all(a), _value(b, a.dtype), lin, shape, xs, ls, accumulate=True)
