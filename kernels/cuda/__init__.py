@@ -11,15 +11,15 @@ Example::
 
     import numpy as np
     from numba import cuda
-    from minitrans.kernels import cuda as K
+    from minitrans.kernels import cuda as kernels
 
     a = cuda.to_device(np.random.randn(4, 8, 16).astype(np.float32))
     w = cuda.to_device(np.random.randn(16, 32).astype(np.float32))
-    h = K.matmul(a, w)                       # (4, 8, 32), batch broadcast
-    h = K.unary("gelu", h)
-    y = K.softmax_forward(h.reshape((32, 32)))
-    s = K.reduce("sum", h, axes=(0, 2), keepdims=True)   # (1, 8, 1)
-    dw = K.matmul(a.reshape((32, 16)), h.reshape((32, 32)), trans_a=True)  # Aᵀ·G, no copy
+    h = kernels.matmul(a, w)                 # (4, 8, 32), batch broadcast
+    h = kernels.unary("tanh", h)
+    y = kernels.softmax_forward(h.reshape((32, 32)))
+    s = kernels.reduce("sum", h, axes=(0, 2), keepdims=True)   # (1, 8, 1)
+    dw = kernels.matmul(a.reshape((32, 16)).T, h.reshape((32, 32)))  # Aᵀ·G: a strided view, no copy
     print(y.copy_to_host().sum(-1))          # ones
 
 Run under ``NUMBA_ENABLE_CUDASIM=1`` (set before importing numba) without a GPU.

@@ -27,7 +27,6 @@ from .layout import broadcast_strides
 
 THREADS = 256
 MAX_BLOCKS = 4096
-GELU_C = math.sqrt(2.0 / math.pi)
 
 
 # ---------------------------------------------------------------- scalar device functions
@@ -44,9 +43,8 @@ def _ftype(dtype):
 def _unary_fns(dtype) -> dict:
     """Device functions x -> f(x) with constants of ``_ftype(dtype)``. Per thread; registers only."""
     F = _ftype(dtype)
-    zero, one, half = F(0), F(1), F(0.5)
+    zero, one = F(0), F(1)
     inf, nan = F(math.inf), F(math.nan)
-    gc, ga = F(GELU_C), F(0.044715)
     dev = cuda.jit(device=True)
 
     @dev
@@ -56,11 +54,6 @@ def _unary_fns(dtype) -> dict:
             return one / (one + math.exp(-x))
         e = math.exp(x)
         return e / (one + e)
-
-    @dev
-    def gelu(x):
-        """tanh-approximation GELU."""
-        return half * x * (one + math.tanh(gc * (x + ga * x * x * x)))
 
     @dev
     def sign(x):
@@ -80,31 +73,15 @@ def _unary_fns(dtype) -> dict:
         "abs": dev(lambda x: abs(x)),
         "tanh": dev(lambda x: math.tanh(x)),
         "sigmoid": sigmoid,
-        "relu": dev(lambda x: x if x > zero else zero * x),
-        "gelu": gelu,
         "sign": sign,
-        "square": dev(lambda x: x * x),
-        "reciprocal": dev(lambda x: one / x),
     }
 
 
 @functools.lru_cache(maxsize=None)
-def _binary_fns(dtype) -> dict:
-    """Device functions (a, b) -> f(a, b) with constants of ``_ftype(dtype)``; the ``*_backward``
-    ones take (x, g) and return g * f'(x). Per thread; registers only."""
-    F = _ftype(dtype)
-    zero, one, half = F(0), F(1), F(0.5)
-    gc, ga, ga3 = F(GELU_C), F(0.044715), F(3 * 0.044715)
-    u = _unary_fns(dtype)
-    sig = u["sigmoid"]
+def _binary_fns() -> dict:
+    """Device functions (a, b) -> f(a, b), typed at each kernel's compile (they hold no constant).
+    Per thread; registers only."""
     dev = cuda.jit(device=True)
-
-    @dev
-    def gelu_grad(x):
-        """Derivative of the tanh-approximation GELU at x."""
-        t = math.tanh(gc * (x + ga * x * x * x))
-        return half * (one + t) + half * x * (one - t * t) * gc * (one + ga3 * x * x)
-
     return {
         "add": dev(lambda a, b: a + b),
         "sub": dev(lambda a, b: a - b),
@@ -113,10 +90,6 @@ def _binary_fns(dtype) -> dict:
         "pow": dev(lambda a, b: a ** b),
         "maximum": dev(lambda a, b: a if (a >= b or a != a) else b),
         "minimum": dev(lambda a, b: a if (a <= b or a != a) else b),
-        "relu_backward": dev(lambda x, g: g if x > zero else zero * g),
-        "sigmoid_backward": dev(lambda x, g: g * sig(x) * (one - sig(x))),
-        "tanh_backward": dev(lambda x, g: g * (one - math.tanh(x) * math.tanh(x))),
-        "gelu_backward": dev(lambda x, g: g * gelu_grad(x)),
         "eq": dev(lambda a, b: a == b),
         "ne": dev(lambda a, b: a != b),
         "lt": dev(lambda a, b: a < b),
@@ -127,7 +100,7 @@ def _binary_fns(dtype) -> dict:
 
 
 UNARY = tuple(_unary_fns(np.float64))
-BINARY = tuple(_binary_fns(np.float64))
+BINARY = tuple(_binary_fns())
 COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 
 
@@ -159,7 +132,7 @@ def _map_kernel(op: str, dtype):
 @functools.lru_cache(maxsize=None)
 def _zip_kernel(op: str, dtype):
     """The kernel of binary ``op`` for two inputs of ``dtype``."""
-    f = _binary_fns(np.dtype(dtype))[op]
+    f = _binary_fns()[op]
 
     @cuda.jit
     def zip_kernel(out, a, b, n, shape, as_, bs, contig):
@@ -198,7 +171,7 @@ def _where_kernel(out, c, a, b, n, shape, cs, as_, bs):
 def _clamp_kernel(dtype):
     """The clamp kernel of ``dtype``: NumPy's ``clip`` (``maximum`` then ``minimum``, so NaN
     propagates) with scalar bounds, writing through any strided ``out`` (``out`` may be ``x``)."""
-    fns = _binary_fns(np.dtype(dtype))
+    fns = _binary_fns()
     at_least, at_most = fns["maximum"], fns["minimum"]
 
     @cuda.jit
