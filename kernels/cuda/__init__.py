@@ -29,7 +29,6 @@ from .clip import clip_grad_norm
 from .attention import attention_backward, attention_forward
 from .cross_entropy import cross_entropy_backward, cross_entropy_forward
 from .elementwise import BINARY, COMPARISONS, UNARY, binary, clamp, unary, where
-from .embedding import embedding_backward, embedding_forward, zeros
 from .layer_norm import layer_norm_backward, layer_norm_forward
 from .matmul import matmul
 from .reduce import argmax, reduce
@@ -37,7 +36,6 @@ from .softmax import log_softmax_backward, log_softmax_forward, softmax_backward
 
 __all__ = [
     "unary", "binary", "where", "clamp", "UNARY", "BINARY", "COMPARISONS", "reduce", "argmax", "matmul",
-    "zeros", "embedding_forward", "embedding_backward",
     "softmax_forward", "softmax_backward", "log_softmax_forward", "log_softmax_backward",
     "cross_entropy_forward", "cross_entropy_backward", "layer_norm_forward", "layer_norm_backward",
     "attention_forward", "attention_backward", "adam_step", "clip_grad_norm",

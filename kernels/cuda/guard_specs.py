@@ -207,11 +207,6 @@ def _nn_specs():
         out.append(Spec("layer_norm", "_kernels", f, 2,
                         (array(dt), array(dt), array(dt, 2), array(dt, 2), array(dt), array(dt), boolean), n))
         out.append(Spec("adam", "_adam_kernel", (dt,), None, (array(dt),) * 4 + (scalar(dt),) * 7 + (boolean,), n))
-        out.append(Spec("embedding", "_gather", None, None,
-                        (array(dt, 2), array(dt, 2), array(i64), int64, int64, scalar(dt)), n))
-        out.append(Spec("embedding", "_zero", None, None, (array(dt),), n))
-        out.append(Spec("embedding", "_scatter_add", None, None,
-                        (array(dt, 2), array(dt, 2), array(i64), int64, int64), n))
     clip = _mod("clip")
     for dt in FLOATS:
         out.append(Spec("clip", "_clip_kernel", (clip.THREADS, dt), None,

@@ -1,10 +1,8 @@
-"""Batched matmul ``C = op(A) @ op(B)`` with broadcast batch dims and transpose flags.
+"""Batched matmul ``C = A @ B`` with broadcast batch dims.
 
-Shapes: ``a`` is (..., M, K) — or (..., K, M) with ``trans_a`` — and ``b`` is (..., K, N) —
-or (..., N, K) with ``trans_b``; batch dims broadcast as in NumPy (up to 4 of them); the
-result is a fresh C-contiguous (..., M, N) array. A transpose flag only swaps the two
-matrix strides the kernel is given, so ``Aᵀ·G`` and ``G·Bᵀ`` never materialise a copy
-(any non-negative strided view works the same way).
+Shapes: ``a`` is (..., M, K) and ``b`` is (..., K, N); batch dims broadcast as in NumPy (up to
+4 of them); the result is a fresh C-contiguous (..., M, N) array. Operands are read through
+their strides, so a transposed view (``Aᵀ·G``, ``G·Bᵀ``) never materialises a copy.
 
 Tiles: a block computes a ``TILE_M x TILE_N`` tile of C with
 ``(TILE_M / MICRO_M) * (TILE_N / MICRO_N)`` threads (64x64 with 16x16 = 256 threads by
@@ -102,8 +100,8 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
     return matmul_kernel, nthreads
 
 
-def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
-    """``swap(a) @ swap(b)`` where swap transposes the last two dims when its flag is set."""
+def matmul(a, b):
+    """``a @ b`` for device arrays of rank >= 2 (any non-negative strides)."""
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError("matmul needs arrays of rank >= 2 (reshape vectors first)")
     if (TILE_M % MICRO_M) or (TILE_N % MICRO_N):
@@ -111,10 +109,7 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
     af, ast = flat_view(a)
     bf, bst = flat_view(b)
     ashape, bshape = tuple(a.shape), tuple(b.shape)  # the simulator's shape has no negative indexing
-    M, K = (ashape[-1], ashape[-2]) if trans_a else (ashape[-2], ashape[-1])
-    sam, sak = (ast[-1], ast[-2]) if trans_a else (ast[-2], ast[-1])
-    Kb, N = (bshape[-1], bshape[-2]) if trans_b else (bshape[-2], bshape[-1])
-    sbk, sbn = (bst[-1], bst[-2]) if trans_b else (bst[-2], bst[-1])
+    M, K, Kb, N = ashape[-2], ashape[-1], bshape[-2], bshape[-1]
     if K != Kb:
         raise ValueError(f"matmul: inner dims differ ({K} vs {Kb})")
     batch = np.broadcast_shapes(ashape[:-2], bshape[:-2])
@@ -129,5 +124,5 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
         bbst = pad(broadcast_strides(bshape[:-2], bst[:-2], batch))
         grid = (cdiv(N, TILE_N), cdiv(M, TILE_M), nb)
         launch(kern, grid, nthreads, c.reshape(c.size), af, bf, M, N, K, pad(batch, 1), abst, bbst,
-               sam, sak, sbk, sbn)
+               ast[-2], ast[-1], bst[-2], bst[-1])
     return c
