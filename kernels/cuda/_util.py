@@ -6,8 +6,8 @@ Shapes and strides travel to kernels as by-value ``int64`` tuples padded to ``MA
 1-D view of its memory plus element strides, so broadcasting (stride 0) and
 non-contiguous views (transposes, slices) need no copy.
 
-Block reductions (``block_sum``, ``block_max``) are tree reductions in a shared array of
-``nthreads`` float64 slots; every thread of the block must call them (they synchronise).
+Block reductions (``block_reduce`` and its ``block_sum`` / ``block_max``) are tree reductions in a
+shared array of ``nthreads`` slots; every thread of the block must call them (they synchronise).
 """
 from __future__ import annotations
 
@@ -108,37 +108,47 @@ def offset_of(flat_idx, shape, strides):
     return off
 
 
+SUM, MAX, MIN = 0, 1, 2  # the reductions of ``combine`` / ``block_reduce``
+
+
 @cuda.jit(device=True)
-def block_sum(sh, val, tid, nthreads):
-    """Sum of ``val`` over the block (nthreads a power of two). All threads must call it."""
+def combine(a, b, op):
+    """``a + b``, ``max(a, b)`` or ``min(a, b)`` for ``op`` = SUM, MAX, MIN."""
+    if op == SUM:
+        return a + b
+    if op == MAX:
+        return max(a, b)
+    return min(a, b)
+
+
+@cuda.jit(device=True)
+def block_reduce(sh, val, tid, nthreads, op):
+    """``val`` reduced by ``op`` (SUM, MAX, MIN) over the block, returned to every thread: a tree
+    in the ``nthreads``-slot shared array ``sh`` (nthreads a power of two). All threads must call
+    it (it synchronises); ``sh`` may be reused right after."""
     sh[tid] = val
     cuda.syncthreads()
     s = nthreads // 2
     while s > 0:
         if tid < s:
-            sh[tid] += sh[tid + s]
+            sh[tid] = combine(sh[tid], sh[tid + s], op)
         cuda.syncthreads()
         s //= 2
     total = sh[0]
-    cuda.syncthreads()  # sh may be reused right after
+    cuda.syncthreads()
     return total
+
+
+@cuda.jit(device=True)
+def block_sum(sh, val, tid, nthreads):
+    """Sum of ``val`` over the block (see ``block_reduce``)."""
+    return block_reduce(sh, val, tid, nthreads, SUM)
 
 
 @cuda.jit(device=True)
 def block_max(sh, val, tid, nthreads):
-    """Max of ``val`` over the block (nthreads a power of two). All threads must call it."""
-    sh[tid] = val
-    cuda.syncthreads()
-    s = nthreads // 2
-    while s > 0:
-        if tid < s:
-            if sh[tid + s] > sh[tid]:
-                sh[tid] = sh[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    total = sh[0]
-    cuda.syncthreads()
-    return total
+    """Max of ``val`` over the block (see ``block_reduce``)."""
+    return block_reduce(sh, val, tid, nthreads, MAX)
 
 
 # ---------------------------------------------------------------- launches and allocations

@@ -19,7 +19,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import device_array, launch, nb_dtype
+from ._util import MAX, SUM, block_reduce, device_array, launch, nb_dtype
 
 THREADS = 1024  # power of two
 
@@ -46,18 +46,7 @@ def _clip_kernel(threads: int, dtype):
             else:
                 acc += a * a if p == two else a ** p
             i += threads
-        sh[tid] = acc
-        cuda.syncthreads()
-        s = threads // 2
-        while s > 0:
-            if tid < s:
-                if is_inf:
-                    sh[tid] = max(sh[tid], sh[tid + s])
-                else:
-                    sh[tid] += sh[tid + s]
-            cuda.syncthreads()
-            s //= 2
-        total = sh[0]
+        total = block_reduce(sh, acc, tid, threads, MAX if is_inf else SUM)
         if not is_inf:
             total = math.sqrt(total) if p == two else total ** (one / p)
         coef = min(max_norm / (total + tiny), one)
