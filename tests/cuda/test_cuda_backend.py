@@ -297,7 +297,7 @@ def _spy_transfers(monkeypatch, calls):
 
     from numba import cuda
 
-    from minitrans.backends import cuda as B
+    from minitrans.backends import cuda as cuda_backend
 
     def spy(name, fn):
         def wrapper(*a, **k):
@@ -315,23 +315,24 @@ def _spy_transfers(monkeypatch, calls):
 
     monkeypatch.setattr(cuda, "to_device", spy("cuda.to_device", cuda.to_device))
     if mt.cuda.is_simulated():
-        from numba.cuda.simulator.cudadrv import devicearray as dmod
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DA
+        from numba.cuda.simulator.cudadrv import devicearray as devicearray_module
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as array_class
     else:
-        dmod = importlib.import_module("numba.cuda.cudadrv.devicearray")
-        from numba.cuda.cudadrv.devicearray import DeviceNDArray as DA
+        devicearray_module = importlib.import_module("numba.cuda.cudadrv.devicearray")
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray as array_class
     for meth in ("copy_to_host", "copy_to_device"):
-        monkeypatch.setattr(DA, meth, spy(f"DeviceArray.{meth}", getattr(DA, meth)))
+        monkeypatch.setattr(array_class, meth, spy(f"DeviceArray.{meth}", getattr(array_class, meth)))
     found = 0
     for fname in ("auto_device", "_to_strided_memory_view"):
-        if hasattr(dmod, fname):  # looked up at call time by numba's argument hints
-            monkeypatch.setattr(dmod, fname, spy_converted(f"devicearray.{fname}", getattr(dmod, fname)))
+        if hasattr(devicearray_module, fname):  # looked up at call time by numba's argument hints
+            real = getattr(devicearray_module, fname)
+            monkeypatch.setattr(devicearray_module, fname, spy_converted(f"devicearray.{fname}", real))
             found += 1
-    assert found, f"no implicit-transfer entry point found in {dmod.__name__}"
+    assert found, f"no implicit-transfer entry point found in {devicearray_module.__name__}"
     mods = [m for n, m in list(sys.modules.items())
-            if m is not None and (n == B.__name__ or n.startswith(B.__name__ + "."))]
+            if m is not None and (n == cuda_backend.__name__ or n.startswith(cuda_backend.__name__ + "."))]
     for name in ("from_numpy", "to_numpy"):
-        orig = getattr(B, name)
+        orig = getattr(cuda_backend, name)
         for m in mods:
             if getattr(m, name, None) is orig:
                 monkeypatch.setattr(m, name, spy(f"backend.{name}", orig))

@@ -246,8 +246,10 @@ class CudaArray:
 
 
 # ---------------------------------------------------------------- conversion
-def from_numpy(a) -> CudaArray:
-    """Copy a host array to the device (the host->device entry point)."""
+def from_numpy(a, copy: bool = False) -> CudaArray:
+    """Copy a host array to the device (the host->device entry point). The result is always fresh
+    device memory, so ``copy`` (which the contract offers for backends that could share host
+    memory) changes nothing here."""
     a = np.asarray(a)
     if not a.flags.c_contiguous:
         a = a.copy(order="C")

@@ -1,7 +1,8 @@
-"""``CUDABackend``: the namespace of primitives (the same names and semantics as
-``cpu.CPUBackend``, plus ``dropout_mask``), matmul, and the bindings of the fused kernels
-(softmax, cross-entropy, layer norm, attention, Adam, dropout mask) from
-``minitrans.kernels.cuda``: ``CudaArray`` in, the kernel on its device array, ``CudaArray`` out.
+"""``CUDABackend``: the primitives of ``protocol.Backend`` on a CUDA device (the same names and
+semantics as ``cpu.CPUBackend``), matmul, and the bindings of the fused kernels (softmax,
+cross-entropy, layer norm, attention, Adam, dropout mask) from ``minitrans.kernels.cuda``:
+``CudaArray`` in, the kernel on its device array, ``CudaArray`` out. ``set_kernels("reference")``
+rebinds the fused ops to the NumPy oracle (``reference.py``).
 """
 from __future__ import annotations
 
@@ -21,17 +22,23 @@ from .ops import (
 
 
 # ---------------------------------------------------------------- linear algebra
+_GUFUNC = "(n?,k),(k,m?)->(n?,m?)"  # NumPy's matmul signature, named in its errors (same text as the CPU)
+
+
 def matmul(a, b) -> CudaArray:
     a, b = _as_cuda(a), _as_cuda(b)
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError("matmul: Input operand does not have enough dimensions")
-    A = a.reshape(1, -1) if a.ndim == 1 else a
-    B = b.reshape(-1, 1) if b.ndim == 1 else b
-    if A.shape[-1] != B.shape[-2]:
-        raise ValueError(f"matmul: mismatch in core dimension ({A.shape} @ {B.shape})")
-    np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    rt = np.result_type(A.dtype, B.dtype)  # the kernel is compiled per dtype: one dtype in
-    c = CudaArray(kernels.matmul(astype(A, rt, False)._device_array, astype(B, rt, False)._device_array))
+    for i, x in enumerate((a, b)):
+        if x.ndim == 0:
+            raise ValueError(f"matmul: Input operand {i} does not have enough dimensions (has 0, gufunc core "
+                             f"with signature {_GUFUNC} requires 1)")
+    lhs = a.reshape(1, -1) if a.ndim == 1 else a
+    rhs = b.reshape(-1, 1) if b.ndim == 1 else b
+    if lhs.shape[-1] != rhs.shape[-2]:
+        raise ValueError(f"matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc "
+                         f"signature {_GUFUNC} (size {rhs.shape[-2]} is different from {lhs.shape[-1]})")
+    np.broadcast_shapes(lhs.shape[:-2], rhs.shape[:-2])
+    dtype = np.result_type(lhs.dtype, rhs.dtype)  # the kernel is compiled per dtype: one dtype in
+    c = CudaArray(kernels.matmul(astype(lhs, dtype, False)._device_array, astype(rhs, dtype, False)._device_array))
     if a.ndim == 1 and b.ndim == 1:
         return c.reshape(())
     if a.ndim == 1:
@@ -52,8 +59,17 @@ def _kernel_operand(x, dtype=None):
     return (x if dtype is None else astype(x, dtype, False))._device_array
 
 
-def _wrap(d):
-    return None if d is None else CudaArray(d)
+def _in_dtype_of(first, *rest):
+    """``_kernel_operand`` of ``first`` and of each of ``rest`` cast to ``first``'s dtype."""
+    dtype = _as_cuda(first).dtype
+    return (_kernel_operand(first),) + tuple(_kernel_operand(x, dtype) for x in rest)
+
+
+def _wrap(result):
+    """A kernel's device array (or tuple of them; None stays None) as ``CudaArray``."""
+    if isinstance(result, tuple):
+        return tuple(_wrap(r) for r in result)
+    return None if result is None else CudaArray(result)
 
 
 def softmax_forward(x):
@@ -61,7 +77,7 @@ def softmax_forward(x):
 
 
 def softmax_backward(y, dy):
-    return _wrap(kernels.softmax_backward(_kernel_operand(y), _kernel_operand(dy, _as_cuda(y).dtype)))
+    return _wrap(kernels.softmax_backward(*_in_dtype_of(y, dy)))
 
 
 def log_softmax_forward(x):
@@ -69,29 +85,27 @@ def log_softmax_forward(x):
 
 
 def log_softmax_backward(y, dy):
-    return _wrap(kernels.log_softmax_backward(_kernel_operand(y), _kernel_operand(dy, _as_cuda(y).dtype)))
+    return _wrap(kernels.log_softmax_backward(*_in_dtype_of(y, dy)))
 
 
 def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
-    loss, lse = kernels.cross_entropy_forward(_kernel_operand(logits), _kernel_operand(target, np.int64), ignore_index, label_smoothing)
-    return _wrap(loss), _wrap(lse)
+    return _wrap(kernels.cross_entropy_forward(_kernel_operand(logits), _kernel_operand(target, np.int64),
+                                               ignore_index, label_smoothing))
 
 
 def cross_entropy_backward(logits, target, lse, dloss, ignore_index, label_smoothing):
-    dt = _as_cuda(logits).dtype
-    return _wrap(kernels.cross_entropy_backward(_kernel_operand(logits), _kernel_operand(target, np.int64), _kernel_operand(lse, dt), _kernel_operand(dloss, dt),
-                                       ignore_index, label_smoothing))
+    logits, lse, dloss = _in_dtype_of(logits, lse, dloss)
+    return _wrap(kernels.cross_entropy_backward(logits, _kernel_operand(target, np.int64), lse, dloss,
+                                                ignore_index, label_smoothing))
 
 
 def layer_norm_forward(x, weight, bias, eps):
-    dt = _as_cuda(x).dtype
-    return tuple(_wrap(r) for r in kernels.layer_norm_forward(_kernel_operand(x), _kernel_operand(weight, dt), _kernel_operand(bias, dt), eps))
+    return _wrap(kernels.layer_norm_forward(*_in_dtype_of(x, weight, bias), eps))
 
 
 def layer_norm_backward(dy, x, weight, mean, rstd):
-    dt = _as_cuda(x).dtype
-    return tuple(_wrap(r) for r in kernels.layer_norm_backward(_kernel_operand(dy, dt), _kernel_operand(x), _kernel_operand(weight, dt), _kernel_operand(mean, dt),
-                                                       _kernel_operand(rstd, dt)))
+    x, dy, weight, mean, rstd = _in_dtype_of(x, dy, weight, mean, rstd)
+    return _wrap(kernels.layer_norm_backward(dy, x, weight, mean, rstd))
 
 
 def _bias(bias, dtype):
@@ -103,30 +117,30 @@ def _bias(bias, dtype):
 
 
 def attention_forward(q, k, v, bias, is_causal, scale):
-    dt = _as_cuda(q).dtype
-    o, lse = kernels.attention_forward(_kernel_operand(q), _kernel_operand(k, dt), _kernel_operand(v, dt), _bias(bias, dt), is_causal, scale)
-    return _wrap(o), _wrap(lse)
+    return _wrap(kernels.attention_forward(*_in_dtype_of(q, k, v), _bias(bias, _as_cuda(q).dtype), is_causal,
+                                           scale))
 
 
 def attention_backward(q, k, v, o, lse, do, bias, is_causal, scale):
-    dt = _as_cuda(q).dtype
-    return tuple(_wrap(r) for r in kernels.attention_backward(_kernel_operand(q), _kernel_operand(k, dt), _kernel_operand(v, dt), _kernel_operand(o, dt), _kernel_operand(lse, dt),
-                                                      _kernel_operand(do, dt), _bias(bias, dt), is_causal, scale))
+    return _wrap(kernels.attention_backward(*_in_dtype_of(q, k, v, o, lse, do), _bias(bias, _as_cuda(q).dtype),
+                                            is_causal, scale))
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
     dt = _as_cuda(param).dtype  # updated in place: the state arrays are used as they are
-    kernels.adam_step(_as_cuda(param)._device_array, _kernel_operand(grad, dt), _as_cuda(exp_avg)._device_array, _as_cuda(exp_avg_sq)._device_array, lr, beta1, beta2, eps,
-                weight_decay, step, decoupled)
+    state = [_as_cuda(x)._device_array for x in (param, exp_avg, exp_avg_sq)]
+    kernels.adam_step(state[0], _kernel_operand(grad, dt), state[1], state[2], lr, beta1, beta2, eps,
+                      weight_decay, step, decoupled)
 
 
 def copy_many(dsts, srcs) -> None:
-    """CUDA only: ``d[...] = s`` for every pair, up to ``MANY`` pairs per launch (pairs of one dtype
+    """``d[...] = s`` for every pair, up to ``MANY`` pairs per launch (pairs of one float dtype
     together; a pair that is not two C-contiguous arrays of one shape and dtype is copied alone)."""
     groups: dict = {}
     for d, s in zip(dsts, srcs):
         d, s = _as_cuda(d), _as_cuda(s)
-        if d._is_contiguous() and s._is_contiguous() and d.shape == s.shape and d.dtype == s.dtype and d.dtype.kind == "f":
+        same = d.shape == s.shape and d.dtype == s.dtype
+        if same and d.dtype.kind == "f" and d._is_contiguous() and s._is_contiguous():
             groups.setdefault(d.dtype, ([], []))
             groups[d.dtype][0].append(d._device_array)
             groups[d.dtype][1].append(s._device_array)
@@ -137,14 +151,14 @@ def copy_many(dsts, srcs) -> None:
 
 
 def clip_grad_norm_flat(buf, max_norm, norm_type):
-    """CUDA only: clip the flat gradient buffer ``buf`` in place in one launch; the norm stays
-    on the device (see kernels/cuda/clip.py)."""
+    """Clip the flat gradient buffer ``buf`` in place in one launch; the norm stays on the device
+    (see kernels/cuda/clip.py)."""
     return _wrap(kernels.clip_grad_norm(_as_cuda(buf)._device_array, max_norm, norm_type))
 
 
 def dropout_mask(shape, p, seed, dtype):
-    """CUDA only: the inverted-dropout multiplier (0 or 1/(1-p)) from a counter-based hash of
-    (seed, element index); see kernels/cuda/array.py."""
+    """The inverted-dropout multiplier (0 or 1/(1-p)) from a counter-based hash of (seed, element
+    index), drawn on the device; see kernels/cuda/array.py."""
     return _wrap(array_kernels.dropout_mask(_shape_arg(shape), p, seed, np.dtype(dtype)))
 
 
@@ -164,15 +178,10 @@ def check_index_range(idx, n, what) -> None:
     idx = _as_cuda(idx)
     if idx.size:
         flat = idx.reshape(-1)
-        lo, hi = (int(v) for v in to_numpy(concatenate([amin(flat, keepdims=True), amax(flat, keepdims=True)])))
+        extremes = concatenate([amin(flat, keepdims=True), amax(flat, keepdims=True)])
+        lo, hi = (int(v) for v in to_numpy(extremes))  # one host read for both
         if lo < 0 or hi >= n:
             raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got min {lo}, max {hi}")
-
-
-def from_numpy_copy(a, copy=False):
-    """The host array ``a`` on the device: always a fresh device copy (``copy`` is accepted for the
-    contract; device memory never aliases host memory)."""
-    return from_numpy(a)
 
 
 _KERNEL_CHOICE = {"name": "numba"}
@@ -196,7 +205,7 @@ def get_kernels() -> str:
 # ---------------------------------------------------------------- the namespace
 class CUDABackend(Backend):
     """Primitive array functions on a CUDA device (arrays are ``CudaArray``); the same names
-    and semantics as ``CPUBackend`` (plus ``dropout_mask``)."""
+    and semantics as ``CPUBackend``."""
 
     name = "cuda"
     ndarray = CudaArray
@@ -212,7 +221,7 @@ class CUDABackend(Backend):
     zeros_like = staticmethod(zeros_like)
     ones_like = staticmethod(ones_like)
     to_numpy = staticmethod(to_numpy)
-    from_numpy = staticmethod(from_numpy_copy)
+    from_numpy = staticmethod(from_numpy)
     shares_storage = staticmethod(shares_storage)
     is_contiguous = staticmethod(is_contiguous)
     check_index_range = staticmethod(check_index_range)

@@ -338,20 +338,23 @@ def amin(a, axis=None, keepdims=False) -> CudaArray:
     return _extreme("min", a, axis, keepdims)
 
 
-def any_(a, axis=None, keepdims=False) -> CudaArray:
+def _truth_reduce(a, axis, keepdims, extreme, empty_value) -> CudaArray:
+    """``any`` (``extreme`` = "max" of the truth values) or ``all`` ("min"); ``empty_value`` for
+    an empty input."""
     a = _as_cuda(a)
     if a.size == 0:
-        return full(_reduced_shape(a.shape, axis, keepdims), False, np.bool_)
-    nz = astype(a if a.dtype == np.bool_ else _binary("ne", a, 0), np.int64)
-    return _binary("gt", CudaArray(kernels.reduce("max", nz._device_array, _axes(axis, a.ndim), bool(keepdims))), 0)
+        return full(_reduced_shape(a.shape, axis, keepdims), empty_value, np.bool_)
+    truth = astype(a if a.dtype == np.bool_ else _binary("ne", a, 0), np.int64)
+    reduced = kernels.reduce(extreme, truth._device_array, _axes(axis, a.ndim), bool(keepdims))
+    return _binary("gt", CudaArray(reduced), 0)
+
+
+def any_(a, axis=None, keepdims=False) -> CudaArray:
+    return _truth_reduce(a, axis, keepdims, "max", False)
 
 
 def all_(a, axis=None, keepdims=False) -> CudaArray:
-    a = _as_cuda(a)
-    if a.size == 0:
-        return full(_reduced_shape(a.shape, axis, keepdims), True, np.bool_)
-    nz = astype(a if a.dtype == np.bool_ else _binary("ne", a, 0), np.int64)
-    return _binary("gt", CudaArray(kernels.reduce("min", nz._device_array, _axes(axis, a.ndim), bool(keepdims))), 0)
+    return _truth_reduce(a, axis, keepdims, "min", True)
 
 
 def _reduced_shape(shape, axis, keepdims):
