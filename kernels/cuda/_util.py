@@ -6,8 +6,8 @@ Shapes and strides travel to kernels as by-value ``int64`` tuples padded to ``MA
 1-D view of its memory plus element strides, so broadcasting (stride 0) and
 non-contiguous views (transposes, slices) need no copy.
 
-Block reductions (``block_reduce`` and its ``block_sum`` / ``block_max``) are tree reductions in a
-shared array of ``nthreads`` slots; every thread of the block must call them (they synchronise).
+Block reductions (``block_reduce``, ``block_sum``, ``row_max``) are tree reductions in a shared
+array of ``nthreads`` slots; every thread of the block must call them (they synchronise).
 """
 from __future__ import annotations
 
@@ -146,9 +146,13 @@ def block_sum(sh, val, tid, nthreads):
 
 
 @cuda.jit(device=True)
-def block_max(sh, val, tid, nthreads):
-    """Max of ``val`` over the block (see ``block_reduce``)."""
-    return block_reduce(sh, val, tid, nthreads, MAX)
+def row_max(sh, x, row, tid, nthreads, lowest):
+    """The max of row ``row`` of the 2-D ``x``, returned to every thread of the block: thread
+    ``tid`` folds columns tid, tid + nthreads, ... (from ``lowest``), then ``block_reduce``."""
+    m = lowest
+    for j in range(tid, x.shape[1], nthreads):
+        m = max(m, x[row, j])
+    return block_reduce(sh, m, tid, nthreads, MAX)
 
 
 # ---------------------------------------------------------------- launches and allocations

@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import block_max, block_sum, device_array, launch, nb_dtype
+from ._util import block_sum, device_array, launch, nb_dtype, row_max
 
 THREADS = 128  # power of two
 
@@ -39,10 +39,7 @@ def _kernels(threads: int, dtype):
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = x.shape[1]
-        m = ninf
-        for j in range(tid, C, threads):
-            m = max(m, x[row, j])
-        m = block_max(sh, m, tid, threads)
+        m = row_max(sh, x, row, tid, threads, ninf)
         s = zero
         sx = zero
         for j in range(tid, C, threads):

@@ -87,12 +87,12 @@ _PTXAS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) b
 def _allow_device_compile_without_gpu() -> None:
     """numba-cuda asks the current device for its compute capability when it types a call to
     a device function (``Dispatcher.compile_device``); there is no device here, so answer sm_90."""
-    import numba.cuda.dispatcher as D
+    import numba.cuda.dispatcher as dispatcher
 
     class _Device:
         compute_capability = CC
 
-    D.get_current_device = lambda: _Device()
+    dispatcher.get_current_device = lambda: _Device()
 
 
 def compile_spec(spec: Spec, salt: str) -> dict:
