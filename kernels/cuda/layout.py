@@ -103,3 +103,68 @@ def moveaxis_order(ndim: int, source, destination) -> list[int]:
     for d, s in sorted(zip(dst, src)):
         order.insert(d, s)
     return order
+
+
+def index_slots(shape, strides, items):
+    """Plan ``a[items]`` for an array of ``shape`` / ``strides``. ``items`` are classified index
+    entries: ``("int", i)``, ``("slice", s)``, ``("new",)`` (None), ``("ell",)`` (at most one
+    Ellipsis) and ``("arr", index_array)``. Returns ``(offset, slots)``: the element offset of
+    the first selected element and one slot per axis of the plan, ``("basic", length, stride)``
+    for an axis of the result or ``("adv", index_array, size, stride, axis)`` for an axis indexed
+    by an array (``index_array`` None for an int among arrays: it is folded into ``offset``).
+    Raises NumPy's IndexError for too many indices or an int out of range."""
+    ndim = len(shape)
+    ncons = sum(1 for it in items if it[0] in ("arr", "slice", "int"))
+    nell = sum(1 for it in items if it[0] == "ell")
+    if nell > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if ncons > ndim:
+        raise IndexError(f"too many indices for array: array is {ndim}-dimensional, but {ncons} were indexed")
+    fill = [("slice", slice(None))] * (ndim - ncons)
+    if nell:
+        k = [it[0] for it in items].index("ell")
+        items = list(items[:k]) + fill + list(items[k + 1:])
+    else:
+        items = list(items) + fill
+    has_arrays = any(it[0] == "arr" for it in items)
+    offset, axis, slots = 0, 0, []
+    for it in items:
+        if it[0] == "new":
+            slots.append(("basic", 1, 0))
+            continue
+        n, s = shape[axis], strides[axis]
+        if it[0] == "slice":
+            start, stop, step = it[1].indices(n)
+            if step < 0:
+                raise NotImplementedError("negative-step slices are not supported on cuda")
+            length = max(0, -(-(stop - start) // step))
+            if length:
+                offset += start * s
+            slots.append(("basic", length, s * step))
+        elif it[0] == "int":
+            i = it[1]
+            if not -n <= i < n:
+                raise IndexError(f"index {i} is out of bounds for axis {axis} with size {n}")
+            offset += (i % n) * s
+            if has_arrays:
+                slots.append(("adv", None, n, s, axis))
+        else:
+            slots.append(("adv", it[1], n, s, axis))
+        axis += 1
+    return offset, slots
+
+
+def advanced_layout(slots, index_shape):
+    """Where the result of an advanced index lies, from ``index_slots``' slots and the broadcast
+    shape of the index arrays: ``(out_shape, source_strides, offset_strides)``. As in NumPy, the
+    index axes replace the indexed axes in place when those are adjacent, else they go first;
+    ``source_strides`` walk the source over the basic axes (0 on index axes) and
+    ``offset_strides`` walk the C-contiguous array of per-cell offsets (0 on basic axes)."""
+    positions = [k for k, sl in enumerate(slots) if sl[0] == "adv"]
+    adjacent = positions == list(range(positions[0], positions[-1] + 1))
+    basic = [(sl[1], sl[2]) for sl in slots if sl[0] == "basic"]
+    lead = sum(1 for k, sl in enumerate(slots) if sl[0] == "basic" and k < positions[0]) if adjacent else 0
+    out_shape = [n for n, _ in basic[:lead]] + list(index_shape) + [n for n, _ in basic[lead:]]
+    source_strides = [s for _, s in basic[:lead]] + [0] * len(index_shape) + [s for _, s in basic[lead:]]
+    offset_strides = [0] * lead + list(c_strides(index_shape)) + [0] * (len(basic) - lead)
+    return out_shape, source_strides, offset_strides

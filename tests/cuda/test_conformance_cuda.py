@@ -298,3 +298,41 @@ def test_clip_grad_norm_flat_matches_the_cpu(norm_type, max_norm):
     np.testing.assert_allclose(_host(got), want, rtol=1e-6)
     np.testing.assert_allclose(_host(dev), cpu, rtol=1e-6)
 
+
+
+# ---------------------------------------------------------------- indexing against NumPy
+INDICES = {
+    "int": (1,), "negative_int": (-1, 2), "slices": (slice(1, None), slice(None, None, 2)),
+    "none_ellipsis": (None, Ellipsis, 0), "array": (np.array([2, 0, 2]),),
+    "array_and_slice": (slice(None), np.array([[1], [0]])),
+    "arrays_apart": (np.array([0, 1]), slice(None), np.array([3, 0])),   # index axes go first
+    "arrays_adjacent": (slice(None), np.array([0, 2]), np.array([1, 1])),
+    "int_among_arrays": (np.array([1, 0]), 2, slice(1, 3)),
+    "negative_array": (np.array([-1, -2]),),
+    "bool_mask": (np.array([True, False, True]),),
+}
+
+
+@pytest.mark.parametrize("name", sorted(INDICES))
+def test_getitem_and_setitem_match_numpy(name):
+    host = np.arange(3 * 4 * 5, dtype=np.float64).reshape(3, 4, 5)
+    idx = INDICES[name]
+    want = host[idx]
+    got = _dev(host)[idx]
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(_host(got), want)
+    target, dev = host.copy(), _dev(host)
+    target[idx] = -7.0
+    dev[idx] = -7.0
+    np.testing.assert_array_equal(_host(dev), target)
+
+
+@pytest.mark.parametrize("idx,message", [((0, 0, 0, 0), "too many indices"), ((5,), "out of bounds"),
+                                         ((np.array([0, 3]),), "out of bounds"),
+                                         ((Ellipsis, Ellipsis), "single ellipsis")])
+def test_bad_indices_raise_numpy_errors(idx, message):
+    host = np.zeros((3, 4, 5))
+    with pytest.raises(IndexError, match=message):
+        host[idx]
+    with pytest.raises(IndexError, match=message):
+        _dev(host)[idx]

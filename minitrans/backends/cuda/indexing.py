@@ -9,7 +9,7 @@ import numpy as np
 
 from ...kernels.cuda import array as array_kernels
 from ...kernels.cuda._util import MAX_DIMS, device_array, flat_view
-from ...kernels.cuda.layout import broadcast_strides, c_strides, element_count, moveaxis_order
+from ...kernels.cuda.layout import advanced_layout, broadcast_strides, element_count, index_slots, moveaxis_order
 from ..cpu import _sum_to
 from .array import CudaArray, _Scalar, from_numpy, to_numpy
 from .ops import _binary, _const, _as_cuda, _norm_scalar, _shape_arg, astype
@@ -92,9 +92,8 @@ def _index_plan(a: CudaArray, idx):
     """Split ``a[idx]`` into (offset, kept dims) and, if there are index arrays, the
     linear-offset array. Returns ``("view", off, shape, strides)`` or
     ``("adv", lin, out_shape, x_strides, lin_strides)`` (see kernels/cuda/array.py)."""
-    items = list(idx) if isinstance(idx, tuple) else [idx]
-    conv = []
-    for it in items:
+    classified = []  # the entries of idx, classified for layout.index_slots
+    for it in (idx if isinstance(idx, tuple) else (idx,)):
         if isinstance(it, list):
             it = np.asarray(it)
         if isinstance(it, np.ndarray) and it.ndim == 0 and it.dtype.kind in "iu":
@@ -102,85 +101,46 @@ def _index_plan(a: CudaArray, idx):
         if isinstance(it, (np.ndarray, CudaArray)):
             if it.dtype == np.bool_:
                 host = to_numpy(it)  # data-dependent size: a documented host read
-                conv.extend(("arr", x.astype(np.int64)) for x in np.nonzero(host))
+                classified.extend(("arr", x.astype(np.int64)) for x in np.nonzero(host))
                 continue
             if it.dtype.kind not in "iu":
                 raise IndexError("arrays used as indices must be of integer (or boolean) type")
-            conv.append(("arr", it))
+            classified.append(("arr", it))
         elif it is None:
-            conv.append(("new",))
+            classified.append(("new",))
         elif it is Ellipsis:
-            conv.append(("ell",))
+            classified.append(("ell",))
         elif isinstance(it, slice):
-            conv.append(("slice", it))
+            classified.append(("slice", it))
         elif isinstance(it, (int, np.integer)) and not isinstance(it, (bool, np.bool_)):
-            conv.append(("int", int(it)))
+            classified.append(("int", int(it)))
         else:
             raise IndexError("only integers, slices (`:`), ellipsis (`...`), numpy.newaxis (`None`) and "
                              "integer or boolean arrays are valid indices")
-    ncons = sum(1 for c in conv if c[0] in ("arr", "slice", "int"))
-    nell = sum(1 for c in conv if c[0] == "ell")
-    if nell > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    if ncons > a.ndim:
-        raise IndexError(f"too many indices for array: array is {a.ndim}-dimensional, but {ncons} were indexed")
-    fill = [("slice", slice(None))] * (a.ndim - ncons)
-    if nell:
-        k = [c[0] for c in conv].index("ell")
-        conv = conv[:k] + fill + conv[k + 1:]
-    else:
-        conv = conv + fill
-    has_arr = any(c[0] == "arr" for c in conv)
-    off, dim, slots = 0, 0, []
-    for c in conv:
-        if c[0] == "new":
-            slots.append(("basic", 1, 0))
-            continue
-        n, s = a.shape[dim], a._elem_strides[dim]
-        if c[0] == "slice":
-            start, stop, step = c[1].indices(n)
-            if step < 0:
-                raise NotImplementedError("negative-step slices are not supported on cuda")
-            ln = max(0, -(-(stop - start) // step))
-            if ln:
-                off += start * s
-            slots.append(("basic", ln, s * step))
-        elif c[0] == "int":
-            i = c[1]
-            if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for axis {dim} with size {n}")
-            off += (i % n) * s
-            if has_arr:
-                slots.append(("adv", None, n, s))
-        else:
-            arr = c[1]
-            if isinstance(arr, np.ndarray):
+    offset, slots = index_slots(a.shape, a._elem_strides, classified)
+    if not any(sl[0] == "adv" for sl in slots):
+        return ("view", offset, [sl[1] for sl in slots], [sl[2] for sl in slots])
+    arrays = []
+    for sl in slots:
+        if sl[0] == "adv" and sl[1] is not None:
+            _, arr, n, stride, axis = sl
+            if isinstance(arr, np.ndarray):  # a host index array: checked here, then uploaded
                 if arr.size and (arr.min() < -n or arr.max() >= n):
                     raise IndexError(f"index {int(arr.max() if arr.max() >= n else arr.min())} is out of bounds "
-                                     f"for axis {dim} with size {n}")
+                                     f"for axis {axis} with size {n}")
                 arr = from_numpy(arr.astype(np.int64, copy=False))
-            slots.append(("adv", arr, n, s))
-        dim += 1
-    if not has_arr:
-        return ("view", off, [sl[1] for sl in slots], [sl[2] for sl in slots])
-    advpos = [k for k, sl in enumerate(slots) if sl[0] == "adv"]
-    arrays = [sl for sl in slots if sl[0] == "adv" and sl[1] is not None]
+            arrays.append((arr, n, stride))
     try:
-        bshape = np.broadcast_shapes(*[x[1].shape for x in arrays])
+        bshape = np.broadcast_shapes(*[arr.shape for arr, _, _ in arrays])
     except ValueError:
         raise IndexError("shape mismatch: indexing arrays could not be broadcast together with shapes "
-                         + " ".join(str(x[1].shape) for x in arrays)) from None
-    adjacent = advpos == list(range(advpos[0], advpos[-1] + 1))
-    basic = [(sl[1], sl[2]) for sl in slots if sl[0] == "basic"]
-    nb = sum(1 for k, sl in enumerate(slots) if sl[0] == "basic" and k < advpos[0]) if adjacent else 0
-    out_shape = [b[0] for b in basic[:nb]] + list(bshape) + [b[0] for b in basic[nb:]]
+                         + " ".join(str(arr.shape) for arr, _, _ in arrays)) from None
+    out_shape, xs, ls = advanced_layout(slots, bshape)
     if len(out_shape) > MAX_DIMS:
         raise NotImplementedError(f"indexing results of more than {MAX_DIMS} dims are not supported on cuda")
-    xs = [b[1] for b in basic[:nb]] + [0] * len(bshape) + [b[1] for b in basic[nb:]]
-    ls = [0] * nb + list(c_strides(bshape)) + [0] * (len(basic) - nb)
-    lin = array_kernels.full(bshape, off, np.int64)
-    for _, arr, n, s in arrays:
-        array_kernels.index_linear(lin, arr._device_array, n, s)
+    lin = array_kernels.full(bshape, offset, np.int64)
+    for arr, n, stride in arrays:
+        array_kernels.index_linear(lin, arr._device_array, n, stride)
     return ("adv", lin, out_shape, xs, ls)
 
 
