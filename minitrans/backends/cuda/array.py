@@ -245,6 +245,16 @@ class CudaArray:
     __hash__ = None
 
 
+def shares_storage(a, b) -> bool:
+    """True when ``a`` and ``b`` are the same array or views of one allocation (from the ``_base``
+    each view records, not from addresses)."""
+    if a is b:
+        return True
+    if not (isinstance(a, CudaArray) and isinstance(b, CudaArray)):
+        return False
+    return (a if a._base is None else a._base) is (b if b._base is None else b._base)
+
+
 # ---------------------------------------------------------------- conversion
 def from_numpy(a, copy: bool = False) -> CudaArray:
     """Copy a host array to the device (the host->device entry point). The result is always fresh

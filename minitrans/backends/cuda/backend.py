@@ -12,7 +12,7 @@ from ...kernels import cuda as kernels
 from ...kernels.cuda import array as array_kernels
 from ..protocol import Backend
 from . import reference as host_reference
-from .array import CudaArray, from_numpy, to_numpy
+from .array import CudaArray, from_numpy, shares_storage, to_numpy
 from .indexing import add_at, broadcast_to, concatenate, moveaxis, reshape, split_at, sum_to, transpose
 from .ops import (
     _as_cuda, _shape_arg, _unary, all_, amax, amin, any_, arange, argmax, argmin, asarray,
@@ -160,14 +160,6 @@ def dropout_mask(shape, p, seed, dtype):
     """The inverted-dropout multiplier (0 or 1/(1-p)) from a counter-based hash of (seed, element
     index), drawn on the device; see kernels/cuda/array.py."""
     return _wrap(array_kernels.dropout_mask(_shape_arg(shape), p, seed, np.dtype(dtype)))
-
-
-def shares_storage(a, b) -> bool:
-    if a is b:
-        return True
-    if not (isinstance(a, CudaArray) and isinstance(b, CudaArray)):
-        return False
-    return (a if a._base is None else a._base) is (b if b._base is None else b._base)
 
 
 def is_contiguous(a) -> bool:

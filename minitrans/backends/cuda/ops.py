@@ -12,8 +12,8 @@ import math
 import numpy as np
 from ...kernels import cuda as kernels
 from ...kernels.cuda import array as array_kernels
-from ...kernels.cuda._util import device_array, simulated
-from .array import CudaArray, _Scalar, from_numpy
+from ...kernels.cuda._util import device_array
+from .array import CudaArray, _Scalar, from_numpy, shares_storage
 
 _FLOAT_FUNCS = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid"})
 _COMPARE = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
@@ -113,26 +113,10 @@ def _logical(op, a, b) -> CudaArray:
     return CudaArray(array_kernels.logical_binary(op, _operand(a, np.bool_), _operand(b, np.bool_)))
 
 
-def _extent(d):
-    """[first, last] byte address a device array can touch."""
-    if simulated():
-        ptr = d._ary.__array_interface__["data"][0]
-    else:
-        ptr = d.__cuda_array_interface__["data"][0]
-    span = sum((n - 1) * st for n, st in zip(d.shape, d.strides)) if d.size else 0
-    return ptr, ptr + span + d.dtype.itemsize - 1
-
-
-def _may_overlap(a, b) -> bool:
-    """Whether two device arrays may share memory (their address ranges intersect)."""
-    (a0, a1), (b0, b1) = _extent(a), _extent(b)
-    return a0 <= b1 and b0 <= a1
-
-
 def _inplace(op, self: CudaArray, o) -> CudaArray:
     o = _norm_scalar(o)
     if self._is_contiguous() and isinstance(o, (CudaArray,) + _Scalar) and op not in _COMPARE and \
-            not (isinstance(o, CudaArray) and _may_overlap(self._device_array, o._device_array)):
+            not (isinstance(o, CudaArray) and shares_storage(self, o)):
         rt = np.result_type(self.dtype, _promotion_operand(o))
         if rt == self.dtype and not (op == "div" and rt.kind in "biu") and \
                 np.broadcast_shapes(self.shape, _shape_of(o)) == self.shape:
