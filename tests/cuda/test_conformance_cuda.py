@@ -157,6 +157,20 @@ def test_clip_is_one_launch_and_into_a_strided_view():
     np.testing.assert_array_equal(_host(b), np.linspace(-3, 3, 12).reshape(3, 4))
 
 
+@pytest.mark.parametrize("host,lo,hi", [
+    (np.arange(-3, 4), 0.5, None),                               # int array, float bound: float64 result
+    (np.arange(-3, 4), -1, 2),                                   # ints stay int64
+    (np.linspace(-1, 1, 6).astype(np.float32), -0.5, 0.25),     # weak Python floats keep float32
+    (np.array([np.nan, -2.0, 2.0]), -1.0, 1.0),                  # NaN propagates
+    (np.linspace(-1, 1, 6).reshape(2, 3), np.array([[-0.5], [0.0]]), 0.5),   # an array bound
+])
+def test_clip_result_values_and_dtype_match_the_cpu(host, lo, hi):
+    want = CPUBackend.clip(host, lo, hi)
+    got = CU.clip(_dev(host), lo, hi)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_array_equal(_host(got), want)
+
+
 def test_clip_without_bounds_raises_the_cpu_error():
     with pytest.raises(ValueError) as cpu:
         CPUBackend.clip(np.ones(2), None, None)
