@@ -50,9 +50,9 @@ ROWDOT_THREADS = 128  # threads per block of the rowsum(dO ⊙ O) kernel
 
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype, bq: int, bk: int, dpad: int):
-    nbt = nb_dtype(dtype)
-    F = np.dtype(dtype).type
-    zero, ninf = F(0), F(NEG_INF)
+    numba_dtype = nb_dtype(dtype)
+    in_dtype = np.dtype(dtype).type
+    zero, ninf = in_dtype(0), in_dtype(NEG_INF)
 
     @cuda.jit(device=True)
     def stage_rows(xs, ys, x, y, b, r0, nrows_total, dx, dy, tid, rows, nthreads):
@@ -88,11 +88,11 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
         Grid (ceil(Tq / bq), B), bq threads, one query row each; per key tile, K and V (bk x dpad)
         staged in shared memory; per thread local q row, accumulator of the kernel dtype (dpad) and bk scores;
         online softmax over the tiles; o and lse written once."""
-        Ks = cuda.shared.array((bk, dpad), nbt)
-        Vs = cuda.shared.array((bk, dpad), nbt)
-        qr = cuda.local.array(dpad, nbt)
-        acc = cuda.local.array(dpad, nbt)
-        sc = cuda.local.array(bk, nbt)
+        Ks = cuda.shared.array((bk, dpad), numba_dtype)
+        Vs = cuda.shared.array((bk, dpad), numba_dtype)
+        qr = cuda.local.array(dpad, numba_dtype)
+        acc = cuda.local.array(dpad, numba_dtype)
+        sc = cuda.local.array(bk, numba_dtype)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
         b = cuda.blockIdx.y
@@ -136,7 +136,7 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
             cuda.syncthreads()
         if valid:
             if l > zero:
-                inv = F(1) / l
+                inv = in_dtype(1) / l
                 for c in range(dv):
                     o[b, i, c] = acc[c] * inv
                 lse[b, i] = m + math.log(l)
@@ -151,11 +151,11 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
         Grid (ceil(Tq / bq), B), bq threads, one query row each; K and V tiles (bk x dpad) staged in
         shared memory as in `fwd`; per thread local q, dO rows and a accumulator of the kernel dtype; dq
         written once, no atomics."""
-        Ks = cuda.shared.array((bk, dpad), nbt)
-        Vs = cuda.shared.array((bk, dpad), nbt)
-        qr = cuda.local.array(dpad, nbt)
-        dor = cuda.local.array(dpad, nbt)
-        acc = cuda.local.array(dpad, nbt)
+        Ks = cuda.shared.array((bk, dpad), numba_dtype)
+        Vs = cuda.shared.array((bk, dpad), numba_dtype)
+        qr = cuda.local.array(dpad, numba_dtype)
+        dor = cuda.local.array(dpad, numba_dtype)
+        acc = cuda.local.array(dpad, numba_dtype)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
         b = cuda.blockIdx.y
@@ -202,14 +202,14 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
         Grid (ceil(Tk / bk), B), bk threads, one key row each; per query tile, Q and dO (bq x dpad)
         plus their lse and D (bq each) staged in shared memory; per thread local k, v rows
         and dk / dv accumulators of the kernel dtype; dk, dv written once, no atomics."""
-        Qs = cuda.shared.array((bq, dpad), nbt)
-        dOs = cuda.shared.array((bq, dpad), nbt)
-        Ls = cuda.shared.array(bq, nbt)
-        Ds = cuda.shared.array(bq, nbt)
-        kr = cuda.local.array(dpad, nbt)
-        vr = cuda.local.array(dpad, nbt)
-        dka = cuda.local.array(dpad, nbt)
-        dva = cuda.local.array(dpad, nbt)
+        Qs = cuda.shared.array((bq, dpad), numba_dtype)
+        dOs = cuda.shared.array((bq, dpad), numba_dtype)
+        Ls = cuda.shared.array(bq, numba_dtype)
+        Ds = cuda.shared.array(bq, numba_dtype)
+        kr = cuda.local.array(dpad, numba_dtype)
+        vr = cuda.local.array(dpad, numba_dtype)
+        dka = cuda.local.array(dpad, numba_dtype)
+        dva = cuda.local.array(dpad, numba_dtype)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
         b = cuda.blockIdx.y

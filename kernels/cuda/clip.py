@@ -26,16 +26,16 @@ THREADS = 1024  # power of two
 
 @functools.lru_cache(maxsize=None)
 def _clip_kernel(threads: int, dtype):
-    nbt = nb_dtype(dtype)
-    F = np.dtype(dtype).type
-    zero, one, two, tiny = F(0), F(1), F(2), F(1e-6)
+    numba_dtype = nb_dtype(dtype)
+    in_dtype = np.dtype(dtype).type
+    zero, one, two, tiny = in_dtype(0), in_dtype(1), in_dtype(2), in_dtype(1e-6)
 
     @cuda.jit
     def clip_kernel(norm_out, g, n, p, is_inf, max_norm):
         """norm_out[0] = ||g||_p, then g *= min(1, max_norm / (norm + 1e-6)). One block of ``threads``
         (THREADS): thread t folds t, t + threads, ... into a register, a ``threads``-slot shared tree of
         the buffer dtype combines them; g read twice, written once."""
-        sh = cuda.shared.array(threads, nbt)
+        sh = cuda.shared.array(threads, numba_dtype)
         tid = cuda.threadIdx.x
         acc = zero
         i = tid

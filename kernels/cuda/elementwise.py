@@ -42,9 +42,9 @@ def _ftype(dtype):
 @functools.lru_cache(maxsize=None)
 def _unary_fns(dtype) -> dict:
     """Device functions x -> f(x) with constants of ``_ftype(dtype)``. Per thread; registers only."""
-    F = _ftype(dtype)
-    zero, one = F(0), F(1)
-    inf, nan = F(math.inf), F(math.nan)
+    in_dtype = _ftype(dtype)
+    zero, one = in_dtype(0), in_dtype(1)
+    inf, nan = in_dtype(math.inf), in_dtype(math.nan)
     dev = cuda.jit(device=True)
 
     @dev

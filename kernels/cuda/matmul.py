@@ -35,7 +35,7 @@ MICRO_N = 4
 
 @functools.lru_cache(maxsize=None)
 def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
-    nbt = nb_dtype(dtype)
+    numba_dtype = nb_dtype(dtype)
     tx_n = tn // rn
     nthreads = (tm // rm) * tx_n
     rmn = rm * rn  # a local array's size must be a compile-time constant: a closure int, not an expression
@@ -47,11 +47,11 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
         (tm / rm) * (tn / rn) threads, each owning an rm x rn (MICRO_M x MICRO_N) register micro-tile.
         Per tk (TILE_K) step: A (tk x tm) and B (tk x tn) slabs staged zero-padded in shared memory,
         then tk rank-1 updates from local arrays; each C cell written once."""
-        As = cuda.shared.array((tk, tm), nbt)
-        Bs = cuda.shared.array((tk, tn), nbt)
-        acc = cuda.local.array(rmn, nbt)
-        ar = cuda.local.array(rm, nbt)
-        br = cuda.local.array(rn, nbt)
+        As = cuda.shared.array((tk, tm), numba_dtype)
+        Bs = cuda.shared.array((tk, tn), numba_dtype)
+        acc = cuda.local.array(rmn, numba_dtype)
+        ar = cuda.local.array(rm, numba_dtype)
+        br = cuda.local.array(rn, numba_dtype)
         tid = cuda.threadIdx.x
         tx = tid % tx_n
         ty = tid // tx_n

@@ -74,7 +74,7 @@ def _reduce_kernel(code: int, threads: int, dtype):
 
 @functools.lru_cache(maxsize=None)
 def _argmax_kernel(threads: int, dtype):
-    nbt = nb_dtype(dtype)
+    numba_dtype = nb_dtype(dtype)
     lowest = _lowest(dtype)
 
     @cuda.jit
@@ -83,7 +83,7 @@ def _argmax_kernel(threads: int, dtype):
         Grid = number of outputs, ``threads`` (THREADS) per block, thread t scans t, t + threads, ...;
         (value, index) tree in ``threads``-slot shared arrays of the input dtype + int64 (ties ->
         smallest index); each input cell read once, thread 0 writes."""
-        shv = cuda.shared.array(threads, nbt)
+        shv = cuda.shared.array(threads, numba_dtype)
         shi = cuda.shared.array(threads, numba.int64)
         tid = cuda.threadIdx.x
         base = offset_of(cuda.blockIdx.x, kshape, kstrides)

@@ -23,9 +23,9 @@ THREADS = 128  # power of two
 
 @functools.lru_cache(maxsize=None)
 def _kernels(threads: int, dtype):
-    nbt = nb_dtype(dtype)
-    F = np.dtype(dtype).type
-    zero, one, ninf = F(0), F(1), F(-math.inf)
+    numba_dtype = nb_dtype(dtype)
+    in_dtype = np.dtype(dtype).type
+    zero, one, ninf = in_dtype(0), in_dtype(1), in_dtype(-math.inf)
 
     @cuda.jit
     def fwd(y, x, log):
@@ -33,7 +33,7 @@ def _kernels(threads: int, dtype):
         ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; row max and sum exp
         are block reductions in a ``threads``-slot shared array; x read three times, y
         written once."""
-        sh = cuda.shared.array(threads, nbt)
+        sh = cuda.shared.array(threads, numba_dtype)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = x.shape[1]
@@ -56,7 +56,7 @@ def _kernels(threads: int, dtype):
         """dx[row] = y * (dy - sum(dy * y)), or with ``log`` dy - exp(y) * sum(dy); row = blockIdx.x.
         Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; one
         block sum in a ``threads``-slot shared array; y, dy read twice, dx written once."""
-        sh = cuda.shared.array(threads, nbt)
+        sh = cuda.shared.array(threads, numba_dtype)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = y.shape[1]
