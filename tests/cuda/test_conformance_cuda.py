@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import minitrans as mt  # noqa: E402
+import minitrans.nn.functional as F  # noqa: E402
 from minitrans.backends.cpu import CPUBackend  # noqa: E402
 from minitrans.backends.cuda import CUDABackend  # noqa: E402
 from minitrans.kernels.cuda._util import counters  # noqa: E402
@@ -350,3 +351,28 @@ def test_bad_indices_raise_numpy_errors(idx, message):
         host[idx]
     with pytest.raises(IndexError, match=message):
         _dev(host)[idx]
+
+
+def _public_step(kernels_name):
+    """Loss and input gradients of layer norm -> attention -> log-softmax -> cross-entropy on cuda."""
+    mt.set_kernels(kernels_name)
+    try:
+        r = np.random.default_rng(4)
+        x = mt.tensor(r.standard_normal((2, 3, 4)), dtype=mt.float64, device="cuda", requires_grad=True)
+        w = mt.tensor(r.standard_normal(4), dtype=mt.float64, device="cuda", requires_grad=True)
+        h = F.layer_norm(x, (4,), w, None)
+        a = F.scaled_dot_product_attention(h, h, h, is_causal=True)
+        logits = F.log_softmax(a.reshape(6, 4), dim=-1) + F.softmax(a.reshape(6, 4), dim=-1)
+        loss = F.cross_entropy(logits, mt.tensor(np.array([0, 3, 1, 2, 0, 1]), device="cuda"), label_smoothing=0.1)
+        loss.backward()
+        return loss.item(), x.grad.numpy(), w.grad.numpy()
+    finally:
+        mt.set_kernels("numba")
+
+
+def test_reference_kernels_through_the_public_api_agree_with_the_device_kernels():
+    got = _public_step("reference")
+    want = _public_step("numba")
+    assert got[0] == pytest.approx(want[0], rel=1e-10)
+    for g, w_ in zip(got[1:], want[1:]):
+        np.testing.assert_allclose(g, w_, rtol=1e-8, atol=1e-10)
