@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import functools
 import math
+import weakref
 
 import numba
 import numpy as np
+from numba import config as numba_config
 from numba import cuda
 
 from .layout import element_count, span
@@ -25,8 +27,7 @@ MAX_DIMS = 6
 
 def simulated() -> bool:
     """True under NUMBA_ENABLE_CUDASIM (device arrays are FakeCUDAArray wrappers)."""
-    from numba import config
-    return bool(config.ENABLE_CUDASIM)
+    return bool(numba_config.ENABLE_CUDASIM)
 
 
 @functools.lru_cache(maxsize=None)
@@ -58,7 +59,7 @@ def strided_view(d, offset: int, shape, strides):
         return device_array(shape, d.dtype)
     item = d.dtype.itemsize
     byte_strides = tuple(s * item for s in strides)
-    if simulated():
+    if simulated():  # each array class is imported only where its mode is on
         from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
         as_strided = np.lib.stride_tricks.as_strided
@@ -273,7 +274,7 @@ class _Token:
     """Stands for a pooled block in the simulator (whose memory is fresh NumPy memory)."""
 
 
-_sim_pool = CachingPool(lambda cap: _Token())
+simulator_pool = CachingPool(lambda cap: _Token())
 
 
 def device_array(shape, dtype):
@@ -285,15 +286,14 @@ def device_array(shape, dtype):
     dtype = np.dtype(dtype)
     if not simulated():
         return cuda.device_array(shape, dtype=dtype)
-    import weakref
-
+    # the simulator's array class, imported only when the simulator is on
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
     n = 1
     for s in shape:
         n *= s
     nbytes = n * dtype.itemsize
-    cap, tok = _sim_pool.alloc(nbytes)
+    cap, tok = simulator_pool.alloc(nbytes)
     buf = np.empty(max(nbytes, dtype.itemsize), np.uint8)  # owns the memory: every view keeps it alive
-    weakref.finalize(buf, _sim_pool.release, cap, tok)
+    weakref.finalize(buf, simulator_pool.release, cap, tok)
     return FakeCUDAArray(buf[:nbytes].view(dtype).reshape(shape))

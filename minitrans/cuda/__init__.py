@@ -5,10 +5,15 @@ Numba's CUDA simulator is enabled (``NUMBA_ENABLE_CUDASIM=1`` set before numba i
 imported): the simulator runs the same kernels on the CPU, one Python thread per CUDA
 thread, so ``device="cuda"`` works (slowly, for tiny shapes) in tests without a GPU.
 ``is_simulated()`` tells the two apart.
+
+numba-cuda is an optional dependency, so ``numba.cuda`` and the CUDA kernels are imported
+inside the functions that need them: importing ``minitrans`` never requires it.
 """
 from __future__ import annotations
 
 import importlib.util
+
+from numba import config as numba_config
 
 INSTALL_HINT = "pip install 'minitrans[cuda]'"
 
@@ -33,9 +38,7 @@ def check_usable() -> None:
 
 def is_simulated() -> bool:
     """True when numba's CUDA simulator stands in for a GPU."""
-    from numba import config
-
-    return bool(config.ENABLE_CUDASIM)
+    return bool(numba_config.ENABLE_CUDASIM)
 
 
 def is_available() -> bool:
