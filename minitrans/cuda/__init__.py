@@ -6,14 +6,13 @@ imported): the simulator runs the same kernels on the CPU, one Python thread per
 thread, so ``device="cuda"`` works (slowly, for tiny shapes) in tests without a GPU.
 ``is_simulated()`` tells the two apart.
 
-numba-cuda is an optional dependency, so ``numba.cuda`` and the CUDA kernels are imported
-inside the functions that need them: importing ``minitrans`` never requires it.
+numba-cuda is an optional dependency, so ``numba`` (whose configuration fixes the simulator
+switch when first imported), ``numba.cuda`` and the CUDA kernels are imported inside the
+functions that need them: importing ``minitrans.cuda`` imports none of them.
 """
 from __future__ import annotations
 
 import importlib.util
-
-from numba import config as numba_config
 
 INSTALL_HINT = "pip install 'minitrans[cuda]'"
 
@@ -38,7 +37,9 @@ def check_usable() -> None:
 
 def is_simulated() -> bool:
     """True when numba's CUDA simulator stands in for a GPU."""
-    return bool(numba_config.ENABLE_CUDASIM)
+    from numba import config  # imported on use (see the module docstring)
+
+    return bool(config.ENABLE_CUDASIM)
 
 
 def is_available() -> bool:
