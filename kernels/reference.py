@@ -279,6 +279,14 @@ def put_add(shape, idx, src, dtype):
     return out
 
 
+def index_extremes(idx, ignore=None):
+    """``[min, max]`` of a non-empty int64 index array without the entries equal to ``ignore``;
+    ``[INT64_MAX, INT64_MIN]`` when none is left (the oracle of cuda's index_extremes)."""
+    kept = idx if ignore is None else idx[idx != ignore]
+    info = np.iinfo(np.int64)
+    return np.array([kept.min(), kept.max()] if kept.size else [info.max, info.min], np.int64)
+
+
 def _fmix32(h):
     h = h ^ (h >> np.uint64(16))
     h = (h * np.uint64(0x85EBCA6B)) & np.uint64(0xFFFFFFFF)

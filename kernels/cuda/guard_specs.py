@@ -207,6 +207,8 @@ def _nn_specs():
         out.append(Spec("layer_norm", "_kernels", f, 2,
                         (array(dt), array(dt), array(dt, 2), array(dt, 2), array(dt), array(dt), boolean), n))
         out.append(Spec("adam", "_adam_kernel", (dt,), None, (array(dt),) * 4 + (scalar(dt),) * 7 + (boolean,), n))
+    out.append(Spec("index_range", "_extremes_kernel", (_mod("index_range").THREADS,), None,
+                    (array(np.dtype(np.int64)), array(np.dtype(np.int64)), int64, int64, boolean), "int64"))
     clip = _mod("clip")
     for dt in FLOATS:
         out.append(Spec("clip", "_clip_kernel", (clip.THREADS, dt), None,

@@ -125,13 +125,14 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
         return np.clip(a, lo, hi, out=out)
 
     @staticmethod
-    def check_index_range(idx, n, what):
-        if idx.size and (int(idx.min()) < 0 or int(idx.max()) >= n):
-            raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got "
-                             f"min {int(idx.min())}, max {int(idx.max())}")
+    def index_extremes(idx, ignore=None):
+        kept = idx if ignore is None else idx[idx != ignore]
+        return (int(kept.min()), int(kept.max())) if kept.size else None
 
     @staticmethod
     def dropout_mask(shape, p, seed, dtype):
+        if p >= 1.0:
+            return np.zeros(shape, dtype)   # everything dropped (no 0/0)
         keep = np.random.default_rng(seed).random(shape) >= p
         return (keep / (1.0 - p)).astype(dtype)
 

@@ -41,7 +41,7 @@ PRIMITIVES = (
     "reshape", "transpose", "broadcast_to", "broadcast_shapes", "concatenate", "split_at",
     "moveaxis",
     # gather / scatter
-    "add_at", "check_index_range",
+    "add_at", "index_extremes",
     # linear algebra
     "matmul",
     # random
@@ -273,10 +273,20 @@ class Backend:
         ``np.add.at``): the backward of indexing and of embedding lookups."""
 
     @staticmethod
-    def check_index_range(idx, n: int, what: str) -> None:
+    def index_extremes(idx, ignore=None):
+        """``(min, max)`` of the int64 array ``idx`` as Python ints, leaving out the entries equal
+        to ``ignore`` when it is given (a loss's ``ignore_index``); None when no entry is left. On
+        a device this is one launch and one read of two numbers back to the host."""
+
+    @classmethod
+    def check_index_range(cls, idx, n: int, what: str) -> None:
         """Raise ``IndexError("<what>: index out of range: indices must be in [0, n), got min a,
-        max b")`` unless every element of the int64 array ``idx`` is in [0, n). On a device this
-        reads two numbers back to the host."""
+        max b")`` unless every element of the int64 array ``idx`` is in [0, n). Written once, over
+        ``index_extremes``, for every backend."""
+        extremes = cls.index_extremes(idx)
+        if extremes is not None and (extremes[0] < 0 or extremes[1] >= n):
+            raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got min {extremes[0]}, "
+                             f"max {extremes[1]}")
 
     # ------------------------------------------------------------ linear algebra
     @staticmethod

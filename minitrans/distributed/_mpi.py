@@ -94,8 +94,8 @@ class Staged:
                 self.staged = True
             return
         # a CudaArray: device memory
-        if cuda_aware() and arr._is_c():
-            self.buf = arr._d
+        if cuda_aware() and arr._is_contiguous():
+            self.buf = arr._device_array
             return
         self.staged = True
         self.buf = host_copy(arr) if read else np.empty(arr.shape, arr.dtype)
@@ -130,7 +130,7 @@ def write_back(arr, host: np.ndarray) -> None:
     """Copy the host array ``host`` into ``arr`` (host or device) in place."""
     if isinstance(arr, np.ndarray):
         np.copyto(arr, host.reshape(arr.shape))
-    elif arr._is_c():
-        arr._d.copy_to_device(np.ascontiguousarray(host).reshape(arr.shape))
+    elif arr._is_contiguous():
+        arr._device_array.copy_to_device(np.ascontiguousarray(host).reshape(arr.shape))
     else:
         arr[...] = np.ascontiguousarray(host).reshape(arr.shape)

@@ -59,7 +59,7 @@ class _Bucket:
 
     @property
     def mpi_buffer(self):
-        return self.buf._d if self.on_device else self.buf
+        return self.buf._device_array if self.on_device else self.buf
 
 
 def _grad_into(view, g) -> None:
@@ -68,8 +68,8 @@ def _grad_into(view, g) -> None:
         view[...] = g.reshape(-1)
     elif isinstance(g, np.ndarray):
         np.copyto(view, g.reshape(-1))
-    elif g._is_c():
-        g._d.copy_to_host(view.reshape(g.shape))
+    elif g._is_contiguous():
+        g._device_array.copy_to_host(view.reshape(g.shape))
     else:
         from ..backends.cuda import to_numpy   # numba-cuda is optional: only device gradients get here
 

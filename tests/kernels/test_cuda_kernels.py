@@ -10,12 +10,11 @@ from numba import cuda  # noqa: E402
 
 from minitrans.kernels import cuda as K  # noqa: E402
 from minitrans.kernels import reference as ref  # noqa: E402
-from minitrans.kernels import reference as xref  # noqa: E402
 
 # the package re-exports functions named like some modules (matmul, reduce): fetch modules by path
-(adam, attention, cross_entropy, elementwise, embedding, layer_norm, matmul, reduce, softmax) = (
+(adam, attention, cross_entropy, elementwise, index_range, layer_norm, matmul, reduce, softmax) = (
     importlib.import_module(f"minitrans.kernels.cuda.{m}") for m in
-    ["adam", "attention", "cross_entropy", "elementwise", "embedding", "layer_norm", "matmul",
+    ["adam", "attention", "cross_entropy", "elementwise", "index_range", "layer_norm", "matmul",
      "reduce", "softmax"])
 
 DTYPES = [np.float32, np.float64]
@@ -24,7 +23,7 @@ TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol
 # Small tiles so that tiny shapes still span several blocks and partial tiles, and the
 # simulator (one Python thread per CUDA thread) stays fast.
 SMALL_TILES = {
-    elementwise: dict(THREADS=32), embedding: dict(THREADS=32), adam: dict(THREADS=32),
+    elementwise: dict(THREADS=32), adam: dict(THREADS=32),
     reduce: dict(THREADS=4), softmax: dict(THREADS=8), cross_entropy: dict(THREADS=8),
     layer_norm: dict(THREADS=8, COL_THREADS=4),
     matmul: dict(TILE_M=8, TILE_N=8, TILE_K=4, MICRO_M=2, MICRO_N=4),
@@ -75,7 +74,7 @@ def test_unary(rng, dtype, shape):
         x = rng.standard_normal(shape).astype(dtype)
         if op in POSITIVE:
             x = np.abs(x) + 0.1
-        close(host(K.unary(op, dev(x))), xref.unary(op, x).astype(dtype), dtype)
+        close(host(K.unary(op, dev(x))), ref.unary(op, x).astype(dtype), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -96,7 +95,7 @@ def test_binary_broadcast(rng, dtype, sa, sb):
             a = np.abs(a) + 0.5
         if op in K.COMPARISONS:
             b = np.where(rng.random(sb) < 0.3, np.broadcast_to(a.reshape(-1)[0], sb), b).astype(dtype)
-        got, want = host(K.binary(op, dev(a), dev(b))), xref.binary(op, a, b)
+        got, want = host(K.binary(op, dev(a), dev(b))), ref.binary(op, a, b)
         if op in K.COMPARISONS:
             assert got.dtype == np.bool_ and (got == want).all(), op
         else:
@@ -119,7 +118,7 @@ def test_where(rng, dtype):
     c = rng.random((3, 1, 4)) > 0.5
     a = rng.standard_normal((2, 4)).astype(dtype)
     b = rng.standard_normal((1,)).astype(dtype)
-    close(host(K.where(dev(c), dev(a), dev(b))), xref.where(c, a, b), dtype)
+    close(host(K.where(dev(c), dev(a), dev(b))), ref.where(c, a, b), dtype)
 
 
 # -------------------------------------------------------------------------- reductions
@@ -130,7 +129,7 @@ def test_reduce(rng, dtype, shape, axes):
     x = rng.standard_normal(shape).astype(dtype)
     for op, keepdims in [("sum", False), ("mean", True), ("max", True), ("min", False)]:
         got = host(K.reduce(op, dev(x), axes, keepdims))
-        close(got, xref.reduce(op, x, axes, keepdims).astype(dtype), dtype)
+        close(got, ref.reduce(op, x, axes, keepdims).astype(dtype), dtype)
 
 
 def test_reduce_strided_view(rng):
@@ -144,7 +143,7 @@ def test_argmax(rng, dtype, shape, axis):
     x = rng.integers(-3, 3, size=shape).astype(dtype)  # many ties: first index must win
     for keepdims in (False, True):
         got = host(K.argmax(dev(x), axis, keepdims))
-        want = xref.argmax(x, axis, keepdims)
+        want = ref.argmax(x, axis, keepdims)
         assert got.shape == want.shape and (got == want).all()
 
 
@@ -164,7 +163,10 @@ MATMUL_CASES = [
 def test_matmul(rng, dtype, sa, sb, ta, tb):
     a = rng.standard_normal(sa).astype(dtype)
     b = rng.standard_normal(sb).astype(dtype)
-    close(host(K.matmul(dev(a), dev(b), ta, tb)), xref.matmul(a, b, ta, tb), dtype)
+    da, db = dev(a), dev(b)
+    da = da.transpose(tuple(range(a.ndim - 2)) + (a.ndim - 1, a.ndim - 2)) if ta else da
+    db = db.transpose(tuple(range(b.ndim - 2)) + (b.ndim - 1, b.ndim - 2)) if tb else db
+    close(host(K.matmul(da, db)), ref.matmul(a, b, ta, tb), dtype)
 
 
 def test_matmul_transposed_view(rng):
@@ -230,18 +232,6 @@ def test_cross_entropy(rng, dtype, shape, ls):
     close(host(lse), wlse, dtype)
     got = K.cross_entropy_backward(dev(x), dev(t), dev(wlse), dev(dloss), -100, ls)
     close(host(got), ref.cross_entropy_backward(x, t, wlse, dloss, -100, ls), dtype)
-
-
-# ------------------------------------------------------------------ embedding, optimizer
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("idx_shape", [(1,), (3, 5)])
-def test_embedding(rng, dtype, idx_shape):
-    V, D = 6, 5
-    w = rng.standard_normal((V, D)).astype(dtype)
-    idx = rng.integers(0, V, size=idx_shape).astype(np.int64)  # repeats: atomics must add
-    close(host(K.embedding_forward(dev(w), dev(idx))), xref.embedding_forward(w, idx), dtype)
-    g = rng.standard_normal(idx_shape + (D,)).astype(dtype)
-    close(host(K.embedding_backward(dev(g), dev(idx), V)), xref.embedding_backward(g, idx, V), dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -324,3 +314,27 @@ def test_default_tile_sizes(rng):
         for m, kv in small.items():
             for k, v in kv.items():
                 setattr(m, k, v)
+
+
+# ------------------------------------------------------------------------- index range
+@pytest.mark.parametrize("n", [1, 7, 300, 1025])
+@pytest.mark.parametrize("ignore", [None, -100, 3])
+def test_index_extremes(rng, n, ignore):
+    saved = index_range.THREADS
+    index_range.THREADS = 8   # several entries per thread, and a partial last round
+    try:
+        idx = rng.integers(-50, 50, size=n).astype(np.int64)
+        idx[1::3] = -100                      # a loss's ignore_index, left out when asked
+        got = host(index_range.index_extremes(dev(idx), ignore))
+        only_ignored = host(index_range.index_extremes(dev(np.full(n, 3, np.int64)), 3))
+    finally:
+        index_range.THREADS = saved
+    kept = idx if ignore is None else idx[idx != ignore]
+    np.testing.assert_array_equal(got, [kept.min(), kept.max()])
+    np.testing.assert_array_equal(got, ref.index_extremes(idx, ignore))
+    assert only_ignored[0] > only_ignored[1]   # nothing left: the empty extremes
+
+
+def test_index_extremes_refuses_what_it_cannot_read():
+    with pytest.raises(ValueError, match="non-empty 1-D C-contiguous int64"):
+        index_range.index_extremes(dev(np.zeros(3, np.float32)))

@@ -45,10 +45,6 @@ class CudaArray:
         item = self.dtype.itemsize
         self._elem_strides = tuple(int(s) // item for s in device_array.strides)
 
-    @property
-    def _d(self):
-        """The numba device array (the name ``minitrans.distributed`` reads; prefer ``_device_array``)."""
-        return self._device_array
 
     # ------------------------------------------------------------ attributes
     @property
@@ -82,7 +78,6 @@ class CudaArray:
     def _is_contiguous(self) -> bool:
         return is_c_contiguous(self.shape, self._elem_strides)
 
-    _is_c = _is_contiguous  # the name minitrans.distributed calls
 
     def _span(self) -> int:
         return span(self.shape, self._elem_strides)

@@ -10,6 +10,8 @@ import numpy as np
 
 from ...kernels import cuda as kernels
 from ...kernels.cuda import array as array_kernels
+from ...kernels.cuda.index_range import index_extremes as device_index_extremes
+from .. import check_kernel_choice
 from ..protocol import Backend
 from . import reference as host_reference
 from .array import CudaArray, from_numpy, shares_storage, to_numpy
@@ -166,14 +168,13 @@ def is_contiguous(a) -> bool:
     return _as_cuda(a)._is_contiguous()
 
 
-def check_index_range(idx, n, what) -> None:
+def index_extremes(idx, ignore=None):
     idx = _as_cuda(idx)
-    if idx.size:
-        flat = idx.reshape(-1)
-        extremes = concatenate([amin(flat, keepdims=True), amax(flat, keepdims=True)])
-        lo, hi = (int(v) for v in to_numpy(extremes))  # one host read for both
-        if lo < 0 or hi >= n:
-            raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got min {lo}, max {hi}")
+    if not idx.size:
+        return None
+    flat = ascontiguousarray(astype(idx.reshape(-1), np.int64, False))
+    lo, hi = (int(v) for v in to_numpy(CudaArray(device_index_extremes(flat._device_array, ignore))))
+    return None if lo > hi else (lo, hi)   # lo > hi: every entry was ``ignore``
 
 
 _KERNEL_CHOICE = {"name": "numba"}
@@ -182,8 +183,7 @@ _KERNEL_CHOICE = {"name": "numba"}
 def set_kernels(name: str) -> None:
     """Bind the fused ops of ``CUDABackend`` to the device kernels (``"numba"``) or to the NumPy
     oracle run on the host (``"reference"``, see ``reference.py``)."""
-    if name not in ("numba", "reference"):
-        raise ValueError(f"set_kernels: expected 'numba' or 'reference', got {name!r}")
+    check_kernel_choice(name)
     table = host_reference.FUNCTIONS if name == "reference" else _DEVICE_FUSED
     for fused, fn in table.items():
         setattr(CUDABackend, fused, staticmethod(fn))
@@ -216,7 +216,7 @@ class CUDABackend(Backend):
     from_numpy = staticmethod(from_numpy)
     shares_storage = staticmethod(shares_storage)
     is_contiguous = staticmethod(is_contiguous)
-    check_index_range = staticmethod(check_index_range)
+    index_extremes = staticmethod(index_extremes)
     set_kernels = staticmethod(set_kernels)
     get_kernels = staticmethod(get_kernels)
 
