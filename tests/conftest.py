@@ -10,7 +10,9 @@ os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 from hypothesis import HealthCheck, settings
 
-_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# function_scoped_fixture: the ``device`` fixture below is one value for every example of a test
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                     HealthCheck.function_scoped_fixture])
 settings.register_profile("ci", max_examples=10, **_COMMON)
 settings.register_profile("long", max_examples=200, **_COMMON)
 settings.load_profile("long" if os.environ.get("MINITRANS_LONG") == "1" else "ci")
