@@ -371,6 +371,27 @@ def test_no_cryptic_module_level_names():
     assert not hits, "names that do not explain themselves:\n" + "\n".join(hits)
 
 
+def test_no_cryptic_attribute_names():
+    """The same names as attributes: methods, ``__slots__`` entries and ``self.<name> = ...``."""
+    hits = []
+    for p in library_files():
+        for cls in ast.walk(tree(p)):
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            for node in ast.walk(cls):
+                names = []
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    names = [node.name]
+                elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__slots__"
+                                                          for t in node.targets):
+                    names = [e.value for e in ast.walk(node.value) if isinstance(e, ast.Constant)]
+                elif isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store) and \
+                        isinstance(node.value, ast.Name) and node.value.id == "self":
+                    names = [node.attr]
+                hits += [f"{rel(p)}:{node.lineno}: {cls.name}.{n}" for n in names if n in CRYPTIC]
+    assert not hits, "attribute names that do not explain themselves:\n" + "\n".join(sorted(set(hits)))
+
+
 # ----------------------------------------------------------------------------- words
 OUTSIDE_WORDS = re.compile(r"issue\s*#?\d|\bthe (project )?spec\b|(?<![\w&])#\d{1,3}\b", re.IGNORECASE)
 
