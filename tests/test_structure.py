@@ -281,6 +281,40 @@ def test_no_class_defines_a_method_twice():
     assert not hits, "\n".join(hits)
 
 
+def test_no_method_is_defined_in_its_class_and_again_from_outside():
+    """``class Tensor: def __hash__`` and, elsewhere, ``Tensor.__hash__ = ...``: two definitions."""
+    defined = {}
+    for p in library_files():
+        for cls in ast.walk(tree(p)):
+            if isinstance(cls, ast.ClassDef):
+                for node in cls.body:
+                    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                        defined.setdefault(cls.name, {})[node.name] = f"{rel(p)}:{node.lineno}"
+    hits = []
+    for p in library_files():
+        for node in ast.walk(tree(p)):
+            if isinstance(node, ast.Assign):
+                for t in node.targets:
+                    for sub in ast.walk(t):
+                        if isinstance(sub, ast.Attribute) and isinstance(sub.value, ast.Name) and \
+                                sub.attr in defined.get(sub.value.id, {}):
+                            hits.append(f"{rel(p)}:{node.lineno}: {sub.value.id}.{sub.attr} = ... "
+                                        f"(defined at {defined[sub.value.id][sub.attr]})")
+    assert not hits, "\n".join(hits)
+
+
+def test_optim_does_not_import_nn():
+    """``minitrans.optim`` works on tensors and the backend only: optimizers and gradient clipping
+    do not depend on the layers package."""
+    hits = []
+    for p in sorted((ROOT / "minitrans" / "optim").rglob("*.py")):
+        for node in ast.walk(tree(p)):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                hits += [f"{rel(p)}:{node.lineno}: {t}" for t in _import_targets(p, node)
+                         if t == "minitrans.nn" or t.startswith("minitrans.nn.")]
+    assert not hits, "\n".join(hits)
+
+
 # ----------------------------------------------------------------------------- ops
 #: Function subclasses that may live outside minitrans.ops, and why.
 FUNCTIONS_OUTSIDE_OPS = {
