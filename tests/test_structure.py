@@ -181,6 +181,21 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
     assert not failed, "modules that do not import alone:\n" + "\n".join(f"{n}: {e}" for n, e in failed.items())
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="the check forks one process per module (POSIX only)")
+def test_the_import_alone_check_finds_a_cycle(tmp_path):
+    pkg = tmp_path / "cyclic"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from .b import B\nA = 1\n")
+    (pkg / "b.py").write_text("from .a import A\nB = 2\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), NUMBA_ENABLE_CUDASIM="1")
+    r = subprocess.run([sys.executable, "-c", _IMPORT_EACH_ALONE, "cyclic", "cyclic.a", "cyclic.b"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    results = json.loads(r.stdout.strip().splitlines()[-1])
+    assert results["cyclic"] == ""
+    assert results["cyclic.a"].startswith("ImportError") and results["cyclic.b"].startswith("ImportError")
+
+
 #: Lazy imports allowed inside functions: the target module (or a prefix of it) and why.
 LAZY_IMPORTS_ALLOWED = {
     "minitrans.kernels.cpu": "Numba-compiled CPU kernels: compiled on first use, not when minitrans is imported",
