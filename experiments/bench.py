@@ -4,7 +4,9 @@ Every framework runs in its own process (``bench_worker.py``): two frameworks in
 each other through their thread pools, and the comparison is then a fiction. The sides take turns
 process by process (minitrans, torch, [jax], minitrans, torch, … over ``--rounds`` ≥ 3), each with
 the same thread settings (``--threads``: Numba, OpenBLAS, OpenMP, MKL and XLA all get the same
-count through the environment and each framework's own call); a figure is the median over rounds
+count through the environment and each framework's own call; minitrans then puts OpenBLAS on one
+thread and splits large products over its own threads, the setting docs/performance.md recommends
+for training); a figure is the median over rounds
 of each process's median after warm-up. W1 uses the same batches and the same initial weights on
 every side (the first minitrans process writes them, the others load them) and the first two
 losses are compared. Every table records the load average before and after and the GFLOP/s of a
@@ -36,7 +38,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench_worker as bw      # same directory: run as a script
+import bench_worker           # same directory: run as a script
 
 HERE = Path(__file__).resolve().parent
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
@@ -70,7 +72,7 @@ def run_process(fw: str, jobs: list, threads: int, layer: str, timeout: float = 
     with tempfile.TemporaryDirectory(prefix="mt-bench-") as tmp:
         jf, out = Path(tmp, "jobs.json"), Path(tmp, "out.json")
         jf.write_text(json.dumps(jobs))
-        env = {**os.environ, **bw.thread_env(threads), "NUMBA_THREADING_LAYER": layer, **(extra_env or {})}
+        env = {**os.environ, **bench_worker.thread_env(threads), "NUMBA_THREADING_LAYER": layer, **(extra_env or {})}
         p = subprocess.run([sys.executable, str(HERE / "bench_worker.py"), "--framework", fw, "--threads",
                             str(threads), "--jobs", str(jf), "--out", str(out)], env=env, capture_output=True,
                            text=True, timeout=timeout)
@@ -362,7 +364,8 @@ def _header(info: dict) -> list[str]:
             f"average {info['load_before']} before, {info['load_after']} after; float32 2048³ NumPy GEMM in the "
             f"same run: {info['gemm_before']:.0f} GFLOP/s before, {info['gemm_after']:.0f} after (peak used for "
             f"the %-of-peak columns: {info['gemm_gflops']:.0f})",
-            f"- {info['threads']} thread(s) for every side (Numba, OpenBLAS, OpenMP/torch, XLA), Numba threading "
+            f"- {info['threads']} thread(s) for every side (Numba, OpenBLAS, OpenMP/torch, XLA; minitrans with "
+            "OpenBLAS on one thread and large products split over its own threads), Numba threading "
             f"layer `{info['numba_layer']}`, minitrans with `retain_freed_memory()`: "
             f"{'yes' if info.get('minitrans_retain_freed_memory', True) else 'no'}; versions: python {info['python']}, numpy {info['numpy']}, numba "
             f"{info['numba']}, torch {info['torch']}, jax {info['jax']}, minitrans {info['minitrans']}",
@@ -549,10 +552,11 @@ def main(argv=None) -> dict:
 
         mt.set_threading_layer(a.layer)
         mt.set_num_threads(a.threads)
+        mt.threads.set_blas_num_threads(1)       # as bench_worker: minitrans splits the products itself
         if not a.no_retain:
             mt.backends.cpu.retain_freed_memory()
         with tempfile.TemporaryDirectory() as tmp:
-            step = bw.w1_minitrans(w1_job(tmp, a.seed, 0, 0), Path(tmp, "w.npz"))
+            step = bench_worker.w1_minitrans(w1_job(tmp, a.seed, 0, 0), Path(tmp, "w.npz"))
             return profile_w1(step, a.profile_steps, Path(a.profile_out), a)
     only = [w.strip().upper() for w in a.only.split(",")]
     EXTRA_ENV["MT_BENCH_RETAIN"] = "0" if a.no_retain else "1"

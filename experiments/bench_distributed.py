@@ -315,40 +315,38 @@ def main(argv=None) -> None:
     print(markdown(old))
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table (and the blank line after it) of ``header`` and ``rows`` of cells."""
+    return (["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+            + ["| " + " | ".join(row) + " |" for row in rows] + [""])
+
+
 def markdown(res: dict) -> str:
     lines = []
     if res.get("allreduce"):
-        lines += ["| floats | " + " | ".join(f"N={x['ranks']} ms (raw) | N={x['ranks']} bus GB/s"
-                                            for x in res["allreduce"]) + " |",
-                  "|---" * (1 + 2 * len(res["allreduce"])) + "|"]
+        header = ["floats"] + [f"N={x['ranks']} {what}" for x in res["allreduce"] for what in ("ms (raw)", "bus GB/s")]
+        rows = []
         for i, size in enumerate(SIZES):
-            cells = []
+            cells = [f"{size:,}"]
             for x in res["allreduce"]:
                 rw = x["rows"][i]
                 cells += [f"{rw['ms']:.3g} ({rw['raw_ms']:.3g})", f"{rw['busbw_GBs']:.3g}"]
-            lines.append(f"| {size:,} | " + " | ".join(cells) + " |")
-        lines.append("")
+            rows.append(cells)
+        lines += _table(header, rows)
     if res.get("w1"):
-        lines += ["| ranks | W1 step ms | tokens/s | comm ms on the critical path | comm fraction |", "|---|---|---|---|---|"]
-        for x in res["w1"]:
-            lines.append(f"| {x['ranks']} | {x['step_ms']:.1f} | {x['tokens_per_s']:.0f} | {x['comm_ms']:.2f} | "
-                         f"{x['comm_fraction']:.1%} |")
-        lines.append("")
+        lines += _table(["ranks", "W1 step ms", "tokens/s", "comm ms on the critical path", "comm fraction"],
+                        [[f"{x['ranks']}", f"{x['step_ms']:.1f}", f"{x['tokens_per_s']:.0f}", f"{x['comm_ms']:.2f}",
+                          f"{x['comm_fraction']:.1%}"] for x in res["w1"]])
     if res.get("comm_only"):
-        lines += ["| ranks | sleep ms | DDP step ms | same step, no_sync | overhead ms | buckets |",
-                  "|---|---|---|---|---|---|"]
-        for x in res["comm_only"]:
-            lines.append(f"| {x['ranks']} | {x['sleep_ms']:.0f} | {x['step_ms']:.1f} | {x['no_sync_step_ms']:.1f} | "
-                         f"{x['overhead_ms']:.2f} | {x['buckets']} |")
-        lines.append("")
+        lines += _table(["ranks", "sleep ms", "DDP step ms", "same step, no_sync", "overhead ms", "buckets"],
+                        [[f"{x['ranks']}", f"{x['sleep_ms']:.0f}", f"{x['step_ms']:.1f}", f"{x['no_sync_step_ms']:.1f}",
+                          f"{x['overhead_ms']:.2f}", f"{x['buckets']}"] for x in res["comm_only"]])
     if res.get("ring"):
-        lines += ["| ranks | n | inputs MB/rank | peak traced MB/rank | max RSS MB/rank | fwd+bwd s |",
-                  "|---|---|---|---|---|---|"]
-        for x in res["ring"]:
-            lines.append(f"| {x['ranks']} | {x['n']:,} | {x['inputs_bytes_per_rank'] / 2**20:.1f} | "
-                         f"{x['peak_traced_bytes_per_rank'] / 2**20:.1f} | {x['max_rss_bytes_per_rank'] / 2**20:.0f} | "
-                         f"{x['fwd_bwd_s']:.1f} |")
-    return "\n".join(lines)
+        lines += _table(["ranks", "n", "inputs MB/rank", "peak traced MB/rank", "max RSS MB/rank", "fwd+bwd s"],
+                        [[f"{x['ranks']}", f"{x['n']:,}", f"{x['inputs_bytes_per_rank'] / 2**20:.1f}",
+                          f"{x['peak_traced_bytes_per_rank'] / 2**20:.1f}",
+                          f"{x['max_rss_bytes_per_rank'] / 2**20:.0f}", f"{x['fwd_bwd_s']:.1f}"] for x in res["ring"]])
+    return "\n".join(lines).rstrip("\n")
 
 
 if __name__ == "__main__":

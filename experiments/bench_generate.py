@@ -28,7 +28,7 @@ import numpy as np
 import minitrans as mt
 from minitrans.models import GPT, GPTConfig
 
-from bench import machine_info   # same directory: run as a script
+from bench import loadavg, machine_info   # same directory: run as a script
 
 try:
     import torch
@@ -61,7 +61,7 @@ def interleave(sides: dict, warmup: int, reps: int) -> dict:
 
 def torch_generator(model: GPT):
     """A cached greedy step in PyTorch over ``model``'s weights: step(ids (1, T)) -> next-token logits."""
-    import torch.nn.functional as TF
+    from torch.nn.functional import embedding, layer_norm, linear, relu, scaled_dot_product_attention
 
     sd = {k: torch.from_numpy(v.numpy().copy()) for k, v in model.state_dict().items()}
     c = model.config
@@ -70,28 +70,28 @@ def torch_generator(model: GPT):
 
     def block(x, i, cache):
         p = f"blocks.layers.{i}."
-        a = TF.layer_norm(x, (E,), sd[p + "norm1.weight"], sd[p + "norm1.bias"])
-        q, k, v = TF.linear(a, sd[p + "self_attn.in_proj_weight"], sd[p + "self_attn.in_proj_bias"]).chunk(3, -1)
+        a = layer_norm(x, (E,), sd[p + "norm1.weight"], sd[p + "norm1.bias"])
+        q, k, v = linear(a, sd[p + "self_attn.in_proj_weight"], sd[p + "self_attn.in_proj_bias"]).chunk(3, -1)
         B, T, _ = q.shape
         q, k, v = (t.view(B, T, H, E // H).transpose(1, 2) for t in (q, k, v))          # (B, H, T, hd)
         if cache[i] is not None:
             k, v = torch.cat([cache[i][0], k], 2), torch.cat([cache[i][1], v], 2)
         cache[i] = (k, v)
-        o = TF.scaled_dot_product_attention(q, k, v, is_causal=T > 1)   # one new row sees every cached key
-        x = x + TF.linear(o.transpose(1, 2).reshape(B, T, E), sd[p + "self_attn.out_proj.weight"],
-                          sd[p + "self_attn.out_proj.bias"])
-        f = TF.layer_norm(x, (E,), sd[p + "norm2.weight"], sd[p + "norm2.bias"])
-        f = TF.linear(TF.relu(TF.linear(f, sd[p + "linear1.weight"], sd[p + "linear1.bias"])),
-                      sd[p + "linear2.weight"], sd[p + "linear2.bias"])
+        o = scaled_dot_product_attention(q, k, v, is_causal=T > 1)   # one new row sees every cached key
+        x = x + linear(o.transpose(1, 2).reshape(B, T, E), sd[p + "self_attn.out_proj.weight"],
+                       sd[p + "self_attn.out_proj.bias"])
+        f = layer_norm(x, (E,), sd[p + "norm2.weight"], sd[p + "norm2.bias"])
+        f = linear(relu(linear(f, sd[p + "linear1.weight"], sd[p + "linear1.bias"])),
+                   sd[p + "linear2.weight"], sd[p + "linear2.bias"])
         return x + f
 
     @torch.no_grad()
     def run(ids: np.ndarray, cache: list, past: int) -> torch.Tensor:
-        x = TF.embedding(torch.from_numpy(ids), sd["embed.weight"]) * math.sqrt(E) + pe[past:past + ids.shape[1]]
+        x = embedding(torch.from_numpy(ids), sd["embed.weight"]) * math.sqrt(E) + pe[past:past + ids.shape[1]]
         for i in range(c.n_layer):
             x = block(x, i, cache)
-        x = TF.layer_norm(x, (E,), sd["blocks.norm.weight"], sd["blocks.norm.bias"])
-        return TF.linear(x[:, -1], sd["head.weight"], sd["head.bias"])
+        x = layer_norm(x, (E,), sd["blocks.norm.weight"], sd["blocks.norm.bias"])
+        return linear(x[:, -1], sd["head.weight"], sd["head.bias"])
 
     return run
 
@@ -182,7 +182,7 @@ def main(argv=None) -> dict:
                   f"   minitrans/torch {r['ratio_vs_torch']:.2f} (best {r['ratio_vs_torch_best']:.2f})"
                   f"   logits |diff| {r['logits_max_abs_diff_vs_torch']:.1e}" if torch is not None else "")
               + f"   load {r['loadavg']:.1f}", flush=True)
-    info = machine_info(threads, mt.threading_layer() or 'default')
+    info = dict(machine_info(threads, mt.threading_layer() or "default"), loadavg=loadavg())
     first, last = rows[0], rows[-1]
     summary = {"cached_growth": last["cached_ms_per_token"] / first["cached_ms_per_token"],
                "cached_growth_best": last["cached_best_ms_per_token"] / first["cached_best_ms_per_token"],

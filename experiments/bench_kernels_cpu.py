@@ -9,7 +9,8 @@ W6  peak memory above the inputs (tracemalloc) of attention forward + backward, 
     head dim 64, n in {1024, 4096, 16384, 32768}: must grow linearly in n.
 
 Ours and the peer are timed alternately in the same process, float32, after one warm-up
-each (which also pays Numba's compile). Ratio = ours / peer (< 1 means we are faster).
+each (which also pays Numba's compile), with OpenBLAS on one thread so that the tiled attention
+runs its tiles on minitrans's threads. Ratio = ours / peer (< 1 means we are faster).
 
     python experiments/bench_kernels_cpu.py --quick
     python experiments/bench_kernels_cpu.py --out experiments/results/bench_kernels_cpu.json
@@ -27,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from minitrans import threads
 from minitrans.kernels import cpu, reference
 
 try:
@@ -169,12 +171,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     rng = np.random.default_rng(args.seed)
-    from numba import get_num_threads
-
+    # the tiled attention splits its tiles over minitrans's threads only with OpenBLAS on one thread
+    # (docs/performance.md); torch's own pool is unaffected
+    threads.set_blas_num_threads(1)
     res = dict(
         peer="torch" if torch is not None else "numpy-reference",
         torch_version=getattr(torch, "__version__", None),
-        numba_threads=get_num_threads(),
+        numba_threads=threads.get_num_threads(), blas_threads=threads.get_blas_num_threads(),
         torch_threads=torch.get_num_threads() if torch is not None else None,
         cpu_count=os.cpu_count(), machine=platform.machine(), processor=platform.processor(),
         quick=args.quick, dtype="float32",

@@ -372,6 +372,9 @@ def setup_threads(fw: str, threads: int) -> dict:
 
         mt.set_threading_layer(os.environ.get("NUMBA_THREADING_LAYER", "default"))
         mt.set_num_threads(threads)
+        # minitrans splits its large products and attention tiles over its own threads, each block a
+        # one-thread BLAS call (docs/performance.md): the explicit setting that needs
+        mt.threads.set_blas_num_threads(1)
         # what a minitrans user does for training speed (docs/performance.md): keep freed blocks for reuse
         retained = mt.backends.cpu.retain_freed_memory() if os.environ.get("MT_BENCH_RETAIN", "1") == "1" else False
         info.update(numba_threads=mt.get_num_threads(), blas_threads=mt.threads.get_blas_num_threads(),
@@ -386,11 +389,11 @@ def setup_threads(fw: str, threads: int) -> dict:
 
         info.update(jax=jax.__version__, xla_flags=os.environ.get("XLA_FLAGS", ""))
     else:
-        import minitrans.threads as th       # NumPy alone: its OpenBLAS, nothing else imported
+        from minitrans import threads as minitrans_threads     # NumPy's OpenBLAS, no minitrans work
         import numpy as np
 
-        th._set_blas(threads)
-        info.update(blas_threads=th.get_blas_num_threads(), numpy=np.__version__)
+        minitrans_threads.set_blas_num_threads(threads)
+        info.update(blas_threads=minitrans_threads.get_blas_num_threads(), numpy=np.__version__)
     return info
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+import numba
 import numpy as np
 
 import minitrans as mt
@@ -106,14 +107,27 @@ def seq_loss(logits: mt.Tensor, target: np.ndarray, device="cpu", ignore_index: 
                            ignore_index=ignore_index)
 
 
+def reversal_backward(model, opt, task: ReverseTask, rng, batch: int) -> mt.Tensor:
+    """One batch of the fixed-length reversal study scripts (gradflow, scaling): ``batch`` sequences
+    drawn with ``rng``, the per-token cross-entropy of ``model``'s output against their reversal,
+    gradients zeroed and back-propagated; returns the loss (the optimizer step is the caller's)."""
+    src = np.array(task.sample(rng, batch))
+    logits = model(mt.tensor(src))
+    loss = F.cross_entropy(logits.reshape(-1, task.vocab_size), mt.tensor(src[:, ::-1].reshape(-1)))
+    opt.zero_grad()
+    loss.backward()
+    return loss
+
+
 def fast_cpu_settings() -> None:
     """The process-wide CPU settings docs/performance.md measured for training, made explicitly: Numba's
-    workqueue threading layer on several threads (omp on one), and freed temporaries kept for reuse.
-    The layer is left alone once Numba's pool is running (it cannot change then)."""
-    import numba
-
+    workqueue threading layer on several threads (omp on one), OpenBLAS on one thread (the CPU kernels
+    split large products and attention tiles over minitrans's threads themselves), and freed
+    temporaries kept for reuse. The layer is left alone once Numba's pool is running (it cannot
+    change then)."""
     if mt.threading_layer() is None:
         mt.set_threading_layer("workqueue" if numba.config.NUMBA_NUM_THREADS > 1 else "omp")
+    mt.threads.set_blas_num_threads(1)
     mt.backends.cpu.retain_freed_memory()
 
 

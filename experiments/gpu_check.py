@@ -124,7 +124,7 @@ def realistic_shape_checks() -> list:
     import torch
     from numba import cuda
 
-    from minitrans.kernels import cuda as K
+    from minitrans.kernels import cuda as cuda_kernels
 
     rng = np.random.default_rng(0)
     out = []
@@ -134,10 +134,10 @@ def realistic_shape_checks() -> list:
 
     a = rng.standard_normal((1024, 768)).astype(np.float32)
     b = rng.standard_normal((768, 512)).astype(np.float32)
-    e = rel(K.matmul(cuda.to_device(a), cuda.to_device(b)).copy_to_host(), a.astype(np.float64) @ b)
+    e = rel(cuda_kernels.matmul(cuda.to_device(a), cuda.to_device(b)).copy_to_host(), a.astype(np.float64) @ b)
     out.append({"case": "matmul 1024x768x512", "max_rel_err": e, "ok": e < 1e-5})
     x = rng.standard_normal((W4_N, W4_N)).astype(np.float32)
-    y = K.softmax_forward(cuda.to_device(x)).copy_to_host()
+    y = cuda_kernels.softmax_forward(cuda.to_device(x)).copy_to_host()
     want = torch.softmax(torch.from_numpy(x).double(), -1).numpy()
     e = rel(y, want)
     out.append({"case": f"softmax {W4_N}x{W4_N}", "max_rel_err": e, "ok": e < 1e-5})
@@ -145,8 +145,8 @@ def realistic_shape_checks() -> list:
         q, k, v, do = (rng.standard_normal((8, 512, 64)).astype(np.float32) for _ in range(4))
         scale = 64 ** -0.5
         dq_, dk_, dv_ = (cuda.to_device(t) for t in (q, k, v))
-        o, lse = K.attention_forward(dq_, dk_, dv_, None, causal, scale)
-        grads = K.attention_backward(dq_, dk_, dv_, o, lse, cuda.to_device(do), None, causal, scale)
+        o, lse = cuda_kernels.attention_forward(dq_, dk_, dv_, None, causal, scale)
+        grads = cuda_kernels.attention_backward(dq_, dk_, dv_, o, lse, cuda.to_device(do), None, causal, scale)
         tq, tk, tv = (torch.from_numpy(t).double().requires_grad_() for t in (q, k, v))
         to = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv, is_causal=causal, scale=scale)
         to.backward(torch.from_numpy(do).double())
@@ -178,7 +178,7 @@ def run_bench(res: dict, reps: int) -> None:
     from numba import cuda
 
     import minitrans as mt
-    from minitrans.kernels import cuda as K
+    from minitrans.kernels import cuda as cuda_kernels
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
@@ -189,7 +189,7 @@ def run_bench(res: dict, reps: int) -> None:
     for n in W3_NS:
         a = rng.standard_normal((n, n)).astype(np.float32)
         da, ta = cuda.to_device(a), torch.from_numpy(a).to(dev)
-        ours = _timed(lambda: K.matmul(da, da), msync, reps)
+        ours = _timed(lambda: cuda_kernels.matmul(da, da), msync, reps)
         peer = _timed(lambda: ta @ ta, tsync, reps)
         gf = 2 * n ** 3 / 1e6
         rows.append({"workload": "W3 matmul", "case": f"n={n}", "metric": "GFLOP/s", "minitrans": gf / ours,
@@ -199,8 +199,8 @@ def run_bench(res: dict, reps: int) -> None:
     gy = cuda.to_device(x)
 
     def ours_sm():
-        y = K.softmax_forward(dx)
-        K.softmax_backward(y, gy)
+        y = cuda_kernels.softmax_forward(dx)
+        cuda_kernels.softmax_backward(y, gy)
 
     def torch_sm():
         y = torch.softmax(tx, -1)
@@ -220,8 +220,8 @@ def run_bench(res: dict, reps: int) -> None:
             tq = torch.from_numpy(q).to(dev)[None].requires_grad_()
 
             def ours_att():
-                o, lse = K.attention_forward(dq, dq, dq, None, causal, 0.125)
-                K.attention_backward(dq, dq, dq, o, lse, o, None, causal, 0.125)
+                o, lse = cuda_kernels.attention_forward(dq, dq, dq, None, causal, 0.125)
+                cuda_kernels.attention_backward(dq, dq, dq, o, lse, o, None, causal, 0.125)
 
             def torch_att():
                 o = torch.nn.functional.scaled_dot_product_attention(tq, tq, tq, is_causal=causal, scale=0.125)

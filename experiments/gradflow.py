@@ -23,12 +23,11 @@ import time
 import numpy as np
 
 import minitrans as mt
-import minitrans.nn.functional as F
 from minitrans import nn
 from minitrans.data import ReverseTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import _pyplot  # noqa: E402
+from common import _pyplot, reversal_backward  # noqa: E402
 
 
 class GradFlowMonitor:
@@ -108,11 +107,7 @@ def run(norm_first: bool, warmup: int, steps: int, layers: int, d_model: int, lr
     losses, accs = [], []
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        src = np.array(task.sample(rng, batch))
-        logits = model(mt.tensor(src))
-        loss = F.cross_entropy(logits.reshape(-1, task.vocab_size), mt.tensor(src[:, ::-1].reshape(-1)))
-        opt.zero_grad()
-        loss.backward()
+        loss = reversal_backward(model, opt, task, rng, batch)
         mon.before_step()
         opt.step()
         mon.after_step()

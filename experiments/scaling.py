@@ -33,7 +33,7 @@ from minitrans import nn
 from minitrans.data import ReverseTask
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import _pyplot  # noqa: E402
+from common import _pyplot, reversal_backward  # noqa: E402
 
 
 def dims(max_d: int) -> list[int]:
@@ -145,11 +145,7 @@ def train(d_head: int, scale, steps: int, seed: int, length: int = 8, d_model: i
     curve = []
     t0 = time.perf_counter()
     for step in range(1, steps + 1):
-        src = np.array(task.sample(rng, batch))
-        logits = model(mt.tensor(src))
-        loss = F.cross_entropy(logits.reshape(-1, task.vocab_size), mt.tensor(src[:, ::-1].reshape(-1)))
-        opt.zero_grad()
-        loss.backward()
+        loss = reversal_backward(model, opt, task, rng, batch)
         gq = float(np.linalg.norm(model.wq.weight.grad.numpy()))
         opt.step()
         if step % log_every == 0 or step == steps:
@@ -163,7 +159,7 @@ def train(d_head: int, scale, steps: int, seed: int, length: int = 8, d_model: i
 
 
 # ----------------------------------------------------------------------------- output
-def _md(headers, rows) -> str:
+def _markdown_table(headers, rows) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" for _ in headers) + "|"]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
@@ -172,18 +168,18 @@ def _md(headers, rows) -> str:
 def tables(res: dict) -> str:
     out = ["Variance of q·k, q, k ~ N(0, I_d) "
            f"({res['args']['samples']:,} draws per d; measured/predicted and its standard error)", "",
-           _md(["d", "predicted d", "measured", "measured / d", "± s.e."],
+           _markdown_table(["d", "predicted d", "measured", "measured / d", "± s.e."],
                [(r["d"], r["d"], f"{r['measured']:.2f}", f"{r['ratio']:.4f}", f"{r['rel_se']:.4f}")
                 for r in res["variance"]]), "",
            f"Softmax of one query against n = {res['args']['keys']} keys (mean over {res['args']['rows']} rows; "
            f"uniform entropy ln n = {math.log(res['args']['keys']):.2f})", "",
-           _md(["d", "entropy 1/√d", "entropy no scale", "max weight 1/√d", "max weight no scale"],
+           _markdown_table(["d", "entropy 1/√d", "entropy no scale", "max weight 1/√d", "max weight no scale"],
                [(r["d"], f"{r['entropy_scaled']:.3f}", f"{r['entropy_unscaled']:.3f}",
                  f"{r['max_weight_scaled']:.3f}", f"{r['max_weight_unscaled']:.3f}") for r in res["saturation"]]),
            "",
            f"Gradient norms per query/key row through the fused attention: root mean square and median over "
            f"{res['args']['repeats']}·B·T rows (B={res['args']['batch']}, T={res['args']['T']}, float32)", "",
-           _md(["d", "‖∂L/∂q‖ rms 1/√d", "rms no scale", "median 1/√d", "median no scale",
+           _markdown_table(["d", "‖∂L/∂q‖ rms 1/√d", "rms no scale", "median 1/√d", "median no scale",
                 "‖∂L/∂k‖ rms 1/√d", "rms no scale", "median 1/√d", "median no scale"],
                [(r["d"], *(f"{r[k]:.3g}" for k in ("dQ_scaled", "dQ_unscaled", "dQ_scaled_median",
                                                     "dQ_unscaled_median", "dK_scaled", "dK_unscaled",
@@ -193,7 +189,7 @@ def tables(res: dict) -> str:
         out += ["", f"Reversal of length-{res['args']['length']} sequences, one head of query/key width "
                 f"{res['args']['d_head']}, {res['args']['steps']} Adam steps, lr {res['args']['lr']} "
                 "(held-out token accuracy)", "",
-                _md(["scale", "seed", "acc. at 1/4 of steps", "final acc.", "steps to 90%", "‖∂L/∂W_q‖ at step "
+                _markdown_table(["scale", "seed", "acc. at 1/4 of steps", "final acc.", "steps to 90%", "‖∂L/∂W_q‖ at step "
                      f"{res['training'][0]['curve'][0]['step']}", "seconds"],
                     [(t["scale"], t["seed"], f"{t['curve'][len(t['curve']) // 4]['token_acc']:.3f}",
                       f"{t['final_acc']:.3f}", t["steps_to_90"] or "never", f"{t['curve'][0]['grad_wq']:.3g}",

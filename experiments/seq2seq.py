@@ -1,4 +1,5 @@
-"""Models for the toy tasks: an encoder–decoder (reversal) and a decoder-only LM (addition)."""
+"""The decoder-only LM of the addition task and the W1 benchmark (the encoder–decoder of the reversal
+task is ``minitrans.models.Seq2Seq``)."""
 from __future__ import annotations
 
 import math
@@ -10,77 +11,6 @@ import minitrans as mt
 import minitrans.nn as nn
 import minitrans.nn.functional as F
 from minitrans.data import PAD
-
-
-@dataclass
-class Seq2SeqConfig:
-    vocab_size: int = 20
-    d_model: int = 64            # embedding width
-    nhead: int = 4               # attention heads (head dim = d_model / nhead)
-    num_layers: int = 2          # encoder layers = decoder layers
-    dim_feedforward: int = 128
-    dropout: float = 0.0
-    positional: bool = True      # False: no positional encoding (order becomes invisible)
-    max_len: int = 64
-
-
-class Seq2Seq(nn.Module):
-    """Token embeddings (+ sinusoidal positions) → nn.Transformer → logits over the vocabulary."""
-
-    def __init__(self, cfg: Seq2SeqConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        # N(0, 1/d) so that embed·√d has unit scale, like the positional encoding it is added to
-        # (with N(0, 1) the positions would be drowned by embeddings 8x larger at d = 64)
-        nn.init.normal_(self.embed.weight, 0.0, cfg.d_model ** -0.5)
-        self.pos = nn.PositionalEncoding(cfg.d_model, max_len=cfg.max_len) if cfg.positional else nn.Identity()
-        self.transformer = nn.Transformer(cfg.d_model, cfg.nhead, cfg.num_layers, cfg.num_layers,
-                                          cfg.dim_feedforward, cfg.dropout, batch_first=True, norm_first=True)
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
-
-    def _embed(self, tokens: mt.Tensor) -> mt.Tensor:
-        return self.pos(self.embed(tokens) * math.sqrt(self.cfg.d_model))
-
-    def encode(self, src: mt.Tensor):
-        src_pad = src == PAD                                         # (B, S) True = padding
-        return self.transformer.encoder(self._embed(src), src_key_padding_mask=src_pad), src_pad
-
-    def decode(self, tgt_in: mt.Tensor, memory: mt.Tensor, src_pad: mt.Tensor) -> mt.Tensor:
-        T = tgt_in.shape[1]
-        causal = nn.Transformer.generate_square_subsequent_mask(T).to(tgt_in.device)
-        h = self.transformer.decoder(self._embed(tgt_in), memory, tgt_mask=causal,
-                                     memory_key_padding_mask=src_pad)
-        return self.head(h)                                          # (B, T, vocab)
-
-    def forward(self, src: mt.Tensor, tgt_in: mt.Tensor) -> mt.Tensor:
-        memory, src_pad = self.encode(src)
-        return self.decode(tgt_in, memory, src_pad)
-
-    @mt.no_grad()
-    def greedy(self, src: mt.Tensor, bos: int, steps: int) -> np.ndarray:
-        """Greedy decoding: feed back the argmax token for ``steps`` steps; returns (B, steps) int64."""
-        memory, src_pad = self.encode(src)
-        out = np.full((src.shape[0], 1), bos, np.int64)
-        for _ in range(steps):
-            logits = self.decode(mt.tensor(out, device=src.device), memory, src_pad)
-            nxt = logits[:, -1].argmax(-1).numpy()
-            out = np.concatenate([out, nxt[:, None]], axis=1)
-        return out[:, 1:]
-
-    @mt.no_grad()
-    def cross_attention_map(self, src: mt.Tensor, tgt_in: mt.Tensor) -> np.ndarray:
-        """Head-averaged cross-attention weights of the last decoder layer for one batch: (B, T, S)."""
-        memory, src_pad = self.encode(src)
-        dec = self.transformer.decoder
-        x = self._embed(tgt_in)
-        causal = nn.Transformer.generate_square_subsequent_mask(tgt_in.shape[1]).to(tgt_in.device)
-        for layer in dec.layers[:-1]:
-            x = layer(x, memory, tgt_mask=causal, memory_key_padding_mask=src_pad)
-        last = dec.layers[-1]
-        x = x + last._sa(last.norm1(x), causal, None, False)
-        _, w = last.multihead_attn(last.norm2(x), memory, memory, key_padding_mask=src_pad, need_weights=True)
-        return w.numpy()
 
 
 @dataclass

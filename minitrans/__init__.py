@@ -7,20 +7,21 @@
 """
 # Importing minitrans changes no thread count and no Numba setting: minitrans.threads is the one
 # place that does, when asked (mt.set_num_threads, mt.set_threading_layer).
-from . import _tensor_methods  # noqa: F401  (attaches the ops to Tensor)
-from . import _tensor_extra  # noqa: F401  (and the ones PyTorch programs need beyond them)
+import importlib as _importlib
+
+# autograd comes first: its gradcheck module builds tensors, so the tensor class (which needs
+# autograd.engine) must be assembled while autograd is importing, not the other way round
+from . import autograd
+from .autograd import enable_grad, no_grad, set_grad_enabled, is_grad_enabled
 from ._dtype import bool_ as bool  # noqa: A001
 from ._dtype import dtype, float32, float64, int64
-from ._functions import (abs, add, all, allclose, amax, amin, any, argmax, argmin, as_tensor, cat, chunk,
-                         clamp, clip, concatenate, exp, flatten, gelu, is_tensor, log, masked_fill, matmul,
-                         max, maximum, mean, min, minimum, mul, permute, pow, relu, reshape, rsqrt, sigmoid, split,
-                         sqrt, square, squeeze, stack, std, sub, sum, tanh, transpose, unsqueeze, var, where)
-from ._tensor_extra import (argsort, bmm, ceil, clone, cos, cumsum, div, flip, floor, floor_divide, gather,
-                            inference_mode, isfinite, isinf, isnan, log_softmax, multinomial, narrow, neg, negative,
-                            norm, numel, outer, remainder, repeat_interleave, round, sign, sin, softmax, sort, topk,
-                            tril, triu, trunc)
-from .autograd import enable_grad, no_grad, set_grad_enabled, is_grad_enabled
-from . import autograd
+from ._functions import (abs, add, all, allclose, amax, amin, any, argmax, argmin, argsort, as_tensor, bmm, cat,
+                         ceil, chunk, clamp, clip, clone, concatenate, cos, cumsum, div, exp, flatten, flip, floor,
+                         floor_divide, gather, gelu, inference_mode, is_tensor, isfinite, isinf, isnan, log,
+                         log_softmax, masked_fill, matmul, max, maximum, mean, min, minimum, mul, multinomial,
+                         narrow, neg, negative, norm, numel, outer, permute, pow, relu, remainder, repeat_interleave,
+                         reshape, round, rsqrt, sigmoid, sign, sin, softmax, sort, split, sqrt, square, squeeze,
+                         stack, std, sub, sum, tanh, topk, transpose, tril, triu, trunc, unsqueeze, var, where)
 from .device import device
 from .random import (get_rng_state, manual_seed, rand, rand_like, randint, randint_like, randn, randn_like,
                      randperm, set_rng_state)
@@ -64,13 +65,9 @@ __all__ = [
 
 
 def __getattr__(name):
-    # heavier subpackages load on first use
-    import importlib
-
+    # subpackages load on first use (as torch's are imported by name), which keeps `import minitrans` light
     if name in ("nn", "optim", "cuda", "data", "models", "serialization"):
-        return importlib.import_module(f".{name}", __name__)
+        return _importlib.import_module(f".{name}", __name__)
     if name in ("save", "load"):
-        from . import serialization
-
-        return getattr(serialization, name)
+        return getattr(_importlib.import_module(".serialization", __name__), name)
     raise AttributeError(f"module 'minitrans' has no attribute {name!r}")

@@ -1,6 +1,8 @@
 """Devices: ``cpu`` (NumPy arrays) and ``cuda`` (numba-cuda device arrays)."""
 from __future__ import annotations
 
+from .backends import get_backend
+
 
 class device:
     """Where a tensor's array lives, e.g. ``mt.device("cpu")`` or ``mt.device("cuda:0")``."""
@@ -28,8 +30,6 @@ class device:
     def backend(self):
         b = self._backend
         if b is None:
-            from .backends import get_backend
-
             b = self._backend = get_backend(self.type)
         return b
 

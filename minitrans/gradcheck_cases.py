@@ -13,6 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 
 import minitrans as mt
+import minitrans.nn.functional as F
+from minitrans.ops import attention as attention_ops, elementwise as elementwise_ops, linalg as linalg_ops
+from minitrans.ops import nn as nn_ops, reduce as reduce_ops, select as select_ops, shape as shape_ops
+from minitrans.ops import unary as unary_ops
+from minitrans.ops.hook_point import HookPoint
 from minitrans.tensor import Tensor
 
 
@@ -37,22 +42,18 @@ class In:
 
     def describe(self) -> str:
         s = "x".join(str(d) for d in self.shape) or "scalar"
-        if self.kind in ("mask", "keep"):
-            s += " bool"
-        elif self.kind.startswith("idx"):
-            s += " int"
+        s += " bool" if self.kind in ("mask", "keep") else " int" if self.kind.startswith("idx") else ""
         return s + (" (nc)" if self.nc else "")
+
+
+_UNIFORM = {"n": (-1.5, 1.5), "unit": (0.1, 0.9), "pos": (0.5, 2.0)}    # kind -> (low, high)
 
 
 def _values(rng: np.random.Generator, spec: In) -> np.ndarray:
     shape, k = spec.shape, spec.kind
     n = int(np.prod(shape, dtype=np.int64))
-    if k == "n":
-        return rng.uniform(-1.5, 1.5, shape)
-    if k == "unit":
-        return rng.uniform(0.1, 0.9, shape)
-    if k == "pos":
-        return rng.uniform(0.5, 2.0, shape)
+    if k in _UNIFORM:
+        return rng.uniform(*_UNIFORM[k], shape)
     if k in ("grid", "grid2"):
         return rng.integers(-20, 20, shape) * 0.1 + (0.03 if k == "grid" else 0.07)
     if k == "distinct":
@@ -115,10 +116,6 @@ class Case:
 
 
 def _ops():
-    from minitrans.nn import functional as F
-    from minitrans.nn import hooks as H
-    from minitrans.ops import attention as A, elementwise as E, linalg as L, nn as N, reduce as R, shape as S
-
     n34, b4, nc34 = In((3, 4)), In((4,)), In((3, 4), nc=True)
 
     def binary(kind_a="n", kind_b="n"):
@@ -144,96 +141,95 @@ def _ops():
             V(In((1, 1, 1)), In((1, 1, 1)), In((1, 1, 1))),
             V(In((2, 2, 3, 4), nc=True), In((2, 1, 3, 4)), In((2, 2, 3, 4)))]
     return [
-        Case("Add", lambda a, b: a + b, binary(), (E.Add,)),
-        Case("Sub", lambda a, b: a - b, binary(), (E.Sub,)),
-        Case("Mul", lambda a, b: a * b, binary(), (E.Mul,)),
-        Case("Div", lambda a, b: a / b, binary("n", "pos"), (E.Div,)),
-        Case("Neg", lambda a: -a, unary(), (E.Neg,)),
-        Case("Pow", lambda a, b: a ** b, binary("pos", "n"), (E.Pow,)),
-        Case("PowScalar", lambda a: a ** 3 + a ** 0.5 + a.rsqrt(), unary("pos"), (E.PowScalar,)),
-        Case("RPowScalar", lambda a: 2.0 ** a, unary(), (E.RPowScalar,)),
-        Case("Exp", lambda a: a.exp(), unary(), (E.Exp,)),
-        Case("Log", lambda a: a.log(), unary("pos"), (E.Log,)),
-        Case("Sqrt", lambda a: a.sqrt(), unary("pos"), (E.Sqrt,)),
-        Case("Abs", lambda a: a.abs(), unary("grid"), (E.Abs,)),
-        Case("Tanh", lambda a: a.tanh(), unary(), (E.Tanh,)),
-        Case("Sigmoid", lambda a: a.sigmoid(), unary(), (E.Sigmoid,)),
-        Case("Relu", lambda a: a.relu(), unary("grid"), (E.Relu,)),
-        Case("Gelu", lambda a: a.gelu(), unary(), (E.Gelu,)),
-        Case("Maximum", lambda a, b: mt.maximum(a, b), binary("grid", "grid2"), (E.Maximum,)),
-        Case("Minimum", lambda a, b: mt.minimum(a, b), binary("grid", "grid2"), (E.Minimum,)),
+        Case("Add", lambda a, b: a + b, binary(), (elementwise_ops.Add,)),
+        Case("Sub", lambda a, b: a - b, binary(), (elementwise_ops.Sub,)),
+        Case("Mul", lambda a, b: a * b, binary(), (elementwise_ops.Mul,)),
+        Case("Div", lambda a, b: a / b, binary("n", "pos"), (elementwise_ops.Div,)),
+        Case("Neg", lambda a: -a, unary(), (elementwise_ops.Neg,)),
+        Case("Pow", lambda a, b: a ** b, binary("pos", "n"), (elementwise_ops.Pow,)),
+        Case("PowScalar", lambda a: a ** 3 + a ** 0.5 + a.rsqrt(), unary("pos"), (elementwise_ops.PowScalar,)),
+        Case("RPowScalar", lambda a: 2.0 ** a, unary(), (elementwise_ops.RPowScalar,)),
+        Case("Exp", lambda a: a.exp(), unary(), (elementwise_ops.Exp,)),
+        Case("Log", lambda a: a.log(), unary("pos"), (elementwise_ops.Log,)),
+        Case("Sqrt", lambda a: a.sqrt(), unary("pos"), (elementwise_ops.Sqrt,)),
+        Case("Abs", lambda a: a.abs(), unary("grid"), (elementwise_ops.Abs,)),
+        Case("Tanh", lambda a: a.tanh(), unary(), (elementwise_ops.Tanh,)),
+        Case("Sigmoid", lambda a: a.sigmoid(), unary(), (elementwise_ops.Sigmoid,)),
+        Case("Relu", lambda a: a.relu(), unary("grid"), (elementwise_ops.Relu,)),
+        Case("Gelu", lambda a: a.gelu(), unary(), (elementwise_ops.Gelu,)),
+        Case("Maximum", lambda a, b: mt.maximum(a, b), binary("grid", "grid2"), (elementwise_ops.Maximum,)),
+        Case("Minimum", lambda a, b: mt.minimum(a, b), binary("grid", "grid2"), (elementwise_ops.Minimum,)),
         Case("Where", lambda m, a, b: mt.where(m, a, b),
              [V(In((3, 4), "mask"), n34, n34), V(In((3, 4), "mask"), n34, b4), V(In((4,), "mask"), nc34, n34)],
-             (E.Where,)),
-        Case("Clamp", lambda a: a.clamp(-0.5, 0.5) + a.clamp(min=0.2), unary("grid"), (E.Clamp,)),
+             (elementwise_ops.Where,)),
+        Case("Clamp", lambda a: a.clamp(-0.5, 0.5) + a.clamp(min=0.2), unary("grid"), (elementwise_ops.Clamp,)),
         # float64 -> float32 -> float64 is linear: a large step is exact, a small one drowns in float32 rounding
         Case("Cast", lambda a: a.float().double(), [V(In((3, 4), "grid")), V(In((2, 3), "grid", nc=True))],
-             (E.Cast,), eps=1e-2),
+             (elementwise_ops.Cast,), eps=1e-2),
         Case("Matmul", lambda a, b: a @ b,
              [V(In((3, 4)), In((4, 2))), V(In((2, 3, 4)), In((4, 5))), V(In((4,)), In((4, 3))),
               V(In((3, 4)), In((4,))), V(In((3, 4), nc=True), In((2, 4, 2))), V(In((1, 1)), In((1, 1)))],
-             (L.Matmul,)),
+             (linalg_ops.Matmul,)),
         Case("Linear(op)", lambda x, w, b: F.linear(x, w, b) + F.linear(x, w),
              [V(In((4, 5)), In((3, 5)), In((3,))), V(In((2, 3, 5), nc=True), In((3, 5), nc=True), In((3,))),
-              V(In((1, 1)), In((1, 1)), In((1,)))], (L.Linear,)),
+              V(In((1, 1)), In((1, 1)), In((1,)))], (linalg_ops.Linear,)),
         Case("Softmax", lambda a: F.softmax(a, dim=-1) + F.softmax(a, dim=0).sum(0),
-             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1))), V(In((2, 3, 5)))], (N.Softmax,)),
+             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1))), V(In((2, 3, 5)))], (nn_ops.Softmax,)),
         Case("LogSoftmax", lambda a: F.log_softmax(a, dim=-1),
-             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1)))], (N.LogSoftmax,)),
+             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1)))], (nn_ops.LogSoftmax,)),
         Case("CrossEntropy", lambda a, t: F.cross_entropy(a, t) + F.cross_entropy(a, t, ignore_index=1,
                                                                                   reduction="sum"),
              [V(In((4, 5)), In((4,), "idx:5")), V(In((4, 5), nc=True), In((4,), "idx:5")),
-              V(In((1, 1)), In((1,), "idx:1"))], (N.CrossEntropy,)),
+              V(In((1, 1)), In((1,), "idx:1"))], (nn_ops.CrossEntropy,)),
         Case("LayerNorm(op)", lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b),
              [V(In((3, 5)), In((5,)), In((5,))), V(In((2, 3, 4), nc=True), In((4,), nc=True), In((4,))),
-              V(In((2, 1)), In((1,)), In((1,)))], (N.LayerNorm,)),
+              V(In((2, 1)), In((1,)), In((1,)))], (nn_ops.LayerNorm,)),
         Case("Embedding(op)", lambda i, w: F.embedding(i, w),
-             [V(In((2, 3), "idx:4"), In((4, 3))), V(In((5,), "idx:2"), In((2, 3), nc=True))], (N.Embedding,)),
+             [V(In((2, 3), "idx:4"), In((4, 3))), V(In((5,), "idx:2"), In((2, 3), nc=True))], (nn_ops.Embedding,)),
         Case("Sum", lambda a: a.sum() + a.sum(dim=-1).sum() * 0.5 + a.mean(dim=0, keepdim=True).sum(),
-             [V(In((3, 4))), V(In((2, 3, 4), nc=True)), V(In((1,)))], (R.Sum,)),
+             [V(In((3, 4))), V(In((2, 3, 4), nc=True)), V(In((1,)))], (reduce_ops.Sum,)),
         Case("Amax", lambda a: a.amax(dim=-1) + a.max() + a.max(dim=0).values.sum(),
              [V(In((3, 4), "distinct")), V(In((3, 4), "distinct", nc=True)), V(In((1, 1), "distinct"))],
-             (R.Amax,)),
+             (reduce_ops.Amax,)),
         Case("Amin", lambda a: a.amin(dim=0) + a.min(),
              [V(In((3, 4), "distinct")), V(In((3, 4), "distinct", nc=True)), V(In((1, 1), "distinct"))],
-             (R.Amin,)),
+             (reduce_ops.Amin,)),
         Case("Reshape", lambda a: a.reshape(2, -1) * mt.arange(a.numel() // 2, dtype=mt.float64,
                                                               device=a.device),
-             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((2, 1)))], (S.Reshape,)),
+             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((2, 1)))], (shape_ops.Reshape,)),
         Case("Permute", lambda a: a.permute(2, 0, 1).reshape(-1) * mt.arange(a.numel(), dtype=mt.float64,
                                                                              device=a.device),
-             [V(In((2, 3, 4))), V(In((2, 3, 4), nc=True)), V(In((1, 1, 1)))], (S.Permute,)),
+             [V(In((2, 3, 4))), V(In((2, 3, 4), nc=True)), V(In((1, 1, 1)))], (shape_ops.Permute,)),
         Case("Expand", lambda a: a.expand(2, *a.shape) * mt.arange(2, dtype=mt.float64, device=a.device
                                                                    ).reshape(2, *[1] * a.ndim),
-             [V(In((3, 1))), V(In((3, 4), nc=True)), V(In((1,)))], (S.Expand,)),
+             [V(In((3, 1))), V(In((3, 4), nc=True)), V(In((1,)))], (shape_ops.Expand,)),
         Case("GetItem", lambda a, i, m: a[1:, ::2].sum() + a[i].sum(0) + (a[m] * 3).sum(),
              [V(In((3, 4)), In((5,), "idx:3"), In((3, 4), "mask")),
-              V(In((4, 3), nc=True), In((2,), "idx:4"), In((4, 3), "mask"))], (S.GetItem,)),
+              V(In((4, 3), nc=True), In((2,), "idx:4"), In((4, 3), "mask"))], (shape_ops.GetItem,)),
         Case("Cat", lambda a, b: mt.cat([a, b, a], dim=-1),
-             [V(In((3, 4)), In((3, 2))), V(In((2, 3), nc=True), In((2, 1))), V(In((1,)), In((1,)))], (S.Cat,)),
+             [V(In((3, 4)), In((3, 2))), V(In((2, 3), nc=True), In((2, 1))), V(In((1,)), In((1,)))],
+             (shape_ops.Cat,)),
         Case("MaskedFill", lambda a, m: a.masked_fill(m, 0.5),
-             [V(In((3, 4)), In((3, 4), "mask")), V(In((3, 4), nc=True), In((4,), "mask"))], (S.MaskedFill,)),
-        Case("ToDevice", _round_trip, [V(In((3, 4))), V(In((2, 3), nc=True))], (S.ToDevice,)),
+             [V(In((3, 4)), In((3, 4), "mask")), V(In((3, 4), nc=True), In((4,), "mask"))], (shape_ops.MaskedFill,)),
+        Case("ToDevice", _round_trip, [V(In((3, 4))), V(In((2, 3), nc=True))], (shape_ops.ToDevice,)),
         Case("ScaledDotProductAttention",
              lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
-             + F.scaled_dot_product_attention(q, k, v, scale=1.0) * 0.5, attn, (A.ScaledDotProductAttention,)),
+             + F.scaled_dot_product_attention(q, k, v, scale=1.0) * 0.5, attn,
+             (attention_ops.ScaledDotProductAttention,)),
         Case("ScaledDotProductAttention(causal, mask)",
              lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, is_causal=True)
              + F.scaled_dot_product_attention(q, k, v, attn_mask=m),
              [V(In((2, 3, 4)), In((2, 3, 4)), In((2, 3, 4)), In((3, 3), "keep")),
               V(In((1, 2, 4, 4), nc=True), In((1, 2, 4, 4)), In((1, 2, 4, 4)), In((1, 1, 4, 4), "keep"))],
-             (A.ScaledDotProductAttention,)),
-        Case("Contiguous", lambda a: a.contiguous() * a.contiguous(), [V(In((3, 4), nc=True)),
-                                                                    V(In((2, 3, 4), nc=True))], (F._Contig,)),
-        Case("module backward hooks", hooked, [V(n34, n34), V(nc34, In((1, 4)))], (H._HookPoint,)),
+             (attention_ops.ScaledDotProductAttention,)),
+        Case("Contiguous", lambda a: a.contiguous() * a.contiguous(),
+             [V(In((3, 4), nc=True)), V(In((2, 3, 4), nc=True))], (shape_ops.Contiguous,)),
+        Case("module backward hooks", hooked, [V(n34, n34), V(nc34, In((1, 4)))], (HookPoint,)),
     ] + _more_ops(unary, binary)
 
 
 def _more_ops(unary, binary):
     """Item assignment, selection, padding and the extra elementwise math (several are CPU-only)."""
-    from minitrans.nn import functional as F
-    from minitrans.ops import select as Sel, unary as U
-
     cpu = ("cpu",)
 
     def setitem(a, v):
@@ -245,33 +241,33 @@ def _more_ops(unary, binary):
         return a.floor() + a.ceil() + a.round() + a.round(1) + a.trunc() + a.sign() + a * 0.5
 
     return [
-        Case("Sin", lambda a: a.sin(), unary(), (U.Sin,), devices=cpu),
-        Case("Cos", lambda a: a.cos(), unary(), (U.Cos,), devices=cpu),
-        Case("Step", steps, unary("grid"), (U.Step,), devices=cpu),
-        Case("FloorDivide", lambda a, b: a // b + a, binary("n", "pos"), (U.FloorDivide,), devices=cpu),
-        Case("Remainder", lambda a, b: a % b, binary("n", "pos"), (U.Remainder,), devices=cpu),
-        Case("Clone", lambda a: a.clone() * a, unary(), (Sel.Clone,)),
-        Case("LSTMPointwise", lambda gates, c: Sel.LSTMPointwise.apply(gates, c),
+        Case("Sin", lambda a: a.sin(), unary(), (unary_ops.Sin,), devices=cpu),
+        Case("Cos", lambda a: a.cos(), unary(), (unary_ops.Cos,), devices=cpu),
+        Case("Step", steps, unary("grid"), (unary_ops.Step,), devices=cpu),
+        Case("FloorDivide", lambda a, b: a // b + a, binary("n", "pos"), (unary_ops.FloorDivide,), devices=cpu),
+        Case("Remainder", lambda a, b: a % b, binary("n", "pos"), (unary_ops.Remainder,), devices=cpu),
+        Case("Clone", lambda a: a.clone() * a, unary(), (select_ops.Clone,)),
+        Case("LSTMPointwise", lambda gates, c: select_ops.LSTMPointwise.apply(gates, c),
              [V(In((3, 8)), In((3, 2))), V(In((2, 12), nc=True), In((2, 3))), V(In((1, 4)), In((1, 1)))],
-             (Sel.LSTMPointwise,)),
+             (select_ops.LSTMPointwise,)),
         Case("SetItem", setitem, [V(In((3, 4)), In((2, 2))), V(In((3, 4), nc=True), In((2,))),
-                                  V(In((2, 5)), In((1,)))], (Sel.SetItem,)),
+                                  V(In((2, 5)), In((1,)))], (select_ops.SetItem,)),
         Case("TriMask", lambda a: a.tril() + a.triu(1) * 2,
-             [V(In((3, 4))), V(In((2, 3, 3), nc=True)), V(In((1, 1)))], (Sel.TriMask,)),
+             [V(In((3, 4))), V(In((2, 3, 3), nc=True)), V(In((1, 1)))], (select_ops.TriMask,)),
         Case("Gather", lambda a, i: a.gather(1, i).sum() + a.sort(dim=-1).values * 2 + a.topk(2).values.sum(),
              [V(In((3, 4), "distinct"), In((3, 5), "idx:4")), V(In((3, 4), "distinct", nc=True),
-                                                                   In((3, 2), "idx:4"))], (Sel.Gather,),
+                                                                   In((3, 2), "idx:4"))], (select_ops.Gather,),
              devices=cpu),
         Case("CumSum", lambda a: a.cumsum(0) + a.cumsum(-1) * 2,
-             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1)))], (Sel.CumSum,), devices=cpu),
+             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1)))], (select_ops.CumSum,), devices=cpu),
         Case("Pad", lambda a: F.pad(a, (1, 2, 0, 1), value=0.5) * 3,
-             [V(In((3, 4))), V(In((2, 3, 4), nc=True)), V(In((1, 1)))], (Sel.Pad,)),
+             [V(In((3, 4))), V(In((2, 3, 4), nc=True)), V(In((1, 1)))], (select_ops.Pad,)),
     ]
 
 
 def _round_trip(a: Tensor) -> Tensor:
     """cpu → cuda → cpu (or the reverse): needs a second device, so it runs only where CUDA is available."""
-    other = "cpu" if a.device.type == "cuda" else "cuda"
+    other = "cuda" if a.device.backend.host_memory else "cpu"
     return (a.to(other) * 2.0).to(a.device)
 
 
@@ -306,7 +302,7 @@ def _layers():
         Case("nn.Tanh", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.Tanh),
         Case("nn.Identity", lambda m, x: m(x) * m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.Identity),
         Case("nn.Sequential", lambda m, x: m(x), [V(In((3, 4))), V(In((2, 3, 4), nc=True))], make=seq),
-        Case("nn.MultiheadAttention", _mha, [V(x238, mem, In((2, 4), "mask"), batch_first=True),
+        Case("nn.MultiheadAttention", _multihead_attention, [V(x238, mem, In((2, 4), "mask"), batch_first=True),
                                                V(In((3, 2, 8), nc=True), In((4, 2, 8)), In((2, 4), "mask"),
                                                  batch_first=False)],
              make=lambda batch_first: nn.MultiheadAttention(8, 2, batch_first=batch_first)),
@@ -378,7 +374,7 @@ def _more_layers():
     ]
 
 
-def _mha(m, q, kv, pad):
+def _multihead_attention(m, q, kv, pad):
     out, w = m(q, kv, kv, key_padding_mask=pad)                 # cross-attention with padding, weights returned
     self_out, _ = m(q, q, q, need_weights=False, is_causal=True)
     return out, w, self_out

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import pkgutil
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -47,8 +48,6 @@ def _all_subclasses(cls):
 
 def discover() -> tuple[list[type], list[str]]:
     """(every Function subclass defined in minitrans, every layer class exported by minitrans.nn)."""
-    import pkgutil
-
     for info in pkgutil.iter_modules(mt.__path__, "minitrans."):
         try:
             importlib.import_module(info.name)

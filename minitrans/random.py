@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _dtype
-from .tensor import Tensor, _dt, _finish, _shape_arg
+from ._creation import from_host_array, numpy_dtype_or_default, shape_from_args
+from ._tensor_core import TensorBase
 
 _GEN = {"g": np.random.default_rng(0)}
 
@@ -33,21 +34,21 @@ def set_rng_state(state: dict) -> None:
     _GEN["g"] = g
 
 
-def randn(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
-    d = _dt(dtype)
+def randn(*size, dtype=None, device=None, requires_grad: bool = False) -> TensorBase:
+    d = numpy_dtype_or_default(dtype)
     if d.kind != "f":
         raise TypeError(f"randn: dtype must be floating point, got {_dtype.from_numpy_dtype(d)}")
-    return _finish(_GEN["g"].standard_normal(_shape_arg(size), dtype=d), None, device, requires_grad)
+    return from_host_array(_GEN["g"].standard_normal(shape_from_args(size), dtype=d), None, device, requires_grad)
 
 
-def rand(*size, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
-    d = _dt(dtype)
+def rand(*size, dtype=None, device=None, requires_grad: bool = False) -> TensorBase:
+    d = numpy_dtype_or_default(dtype)
     if d.kind != "f":
         raise TypeError(f"rand: dtype must be floating point, got {_dtype.from_numpy_dtype(d)}")
-    return _finish(_GEN["g"].random(_shape_arg(size), dtype=d), None, device, requires_grad)
+    return from_host_array(_GEN["g"].random(shape_from_args(size), dtype=d), None, device, requires_grad)
 
 
-def randint(low: int, high=None, size=(), dtype=None, device=None) -> Tensor:
+def randint(low: int, high=None, size=(), dtype=None, device=None) -> TensorBase:
     """Integers in [low, high); ``randint(high, size)`` and ``randint(low, high, size)`` as in PyTorch."""
     if isinstance(high, (tuple, list)):          # randint(high, size)
         low, high, size = 0, low, high
@@ -55,21 +56,21 @@ def randint(low: int, high=None, size=(), dtype=None, device=None) -> Tensor:
         low, high = 0, low
     if high <= low:
         raise ValueError(f"randint: high ({high}) must be greater than low ({low})")
-    arr = _GEN["g"].integers(low, high, size=_shape_arg((tuple(size),)), dtype=np.int64)
-    return _finish(arr, dtype or _dtype.int64, device, False)
+    arr = _GEN["g"].integers(low, high, size=shape_from_args((tuple(size),)), dtype=np.int64)
+    return from_host_array(arr, dtype or _dtype.int64, device, False)
 
 
-def randperm(n: int, dtype=None, device=None) -> Tensor:
-    return _finish(_GEN["g"].permutation(n).astype(np.int64), dtype or _dtype.int64, device, False)
+def randperm(n: int, dtype=None, device=None) -> TensorBase:
+    return from_host_array(_GEN["g"].permutation(n).astype(np.int64), dtype or _dtype.int64, device, False)
 
 
-def randn_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+def randn_like(t: TensorBase, dtype=None, device=None, requires_grad: bool = False) -> TensorBase:
     return randn(*t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
 
 
-def rand_like(t: Tensor, dtype=None, device=None, requires_grad: bool = False) -> Tensor:
+def rand_like(t: TensorBase, dtype=None, device=None, requires_grad: bool = False) -> TensorBase:
     return rand(*t.shape, dtype=dtype or t.dtype, device=device or t.device, requires_grad=requires_grad)
 
 
-def randint_like(t: Tensor, low: int, high: int | None = None, dtype=None, device=None) -> Tensor:
+def randint_like(t: TensorBase, low: int, high: int | None = None, dtype=None, device=None) -> TensorBase:
     return randint(low, high, t.shape, dtype=dtype or t.dtype, device=device or t.device)

@@ -30,6 +30,9 @@ import zipfile
 
 import numpy as np
 
+from ._dtype import dtype
+from .device import device
+from .nn.module import Module, Parameter
 from .tensor import Tensor
 
 FORMAT = "minitrans-checkpoint"
@@ -68,8 +71,6 @@ def _encode(obj, arrays: dict, where: str):
         return {"__value__": obj}
     if isinstance(obj, np.generic):
         return {"__value__": obj.item()}
-    from .nn.module import Module
-
     if isinstance(obj, Module):
         raise _NeedsPickle
     raise TypeError(f"save: cannot serialise an object of type {type(obj).__name__} at {where}")
@@ -108,8 +109,6 @@ def save(obj, f, pickle_protocol: int = 4) -> None:
 def _rebuild_tensor(raw: bytes, dtype: str, shape, requires_grad: bool, parameter: bool):
     arr = np.frombuffer(raw, dtype=np.dtype(dtype)).reshape(shape).copy()
     if parameter:
-        from .nn.module import Parameter
-
         return Parameter(Tensor._wrap(arr), requires_grad)
     t = Tensor._wrap(arr)
     t.requires_grad = bool(requires_grad)
@@ -131,8 +130,6 @@ class _Pickler(pickle.Pickler):
 
     def reducer_override(self, obj):
         if isinstance(obj, Tensor):
-            from .nn.module import Parameter
-
             arr = _plain(obj.numpy(), "a tensor")
             return _rebuild_tensor, (arr.tobytes(), arr.dtype.str, arr.shape, bool(obj.requires_grad),
                                      isinstance(obj, Parameter))
@@ -199,10 +196,6 @@ def _minitrans_global(module: str, name: str):
         return None
     if getattr(obj, "__module__", "") != module:          # only what the module itself defines
         return None
-    from ._dtype import dtype
-    from .device import device
-    from .nn.module import Module
-
     if isinstance(obj, type):
         if issubclass(obj, (Module, Tensor, dtype, device)) or dataclasses.is_dataclass(obj):
             return obj
@@ -317,8 +310,6 @@ def load(f, map_location=None, pickle_module=None, *, weights_only: bool | None 
 
 
 def _to_device(obj, dev):
-    from .nn.module import Module
-
     if isinstance(obj, Tensor):
         return obj.to(dev)
     if isinstance(obj, Module):

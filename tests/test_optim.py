@@ -315,3 +315,23 @@ def test_optimizer_load_state_dict_mismatch():
         Adam(other, lr=0.1).load_state_dict(sd)
     with pytest.raises(ValueError, match="state"):
         Adam(ps, lr=0.1).load_state_dict({"param_groups": sd["param_groups"]})
+
+
+def test_optim_does_not_import_nn():
+    """Layering: the optimizers sit below the layers (nn may import optim, never the reverse)."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(mt.__file__).parent / "optim"
+    offenders = []
+    for path in sorted(root.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names = [("." * node.level) + (node.module or "")]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            offenders += [f"{path.name}: {n}" for n in names
+                          if n.startswith("..nn") or n.startswith("minitrans.nn")]
+    assert offenders == []

@@ -189,3 +189,104 @@ def test_tensor_constructor_and_helpers():
     assert mt.as_tensor(t) is t
     assert mt.allclose(mt.tensor([1.0]), mt.tensor([1.0 + 1e-9]))
     assert mt.tensor([[1.0, 2.0]]).T.shape == (2, 1)
+
+
+# ----------------------------------------------------------------------------- the class itself
+def _class_body_names(cls) -> set:
+    """The names bound inside ``class cls:`` in its module's source (defs and assignments)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(inspect.getmodule(cls)))
+    body = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == cls.__name__).body
+    names = set()
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
+            for target in (node.targets if isinstance(node, ast.Assign) else [node.target]):
+                for t in ast.walk(target):
+                    if isinstance(t, ast.Name):
+                        names.add(t.id)
+    return names
+
+
+def test_every_tensor_method_is_defined_in_a_class_body():
+    """IDEs, type checkers and help() see a method only when a class body defines it: nothing may be
+    attached to Tensor from outside (as a module doing ``Tensor.sum = ...`` would)."""
+    own = {cls: _class_body_names(cls) for cls in mt.Tensor.__mro__ if cls is not object}
+    for name in set(dir(mt.Tensor)) - set(dir(object)) - {"__dict__", "__module__", "__weakref__", "__slots__"}:
+        owner = next(cls for cls in mt.Tensor.__mro__ if name in vars(cls))
+        assert owner is object or name in own[owner] or name in owner.__slots__, \
+            f"Tensor.{name} is attached to {owner.__name__} from outside its class body"
+    for name in ("sum", "reshape", "clamp_", "topk", "multinomial", "backward", "__add__", "__setitem__"):
+        assert name in pydoc_text(), name
+
+
+def pydoc_text() -> str:
+    import pydoc
+
+    return pydoc.render_doc(mt.Tensor, renderer=pydoc.plaintext)
+
+
+def test_a_second_tensor_class_is_refused_and_parameter_stays_a_tensor():
+    from minitrans._tensor_core import TensorBase
+
+    with pytest.raises(TypeError, match="one tensor class"):
+        type("OtherTensor", (TensorBase,), {"__slots__": ()})
+    p = mt.nn.Parameter(mt.ones(2))
+    assert isinstance(p * 2, mt.Tensor) and type(p * 2) is mt.Tensor
+
+
+def test_tensor_hash_is_identity_and_eq_is_elementwise():
+    a, b = mt.tensor([1.0, 2.0]), mt.tensor([1.0, 2.0])
+    assert hash(a) == id(a) and len({a, b}) == 2
+    assert (a == b).tolist() == [True, True]
+
+
+# ----------------------------------------------------------------------------- dims
+def test_normalize_dim_is_the_one_dim_rule():
+    from minitrans._dims import normalize_dim
+
+    assert normalize_dim(-1, 3, "f") == 2 and normalize_dim(np.int64(1), 3, "f") == 1
+    assert normalize_dim(0, 0, "f") == 0 and normalize_dim(-1, 0, "f") == 0      # a 0-d tensor has dim 0 / -1
+    with pytest.raises(IndexError, match=r"^f: dim 3 is out of range for a tensor with 3 dimensions$"):
+        normalize_dim(3, 3, "f")
+    with pytest.raises(IndexError, match="dim -4 is out of range"):
+        normalize_dim(-4, 3, "f")
+    with pytest.raises(TypeError, match="f: dim must be an int, got float"):
+        normalize_dim(1.0, 3, "f")
+
+
+@pytest.mark.parametrize("call", [lambda x: x.transpose(0, 5), lambda x: x.sum(5), lambda x: x.softmax(5),
+                                  lambda x: x.cumsum(5), lambda x: mt.cat([x, x], 5), lambda x: x.max(5),
+                                  lambda x: x.argmax(5), lambda x: x.unsqueeze(6), lambda x: x.flatten(5)])
+def test_every_dim_argument_gives_the_same_error(call):
+    with pytest.raises(IndexError, match="dim 5 is out of range for a tensor with 2 dimensions|"
+                                         "dim 6 is out of range for a tensor with 3 dimensions"):
+        call(mt.ones(2, 3))
+
+
+# ----------------------------------------------------------------------------- in place
+def test_clamp_in_place_writes_into_the_tensor_and_bumps_its_version():
+    x = mt.tensor([-2.0, 0.5, 3.0])
+    data, version = x._data, x._version
+    assert x.clamp_(-1.0, 1.0) is x and x.tolist() == [-1.0, 0.5, 1.0]
+    assert x._data is data and x._version == version + 1
+    assert mt.tensor([5, -5]).clamp_(max=2).tolist() == [2, -5]
+
+
+def test_assigning_a_graph_value_into_a_view_of_a_plain_tensor_is_refused():
+    """The view's base would hold values whose history it does not know (a gradient lost)."""
+    base = mt.zeros(4)
+    view = base[1:3]
+    w = mt.ones(2, requires_grad=True)
+    with pytest.raises(RuntimeError, match="assigning into a view"):
+        view[:] = w * 2
+    copy = base[[1, 2]]                                   # advanced indexing copies: no view, allowed
+    copy[:] = w * 2
+    copy.sum().backward()
+    assert w.grad.tolist() == [2.0, 2.0]
+    detached_view = base.detach()[1:3]
+    with pytest.raises(RuntimeError, match="assigning into a view"):
+        detached_view.detach()[0] = w[0]

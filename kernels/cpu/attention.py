@@ -14,9 +14,12 @@ Parallelisation: tiles, not rows. Work units are (batch*head, query tile) in the
 and (batch*head, key tile) in the backward; `get_num_threads()` Python threads pull
 units dynamically (causal: longest first), each with its own buffers, running Numba
 kernels compiled `nogil=True` (so no `parallel=True` here) and BLAS calls that release
-the GIL. OpenBLAS is set to one thread for the duration: mixing its own worker threads
-with ours (or with Numba's prange workers) oversubscribes the cores, and on the 2-core
-machine that measured 2-20x slower and erratic. Units write disjoint rows of o / dk / dv;
+the GIL. That needs OpenBLAS on one thread (`mt.threads.set_blas_num_threads(1)`, or
+`limit_blas_threads(1)`): mixing its own worker threads with ours (or with Numba's prange
+workers) oversubscribes the cores, and on the 2-core machine that measured 2-20x slower and
+erratic. The kernel never changes OpenBLAS's count itself: while OpenBLAS runs on several
+threads, the units run one after another on the calling thread and OpenBLAS parallelises
+each product. Units write disjoint rows of o / dk / dv;
 dQ rows are summed by key tiles of different threads, so thread 0 accumulates into dq and
 each other thread into a private (B, Tq, d) buffer added at the end.
 
@@ -42,7 +45,7 @@ import threading
 
 from numba import get_num_threads, njit, prange
 
-from minitrans.threads import blas_single_threaded, worker_pool
+from minitrans.threads import blas_is_single_threaded, worker_pool
 
 from .attention_small import SMALL_T, small_backward, small_forward
 from .softmax import FASTMATH, exp_inplace, row_max
@@ -179,9 +182,10 @@ class _Bias:
 
 # --------------------------------------------------------------------------- threads
 def _parallel(work, units: list, nthreads: int) -> None:
-    """Run work(tid, unit) over units on nthreads threads, pulling units dynamically."""
+    """Run work(tid, unit) over units on nthreads threads, pulling units dynamically; on the
+    calling thread alone unless OpenBLAS is on one thread (see the module docstring)."""
     nthreads = max(1, min(nthreads, len(units)))
-    if nthreads == 1:
+    if nthreads == 1 or not blas_is_single_threaded():
         for u in units:
             work(0, u)
         return
@@ -196,29 +200,32 @@ def _parallel(work, units: list, nthreads: int) -> None:
                 return
             work(tid, u)
 
-    with blas_single_threaded():
-        for f in [pool.submit(loop, t) for t in range(nthreads)]:
-            f.result()
+    for f in [pool.submit(loop, t) for t in range(nthreads)]:
+        f.result()
+
+
+def _tiling(dt, Tq: int, Tk: int, scale: float):
+    """What the tiled forward and backward set up alike: the tile sizes (bq, bk), one empty slot per
+    thread for its buffers, the dtype of the exp scratch (int of the float's width), scale as a dt."""
+    bq, bk = max(1, min(BLOCK_Q, Tq)), max(1, min(BLOCK_K, Tk))
+    itype = np.int32 if dt == np.float32 else np.int64
+    return bq, bk, [None] * get_num_threads(), itype, dt.type(scale)
 
 
 # --------------------------------------------------------------------------- public
 def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
     _check(q, k, v, bias)
-    (B, Tq, d), Tk, dv = q.shape, k.shape[1], v.shape[2]
+    (B, Tq, d), Tk, dim_v = q.shape, k.shape[1], v.shape[2]
     if Tq <= SMALL_T and Tk <= SMALL_T:       # many short sequences: one prange kernel
         return small_forward(q, k, v, bias, is_causal, scale)
     dt = q.dtype
-    o = np.zeros((B, Tq, dv), dt)
+    o = np.zeros((B, Tq, dim_v), dt)
     lse = np.empty((B, Tq), dt)
-    bq, bk = max(1, min(BLOCK_Q, Tq)), max(1, min(BLOCK_K, Tk))
-    nth = get_num_threads()
-    itype = np.int32 if dt == np.float32 else np.int64
-    bufs = [None] * nth
-    sc = dt.type(scale)
+    bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
 
     def work(tid, unit):
         if bufs[tid] is None:
-            bufs[tid] = (np.empty(bq * bk, dt), np.empty((bq, bk), itype), np.empty(bq * dv, dt),
+            bufs[tid] = (np.empty(bq * bk, dt), np.empty((bq, bk), itype), np.empty(bq * dim_v, dt),
                          np.empty(bq, dt), np.empty(bq, np.float64), _Bias(bias, bq, bk, dt))
         sbuf, ib, pv, m, l, bias_tiles = bufs[tid]
         b, q0 = unit
@@ -238,7 +245,7 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
             if k0 == 0:
                 np.matmul(s, v[b, k0:k1], out=acc)
             else:
-                t = _tile(pv, qn, dv)
+                t = _tile(pv, qn, dim_v)
                 np.matmul(s, v[b, k0:k1], out=t)
                 acc += t
         _fwd_finish(acc, m[:qn], l[:qn], lse[b, q0:q1])
@@ -247,41 +254,37 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
     units = [(b, q0) for q0 in range(0, Tq, bq) for b in range(B)]
     if is_causal:
         units.reverse()
-    _parallel(work, units, nth)
+    _parallel(work, units, len(bufs))
     return o, lse
 
 
 def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float):
     _check(q, k, v, bias)
-    (B, Tq, d), Tk, dv = q.shape, k.shape[1], v.shape[2]
+    (B, Tq, d), Tk, dim_v = q.shape, k.shape[1], v.shape[2]
     dt = q.dtype
     for a in (o, do):
-        if a.shape != (B, Tq, dv) or a.dtype != dt or not a.flags.c_contiguous:
+        if a.shape != (B, Tq, dim_v) or a.dtype != dt or not a.flags.c_contiguous:
             raise ValueError("o and do must be C-contiguous (B, Tq, dv) arrays of q's dtype")
     lse = np.ascontiguousarray(lse, dt)
     if Tq <= SMALL_T and Tk <= SMALL_T:
         return small_backward(q, k, v, o, lse, do, bias, is_causal, scale)
-    dq, dk, dvv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
     dvec = np.empty((B, Tq), dt)                 # D = rowsum(dO * O)
     if B * Tq:
-        _row_dot(do.reshape(B * Tq, dv), o.reshape(B * Tq, dv), dvec.reshape(B * Tq))
-    bq, bk = max(1, min(BLOCK_Q, Tq)), max(1, min(BLOCK_K, Tk))
-    nth = get_num_threads()
-    itype = np.int32 if dt == np.float32 else np.int64
-    bufs = [None] * nth
-    sc = dt.type(scale)
+        _row_dot(do.reshape(B * Tq, dim_v), o.reshape(B * Tq, dim_v), dvec.reshape(B * Tq))
+    bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
 
     def work(tid, unit):
         if bufs[tid] is None:   # thread 0 accumulates dQ in place, the others privately
             bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * bk, dt), np.empty((bq, bk), itype),
-                         np.empty(bq * d, dt), np.empty(bk * d, dt), np.empty(bk * dv, dt),
+                         np.empty(bq * d, dt), np.empty(bk * d, dt), np.empty(bk * dim_v, dt),
                          _Bias(bias, bq, bk, dt), dq if tid == 0 else np.zeros_like(q))
         sbuf, dpbuf, ib, tq, tk, tv, bias_tiles, dq_acc = bufs[tid]
         b, k0 = unit
         k1 = min(k0 + bk, Tk)
         kn = k1 - k0
         kt, vt = k[b, k0:k1], v[b, k0:k1]
-        dk_acc, dv_acc = dk[b, k0:k1], dvv[b, k0:k1]
+        dk_acc, dv_acc = dk[b, k0:k1], dv[b, k0:k1]
         for q0 in range(min(k0, Tq) if is_causal else 0, Tq, bq):
             q1 = min(q0 + bq, Tq)
             qn = q1 - q0
@@ -292,7 +295,7 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
             masked = is_causal and k1 - 1 > q0
             _bwd_tile(s, dp, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc,
                       masked, q0 - k0, lse[b, q0:q1], dvec[b, q0:q1], ib)
-            t = _tile(tv, kn, dv)
+            t = _tile(tv, kn, dim_v)
             np.matmul(s.T, dot, out=t)
             dv_acc += t
             t = _tile(tq, qn, d)
@@ -303,8 +306,8 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
             dk_acc += t
 
     units = [(b, k0) for k0 in range(0, Tk, bk) for b in range(B)]   # causal: first = longest
-    _parallel(work, units, nth)
+    _parallel(work, units, len(bufs))
     for extra in bufs[1:]:
         if extra is not None:
             dq += extra[-1]
-    return dq, dk, dvv
+    return dq, dk, dv

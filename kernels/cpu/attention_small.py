@@ -34,6 +34,13 @@ def _chunks(rows: int) -> int:
     return max(1, min(rows, 4 * get_num_threads()))
 
 
+@njit(inline="always")
+def _chunk_rows(c, nchunks, n):
+    """Rows [start, stop) of `prange` task c when n rows are cut into nchunks runs of equal length."""
+    per = (n + nchunks - 1) // nchunks
+    return c * per, min(n, (c + 1) * per)
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def _scaled_row(row, brow, has_bias, kend, scale):
     """row[:kend] = scale·row[:kend] (+ brow[:kend]); returns the max of the result (-inf if none)."""
@@ -52,11 +59,10 @@ def _probs(s, bias, has_bias, causal, scale, lse, nchunks):
     each s row read and rewritten in place with the vectorised exp of softmax.py (causal: only the
     j <= i part is computed, the rest set to 0), lse written once; scratch: one int row per task."""
     B, Tq, Tk = s.shape
-    n = B * Tq
-    per = (n + nchunks - 1) // nchunks
     for c in prange(nchunks):
         ib = int_scratch(Tk, s[0, 0])
-        for r in range(c * per, min(n, (c + 1) * per)):
+        start, stop = _chunk_rows(c, nchunks, B * Tq)
+        for r in range(start, stop):
             b, i = r // Tq, r % Tq
             row = s[b, i]
             kend = min(i + 1, Tk) if causal else Tk
@@ -81,11 +87,10 @@ def _dscores(s, dp, bias, has_bias, causal, scale, lse, o, do, nchunks):
     scratch: one int row per task."""
     B, Tq, Tk = s.shape
     dv = o.shape[2]
-    n = B * Tq
-    per = (n + nchunks - 1) // nchunks
     for c in prange(nchunks):
         ib = int_scratch(Tk, s[0, 0])
-        for r in range(c * per, min(n, (c + 1) * per)):
+        start, stop = _chunk_rows(c, nchunks, B * Tq)
+        for r in range(start, stop):
             b, i = r // Tq, r % Tq
             row, drow = s[b, i], dp[b, i]
             li = lse[b, i]

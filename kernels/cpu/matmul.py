@@ -3,8 +3,11 @@
 ``matmul(a, b)`` is ``np.matmul(a, b)``; when minitrans runs on more than one thread
 (``minitrans.set_num_threads``) and the product is large enough, it is cut into one block per
 thread — rows of a 2-D product, matrices of a batched 3-D one — and the blocks run at once on a
-small pool of Python threads (NumPy releases the GIL inside BLAS) with OpenBLAS held at one
-thread meanwhile. The caller's thread computes the first block itself.
+small pool of Python threads (NumPy releases the GIL inside BLAS). The caller's thread computes
+the first block itself. It splits only while OpenBLAS runs on one thread
+(``minitrans.threads.set_blas_num_threads(1)`` or ``limit_blas_threads(1)``, an explicit choice of
+the program: the count is process-wide, so this module never changes it); while OpenBLAS has
+several threads, the product is one ``np.matmul`` that OpenBLAS parallelises itself.
 
 Why not OpenBLAS's own threads: they busy-wait for work after each call. On a machine whose
 cores are shared (other processes, or Numba's pool between two products) each product then waits
@@ -22,7 +25,7 @@ import threading
 import numpy as np
 from numba import get_num_threads
 
-from minitrans.threads import blas_single_threaded, worker_pool
+from minitrans.threads import blas_is_single_threaded, worker_pool
 
 MIN_FLOPS = 1 << 22        # below ~4 MFLOP a product runs whole: the hand-over (~20 µs) would not pay
 
@@ -47,7 +50,8 @@ def matmul(a, b):
         m *= split
     else:
         return np.matmul(a, b)          # everything else (and every bad shape) as NumPy does it
-    if 2 * m * n * k < MIN_FLOPS or split < 2 or a.dtype != b.dtype or a.dtype.kind != "f":
+    if 2 * m * n * k < MIN_FLOPS or split < 2 or a.dtype != b.dtype or a.dtype.kind != "f" \
+            or not blas_is_single_threaded():
         return np.matmul(a, b)
     out = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)
     blocks = _blocks(split, min(nt, split))
@@ -55,10 +59,9 @@ def matmul(a, b):
         run = lambda r0, r1: np.matmul(a[r0:r1], b, out=out[r0:r1])  # noqa: E731
     else:
         run = lambda r0, r1: np.matmul(a[r0:r1], b[r0:r1], out=out[r0:r1])  # noqa: E731
-    with blas_single_threaded():
-        pool = worker_pool(len(blocks) - 1)
-        futures = [pool.submit(run, r0, r1) for r0, r1 in blocks[1:]]
-        run(*blocks[0])
-        for f in futures:
-            f.result()
+    pool = worker_pool(len(blocks) - 1)
+    futures = [pool.submit(run, r0, r1) for r0, r1 in blocks[1:]]
+    run(*blocks[0])
+    for f in futures:
+        f.result()
     return out

@@ -250,33 +250,26 @@ def _check(*arrays: np.ndarray) -> None:
             raise ValueError("expected C-contiguous arrays")
 
 
+def _rowwise(kernel, *inputs: np.ndarray) -> np.ndarray:
+    """Check the (N, C) inputs, run ``kernel(*inputs, out)`` into a new array like the first; return it."""
+    _check(*inputs)
+    out = np.empty_like(inputs[0])
+    if out.size:
+        kernel(*inputs, out)
+    return out
+
+
 def softmax_forward(x: np.ndarray) -> np.ndarray:
-    _check(x)
-    y = np.empty_like(x)
-    if x.size:
-        _softmax_fwd(x, y)
-    return y
+    return _rowwise(_softmax_fwd, x)
 
 
 def softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    _check(y, dy)
-    dx = np.empty_like(y)
-    if y.size:
-        _softmax_bwd(y, dy, dx)
-    return dx
+    return _rowwise(_softmax_bwd, y, dy)
 
 
 def log_softmax_forward(x: np.ndarray) -> np.ndarray:
-    _check(x)
-    y = np.empty_like(x)
-    if x.size:
-        _log_softmax_fwd(x, y)
-    return y
+    return _rowwise(_log_softmax_fwd, x)
 
 
 def log_softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
-    _check(y, dy)
-    dx = np.empty_like(y)
-    if y.size:
-        _log_softmax_bwd(y, dy, dx)
-    return dx
+    return _rowwise(_log_softmax_bwd, y, dy)

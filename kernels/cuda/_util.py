@@ -1,29 +1,33 @@
-"""Shared helpers for the CUDA kernels: strided flat views, index metadata, block reductions.
+"""Shared helpers for the CUDA kernels: device views (``strided_view``, ``flat_view``), index
+metadata, block reductions, launch counting and the simulator's memory pool.
 
 Shapes and strides travel to kernels as by-value ``int64`` tuples padded to ``MAX_DIMS``
 (kernel parameters: no device allocation, no host->device copy), and every input as a
 1-D view of its memory plus element strides, so broadcasting (stride 0) and
 non-contiguous views (transposes, slices) need no copy.
 
-Block reductions (``block_sum``, ``block_max``) are tree reductions in a shared array of
-``nthreads`` float64 slots; every thread of the block must call them (they synchronise).
+Block reductions (``block_reduce``, ``block_sum``, ``row_max``) are tree reductions in a shared
+array of ``nthreads`` slots; every thread of the block must call them (they synchronise).
 """
 from __future__ import annotations
 
 import functools
 import math
+import weakref
 
 import numba
 import numpy as np
+from numba import config as numba_config
 from numba import cuda
+
+from .layout import element_count, span
 
 MAX_DIMS = 6
 
 
 def simulated() -> bool:
     """True under NUMBA_ENABLE_CUDASIM (device arrays are FakeCUDAArray wrappers)."""
-    from numba import config
-    return bool(config.ENABLE_CUDASIM)
+    return bool(numba_config.ENABLE_CUDASIM)
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,6 +45,31 @@ def elem_strides(x) -> tuple[int, ...]:
     return tuple(int(s) // item for s in x.strides)
 
 
+def strided_view(d, offset: int, shape, strides):
+    """A device array over the memory of device array ``d``: element ``i`` at ``d``'s first
+    element + ``offset + sum(i_k * strides[k])`` (element units, non-negative). Nothing is
+    copied. The one place that builds device views on numba-cuda's array classes (a
+    ``FakeCUDAArray`` over a NumPy view under the simulator, a ``DeviceNDArray`` over a
+    ``gpu_data`` view on a GPU)."""
+    shape = tuple(int(s) for s in shape)
+    strides = tuple(int(s) for s in strides)
+    if any(s < 0 for s in strides) or offset < 0:
+        raise NotImplementedError("negative strides are not supported on cuda")
+    if element_count(shape) == 0:
+        return device_array(shape, d.dtype)
+    item = d.dtype.itemsize
+    byte_strides = tuple(s * item for s in strides)
+    if simulated():  # each array class is imported only where its mode is on
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
+
+        as_strided = np.lib.stride_tricks.as_strided
+        start = as_strided(d._ary, shape=(offset + 1,), strides=(item,))[offset:]
+        return FakeCUDAArray(as_strided(start, shape=shape, strides=byte_strides))
+    from numba.cuda.cudadrv.devicearray import DeviceNDArray
+
+    return DeviceNDArray(shape, byte_strides, d.dtype, gpu_data=d.gpu_data.view(offset * item))
+
+
 def flat_view(x):
     """A 1-D device array over the memory of ``x`` (any non-negative strides) and its strides.
 
@@ -53,17 +82,7 @@ def flat_view(x):
         return x.reshape(1), ()
     if x.is_c_contiguous():
         return x.reshape(x.size), strides
-    if any(s < 0 for s in strides):
-        raise ValueError("negative strides are not supported; pass a copy")
-    span = 1 + sum((n - 1) * s for n, s in zip(x.shape, strides))
-    if simulated():  # FakeCUDAArray wraps a NumPy view
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-        base = np.lib.stride_tricks.as_strided(x._ary, shape=(span,), strides=(x.dtype.itemsize,))
-        return FakeCUDAArray(base), strides
-    from numba.cuda.cudadrv.devicearray import DeviceNDArray
-    flat = DeviceNDArray(shape=(span,), strides=(x.dtype.itemsize,), dtype=x.dtype,
-                         gpu_data=x.gpu_data)
-    return flat, strides
+    return strided_view(x, 0, (span(x.shape, strides),), (1,)), strides
 
 
 def pad(t, fill: int = 0) -> tuple[int, ...]:
@@ -72,17 +91,6 @@ def pad(t, fill: int = 0) -> tuple[int, ...]:
     if len(t) > MAX_DIMS:
         raise ValueError(f"at most {MAX_DIMS} dimensions are supported, got {len(t)}")
     return (fill,) * (MAX_DIMS - len(t)) + t
-
-
-def broadcast_strides(shape, strides, out_shape) -> tuple[int, ...]:
-    """Strides of an input seen as ``out_shape``: 0 on broadcast (size-1 or missing) dims."""
-    lead = len(out_shape) - len(shape)
-    res = [0] * lead
-    for n, s, o in zip(shape, strides, out_shape[lead:]):
-        if n != o and n != 1:
-            raise ValueError(f"shape {tuple(shape)} does not broadcast to {tuple(out_shape)}")
-        res.append(0 if n == 1 else s)
-    return tuple(res)
 
 
 def pow2_at_least(n: int, lo: int = 1) -> int:
@@ -101,37 +109,51 @@ def offset_of(flat_idx, shape, strides):
     return off
 
 
+SUM, MAX, MIN = 0, 1, 2  # the reductions of ``combine`` / ``block_reduce``
+
+
+@cuda.jit(device=True)
+def combine(a, b, op):
+    """``a + b``, ``max(a, b)`` or ``min(a, b)`` for ``op`` = SUM, MAX, MIN."""
+    if op == SUM:
+        return a + b
+    if op == MAX:
+        return max(a, b)
+    return min(a, b)
+
+
+@cuda.jit(device=True)
+def block_reduce(sh, val, tid, nthreads, op):
+    """``val`` reduced by ``op`` (SUM, MAX, MIN) over the block, returned to every thread: a tree
+    in the ``nthreads``-slot shared array ``sh`` (nthreads a power of two). All threads must call
+    it (it synchronises); ``sh`` may be reused right after."""
+    sh[tid] = val
+    cuda.syncthreads()
+    s = nthreads // 2
+    while s > 0:
+        if tid < s:
+            sh[tid] = combine(sh[tid], sh[tid + s], op)
+        cuda.syncthreads()
+        s //= 2
+    total = sh[0]
+    cuda.syncthreads()
+    return total
+
+
 @cuda.jit(device=True)
 def block_sum(sh, val, tid, nthreads):
-    """Sum of ``val`` over the block (nthreads a power of two). All threads must call it."""
-    sh[tid] = val
-    cuda.syncthreads()
-    s = nthreads // 2
-    while s > 0:
-        if tid < s:
-            sh[tid] += sh[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    total = sh[0]
-    cuda.syncthreads()  # sh may be reused right after
-    return total
+    """Sum of ``val`` over the block (see ``block_reduce``)."""
+    return block_reduce(sh, val, tid, nthreads, SUM)
 
 
 @cuda.jit(device=True)
-def block_max(sh, val, tid, nthreads):
-    """Max of ``val`` over the block (nthreads a power of two). All threads must call it."""
-    sh[tid] = val
-    cuda.syncthreads()
-    s = nthreads // 2
-    while s > 0:
-        if tid < s:
-            if sh[tid + s] > sh[tid]:
-                sh[tid] = sh[tid + s]
-        cuda.syncthreads()
-        s //= 2
-    total = sh[0]
-    cuda.syncthreads()
-    return total
+def row_max(sh, x, row, tid, nthreads, lowest):
+    """The max of row ``row`` of the 2-D ``x``, returned to every thread of the block: thread
+    ``tid`` folds columns tid, tid + nthreads, ... (from ``lowest``), then ``block_reduce``."""
+    m = lowest
+    for j in range(tid, x.shape[1], nthreads):
+        m = max(m, x[row, j])
+    return block_reduce(sh, m, tid, nthreads, MAX)
 
 
 # ---------------------------------------------------------------- launches and allocations
@@ -252,7 +274,7 @@ class _Token:
     """Stands for a pooled block in the simulator (whose memory is fresh NumPy memory)."""
 
 
-_sim_pool = CachingPool(lambda cap: _Token())
+simulator_pool = CachingPool(lambda cap: _Token())
 
 
 def device_array(shape, dtype):
@@ -264,15 +286,14 @@ def device_array(shape, dtype):
     dtype = np.dtype(dtype)
     if not simulated():
         return cuda.device_array(shape, dtype=dtype)
-    import weakref
-
+    # the simulator's array class, imported only when the simulator is on
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
     n = 1
     for s in shape:
         n *= s
     nbytes = n * dtype.itemsize
-    cap, tok = _sim_pool.alloc(nbytes)
+    cap, tok = simulator_pool.alloc(nbytes)
     buf = np.empty(max(nbytes, dtype.itemsize), np.uint8)  # owns the memory: every view keeps it alive
-    weakref.finalize(buf, _sim_pool.release, cap, tok)
+    weakref.finalize(buf, simulator_pool.release, cap, tok)
     return FakeCUDAArray(buf[:nbytes].view(dtype).reshape(shape))

@@ -32,7 +32,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import broadcast_strides, cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
+from ._util import cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
+from .layout import broadcast_strides, element_count
 
 THREADS = 256
 MAX_BLOCKS = 4096
@@ -41,10 +42,6 @@ M32 = 0xFFFFFFFF
 
 def _launch(n: int) -> tuple[int, int]:
     return max(1, min(cdiv(n, THREADS), MAX_BLOCKS)), THREADS
-
-
-def _n(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
 
 
 def _operand(x, shape):
@@ -96,7 +93,7 @@ def _copy_kernel(dst, src, n, shape, ds, ss):
 def full(shape, value, dtype):
     """A new C-contiguous device array of ``shape`` filled with ``value`` (on the device)."""
     out = device_array(tuple(shape), dtype)
-    n = _n(out.shape)
+    n = element_count(out.shape)
     if n:
         launch(_fill_kernel, *_launch(n), out.reshape(n), np.dtype(dtype).type(value), n)
     return out
@@ -117,7 +114,7 @@ def copy_into(dst, src):
     ``dst`` must not overlap itself (no zero strides) nor ``src``.
     """
     shape = tuple(dst.shape)
-    n = _n(shape)
+    n = element_count(shape)
     if n:
         df, ds = flat_view(dst)
         sf, ss = _operand(src, shape)
@@ -175,7 +172,7 @@ def logical_unary(op: str, x):
     """``not`` (of a bool array) or ``isfinite`` (of a float array) -> bool array."""
     shape = tuple(x.shape)
     out = device_array(shape, np.bool_)
-    n = _n(shape)
+    n = element_count(shape)
     if n:
         xf, xs = _operand(x, shape)
         launch(_lmap(op), *_launch(n), out.reshape(n), xf, n, pad(shape, 1), xs)
@@ -186,7 +183,7 @@ def logical_binary(op: str, a, b):
     """``and`` / ``or`` / ``xor`` of two bool arrays with NumPy broadcasting -> bool array."""
     shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
     out = device_array(shape, np.bool_)
-    n = _n(shape)
+    n = element_count(shape)
     if n:
         af, as_ = _operand(a, shape)
         bf, bs = _operand(b, shape)
@@ -258,7 +255,7 @@ def index_linear(lin, idx, size: int, stride: int):
     """In place on C-contiguous int64 ``lin``: ``lin += wrap(idx) * stride`` (idx broadcast to
     ``lin.shape``); cells whose index is outside ``[-size, size)`` (or already -1) become -1."""
     shape = tuple(lin.shape)
-    n = _n(shape)
+    n = element_count(shape)
     if n:
         idf, ids = _operand(idx, shape)
         launch(_index_linear_kernel, *_launch(n), lin.reshape(n), idf, int(size), int(stride), n,
@@ -270,7 +267,7 @@ def gather(x_flat, lin, shape, xs, ls, dtype):
     """out[i] = x_flat[offset_of(i, shape, xs) + lin[offset_of(i, shape, ls)]] (0 where lin < 0)."""
     shape = tuple(shape)
     out = device_array(shape, dtype)
-    n = _n(shape)
+    n = element_count(shape)
     if n:
         lf, _ = flat_view(lin)
         launch(_gather_kernel, *_launch(n), out.reshape(n), x_flat, lf, n, pad(shape, 1), pad(xs), pad(ls),
@@ -281,7 +278,7 @@ def gather(x_flat, lin, shape, xs, ls, dtype):
 def scatter(dst_flat, src, lin, shape, ds, ls, accumulate: bool):
     """dst_flat[offset_of(i, shape, ds) + lin[...]] (+)= src[i] with src broadcast to ``shape``."""
     shape = tuple(shape)
-    n = _n(shape)
+    n = element_count(shape)
     if n:
         sf, ss = _operand(src, shape)
         lf, _ = flat_view(lin)
@@ -323,13 +320,14 @@ def dropout_mask(shape, p: float, seed: int, dtype):
     """Inverted-dropout multiplier: ``1/(1-p)`` where kept, 0 where dropped (see module doc)."""
     shape = tuple(shape)
     out = device_array(shape, dtype)
-    n = _n(shape)
+    n = element_count(shape)
     if n:
         seed = int(seed)
         t = np.dtype(dtype).type
         thresh = math.ceil(float(p) * 2.0 ** 32)  # exact: p * 2**32 is a float64 product by a power of 2
+        scale = t(1.0 / (1.0 - p)) if p < 1 else t(0)  # p = 1 drops every cell
         launch(_dropout_kernel, *_launch(n), out.reshape(n), n, seed & M32, (seed >> 32) & M32, thresh,
-               t(1.0 / (1.0 - p)), t(0))
+               scale, t(0))
     return out
 
 

@@ -6,7 +6,7 @@ Signature (device arrays): ``attention_forward(q, k, v, bias, is_causal, scale)`
 k (B, Tk, d), v (B, Tk, dv), all C-contiguous. ``bias`` is None or a device array of rank
 <= 3 broadcastable to (B, Tq, Tk) — e.g. a key-padding mask (B, 1, Tk) or a shared
 (1, Tq, Tk) mask — holding -inf at masked positions; the wrapper turns its size-1 dims
-into stride 0 (``_util.broadcast_strides``), so it is never expanded in memory.
+into stride 0 (``layout.broadcast_strides``), so it is never expanded in memory.
 
 Tiles: ``BLOCK_Q`` query rows per block, ``BLOCK_K`` key rows per shared-memory tile
 (32 / 32); head dims up to ``MAX_HEAD_DIM`` (256), padded to ``dpad`` = next power of two
@@ -37,7 +37,8 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import broadcast_strides, cdiv, device_array, flat_view, launch, nb_dtype, pow2_at_least
+from ._util import cdiv, device_array, flat_view, launch, nb_dtype, pow2_at_least
+from .layout import broadcast_strides
 
 BLOCK_Q = 32
 BLOCK_K = 32
@@ -49,9 +50,24 @@ ROWDOT_THREADS = 128  # threads per block of the rowsum(dO ⊙ O) kernel
 
 @functools.lru_cache(maxsize=None)
 def _kernels(dtype, bq: int, bk: int, dpad: int):
-    nbt = nb_dtype(dtype)
-    F = np.dtype(dtype).type
-    zero, ninf = F(0), F(NEG_INF)
+    numba_dtype = nb_dtype(dtype)
+    in_dtype = np.dtype(dtype).type
+    zero, ninf = in_dtype(0), in_dtype(NEG_INF)
+
+    @cuda.jit(device=True)
+    def stage_rows(xs, ys, x, y, b, r0, nrows_total, dx, dy, tid, rows, nthreads):
+        """Stage ``rows`` rows from ``r0`` of batch ``b`` into shared memory: xs[r, :dx] = x[b, r0 + r]
+        and ys[r, :dy] = y[b, r0 + r], zero past ``nrows_total``. The ``nthreads`` threads of the block
+        share the cells (thread ``tid`` takes every ``nthreads``-th); the caller synchronises."""
+        ncol = max(dx, dy)
+        for e in range(tid, rows * ncol, nthreads):
+            r = e // ncol
+            c = e - r * ncol
+            inside = r0 + r < nrows_total
+            if c < dx:
+                xs[r, c] = x[b, r0 + r, c] if inside else zero
+            if c < dy:
+                ys[r, c] = y[b, r0 + r, c] if inside else zero
 
     @cuda.jit(device=True)
     def _score(qrow, tile, jj, d, scale, bias, bb, bi, bj, has_bias, b, i, j):
@@ -72,14 +88,13 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
         Grid (ceil(Tq / bq), B), bq threads, one query row each; per key tile, K and V (bk x dpad)
         staged in shared memory; per thread local q row, accumulator of the kernel dtype (dpad) and bk scores;
         online softmax over the tiles; o and lse written once."""
-        Ks = cuda.shared.array((bk, dpad), nbt)
-        Vs = cuda.shared.array((bk, dpad), nbt)
-        qr = cuda.local.array(dpad, nbt)
-        acc = cuda.local.array(dpad, nbt)
-        sc = cuda.local.array(bk, nbt)
+        Ks = cuda.shared.array((bk, dpad), numba_dtype)
+        Vs = cuda.shared.array((bk, dpad), numba_dtype)
+        qr = cuda.local.array(dpad, numba_dtype)
+        acc = cuda.local.array(dpad, numba_dtype)
+        sc = cuda.local.array(bk, numba_dtype)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
-        ncol = max(d, dv)
         b = cuda.blockIdx.y
         q0 = cuda.blockIdx.x * bq
         tid = cuda.threadIdx.x
@@ -94,14 +109,7 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
         l = zero
         k_end = min(Tk, q0 + bq) if causal else Tk
         for k0 in range(0, k_end, bk):
-            for e in range(tid, bk * ncol, bq):
-                jj = e // ncol
-                c = e - jj * ncol
-                inside = k0 + jj < Tk
-                if c < d:
-                    Ks[jj, c] = k[b, k0 + jj, c] if inside else zero
-                if c < dv:
-                    Vs[jj, c] = v[b, k0 + jj, c] if inside else zero
+            stage_rows(Ks, Vs, k, v, b, k0, Tk, d, dv, tid, bk, bq)
             cuda.syncthreads()
             if valid:
                 mt = ninf
@@ -128,7 +136,7 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
             cuda.syncthreads()
         if valid:
             if l > zero:
-                inv = F(1) / l
+                inv = in_dtype(1) / l
                 for c in range(dv):
                     o[b, i, c] = acc[c] * inv
                 lse[b, i] = m + math.log(l)
@@ -138,19 +146,18 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
                 lse[b, i] = ninf
 
     @cuda.jit
-    def bwd_dq(dq, q, k, v, lse, do, Dr, bias, bb, bi, bj, has_bias, causal, scale):
+    def bwd_dq(dq, q, k, v, lse, do, delta, bias, bb, bi, bj, has_bias, causal, scale):
         """dq[b, i] = scale * sum_j P_ij (dO_i . v_j - D_i) k_j, with P = exp(S - lse) recomputed.
         Grid (ceil(Tq / bq), B), bq threads, one query row each; K and V tiles (bk x dpad) staged in
         shared memory as in `fwd`; per thread local q, dO rows and a accumulator of the kernel dtype; dq
         written once, no atomics."""
-        Ks = cuda.shared.array((bk, dpad), nbt)
-        Vs = cuda.shared.array((bk, dpad), nbt)
-        qr = cuda.local.array(dpad, nbt)
-        dor = cuda.local.array(dpad, nbt)
-        acc = cuda.local.array(dpad, nbt)
+        Ks = cuda.shared.array((bk, dpad), numba_dtype)
+        Vs = cuda.shared.array((bk, dpad), numba_dtype)
+        qr = cuda.local.array(dpad, numba_dtype)
+        dor = cuda.local.array(dpad, numba_dtype)
+        acc = cuda.local.array(dpad, numba_dtype)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
-        ncol = max(d, dv)
         b = cuda.blockIdx.y
         q0 = cuda.blockIdx.x * bq
         tid = cuda.threadIdx.x
@@ -162,21 +169,14 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
             acc[c] = zero
         if valid:
             L = lse[b, i]
-            Di = Dr[b, i]
+            Di = delta[b, i]
             for c in range(d):
                 qr[c] = q[b, i, c]
             for c in range(dv):
                 dor[c] = do[b, i, c]
         k_end = min(Tk, q0 + bq) if causal else Tk
         for k0 in range(0, k_end, bk):
-            for e in range(tid, bk * ncol, bq):
-                jj = e // ncol
-                c = e - jj * ncol
-                inside = k0 + jj < Tk
-                if c < d:
-                    Ks[jj, c] = k[b, k0 + jj, c] if inside else zero
-                if c < dv:
-                    Vs[jj, c] = v[b, k0 + jj, c] if inside else zero
+            stage_rows(Ks, Vs, k, v, b, k0, Tk, d, dv, tid, bk, bq)
             cuda.syncthreads()
             if valid and L > ninf:
                 for jj in range(bk):
@@ -197,22 +197,21 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
                 dq[b, i, c] = acc[c] * scale
 
     @cuda.jit
-    def bwd_dkv(dk, dvv, q, k, v, lse, do, Dr, bias, bb, bi, bj, has_bias, causal, scale):
+    def bwd_dkv(dk, v_grad, q, k, v, lse, do, delta, bias, bb, bi, bj, has_bias, causal, scale):
         """dk[b, j], dv[b, j] for key row j = blockIdx.x * bk + threadIdx.x, batch b = blockIdx.y.
         Grid (ceil(Tk / bk), B), bk threads, one key row each; per query tile, Q and dO (bq x dpad)
         plus their lse and D (bq each) staged in shared memory; per thread local k, v rows
         and dk / dv accumulators of the kernel dtype; dk, dv written once, no atomics."""
-        Qs = cuda.shared.array((bq, dpad), nbt)
-        dOs = cuda.shared.array((bq, dpad), nbt)
-        Ls = cuda.shared.array(bq, nbt)
-        Ds = cuda.shared.array(bq, nbt)
-        kr = cuda.local.array(dpad, nbt)
-        vr = cuda.local.array(dpad, nbt)
-        dka = cuda.local.array(dpad, nbt)
-        dva = cuda.local.array(dpad, nbt)
+        Qs = cuda.shared.array((bq, dpad), numba_dtype)
+        dOs = cuda.shared.array((bq, dpad), numba_dtype)
+        Ls = cuda.shared.array(bq, numba_dtype)
+        Ds = cuda.shared.array(bq, numba_dtype)
+        kr = cuda.local.array(dpad, numba_dtype)
+        vr = cuda.local.array(dpad, numba_dtype)
+        dka = cuda.local.array(dpad, numba_dtype)
+        dva = cuda.local.array(dpad, numba_dtype)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
-        ncol = max(d, dv)
         b = cuda.blockIdx.y
         k0 = cuda.blockIdx.x * bk
         tid = cuda.threadIdx.x
@@ -229,17 +228,10 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
                 vr[c] = v[b, j, c]
         q_start = (k0 // bq) * bq if causal else 0
         for q0 in range(q_start, Tq, bq):
-            for e in range(tid, bq * ncol, bk):
-                ii = e // ncol
-                c = e - ii * ncol
-                inside = q0 + ii < Tq
-                if c < d:
-                    Qs[ii, c] = q[b, q0 + ii, c] if inside else zero
-                if c < dv:
-                    dOs[ii, c] = do[b, q0 + ii, c] if inside else zero
+            stage_rows(Qs, dOs, q, do, b, q0, Tq, d, dv, tid, bq, bk)
             for ii in range(tid, bq, bk):
                 Ls[ii] = lse[b, q0 + ii] if q0 + ii < Tq else ninf
-                Ds[ii] = Dr[b, q0 + ii] if q0 + ii < Tq else zero
+                Ds[ii] = delta[b, q0 + ii] if q0 + ii < Tq else zero
             cuda.syncthreads()
             if valid:
                 for ii in range(bq):
@@ -260,12 +252,12 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
             for c in range(d):
                 dk[b, j, c] = dka[c] * scale
             for c in range(dv):
-                dvv[b, j, c] = dva[c]
+                v_grad[b, j, c] = dva[c]
 
     @cuda.jit
-    def rowdot(Dr, do, o):
-        """Dr[b, i] = Σ_c do[b, i, c] * o[b, i, c]; one thread per (b, i): grid ceil(B * Tq /
-        ROWDOT_THREADS) x ROWDOT_THREADS. do, o read once, Dr written once; no shared memory."""
+    def rowdot(delta, do, o):
+        """delta[b, i] = Σ_c do[b, i, c] * o[b, i, c]; one thread per (b, i): grid ceil(B * Tq /
+        ROWDOT_THREADS) x ROWDOT_THREADS. do, o read once, delta written once; no shared memory."""
         t = cuda.grid(1)
         B, T, dv = o.shape
         if t < B * T:
@@ -274,7 +266,7 @@ def _kernels(dtype, bq: int, bk: int, dpad: int):
             s = zero
             for c in range(dv):
                 s += do[b, i, c] * o[b, i, c]
-            Dr[b, i] = s
+            delta[b, i] = s
 
     return fwd, bwd_dq, bwd_dkv, rowdot
 
@@ -321,15 +313,15 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
     dt = np.dtype(q.dtype)
     dq = device_array((B, Tq, d), dt)
     dk = device_array((B, Tk, d), dt)
-    dvv = device_array((B, Tk, dv), dt)
-    Dr = device_array((B, Tq), dt)
+    v_grad = device_array((B, Tk, dv), dt)
+    delta = device_array((B, Tq), dt)
     _, bwd_dq, bwd_dkv, rowdot = _kernels(dt, bq, bk, dpad)
     sc = dt.type(scale)
     if B and Tq:
-        launch(rowdot, cdiv(B * Tq, ROWDOT_THREADS), ROWDOT_THREADS, Dr, do, o)
-        launch(bwd_dq, (cdiv(Tq, bq), B), bq, dq, q, k, v, lse, do, Dr, *bargs, bool(is_causal), sc)
+        launch(rowdot, cdiv(B * Tq, ROWDOT_THREADS), ROWDOT_THREADS, delta, do, o)
+        launch(bwd_dq, (cdiv(Tq, bq), B), bq, dq, q, k, v, lse, do, delta, *bargs, bool(is_causal), sc)
     if B and Tk:
         if not Tq:
-            Dr = device_array((B, 1), dt)
-        launch(bwd_dkv, (cdiv(Tk, bk), B), bk, dk, dvv, q, k, v, lse, do, Dr, *bargs, bool(is_causal), sc)
-    return dq, dk, dvv
+            delta = device_array((B, 1), dt)
+        launch(bwd_dkv, (cdiv(Tk, bk), B), bk, dk, v_grad, q, k, v, lse, do, delta, *bargs, bool(is_causal), sc)
+    return dq, dk, v_grad

@@ -19,23 +19,23 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import device_array, launch, nb_dtype
+from ._util import MAX, SUM, block_reduce, device_array, launch, nb_dtype
 
 THREADS = 1024  # power of two
 
 
 @functools.lru_cache(maxsize=None)
 def _clip_kernel(threads: int, dtype):
-    nbt = nb_dtype(dtype)
-    F = np.dtype(dtype).type
-    zero, one, two, tiny = F(0), F(1), F(2), F(1e-6)
+    numba_dtype = nb_dtype(dtype)
+    in_dtype = np.dtype(dtype).type
+    zero, one, two, tiny = in_dtype(0), in_dtype(1), in_dtype(2), in_dtype(1e-6)
 
     @cuda.jit
     def clip_kernel(norm_out, g, n, p, is_inf, max_norm):
         """norm_out[0] = ||g||_p, then g *= min(1, max_norm / (norm + 1e-6)). One block of ``threads``
         (THREADS): thread t folds t, t + threads, ... into a register, a ``threads``-slot shared tree of
         the buffer dtype combines them; g read twice, written once."""
-        sh = cuda.shared.array(threads, nbt)
+        sh = cuda.shared.array(threads, numba_dtype)
         tid = cuda.threadIdx.x
         acc = zero
         i = tid
@@ -46,18 +46,7 @@ def _clip_kernel(threads: int, dtype):
             else:
                 acc += a * a if p == two else a ** p
             i += threads
-        sh[tid] = acc
-        cuda.syncthreads()
-        s = threads // 2
-        while s > 0:
-            if tid < s:
-                if is_inf:
-                    sh[tid] = max(sh[tid], sh[tid + s])
-                else:
-                    sh[tid] += sh[tid + s]
-            cuda.syncthreads()
-            s //= 2
-        total = sh[0]
+        total = block_reduce(sh, acc, tid, threads, MAX if is_inf else SUM)
         if not is_inf:
             total = math.sqrt(total) if p == two else total ** (one / p)
         coef = min(max_norm / (total + tiny), one)

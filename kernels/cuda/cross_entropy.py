@@ -18,16 +18,16 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import block_max, block_sum, device_array, launch, nb_dtype
+from ._util import block_sum, device_array, launch, nb_dtype, row_max
 
 THREADS = 128  # power of two
 
 
 @functools.lru_cache(maxsize=None)
 def _kernels(threads: int, dtype):
-    nbt = nb_dtype(dtype)
-    F = np.dtype(dtype).type
-    zero, one, ninf, nan = F(0), F(1), F(-math.inf), F(math.nan)
+    numba_dtype = nb_dtype(dtype)
+    in_dtype = np.dtype(dtype).type
+    zero, one, ninf, nan = in_dtype(0), in_dtype(1), in_dtype(-math.inf), in_dtype(math.nan)
 
     @cuda.jit
     def fwd(loss, lse, x, target, ignore_index, ls):
@@ -35,14 +35,11 @@ def _kernels(threads: int, dtype):
         Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; three
         block reductions (max, sum exp, sum x) in a ``threads``-slot shared array;
         the row is read three times, thread 0 writes the two scalars."""
-        sh = cuda.shared.array(threads, nbt)
+        sh = cuda.shared.array(threads, numba_dtype)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = x.shape[1]
-        m = ninf
-        for j in range(tid, C, threads):
-            m = max(m, x[row, j])
-        m = block_max(sh, m, tid, threads)
+        m = row_max(sh, x, row, tid, threads, ninf)
         s = zero
         sx = zero
         for j in range(tid, C, threads):
@@ -59,7 +56,7 @@ def _kernels(threads: int, dtype):
             elif t < 0 or t >= C:  # no bounds fault: an invalid target gives a NaN loss
                 loss[row] = nan
             else:
-                loss[row] = (one - ls) * (z - x[row, t]) + ls * (z - sx / F(C))
+                loss[row] = (one - ls) * (z - x[row, t]) + ls * (z - sx / in_dtype(C))
 
     @cuda.jit
     def bwd(dx, x, target, lse, dloss, ignore_index, ls):
@@ -72,7 +69,7 @@ def _kernels(threads: int, dtype):
         t = target[row]
         g = dloss[row]
         z = lse[row]
-        lsc = ls / F(C)
+        lsc = ls / in_dtype(C)
         for j in range(tid, C, threads):
             if t == ignore_index:
                 dx[row, j] = zero

@@ -1,4 +1,4 @@
-"""Elementwise kernels: unary map, broadcasting binary zip, ternary ``where``.
+"""Elementwise kernels: unary map, broadcasting binary zip, ternary ``where``, and ``clamp``.
 
 Launch shape: 1-D grid-stride loop, ``THREADS`` threads per block,
 ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks; thread ``i`` writes output elements
@@ -22,11 +22,11 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import broadcast_strides, cdiv, device_array, flat_view, launch, offset_of, pad
+from ._util import cdiv, device_array, flat_view, launch, offset_of, pad
+from .layout import broadcast_strides
 
 THREADS = 256
 MAX_BLOCKS = 4096
-GELU_C = math.sqrt(2.0 / math.pi)
 
 
 # ---------------------------------------------------------------- scalar device functions
@@ -42,10 +42,9 @@ def _ftype(dtype):
 @functools.lru_cache(maxsize=None)
 def _unary_fns(dtype) -> dict:
     """Device functions x -> f(x) with constants of ``_ftype(dtype)``. Per thread; registers only."""
-    F = _ftype(dtype)
-    zero, one, half = F(0), F(1), F(0.5)
-    inf, nan = F(math.inf), F(math.nan)
-    gc, ga = F(GELU_C), F(0.044715)
+    in_dtype = _ftype(dtype)
+    zero, one = in_dtype(0), in_dtype(1)
+    inf, nan = in_dtype(math.inf), in_dtype(math.nan)
     dev = cuda.jit(device=True)
 
     @dev
@@ -55,11 +54,6 @@ def _unary_fns(dtype) -> dict:
             return one / (one + math.exp(-x))
         e = math.exp(x)
         return e / (one + e)
-
-    @dev
-    def gelu(x):
-        """tanh-approximation GELU."""
-        return half * x * (one + math.tanh(gc * (x + ga * x * x * x)))
 
     @dev
     def sign(x):
@@ -79,31 +73,15 @@ def _unary_fns(dtype) -> dict:
         "abs": dev(lambda x: abs(x)),
         "tanh": dev(lambda x: math.tanh(x)),
         "sigmoid": sigmoid,
-        "relu": dev(lambda x: x if x > zero else zero * x),
-        "gelu": gelu,
         "sign": sign,
-        "square": dev(lambda x: x * x),
-        "reciprocal": dev(lambda x: one / x),
     }
 
 
 @functools.lru_cache(maxsize=None)
-def _binary_fns(dtype) -> dict:
-    """Device functions (a, b) -> f(a, b) with constants of ``_ftype(dtype)``; the ``*_backward``
-    ones take (x, g) and return g * f'(x). Per thread; registers only."""
-    F = _ftype(dtype)
-    zero, one, half = F(0), F(1), F(0.5)
-    gc, ga, ga3 = F(GELU_C), F(0.044715), F(3 * 0.044715)
-    u = _unary_fns(dtype)
-    sig = u["sigmoid"]
+def _binary_fns() -> dict:
+    """Device functions (a, b) -> f(a, b), typed at each kernel's compile (they hold no constant).
+    Per thread; registers only."""
     dev = cuda.jit(device=True)
-
-    @dev
-    def gelu_grad(x):
-        """Derivative of the tanh-approximation GELU at x."""
-        t = math.tanh(gc * (x + ga * x * x * x))
-        return half * (one + t) + half * x * (one - t * t) * gc * (one + ga3 * x * x)
-
     return {
         "add": dev(lambda a, b: a + b),
         "sub": dev(lambda a, b: a - b),
@@ -112,10 +90,6 @@ def _binary_fns(dtype) -> dict:
         "pow": dev(lambda a, b: a ** b),
         "maximum": dev(lambda a, b: a if (a >= b or a != a) else b),
         "minimum": dev(lambda a, b: a if (a <= b or a != a) else b),
-        "relu_backward": dev(lambda x, g: g if x > zero else zero * g),
-        "sigmoid_backward": dev(lambda x, g: g * sig(x) * (one - sig(x))),
-        "tanh_backward": dev(lambda x, g: g * (one - math.tanh(x) * math.tanh(x))),
-        "gelu_backward": dev(lambda x, g: g * gelu_grad(x)),
         "eq": dev(lambda a, b: a == b),
         "ne": dev(lambda a, b: a != b),
         "lt": dev(lambda a, b: a < b),
@@ -126,7 +100,7 @@ def _binary_fns(dtype) -> dict:
 
 
 UNARY = tuple(_unary_fns(np.float64))
-BINARY = tuple(_binary_fns(np.float64))
+BINARY = tuple(_binary_fns())
 COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 
 
@@ -158,7 +132,7 @@ def _map_kernel(op: str, dtype):
 @functools.lru_cache(maxsize=None)
 def _zip_kernel(op: str, dtype):
     """The kernel of binary ``op`` for two inputs of ``dtype``."""
-    f = _binary_fns(np.dtype(dtype))[op]
+    f = _binary_fns()[op]
 
     @cuda.jit
     def zip_kernel(out, a, b, n, shape, as_, bs, contig):
@@ -191,6 +165,32 @@ def _where_kernel(out, c, a, b, n, shape, cs, as_, bs):
         else:
             out[i] = b[offset_of(i, shape, bs)]
         i += cuda.gridsize(1)
+
+
+@functools.lru_cache(maxsize=None)
+def _clamp_kernel(dtype):
+    """The clamp kernel of ``dtype``: NumPy's ``clip`` (``maximum`` then ``minimum``, so NaN
+    propagates) with scalar bounds, writing through any strided ``out`` (``out`` may be ``x``)."""
+    fns = _binary_fns()
+    at_least, at_most = fns["maximum"], fns["minimum"]
+
+    @cuda.jit
+    def clamp_kernel(out, x, n, shape, os, xs, lo, hi, use_lo, use_hi):
+        """out[offset_of(i, shape, os)] = clip(x[offset_of(i, shape, xs)], lo, hi) (a bound is skipped
+        when its ``use_*`` flag is False). Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS;
+        each cell read once, then written once by the same thread (so ``out`` may be ``x``); no shared
+        memory."""
+        i = cuda.grid(1)
+        while i < n:
+            v = x[offset_of(i, shape, xs)]
+            if use_lo:
+                v = at_least(v, lo)
+            if use_hi:
+                v = at_most(v, hi)
+            out[offset_of(i, shape, os)] = v
+            i += cuda.gridsize(1)
+
+    return clamp_kernel
 
 
 # ---------------------------------------------------------------- host wrappers
@@ -267,3 +267,19 @@ def where(cond, a, b, out=None):
         (cf, cs), (af, as_), (bf, bs) = _operands(shape, cond, a, b)
         launch(_where_kernel, *_launch(n), y.reshape(n), cf, af, bf, n, pad(shape, 1), cs, as_, bs)
     return y
+
+
+def clamp(x, lo, hi, out):
+    """``np.clip(x, lo, hi, out=out)`` in one launch: ``lo`` / ``hi`` are scalars of ``x``'s dtype
+    or None, ``out`` has ``x``'s shape and dtype and may be any strided view (``x`` itself for an
+    in-place clamp)."""
+    shape = tuple(x.shape)
+    if tuple(out.shape) != shape or np.dtype(out.dtype) != np.dtype(x.dtype):
+        raise ValueError(f"clamp: out must have shape {shape} and dtype {np.dtype(x.dtype)}")
+    n = int(np.prod(shape, dtype=np.int64))
+    if n:
+        t = np.dtype(x.dtype).type
+        ((of, os), (xf, xs)) = _operands(shape, out, x)
+        launch(_clamp_kernel(np.dtype(x.dtype)), *_launch(n), of, xf, n, pad(shape, 1), os, xs,
+               t(0 if lo is None else lo), t(0 if hi is None else hi), lo is not None, hi is not None)
+    return out

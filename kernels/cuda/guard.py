@@ -7,7 +7,7 @@ driver or GPU needed) and refuses to run under ``NUMBA_ENABLE_CUDASIM=1``: the s
 kernels as Python and hides exactly what a GPU compiler rejects (a local array whose size is
 not a compile-time constant, an atomic on bool, ...).
 
-For each specialisation in ``specs()`` it runs ``numba.cuda.compile_ptx(..., cc=(9, 0))``
+For each specialisation in ``specs()`` (listed in ``guard_specs.py``) it runs ``numba.cuda.compile_ptx(..., cc=(9, 0))``
 and then ``ptxas -v`` (when found) on the PTX, and reports:
 
 * a compile error (typing or lowering);
@@ -30,9 +30,7 @@ version, so a second run compiles only the modules that changed.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import hashlib
-import importlib
 import importlib.util
 import json
 import os
@@ -44,239 +42,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from .guard_specs import LOCAL_BUDGET, Spec, _mod, launch_keys, specs  # noqa: F401  (re-exported)
 
 CC = (9, 0)
-LOCAL_BUDGET = 0  # bytes of per-thread local memory a kernel may use unless its spec says otherwise
-_PKG = "minitrans.kernels.cuda"
 _HERE = Path(__file__).resolve().parent
-
-FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-INTS = (np.dtype(np.int64), np.dtype(np.int32))
-NUMS = FLOATS + INTS
-ALL = NUMS + (np.dtype(np.bool_),)
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """One kernel specialisation: ``getattr(module, factory)(*fargs)[index]`` compiled for
-    ``argtypes``. ``dtype`` is the compute dtype (float32 specs are checked for ``.f64``)."""
-
-    module: str
-    factory: str
-    fargs: tuple | None
-    index: int | None
-    argtypes: tuple
-    dtype: str
-    f64_reason: str | None = None
-    local_budget: int = LOCAL_BUDGET
-
-    def kernel(self):
-        obj = getattr(_mod(self.module), self.factory)
-        if self.fargs is not None:
-            obj = obj(*self.fargs)
-        if self.index is not None:
-            obj = obj[self.index]
-        return obj
-
-    def label(self) -> str:
-        from ._util import _kernel_name
-
-        extra = "" if self.fargs is None else "(" + ", ".join(map(str, self.fargs)) + ")"
-        return f"{_kernel_name(self.kernel())}{extra}[{', '.join(map(str, self.argtypes))}]"
-
-
-# ---------------------------------------------------------------- the specialisations
-def _types():
-    from numba import types as T
-
-    from ._util import MAX_DIMS, nb_dtype
-
-    def A(dt, nd=1):
-        return T.Array(nb_dtype(dt), nd, "C")
-
-    def S(dt):
-        return nb_dtype(dt)
-
-    return A, S, T.int64, T.boolean, T.UniTuple(T.int64, MAX_DIMS)
-
-
-def _mod(name):
-    """A kernel module (``from . import x`` could give the function of the same name), or a
-    samples module loaded by ``load_samples``."""
-    if name in sys.modules and name.startswith("_guard_samples"):
-        return sys.modules[name]
-    return importlib.import_module(f"{_PKG}.{name}")
-
-
-def _cast_reason(src, dst):
-    if np.dtype(np.float64) in (np.dtype(src), np.dtype(dst)) and np.dtype(src) != np.dtype(dst):
-        return "a cast from or to float64 converts in double precision by definition"
-    return None
-
-
-def _elementwise_specs():
-    E = _mod("elementwise")
-
-    A, S, I, B, T6 = _types()
-    out = []
-
-    def m(op, src, dst):
-        out.append(Spec("elementwise", "_map_kernel", (op, src), None, (A(dst), A(src), I, T6, T6, B), src.name,
-                        _cast_reason(src, dst)))
-
-    def z(op, dt, res):
-        out.append(Spec("elementwise", "_zip_kernel", (op, dt), None,
-                        (A(res), A(dt), A(dt), I, T6, T6, T6, B), dt.name))
-
-    for dt in FLOATS:
-        for op in E.UNARY:
-            m(op, dt, dt)
-    for dt in INTS:
-        for op in ("neg", "abs", "sign", "square"):
-            m(op, dt, dt)
-    for src in ALL:  # astype / operand casts
-        for dst in NUMS:
-            if src != dst:
-                m("identity", src, dst)
-    arith = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
-    for dt in NUMS:
-        for op in arith:
-            z(op, dt, np.dtype(np.float64) if (op == "div" and dt.kind == "i") else dt)
-    for op in ("add", "mul", "maximum", "minimum"):
-        z(op, np.dtype(np.bool_), np.dtype(np.bool_))
-    for dt in FLOATS:
-        for op in ("relu_backward", "sigmoid_backward", "tanh_backward", "gelu_backward"):
-            z(op, dt, dt)
-    for dt in ALL:
-        for op in sorted(E.COMPARISONS):
-            z(op, dt, np.dtype(np.bool_))
-    for dt in ALL:
-        out.append(Spec("elementwise", "_where_kernel", None, None,
-                        (A(dt), A(np.bool_), A(dt), A(dt), I, T6, T6, T6, T6), dt.name))
-    return out
-
-
-def _array_specs():
-    A, S, I, B, T6 = _types()
-    bool_ = np.dtype(np.bool_)
-    i64 = np.dtype(np.int64)
-    out = []
-    for dt in ALL:
-        out.append(Spec("array", "_fill_kernel", None, None, (A(dt), S(dt), I), dt.name))
-        out.append(Spec("array", "_gather_kernel", None, None, (A(dt), A(dt), A(i64), I, T6, T6, T6, S(dt)), dt.name))
-        out.append(Spec("array", "_scatter_set_kernel", None, None,
-                        (A(dt), A(dt), A(i64), I, T6, T6, T6, T6), dt.name))
-        for src in ALL:
-            out.append(Spec("array", "_copy_kernel", None, None, (A(dt), A(src), I, T6, T6, T6), src.name,
-                            _cast_reason(src, dt)))
-    for dt in NUMS:
-        out.append(Spec("array", "_arange_kernel", (dt,), None, (A(dt), S(dt), S(dt), I), dt.name))
-        out.append(Spec("array", "_scatter_add_kernel", None, None,
-                        (A(dt), A(dt), A(i64), I, T6, T6, T6, T6), dt.name))
-    out.append(Spec("array", "_lmap", ("not",), None, (A(bool_), A(bool_), I, T6, T6), "bool"))
-    for dt in FLOATS:
-        out.append(Spec("array", "_lmap", ("isfinite",), None, (A(bool_), A(dt), I, T6, T6), dt.name))
-        out.append(Spec("array", "_dropout_kernel", None, None, (A(dt), I, I, I, I, S(dt), S(dt)), dt.name))
-    for op in ("and", "or", "xor"):
-        out.append(Spec("array", "_lzip", (op,), None, (A(bool_), A(bool_), A(bool_), I, T6, T6, T6), "bool"))
-    from numba import types as T
-
-    KA = _mod("array")
-    for dt in FLOATS:
-        many = T.UniTuple(A(dt), KA.MANY)
-        out.append(Spec("array", "_copy_many_kernel", None, None, (many, many, T.UniTuple(I, KA.MANY), I), dt.name))
-    for dt in INTS:
-        out.append(Spec("array", "_index_linear_kernel", None, None, (A(i64), A(dt), I, I, I, T6, T6), dt.name))
-    return out
-
-
-def _reduce_specs():
-    R = _mod("reduce")
-
-    A, S, I, B, T6 = _types()
-    out = []
-    for dt in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)):
-        for code in sorted(set(R._OPS.values())):
-            out.append(Spec("reduce", "_reduce_kernel", (code, R.THREADS, dt), None,
-                            (A(dt), A(dt), I, S(dt), T6, T6, T6, T6), dt.name))
-    for dt in ALL:
-        out.append(Spec("reduce", "_argmax_kernel", (R.THREADS, dt), None,
-                        (A(np.int64), A(dt), I, T6, T6, I), dt.name))
-    return out
-
-
-def _nn_specs():
-    softmax, cross_entropy, layer_norm, matmul = (_mod(m) for m in ("softmax", "cross_entropy", "layer_norm",
-                                                                      "matmul"))
-
-    A, S, I, B, T6 = _types()
-    i64 = np.dtype(np.int64)
-    out = []
-    for dt in FLOATS:
-        n = dt.name
-        f = (softmax.THREADS, dt)
-        out.append(Spec("softmax", "_kernels", f, 0, (A(dt, 2), A(dt, 2), B), n))
-        out.append(Spec("softmax", "_kernels", f, 1, (A(dt, 2), A(dt, 2), A(dt, 2), B), n))
-        f = (cross_entropy.THREADS, dt)
-        out.append(Spec("cross_entropy", "_kernels", f, 0, (A(dt), A(dt), A(dt, 2), A(i64), I, S(dt)), n))
-        out.append(Spec("cross_entropy", "_kernels", f, 1,
-                        (A(dt, 2), A(dt, 2), A(i64), A(dt), A(dt), I, S(dt)), n))
-        f = (layer_norm.THREADS, dt)
-        out.append(Spec("layer_norm", "_kernels", f, 0,
-                        (A(dt, 2), A(dt), A(dt), A(dt, 2), A(dt), A(dt), B, B, S(dt)), n))
-        out.append(Spec("layer_norm", "_kernels", f, 1, (A(dt, 2), A(dt, 2), A(dt, 2), A(dt), B, A(dt), A(dt)), n))
-        out.append(Spec("layer_norm", "_kernels", f, 2, (A(dt), A(dt), A(dt, 2), A(dt, 2), A(dt), A(dt), B), n))
-        out.append(Spec("adam", "_adam_kernel", (dt,), None, (A(dt),) * 4 + (S(dt),) * 7 + (B,), n))
-        out.append(Spec("embedding", "_gather", None, None, (A(dt, 2), A(dt, 2), A(i64), I, I, S(dt)), n))
-        out.append(Spec("embedding", "_zero", None, None, (A(dt),), n))
-        out.append(Spec("embedding", "_scatter_add", None, None, (A(dt, 2), A(dt, 2), A(i64), I, I), n))
-    clip = _mod("clip")
-    for dt in FLOATS:
-        out.append(Spec("clip", "_clip_kernel", (clip.THREADS, dt), None, (A(dt), A(dt), I, S(dt), B, S(dt)), dt.name))
-    for dt in NUMS:
-        f = (dt, matmul.TILE_M, matmul.TILE_N, matmul.TILE_K, matmul.MICRO_M, matmul.MICRO_N)
-        out.append(Spec("matmul", "_matmul_kernel", f, 0, (A(dt), A(dt), A(dt), I, I, I, T6, T6, T6, I, I, I, I),
-                        dt.name))
-    return out
-
-
-def _attention_specs():
-    AT = _mod("attention")
-
-    A, S, I, B, T6 = _types()
-    out = []
-    for dt in FLOATS:
-        isz = dt.itemsize
-        for dpad in (16, 32, 64, 128, 256):
-            bq, bk = AT.tiles(dpad, isz)
-            f = (dt, bq, bk, dpad)
-            bias = (A(dt), I, I, I, B, B, S(dt))
-            # local budget = the per-thread arrays each kernel declares (rows of the padded head dim)
-            out.append(Spec("attention", "_kernels", f, 0, (A(dt, 3), A(dt, 2), A(dt, 3), A(dt, 3), A(dt, 3)) + bias,
-                            dt.name, local_budget=(2 * dpad + bk) * isz))
-            out.append(Spec("attention", "_kernels", f, 1,
-                            (A(dt, 3),) * 4 + (A(dt, 2), A(dt, 3), A(dt, 2)) + bias,
-                            dt.name, local_budget=3 * dpad * isz))
-            out.append(Spec("attention", "_kernels", f, 2,
-                            (A(dt, 3),) * 5 + (A(dt, 2), A(dt, 3), A(dt, 2)) + bias,
-                            dt.name, local_budget=4 * dpad * isz))
-            if dpad == 16:  # rowdot does not depend on the tiles
-                out.append(Spec("attention", "_kernels", f, 3, (A(dt, 2), A(dt, 3), A(dt, 3)), dt.name))
-    return out
-
-
-def specs() -> list[Spec]:
-    """Every kernel specialisation the CUDA backend can launch."""
-    return _elementwise_specs() + _array_specs() + _reduce_specs() + _nn_specs() + _attention_specs()
-
-
-def launch_keys(spec_list=None) -> set:
-    """``(kernel name, argument types)`` of every spec: what ``_util.record_launches`` records
-    for a launch of that specialisation."""
-    from ._util import _kernel_name
-
-    return {(_kernel_name(s.kernel()), tuple(str(t) for t in s.argtypes)) for s in (spec_list or specs())}
 
 
 # ---------------------------------------------------------------- compiling and checking
@@ -318,12 +87,12 @@ _PTXAS = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) b
 def _allow_device_compile_without_gpu() -> None:
     """numba-cuda asks the current device for its compute capability when it types a call to
     a device function (``Dispatcher.compile_device``); there is no device here, so answer sm_90."""
-    import numba.cuda.dispatcher as D
+    import numba.cuda.dispatcher as dispatcher
 
     class _Device:
         compute_capability = CC
 
-    D.get_current_device = lambda: _Device()
+    dispatcher.get_current_device = lambda: _Device()
 
 
 def compile_spec(spec: Spec, salt: str) -> dict:

@@ -28,9 +28,9 @@ COL_THREADS = 128
 
 @functools.lru_cache(maxsize=None)
 def _kernels(threads: int, dtype):
-    nbt = nb_dtype(dtype)
-    F = np.dtype(dtype).type
-    zero, one = F(0), F(1)
+    numba_dtype = nb_dtype(dtype)
+    in_dtype = np.dtype(dtype).type
+    zero, one = in_dtype(0), in_dtype(1)
 
     @cuda.jit
     def fwd(y, mean, rstd, x, w, b, has_w, has_b, eps):
@@ -38,11 +38,11 @@ def _kernels(threads: int, dtype):
         Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; two block
         sums (mean, two-pass variance) in a ``threads``-slot shared array; x read three
         times, y written once, thread 0 writes mean / rstd."""
-        sh = cuda.shared.array(threads, nbt)
+        sh = cuda.shared.array(threads, numba_dtype)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         D = x.shape[1]
-        Df = nbt(D)
+        Df = numba_dtype(D)
         s = zero
         for j in range(tid, D, threads):
             s += x[row, j]
@@ -68,11 +68,11 @@ def _kernels(threads: int, dtype):
         """dx[row] = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = dy * w; row = blockIdx.x.
         Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; two block
         sums in a ``threads``-slot shared array; dy, x read twice, dx written once."""
-        sh = cuda.shared.array(threads, nbt)
+        sh = cuda.shared.array(threads, numba_dtype)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         D = x.shape[1]
-        Df = nbt(D)
+        Df = numba_dtype(D)
         mu = mean[row]
         r = rstd[row]
         s1 = zero

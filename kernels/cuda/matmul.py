@@ -1,10 +1,8 @@
-"""Batched matmul ``C = op(A) @ op(B)`` with broadcast batch dims and transpose flags.
+"""Batched matmul ``C = A @ B`` with broadcast batch dims.
 
-Shapes: ``a`` is (..., M, K) — or (..., K, M) with ``trans_a`` — and ``b`` is (..., K, N) —
-or (..., N, K) with ``trans_b``; batch dims broadcast as in NumPy (up to 4 of them); the
-result is a fresh C-contiguous (..., M, N) array. A transpose flag only swaps the two
-matrix strides the kernel is given, so ``Aᵀ·G`` and ``G·Bᵀ`` never materialise a copy
-(any non-negative strided view works the same way).
+Shapes: ``a`` is (..., M, K) and ``b`` is (..., K, N); batch dims broadcast as in NumPy (up to
+4 of them); the result is a fresh C-contiguous (..., M, N) array. Operands are read through
+their strides, so a transposed view (``Aᵀ·G``, ``G·Bᵀ``) never materialises a copy.
 
 Tiles: a block computes a ``TILE_M x TILE_N`` tile of C with
 ``(TILE_M / MICRO_M) * (TILE_N / MICRO_N)`` threads (64x64 with 16x16 = 256 threads by
@@ -14,7 +12,8 @@ Memory plan: per step of ``TILE_K`` (16) along K the block stages a TILE_K x TIL
 A and a TILE_K x TILE_N slab of B in shared memory (2 * 16 * 64 elements = 8 KiB for
 float32), each global cell of A read ceil(N / TILE_N) times and of B ceil(M / TILE_M)
 times; every thread then does TILE_K rank-1 updates of its micro-tile from registers.
-Out-of-range rows/cols/ks are loaded as 0 and never written, so any M, N, K >= 1 work.
+Out-of-range rows/cols/ks are loaded as 0 and never written, so any M, N >= 1 and K >= 0 work
+(K = 0 gives zeros, as NumPy does).
 Accumulation is in the result dtype.
 """
 from __future__ import annotations
@@ -24,7 +23,8 @@ import functools
 import numpy as np
 from numba import cuda
 
-from ._util import MAX_DIMS, broadcast_strides, cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
+from ._util import MAX_DIMS, cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
+from .layout import broadcast_strides
 
 TILE_M = 64
 TILE_N = 64
@@ -35,7 +35,7 @@ MICRO_N = 4
 
 @functools.lru_cache(maxsize=None)
 def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
-    nbt = nb_dtype(dtype)
+    numba_dtype = nb_dtype(dtype)
     tx_n = tn // rn
     nthreads = (tm // rm) * tx_n
     rmn = rm * rn  # a local array's size must be a compile-time constant: a closure int, not an expression
@@ -47,11 +47,11 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
         (tm / rm) * (tn / rn) threads, each owning an rm x rn (MICRO_M x MICRO_N) register micro-tile.
         Per tk (TILE_K) step: A (tk x tm) and B (tk x tn) slabs staged zero-padded in shared memory,
         then tk rank-1 updates from local arrays; each C cell written once."""
-        As = cuda.shared.array((tk, tm), nbt)
-        Bs = cuda.shared.array((tk, tn), nbt)
-        acc = cuda.local.array(rmn, nbt)
-        ar = cuda.local.array(rm, nbt)
-        br = cuda.local.array(rn, nbt)
+        As = cuda.shared.array((tk, tm), numba_dtype)
+        Bs = cuda.shared.array((tk, tn), numba_dtype)
+        acc = cuda.local.array(rmn, numba_dtype)
+        ar = cuda.local.array(rm, numba_dtype)
+        br = cuda.local.array(rn, numba_dtype)
         tid = cuda.threadIdx.x
         tx = tid % tx_n
         ty = tid // tx_n
@@ -100,8 +100,8 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
     return matmul_kernel, nthreads
 
 
-def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
-    """``swap(a) @ swap(b)`` where swap transposes the last two dims when its flag is set."""
+def matmul(a, b):
+    """``a @ b`` for device arrays of rank >= 2 (any non-negative strides)."""
     if a.ndim < 2 or b.ndim < 2:
         raise ValueError("matmul needs arrays of rank >= 2 (reshape vectors first)")
     if (TILE_M % MICRO_M) or (TILE_N % MICRO_N):
@@ -109,10 +109,7 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
     af, ast = flat_view(a)
     bf, bst = flat_view(b)
     ashape, bshape = tuple(a.shape), tuple(b.shape)  # the simulator's shape has no negative indexing
-    M, K = (ashape[-1], ashape[-2]) if trans_a else (ashape[-2], ashape[-1])
-    sam, sak = (ast[-1], ast[-2]) if trans_a else (ast[-2], ast[-1])
-    Kb, N = (bshape[-1], bshape[-2]) if trans_b else (bshape[-2], bshape[-1])
-    sbk, sbn = (bst[-1], bst[-2]) if trans_b else (bst[-2], bst[-1])
+    M, K, Kb, N = ashape[-2], ashape[-1], bshape[-2], bshape[-1]
     if K != Kb:
         raise ValueError(f"matmul: inner dims differ ({K} vs {Kb})")
     batch = np.broadcast_shapes(ashape[:-2], bshape[:-2])
@@ -121,13 +118,11 @@ def matmul(a, b, trans_a: bool = False, trans_b: bool = False):
     nb = int(np.prod(batch, dtype=np.int64))
     dtype = np.result_type(a.dtype, b.dtype)
     c = device_array(tuple(batch) + (M, N), dtype)
-    if nb and M and N:
-        if K == 0:
-            raise ValueError("matmul with K == 0 is not supported")
+    if nb and M and N:  # K == 0 runs no K step: every cell of C is written as 0
         kern, nthreads = _matmul_kernel(dtype, TILE_M, TILE_N, TILE_K, MICRO_M, MICRO_N)
         abst = pad(broadcast_strides(ashape[:-2], ast[:-2], batch))
         bbst = pad(broadcast_strides(bshape[:-2], bst[:-2], batch))
         grid = (cdiv(N, TILE_N), cdiv(M, TILE_M), nb)
         launch(kern, grid, nthreads, c.reshape(c.size), af, bf, M, N, K, pad(batch, 1), abst, bbst,
-               sam, sak, sbk, sbn)
+               ast[-2], ast[-1], bst[-2], bst[-1])
     return c

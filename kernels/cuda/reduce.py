@@ -20,11 +20,11 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._util import device_array, flat_view, launch, nb_dtype, offset_of, pad
+from ._util import MAX, MIN, SUM, block_reduce, combine, device_array, flat_view, launch, nb_dtype, offset_of, pad
 
 THREADS = 128  # power of two
 
-_OPS = {"sum": 0, "mean": 0, "max": 1, "min": 2}
+_OPS = {"sum": SUM, "mean": SUM, "max": MAX, "min": MIN}
 
 
 def _lowest(dtype):
@@ -49,7 +49,7 @@ def _highest(dtype):
 def _reduce_kernel(code: int, threads: int, dtype):
     dtype = np.dtype(dtype)
     acct = nb_dtype(dtype)
-    init = dtype.type(0) if code == 0 else (_lowest(dtype) if code == 1 else _highest(dtype))
+    init = dtype.type(0) if code == SUM else (_lowest(dtype) if code == MAX else _highest(dtype))
 
     @cuda.jit
     def reduce_kernel(out, x, nred, scale, kshape, kstrides, rshape, rstrides):
@@ -63,36 +63,18 @@ def _reduce_kernel(code: int, threads: int, dtype):
         acc = init
         r = tid
         while r < nred:
-            v = x[base + offset_of(r, rshape, rstrides)]
-            if code == 0:
-                acc += v
-            elif code == 1:
-                acc = max(acc, v)
-            else:
-                acc = min(acc, v)
+            acc = combine(acc, x[base + offset_of(r, rshape, rstrides)], code)
             r += threads
-        sh[tid] = acc
-        cuda.syncthreads()
-        s = threads // 2
-        while s > 0:
-            if tid < s:
-                if code == 0:
-                    sh[tid] += sh[tid + s]
-                elif code == 1:
-                    sh[tid] = max(sh[tid], sh[tid + s])
-                else:
-                    sh[tid] = min(sh[tid], sh[tid + s])
-            cuda.syncthreads()
-            s //= 2
+        total = block_reduce(sh, acc, tid, threads, code)
         if tid == 0:
-            out[cuda.blockIdx.x] = sh[0] * scale
+            out[cuda.blockIdx.x] = total * scale
 
     return reduce_kernel
 
 
 @functools.lru_cache(maxsize=None)
 def _argmax_kernel(threads: int, dtype):
-    nbt = nb_dtype(dtype)
+    numba_dtype = nb_dtype(dtype)
     lowest = _lowest(dtype)
 
     @cuda.jit
@@ -101,7 +83,7 @@ def _argmax_kernel(threads: int, dtype):
         Grid = number of outputs, ``threads`` (THREADS) per block, thread t scans t, t + threads, ...;
         (value, index) tree in ``threads``-slot shared arrays of the input dtype + int64 (ties ->
         smallest index); each input cell read once, thread 0 writes."""
-        shv = cuda.shared.array(threads, nbt)
+        shv = cuda.shared.array(threads, numba_dtype)
         shi = cuda.shared.array(threads, numba.int64)
         tid = cuda.threadIdx.x
         base = offset_of(cuda.blockIdx.x, kshape, kstrides)

@@ -12,7 +12,7 @@ import importlib
 
 SIM_TILES = {  # module of minitrans.kernels.cuda -> {constant: value under the simulator}
     "elementwise": dict(THREADS=4, MAX_BLOCKS=2), "array": dict(THREADS=4, MAX_BLOCKS=2),
-    "embedding": dict(THREADS=4, MAX_BLOCKS=2), "adam": dict(THREADS=4, MAX_BLOCKS=2),
+    "adam": dict(THREADS=4, MAX_BLOCKS=2),
     "reduce": dict(THREADS=2), "softmax": dict(THREADS=2), "cross_entropy": dict(THREADS=2),
     "layer_norm": dict(THREADS=2, COL_THREADS=4),
     "matmul": dict(TILE_M=8, TILE_N=8, TILE_K=4, MICRO_M=4, MICRO_N=4),

@@ -3,7 +3,7 @@
 Launch shape: one block of ``THREADS`` threads per row (grid = N).
 Memory plan: thread ``t`` handles columns ``t, t + THREADS, ...`` of its row; the row max
 and the row sums are tree reductions in a ``THREADS``-slot shared array of the input dtype
-(``_util.block_max`` / ``block_sum``). Forward reads the row three times (max, sum, write
+(``_util.row_max`` / ``block_sum``). Forward reads the row three times (max, sum, write
 pass: the row is hot in L1/L2) and writes it once; backward reads ``y``/``dy`` twice and
 writes once. Kernels are compiled per dtype and compute in it (float32 rows in float32,
 float32 ``exp``/``log``; the guard checks there is no double-precision instruction).
@@ -16,16 +16,16 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import block_max, block_sum, device_array, launch, nb_dtype
+from ._util import block_sum, device_array, launch, nb_dtype, row_max
 
 THREADS = 128  # power of two
 
 
 @functools.lru_cache(maxsize=None)
 def _kernels(threads: int, dtype):
-    nbt = nb_dtype(dtype)
-    F = np.dtype(dtype).type
-    zero, one, ninf = F(0), F(1), F(-math.inf)
+    numba_dtype = nb_dtype(dtype)
+    in_dtype = np.dtype(dtype).type
+    zero, one, ninf = in_dtype(0), in_dtype(1), in_dtype(-math.inf)
 
     @cuda.jit
     def fwd(y, x, log):
@@ -33,14 +33,11 @@ def _kernels(threads: int, dtype):
         ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; row max and sum exp
         are block reductions in a ``threads``-slot shared array; x read three times, y
         written once."""
-        sh = cuda.shared.array(threads, nbt)
+        sh = cuda.shared.array(threads, numba_dtype)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = x.shape[1]
-        m = ninf
-        for j in range(tid, C, threads):
-            m = max(m, x[row, j])
-        m = block_max(sh, m, tid, threads)
+        m = row_max(sh, x, row, tid, threads, ninf)
         s = zero
         for j in range(tid, C, threads):
             s += math.exp(x[row, j] - m)
@@ -59,7 +56,7 @@ def _kernels(threads: int, dtype):
         """dx[row] = y * (dy - sum(dy * y)), or with ``log`` dy - exp(y) * sum(dy); row = blockIdx.x.
         Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; one
         block sum in a ``threads``-slot shared array; y, dy read twice, dx written once."""
-        sh = cuda.shared.array(threads, nbt)
+        sh = cuda.shared.array(threads, numba_dtype)
         row = cuda.blockIdx.x
         tid = cuda.threadIdx.x
         C = y.shape[1]

@@ -4,32 +4,25 @@ from __future__ import annotations
 import os
 import traceback
 
-from .grad_mode import STATE
+from .grad_mode import STATE, StateSwitch
 
 _PKG = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 
 
-class detect_anomaly:
+class detect_anomaly(StateSwitch):
     """Context manager: check every op's output and every gradient for NaN/Inf.
 
     The error names the op and, for backward, the line of user code that created it.
     It costs one finiteness check per array, so use it for debugging only.
     """
 
+    _field = "anomaly"
+
     def __init__(self, check_nan: bool = True) -> None:
-        self.check_nan = check_nan
-
-    def __enter__(self):
-        self._prev = STATE.anomaly
-        STATE.anomaly = self.check_nan
-        return self
-
-    def __exit__(self, *exc):
-        STATE.anomaly = self._prev
-        return False
+        self.check_nan = self._value = check_nan
 
 
-def _bad(arr, xp) -> bool:
+def _has_nan_or_inf(arr, xp) -> bool:
     return arr.dtype.kind == "f" and not bool(xp.all(xp.isfinite(arr)))
 
 
@@ -42,14 +35,14 @@ def creation_trace(skip: int = 2) -> str:
 
 
 def check_forward(name: str, out, xp) -> None:
-    if _bad(out, xp):
+    if _has_nan_or_inf(out, xp):
         raise RuntimeError(f"detect_anomaly: function '{name}' returned NaN or Inf values in its forward output. "
                            f"The op was called at:\n{creation_trace(3)}")
 
 
 def check_backward(node, grads) -> None:
     for i, g in enumerate(grads):
-        if g is not None and _bad(g, node.xp):
+        if g is not None and _has_nan_or_inf(g, node.xp):
             where = getattr(node, "_trace", "") or "(creation trace not recorded)"
             raise RuntimeError(
                 f"detect_anomaly: function '{type(node).__name__}Backward' returned NaN or Inf values in its "

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import weakref
 
-from ..tensor import Tensor
+from .._tensor_core import TensorBase
+from .anomaly import check_backward
 from .function import Function
 from .grad_mode import STATE, no_grad
 
 
-def _as_grad_array(t: Tensor, gradient):
+def _as_grad_array(t: TensorBase, gradient):
     xp = t._device.backend
     if gradient is None:
         if t.numel() != 1:
@@ -32,7 +33,7 @@ def _as_grad_array(t: Tensor, gradient):
                 f"grad can be implicitly created only for scalar outputs; this tensor has shape {tuple(t.shape)}: "
                 "call backward(gradient) with a gradient of the same shape")
         return xp.ones(t.shape, t._data.dtype)
-    if isinstance(gradient, Tensor):
+    if isinstance(gradient, TensorBase):
         if gradient._device != t._device:
             raise RuntimeError(f"backward: gradient is on {gradient._device} but the tensor is on {t._device}")
         g = gradient._data
@@ -45,7 +46,7 @@ def _as_grad_array(t: Tensor, gradient):
 
 _CALLBACKS: list = []          # run at the end of the backward that is under way
 # id(leaf) -> (weak reference to it, [hook(leaf)]): hooks run after the leaf's .grad is updated.
-# Keyed by id with a weak reference (Tensor's == is elementwise, so it cannot key a WeakKeyDictionary).
+# Keyed by id with a weak reference (a tensor's == is elementwise, so it cannot key a WeakKeyDictionary).
 _POST_ACCUMULATE: dict = {}
 
 
@@ -54,7 +55,7 @@ def queue_callback(fn) -> None:
     _CALLBACKS.append(fn)
 
 
-def _ref(t: Tensor, table: dict, key: int) -> weakref.ref:
+def _weak_ref_dropping_entry(t: TensorBase, table: dict, key: int) -> weakref.ref:
     """A weak reference to ``t`` that removes ``table[key]`` when ``t`` dies — only if the entry is still
     ``t``'s (a new tensor may reuse the id), and harmlessly at interpreter exit."""
     def drop(r, table=table, key=key):
@@ -64,12 +65,12 @@ def _ref(t: Tensor, table: dict, key: int) -> weakref.ref:
     return weakref.ref(t, drop)
 
 
-def register_post_accumulate_grad_hook(t: Tensor, hook) -> list:
+def register_post_accumulate_grad_hook(t: TensorBase, hook) -> list:
     """Add ``hook(t)``, run after ``t.grad`` is updated; returns the list holding it (for removal)."""
     k = id(t)
     entry = _POST_ACCUMULATE.get(k)
     if entry is None or entry[0]() is not t:
-        entry = _POST_ACCUMULATE[k] = (_ref(t, _POST_ACCUMULATE, k), [])
+        entry = _POST_ACCUMULATE[k] = (_weak_ref_dropping_entry(t, _POST_ACCUMULATE, k), [])
     entry[1].append(hook)
     return entry[1]
 
@@ -81,13 +82,13 @@ def _run_callbacks() -> None:
 
 def _run_hooks(hooks, g, dev):
     for h in hooks:
-        r = h(Tensor._wrap(g, dev))
+        r = h(TensorBase._wrap(g, dev))
         if r is not None:
-            g = r._data if isinstance(r, Tensor) else r
+            g = r._data if isinstance(r, TensorBase) else r
     return g
 
 
-def backward(tensor: Tensor, gradient=None, retain_graph: bool = False) -> None:
+def backward(tensor: TensorBase, gradient=None, retain_graph: bool = False) -> None:
     """Accumulate d(tensor)/d(leaf) · gradient into every leaf's ``.grad``."""
     if not tensor.requires_grad:
         raise RuntimeError("element 0 of tensors does not require grad and does not have a grad_fn")
@@ -100,13 +101,13 @@ def backward(tensor: Tensor, gradient=None, retain_graph: bool = False) -> None:
     _run_callbacks()
 
 
-def _backward(tensor: Tensor, g0, retain_graph: bool) -> None:
+def _backward(tensor: TensorBase, g0, retain_graph: bool) -> None:
     pending: list = []                        # first gradients waiting for their buffers
     _walk(tensor, g0, retain_graph, pending)
     _flush(pending, tensor._device)
 
 
-def _walk(tensor: Tensor, g0, retain_graph: bool, pending: list) -> None:
+def _walk(tensor: TensorBase, g0, retain_graph: bool, pending: list) -> None:
     dev = tensor._device
     with no_grad():
         if tensor._node is None:
@@ -142,7 +143,7 @@ def _walk(tensor: Tensor, g0, retain_graph: bool, pending: list) -> None:
             if n._retain is not None:
                 t = n._retain()
                 if t is not None:
-                    t.grad = Tensor._wrap(g if t.grad is None else t.grad._data + g, dev)
+                    t.grad = TensorBase._wrap(g if t.grad is None else t.grad._data + g, dev)
             if n._freed:
                 raise RuntimeError(
                     f"Trying to backward through the graph a second time (at {type(n).__name__}), but the saved "
@@ -160,8 +161,6 @@ def _walk(tensor: Tensor, g0, retain_graph: bool, pending: list) -> None:
                 raise RuntimeError(f"{type(n).__name__}.backward returned {len(gin)} gradients, "
                                    f"expected {len(n.parents)} (one per input)")
             if anomaly:
-                from .anomaly import check_backward
-
                 check_backward(n, gin)
             if not retain_graph:
                 n.saved = ()
@@ -192,7 +191,7 @@ def _walk(tensor: Tensor, g0, retain_graph: bool, pending: list) -> None:
                     _leaf_edge_done(p, leaves, leaf_deps, dev, pending)
 
 
-def _leaf_edge_done(p: Tensor, leaves: dict, leaf_deps: dict, dev, pending: list) -> None:
+def _leaf_edge_done(p: TensorBase, leaves: dict, leaf_deps: dict, dev, pending: list) -> None:
     """One edge into leaf ``p`` was walked; after the last one its summed gradient is final."""
     k = id(p)
     c = leaf_deps[k] - 1
@@ -212,16 +211,16 @@ def _reduce(n: Function, gi, shape):
 _GRAD_BUFFERS: dict = {}  # id(leaf) -> (weakref to the leaf, array its gradient is written into)
 
 
-def set_grad_buffer(t: Tensor, buf) -> None:
+def set_grad_buffer(t: TensorBase, buf) -> None:
     """Write ``t``'s future gradients into ``buf`` (an array of ``t``'s shape, dtype and device)."""
     key = id(t)
     old = _GRAD_BUFFERS.get(key)
     if old is not None and old[0]() is t and old[1] is buf:
         return
-    _GRAD_BUFFERS[key] = (_ref(t, _GRAD_BUFFERS, key), buf)
+    _GRAD_BUFFERS[key] = (_weak_ref_dropping_entry(t, _GRAD_BUFFERS, key), buf)
 
 
-def _grad_buffer(t: Tensor, g):
+def _grad_buffer(t: TensorBase, g):
     e = _GRAD_BUFFERS.get(id(t))
     if e is None or e[0]() is not t:
         return None
@@ -231,12 +230,12 @@ def _grad_buffer(t: Tensor, g):
     return buf
 
 
-def _post_hooks(t: Tensor):
+def _post_hooks(t: TensorBase):
     post = _POST_ACCUMULATE.get(id(t)) if _POST_ACCUMULATE else None
     return post[1] if post is not None and post[0]() is t else None
 
 
-def _accumulate(t: Tensor, g, dev, pending: list) -> None:
+def _accumulate(t: TensorBase, g, dev, pending: list) -> None:
     """Add ``g`` into leaf ``t``'s ``.grad``; a first gradient bound for a buffer may wait in ``pending``."""
     if t._hooks:
         g = _run_hooks(t._hooks, g, dev)
@@ -248,16 +247,16 @@ def _accumulate(t: Tensor, g, dev, pending: list) -> None:
             return
         if buf is not None:
             buf[...] = g
-            t.grad = Tensor._wrap(buf, t._device)
+            t.grad = TensorBase._wrap(buf, t._device)
         else:
             # a gradient may be shared with other nodes (Add passes its gradient through to both
             # inputs): each leaf gets its own copy so in-place edits of one .grad stay local
-            t.grad = Tensor._wrap(g.copy(), t._device)
+            t.grad = TensorBase._wrap(g.copy(), t._device)
     elif buf is not None and t.grad._data is buf:
         buf += g  # accumulate in place, into the optimizer's buffer
         t.grad._vc[0] += 1
     else:
-        t.grad = Tensor._wrap(t.grad._data + g, t._device)
+        t.grad = TensorBase._wrap(t.grad._data + g, t._device)
     if post is not None:
         for h in list(post):
             h(t)
@@ -267,11 +266,6 @@ def _flush(pending: list, dev) -> None:
     """Write the first gradients that wait for their buffers: a few launches for all of them."""
     if not pending:
         return
-    xp = dev.backend
-    if len(pending) > 1 and hasattr(xp, "copy_many"):
-        xp.copy_many([b for _, b, _ in pending], [g for _, _, g in pending])
-    else:
-        for _, buf, g in pending:
-            buf[...] = g
+    dev.backend.copy_many([b for _, b, _ in pending], [g for _, _, g in pending])
     for t, buf, _ in pending:
-        t.grad = Tensor._wrap(buf, t._device)
+        t.grad = TensorBase._wrap(buf, t._device)

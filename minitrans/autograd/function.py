@@ -6,7 +6,9 @@ checks devices, runs ``forward`` and records the node when a gradient is needed.
 """
 from __future__ import annotations
 
-from ..tensor import Tensor
+from .._tensor_core import TensorBase
+from ..device import CPU
+from .anomaly import check_forward, creation_trace
 from .grad_mode import STATE
 
 
@@ -47,14 +49,14 @@ class Function:
         return type(self).__name__
 
     @classmethod
-    def apply(cls, *args, **kwargs) -> Tensor:
+    def apply(cls, *args, **kwargs) -> TensorBase:
         ctx = cls.__new__(cls)
         raw = []
         needs = []
         req = False
         dev = None
         for a in args:
-            if isinstance(a, Tensor):
+            if isinstance(a, TensorBase):
                 d = a._device
                 if dev is None:
                     dev = d
@@ -70,7 +72,7 @@ class Function:
                 raw.append(a)
                 needs.append(False)
         if dev is None:
-            from ..device import CPU as dev
+            dev = CPU
         ctx.xp = dev._backend or dev.backend
         ctx.saved = ()
         ctx._freed = False
@@ -79,10 +81,10 @@ class Function:
         out = cls.forward(ctx, *raw, **kwargs)
         if not isinstance(out, ctx.xp.ndarray):
             out = ctx.xp.asarray(out)
-        t = Tensor._wrap(out, dev, req)
+        t = TensorBase._wrap(out, dev, req)
         if req:
             ctx.parents = tuple(
-                (a._node or a) if isinstance(a, Tensor) and a.requires_grad else None for a in args)
+                (a._node or a) if isinstance(a, TensorBase) and a.requires_grad else None for a in args)
             ctx.shapes = tuple(x.shape if n else None for x, n in zip(raw, needs))
             ctx.dtypes = tuple(x.dtype if n else None for x, n in zip(raw, needs))
             ctx._hooks = None
@@ -90,19 +92,15 @@ class Function:
             saved = ctx.saved
             ctx._versions = None
             if saved:
-                vs = [(a._vc, a._vc[0]) for a in args if isinstance(a, Tensor) and _shares(ctx.xp, a._data, saved)]
+                vs = [(a._vc, a._vc[0]) for a in args if isinstance(a, TensorBase) and _shares(ctx.xp, a._data, saved)]
                 if any(s is out for s in saved):
                     vs.append((t._vc, 0))
                 if vs:
                     ctx._versions = vs
             if STATE.anomaly:
-                from .anomaly import creation_trace
-
                 ctx._trace = creation_trace()
             t._node = ctx
         if STATE.anomaly:
-            from .anomaly import check_forward
-
             check_forward(cls.__name__, out, ctx.xp)
         return t
 

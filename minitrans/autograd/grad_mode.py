@@ -16,17 +16,25 @@ def is_grad_enabled() -> bool:
     return STATE.enabled
 
 
-class _GradMode:
+class StateSwitch:
+    """Set the ``STATE`` field named ``_field`` to ``_value`` inside a ``with`` block, and put the
+    previous value back on leaving it."""
+
+    _field = "enabled"
     _value = True
 
     def __enter__(self):
-        self._prev = STATE.enabled
-        STATE.enabled = self._value
+        self._prev = getattr(STATE, self._field)
+        setattr(STATE, self._field, self._value)
         return self
 
     def __exit__(self, *exc):
-        STATE.enabled = self._prev
+        setattr(STATE, self._field, self._prev)
         return False
+
+
+class _GradMode(StateSwitch):
+    """A grad-mode switch, usable as a ``with`` block or as a decorator."""
 
     def __call__(self, fn):
         @functools.wraps(fn)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import _dtype
-from ..tensor import Tensor
+from .._tensor_core import TensorBase
 from .grad_mode import enable_grad, no_grad
 
 
@@ -25,7 +25,7 @@ def _outputs(fn, inputs):
         out = fn(*inputs)
     outs = out if isinstance(out, (tuple, list)) else (out,)
     for o in outs:
-        if not isinstance(o, Tensor):
+        if not isinstance(o, TensorBase):
             raise TypeError(f"gradcheck: fn must return Tensors, got {type(o).__name__}")
     return [o for o in outs if o.dtype.is_floating_point]
 
@@ -41,7 +41,7 @@ def _flat_out(fn, inputs) -> np.ndarray:
 def _check_inputs(inputs):
     diff = []
     for i, t in enumerate(inputs):
-        if isinstance(t, Tensor) and t.requires_grad:
+        if isinstance(t, TensorBase) and t.requires_grad:
             if t.dtype is not _dtype.float64:
                 raise ValueError(f"gradcheck: input {i} has dtype {t.dtype}; gradcheck needs float64 inputs "
                                  "(float32 central differences are too coarse to judge a gradient)")
@@ -51,12 +51,12 @@ def _check_inputs(inputs):
     return diff
 
 
-def _perturb(t: Tensor, flat_index: int, delta: float):
+def _perturb(t: TensorBase, flat_index: int, delta: float):
     """Add ``delta`` to one element in place (on any device) and return the old array."""
     old = t._data
     host = t.numpy().copy()
     host.reshape(-1)[flat_index] += delta
-    t._data = t._device.backend.from_numpy(host) if t._device.type != "cpu" else host
+    t._data = t._device.backend.from_numpy(host)   # host is a fresh copy: the CPU may share it
     return old
 
 
@@ -87,9 +87,8 @@ def _analytic_vjp(fn, inputs, diff, v: np.ndarray):
         if not o.requires_grad:
             off += m
             continue
-        w = Tensor._wrap(o._device.backend.from_numpy(v[off:off + m].reshape(o.shape).astype(o._data.dtype))
-                         if o._device.type != "cpu" else v[off:off + m].reshape(o.shape).astype(o._data.dtype),
-                         o._device)
+        weights = v[off:off + m].reshape(o.shape).astype(o._data.dtype)
+        w = TensorBase._wrap(o._device.backend.from_numpy(weights), o._device)
         term = (o * w).sum()
         total = term if total is None else total + term
         off += m
@@ -203,7 +202,7 @@ def _fast(fn, inputs, diff, n_out, eps, atol, rtol, seed):
         backend = t._device.backend
 
         def at(x):
-            t._data = backend.from_numpy(x) if t._device.type != "cpu" else x
+            t._data = backend.from_numpy(x)
             return _flat_out(fn, inputs)
 
         numeric = float(v @ (at(host + eps * u) - at(host - eps * u)) / (2 * eps))

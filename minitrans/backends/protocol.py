@@ -59,7 +59,7 @@ PRIMITIVES = (
 
 class Backend:
     """The primitives, one docstring each. Subclasses bind each name to their implementation
-    (usually ``staticmethod(function)``); the bodies here only document and raise."""
+    (usually ``staticmethod(function)``); the bodies here only document."""
 
     #: the device type this backend serves: ``"cpu"`` or ``"cuda"``
     name: str = ""
@@ -83,64 +83,52 @@ class Backend:
     def asarray(a, dtype=None):
         """``a`` (an array of this backend, a NumPy array or a Python scalar/list) as an array of
         this backend, converted to ``dtype`` if given; no copy when nothing changes."""
-        raise NotImplementedError
 
     @staticmethod
     def ascontiguousarray(a):
         """``a`` if it is C-contiguous, else a C-contiguous copy."""
-        raise NotImplementedError
 
     @staticmethod
     def zeros(shape, dtype=float):
         """A new array of zeros."""
-        raise NotImplementedError
 
     @staticmethod
     def ones(shape, dtype=float):
         """A new array of ones."""
-        raise NotImplementedError
 
     @staticmethod
     def full(shape, fill_value, dtype=None):
         """A new array filled with ``fill_value``."""
-        raise NotImplementedError
 
     @staticmethod
     def empty(shape, dtype=float):
         """A new array with unspecified contents."""
-        raise NotImplementedError
 
     @staticmethod
     def arange(start, stop=None, step=1, dtype=None):
         """``start, start+step, ...`` below ``stop`` (NumPy's ``arange``)."""
-        raise NotImplementedError
 
     @staticmethod
     def zeros_like(a, dtype=None):
         """Zeros of ``a``'s shape (and dtype unless given)."""
-        raise NotImplementedError
 
     @staticmethod
     def ones_like(a, dtype=None):
         """Ones of ``a``'s shape (and dtype unless given)."""
-        raise NotImplementedError
 
     @staticmethod
     def from_numpy(a, copy=False):
         """The host NumPy array ``a`` on this device. With ``copy=False`` the result may share
         memory with ``a`` (it does on the CPU), so pass arrays the caller owns; ``copy=True``
         always gives fresh memory."""
-        raise NotImplementedError
 
     @staticmethod
     def to_numpy(a):
         """A host NumPy array with ``a``'s values (on the CPU: ``a`` itself; do not write to it)."""
-        raise NotImplementedError
 
     @staticmethod
     def copy(a):
         """A new C-contiguous array with ``a``'s values."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ storage questions
     @staticmethod
@@ -148,188 +136,153 @@ class Backend:
         """True when ``a`` and ``b`` are the same array or views of one allocation (so an
         in-place change of one may change the other). Decided from view bookkeeping, not by
         comparing addresses element by element."""
-        raise NotImplementedError
 
     @staticmethod
     def is_contiguous(a) -> bool:
         """True when ``a``'s elements lie in row-major (C) order with no gaps."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ elementwise
     @staticmethod
     def exp(x):
         """e**x elementwise."""
-        raise NotImplementedError
 
     @staticmethod
     def log(x):
         """Natural logarithm elementwise (-inf at 0, nan below)."""
-        raise NotImplementedError
 
     @staticmethod
     def sqrt(x):
         """Square root elementwise."""
-        raise NotImplementedError
 
     @staticmethod
     def abs(x):
         """|x| elementwise."""
-        raise NotImplementedError
 
     @staticmethod
     def tanh(x):
         """tanh elementwise."""
-        raise NotImplementedError
 
     @staticmethod
     def sign(x):
         """-1, 0 or 1 elementwise (0 at 0)."""
-        raise NotImplementedError
 
     @staticmethod
     def sigmoid(x):
         """1/(1+e**-x) elementwise, without overflow for large |x|, in x's dtype."""
-        raise NotImplementedError
 
     @staticmethod
     def maximum(a, b):
         """Elementwise maximum with broadcasting (nan propagates)."""
-        raise NotImplementedError
 
     @staticmethod
     def minimum(a, b):
         """Elementwise minimum with broadcasting (nan propagates)."""
-        raise NotImplementedError
 
     @staticmethod
     def where(cond, a, b):
         """``a`` where the bool ``cond`` is True, else ``b`` (all three broadcast)."""
-        raise NotImplementedError
 
     @staticmethod
     def clip(a, lo, hi, out=None):
         """``a`` limited to [lo, hi] (either bound may be None); written into ``out`` if given
         (``out`` may be ``a``: an in-place clamp)."""
-        raise NotImplementedError
 
     @staticmethod
     def power(a, b):
         """a**b elementwise with broadcasting."""
-        raise NotImplementedError
 
     @staticmethod
     def isfinite(x):
         """Bool array: True where x is neither inf nor nan."""
-        raise NotImplementedError
 
     @staticmethod
     def logical_not(x):
         """Bool array: not x."""
-        raise NotImplementedError
 
     @staticmethod
     def errstate(**kwargs):
         """A context manager that silences (``divide="ignore"``, ...) floating-point warnings."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ reductions
     @staticmethod
     def sum(a, axis=None, keepdims=False, dtype=None):
         """Sum over ``axis`` (an int, a tuple or None for all)."""
-        raise NotImplementedError
 
     @staticmethod
     def max(a, axis=None, keepdims=False):
         """Maximum over ``axis``; ValueError for an empty reduction."""
-        raise NotImplementedError
 
     @staticmethod
     def min(a, axis=None, keepdims=False):
         """Minimum over ``axis``; ValueError for an empty reduction."""
-        raise NotImplementedError
 
     @staticmethod
     def argmax(a, axis=None, keepdims=False):
         """int64 index of the first maximum along ``axis`` (of the flattened array if None)."""
-        raise NotImplementedError
 
     @staticmethod
     def argmin(a, axis=None, keepdims=False):
         """int64 index of the first minimum along ``axis`` (of the flattened array if None)."""
-        raise NotImplementedError
 
     @staticmethod
     def any(a, axis=None, keepdims=False):
         """Logical or over ``axis``."""
-        raise NotImplementedError
 
     @staticmethod
     def all(a, axis=None, keepdims=False):
         """Logical and over ``axis``."""
-        raise NotImplementedError
 
     @staticmethod
     def sum_to(g, shape):
         """``g`` summed over its broadcast axes back down to ``shape`` (a gradient reduced to the
         shape of the input it belongs to); ``g`` itself when the shapes already agree."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ shape
     @staticmethod
     def reshape(a, shape):
         """``a`` with another shape (a view where the strides allow, else a copy)."""
-        raise NotImplementedError
 
     @staticmethod
     def transpose(a, axes=None):
         """A view of ``a`` with its axes permuted (reversed when ``axes`` is None)."""
-        raise NotImplementedError
 
     @staticmethod
     def broadcast_to(a, shape):
         """A read-only view of ``a`` broadcast to ``shape`` (stride 0 on new axes)."""
-        raise NotImplementedError
 
     @staticmethod
     def broadcast_shapes(*shapes):
         """The broadcast of the shapes; ValueError when they do not broadcast."""
-        raise NotImplementedError
 
     @staticmethod
     def concatenate(arrays, axis=0):
         """The arrays joined along ``axis`` (a new array)."""
-        raise NotImplementedError
 
     @staticmethod
     def split_at(a, indices_or_sections, axis=0):
         """``a`` cut along ``axis`` at the given indices (a list of views)."""
-        raise NotImplementedError
 
     @staticmethod
     def moveaxis(a, source, destination):
         """A view of ``a`` with axis ``source`` moved to ``destination``."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ gather / scatter
     @staticmethod
     def add_at(out, idx, values):
         """``out[idx] += values`` in place, where repeated indices accumulate (NumPy's
         ``np.add.at``): the backward of indexing and of embedding lookups."""
-        raise NotImplementedError
 
     @staticmethod
     def check_index_range(idx, n: int, what: str) -> None:
         """Raise ``IndexError("<what>: index out of range: indices must be in [0, n), got min a,
         max b")`` unless every element of the int64 array ``idx`` is in [0, n). On a device this
         reads two numbers back to the host."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ linear algebra
     @staticmethod
     def matmul(a, b):
         """NumPy ``matmul``: batched, broadcast over leading axes; 1-D operands promoted and the
         added axis removed; a zero-length contraction (K = 0) gives zeros."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ random
     @staticmethod
@@ -337,87 +290,71 @@ class Backend:
         """The inverted-dropout multiplier of ``shape``: each element 0 with probability ``p``,
         else 1/(1-p), drawn on this device from the 63-bit ``seed`` (the caller draws the seed
         from the global generator, so ``manual_seed`` fixes the mask; streams differ per device)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ many arrays per call
     @staticmethod
     def copy_many(dsts, srcs) -> None:
         """``d[...] = s`` for every pair (a device batches them into few launches)."""
-        raise NotImplementedError
 
     @staticmethod
     def clip_grad_norm_flat(buf, max_norm: float, norm_type: float):
         """Scale the flat gradient buffer ``buf`` in place by min(1, max_norm / (norm + 1e-6)) and
         return the norm of order ``norm_type`` (a 0-d array of ``buf``'s dtype, computed in
         float64)."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ fused kernels
     @staticmethod
     def softmax_forward(x):
         """Softmax over the last axis (max-subtracted)."""
-        raise NotImplementedError
 
     @staticmethod
     def softmax_backward(y, dy):
         """The input gradient of softmax from its output ``y`` and output gradient ``dy``."""
-        raise NotImplementedError
 
     @staticmethod
     def log_softmax_forward(x):
         """Log-softmax over the last axis."""
-        raise NotImplementedError
 
     @staticmethod
     def log_softmax_backward(y, dy):
         """The input gradient of log-softmax from its output ``y`` and ``dy``."""
-        raise NotImplementedError
 
     @staticmethod
     def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
         """Per-row loss of (N, C) ``logits`` against int64 ``target`` and each row's
         log-sum-exp: ``(loss, lse)``; ignored rows give 0."""
-        raise NotImplementedError
 
     @staticmethod
     def cross_entropy_backward(logits, target, lse, dloss, ignore_index, label_smoothing):
         """The logits gradient of the per-row loss given its gradient ``dloss``."""
-        raise NotImplementedError
 
     @staticmethod
     def layer_norm_forward(x, weight, bias, eps):
         """Layer norm over the last axis: ``(y, mean, rstd)``."""
-        raise NotImplementedError
 
     @staticmethod
     def layer_norm_backward(dy, x, weight, mean, rstd):
         """``(dx, dweight, dbias)`` of layer norm."""
-        raise NotImplementedError
 
     @staticmethod
     def attention_forward(q, k, v, bias, is_causal, scale):
         """Fused scaled dot-product attention over (..., T, d): ``(out, lse)``; the score matrix
         is never stored whole."""
-        raise NotImplementedError
 
     @staticmethod
     def attention_backward(q, k, v, o, lse, do, bias, is_causal, scale):
         """``(dq, dk, dv)`` of fused attention from the saved ``o`` and ``lse``."""
-        raise NotImplementedError
 
     @staticmethod
     def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
         """One Adam / AdamW update of ``param`` and its two moments, in place."""
-        raise NotImplementedError
 
     # ------------------------------------------------------------ kernel choice
     @staticmethod
     def set_kernels(name: str) -> None:
         """Route the fused kernels to ``"numba"`` (this device's compiled kernels, the default)
         or ``"reference"`` (the plain NumPy oracle in ``minitrans.kernels.reference``)."""
-        raise NotImplementedError
 
     @staticmethod
     def get_kernels() -> str:
         """The current choice of ``set_kernels``."""
-        raise NotImplementedError

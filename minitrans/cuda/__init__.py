@@ -5,6 +5,10 @@ Numba's CUDA simulator is enabled (``NUMBA_ENABLE_CUDASIM=1`` set before numba i
 imported): the simulator runs the same kernels on the CPU, one Python thread per CUDA
 thread, so ``device="cuda"`` works (slowly, for tiny shapes) in tests without a GPU.
 ``is_simulated()`` tells the two apart.
+
+numba-cuda is an optional dependency, so ``numba`` (whose configuration fixes the simulator
+switch when first imported), ``numba.cuda`` and the CUDA kernels are imported inside the
+functions that need them: importing ``minitrans.cuda`` imports none of them.
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ def check_usable() -> None:
 
 def is_simulated() -> bool:
     """True when numba's CUDA simulator stands in for a GPU."""
-    from numba import config
+    from numba import config  # imported on use (see the module docstring)
 
     return bool(config.ENABLE_CUDASIM)
 

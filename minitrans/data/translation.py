@@ -136,7 +136,7 @@ class TranslationTask:
         return len(self.vocab)
 
     # ------------------------------------------------------------------ sampling trees
-    def _np(self, rng, simple: bool, pp: bool = True) -> NP:
+    def _noun_phrase(self, rng, simple: bool, pp: bool = True) -> NP:
         plural = bool(rng.random() < 0.4)
         det = _pick(rng, DETS_PL if plural else DETS_SG)
         adjs = []
@@ -147,20 +147,20 @@ class TranslationTask:
         np_ = NP(det, adjs, _pick(rng, NOUNS), plural)
         if not simple:
             if pp and rng.random() < self.p_pp:
-                np_.pp = (_pick(rng, PREPS), self._np(rng, True))
+                np_.pp = (_pick(rng, PREPS), self._noun_phrase(rng, True))
             if rng.random() < self.p_rel:
-                np_.rel = (_pick(rng, VERBS_T), self._np(rng, True))
+                np_.rel = (_pick(rng, VERBS_T), self._noun_phrase(rng, True))
         return np_
 
     def _clause(self, rng) -> Clause:
-        subj = self._np(rng, False)
+        subj = self._noun_phrase(rng, False)
         if rng.random() < 0.75:
             # an object takes no prepositional phrase: "sees the cat in the garden" would be ambiguous
             # (the cat's place or the seeing's), so a phrase after the object always belongs to the clause
-            verb, obj = _pick(rng, VERBS_T), self._np(rng, False, pp=False)
+            verb, obj = _pick(rng, VERBS_T), self._noun_phrase(rng, False, pp=False)
         else:
             verb, obj = _pick(rng, VERBS_I), None
-        pp = (_pick(rng, PREPS), self._np(rng, True)) if rng.random() < self.p_pp else None
+        pp = (_pick(rng, PREPS), self._noun_phrase(rng, True)) if rng.random() < self.p_pp else None
         return Clause(subj, verb, obj, pp)
 
     def _sentence(self, rng, lo: int, hi: int):

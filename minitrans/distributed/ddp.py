@@ -30,7 +30,7 @@ import numpy as np
 from ..autograd.engine import queue_callback
 from ..nn.module import Module
 from ..tensor import Tensor
-from ._mpi import cuda_aware, mpi, pinned_empty
+from ._mpi import Staged, cuda_aware, mpi, pinned_empty, write_back
 from .process_group import _comm, _signature
 
 
@@ -47,10 +47,10 @@ class _Bucket:
         for p in params:
             self.slots.append((off, p.numel()))
             off += p.numel()
-        dev = params[0].device
-        self.on_device = dev.type != "cpu" and cuda_aware()
-        self.buf = dev.backend.zeros(off, self.dtype) if self.on_device else \
-            np.empty(off, self.dtype) if dev.type == "cpu" else pinned_empty(off, self.dtype)
+        backend = params[0].device.backend
+        self.on_device = not backend.host_memory and cuda_aware()
+        self.buf = backend.zeros(off, self.dtype) if self.on_device else \
+            np.empty(off, self.dtype) if backend.host_memory else pinned_empty(off, self.dtype)
         self.left, self.filled, self.request = len(params), [False] * len(params), None
 
     @property
@@ -71,23 +71,20 @@ def _grad_into(view, g) -> None:
     elif g._is_c():
         g._d.copy_to_host(view.reshape(g.shape))
     else:
-        from ..backends.cuda import to_numpy
+        from ..backends.cuda import to_numpy   # numba-cuda is optional: only device gradients get here
 
         np.copyto(view, to_numpy(g).reshape(-1))
 
 
 def _grad_from(p: Tensor, view) -> None:
     """Make ``p.grad`` the values in ``view`` (in place when it exists)."""
-    from ._mpi import write_back
-
     if not isinstance(view, np.ndarray):                 # a device bucket
         if p.grad is None:
             p.grad = Tensor._wrap(view.reshape(p.shape).copy(), p.device)
         else:
             p.grad._data[...] = view.reshape(p.shape)
     elif p.grad is None:
-        data = view.reshape(p.shape).copy()
-        p.grad = Tensor._wrap(data if p.device.type == "cpu" else p.device.backend.from_numpy(data), p.device)
+        p.grad = Tensor._wrap(p.device.backend.from_numpy(view.reshape(p.shape), copy=True), p.device)
     else:
         write_back(p.grad._data, view)
 
@@ -157,8 +154,6 @@ class DistributedDataParallel(Module):
                              f"every rank must build the same architecture")
 
     def _broadcast_state(self) -> None:
-        from ._mpi import Staged
-
         root = self._comm.Get_rank() == 0
         for _, t in list(self.module.named_parameters()) + list(self.module.named_buffers()):
             st = Staged(t._data, read=root)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from ._mpi import mpi
 from .process_group import _comm, get_rank, is_initialized
 from .sampler import shard_batch
 
@@ -35,8 +36,6 @@ def reduce_mean(x: float) -> float:
 
 def reduce_max(code: int) -> int:
     """The largest of an int over every rank (the Trainer's stop reason: any rank may ask to stop)."""
-    from ._mpi import mpi
-
     return _comm().allreduce(int(code), op=mpi().MAX)
 
 

@@ -13,7 +13,7 @@ import enum
 import numpy as np
 
 from ..tensor import Tensor
-from ._mpi import Staged, check_dtype, mpi
+from ._mpi import Staged, available, check_dtype, mpi, write_back
 
 _GROUP: dict = {"comm": None}
 
@@ -28,8 +28,6 @@ class ReduceOp(enum.Enum):
 
 def is_available() -> bool:
     """True when mpi4py and an MPI library can be imported."""
-    from ._mpi import available
-
     return available()
 
 
@@ -98,7 +96,9 @@ def _need_tensor(t, fn: str, arg: str = "tensor") -> None:
 
 
 def _signature(t: Tensor) -> tuple:
-    return (tuple(t.shape), str(np.dtype(t._data.dtype)), t.device.type)
+    """What must agree across ranks for a collective on ``t``: shape, dtype and the kind of device
+    (the backend's name: rank 0 on ``cuda:0`` and rank 1 on ``cuda:1`` agree)."""
+    return (tuple(t.shape), str(np.dtype(t._data.dtype)), t.device.backend.name)
 
 
 def check_same_across_ranks(fn: str, what: str, sig, comm=None) -> None:
@@ -221,8 +221,6 @@ def all_gather(tensor_list: list, tensor: Tensor, group=None, async_op: bool = F
     recv = np.empty((n,) + tuple(tensor.shape), np.dtype(tensor._data.dtype))
 
     def finish():
-        from ._mpi import write_back
-
         for i, t in enumerate(tensor_list):
             write_back(t._data, recv[i])
             _bump(t)

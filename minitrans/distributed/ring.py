@@ -33,7 +33,7 @@ import numpy as np
 from ..autograd.function import Function
 from ..tensor import Tensor
 from ._mpi import host_copy, mpi
-from .process_group import _comm, check_same_across_ranks
+from .process_group import _comm, _signature, check_same_across_ranks
 
 
 def _host(a) -> np.ndarray:
@@ -82,61 +82,75 @@ def _merge(o, lse, o_j, lse_j):
 
 
 class RingAttention(Function):
-    """Forward/backward of ring attention on (B, T, d) blocks; see the module docstring."""
+    """Forward/backward of ring attention on (B, T, d) blocks; see the module docstring.
+
+    It stays here rather than in ``minitrans/ops``: both passes are collectives (every rank
+    must call them, in the same order) built on this module's MPI ring, so the op belongs to
+    the distributed layer, which ``ops`` must not depend on."""
 
     @staticmethod
     def forward(ctx, q, k, v, is_causal, scale, comm):
-        xp = ctx.xp
-        r, n = comm.Get_rank(), comm.Get_size()
-        ring = _Ring(comm)
-        o = lse = None
-        kv = (k, v)
-        for s in range(n):
-            j = (r - s) % n
-            if s < n - 1:
-                ring.start(kv)
-            if not (is_causal and j > r):                 # a block wholly in the future: skipped
-                o_j, lse_j = xp.attention_forward(q, kv[0], kv[1], None, bool(is_causal and j == r), scale)
-                o_j, lse_j = _host(o_j), _host(lse_j)
-                o, lse = (o_j, lse_j) if o is None else _merge(o, lse, o_j, lse_j)
-            if s < n - 1:
-                kv = tuple(_like(a, xp) for a in ring.finish())
-        o, lse = _like(np.ascontiguousarray(o), xp), _like(np.ascontiguousarray(lse), xp)
-        ctx.save_for_backward(q, k, v, o, lse)
         ctx.is_causal, ctx.scale, ctx.comm = is_causal, scale, comm
+        o, lse = _ring_forward(ctx.xp, q, k, v, is_causal, scale, comm)
+        ctx.save_for_backward(q, k, v, o, lse)
         return o
 
     @staticmethod
     def backward(ctx, g):
-        q, k, v, o, lse = ctx.saved_arrays
-        xp, comm = ctx.xp, ctx.comm
-        r, n = comm.Get_rank(), comm.Get_size()
-        ring = _Ring(comm)
-        do = xp.ascontiguousarray(g)
-        dq = None
-        kj, vj, dk, dv = k, v, None, None          # the block held now and its gradient sums so far
-        for s in range(n):
-            j = (r - s) % n
-            if not (ctx.is_causal and j > r):
-                dq_j, dk_j, dv_j = (_host(a) for a in xp.attention_backward(
-                    q, kj, vj, o, lse, do, None, bool(ctx.is_causal and j == r), ctx.scale))
-                dq = dq_j if dq is None else _add(dq, dq_j)
-                dk = dk_j if dk is None else _add(dk, dk_j)
-                dv = dv_j if dv is None else _add(dv, dv_j)
-                del dq_j, dk_j, dv_j
-            if dk is None:                         # no rank has touched this block yet
-                dk, dv = np.zeros(kj.shape, np.dtype(kj.dtype)), np.zeros(vj.shape, np.dtype(vj.dtype))
-            # pass the block with its sums on, after the compute (only one block set is in memory
-            # while the kernel runs) and in two steps, K, V then dK, dV (at most 1.5 sets in
-            # memory while they move); after N hops the sums are back on the block's own rank
-            if s < n - 1:
-                ring.start((kj, vj))
-                kj, vj = (_like(a, xp) for a in ring.finish())
-            ring.start((dk, dv))
-            dk, dv = ring.finish()
-        if dq is None:
-            dq = np.zeros(q.shape, np.dtype(q.dtype))
-        return _like(dq, xp), _like(dk, xp), _like(dv, xp), None, None, None
+        grads = _ring_backward(ctx.xp, *ctx.saved_arrays, g, ctx.is_causal, ctx.scale, ctx.comm)
+        return grads + (None, None, None)
+
+
+def _ring_forward(xp, q, k, v, is_causal, scale, comm):
+    """(output, row log-sum-exp) of this rank's queries against every rank's keys and values:
+    the K/V blocks travel round the ring while each one is attended to."""
+    r, n = comm.Get_rank(), comm.Get_size()
+    ring = _Ring(comm)
+    o = lse = None
+    kv = (k, v)
+    for s in range(n):
+        j = (r - s) % n
+        if s < n - 1:
+            ring.start(kv)
+        if not (is_causal and j > r):                 # a block wholly in the future: skipped
+            o_j, lse_j = xp.attention_forward(q, kv[0], kv[1], None, bool(is_causal and j == r), scale)
+            o_j, lse_j = _host(o_j), _host(lse_j)
+            o, lse = (o_j, lse_j) if o is None else _merge(o, lse, o_j, lse_j)
+        if s < n - 1:
+            kv = tuple(_like(a, xp) for a in ring.finish())
+    return _like(np.ascontiguousarray(o), xp), _like(np.ascontiguousarray(lse), xp)
+
+
+def _ring_backward(xp, q, k, v, o, lse, g, is_causal, scale, comm):
+    """(dq, dk, dv) of this rank's blocks: each K/V block travels round the ring with the sums
+    of its gradients, and is back home with them after N hops."""
+    r, n = comm.Get_rank(), comm.Get_size()
+    ring = _Ring(comm)
+    do = xp.ascontiguousarray(g)
+    dq = None
+    kj, vj, dk, dv = k, v, None, None          # the block held now and its gradient sums so far
+    for s in range(n):
+        j = (r - s) % n
+        if not (is_causal and j > r):
+            dq_j, dk_j, dv_j = (_host(a) for a in xp.attention_backward(
+                q, kj, vj, o, lse, do, None, bool(is_causal and j == r), scale))
+            dq = dq_j if dq is None else _add(dq, dq_j)
+            dk = dk_j if dk is None else _add(dk, dk_j)
+            dv = dv_j if dv is None else _add(dv, dv_j)
+            del dq_j, dk_j, dv_j
+        if dk is None:                         # no rank has touched this block yet
+            dk, dv = np.zeros(kj.shape, np.dtype(kj.dtype)), np.zeros(vj.shape, np.dtype(vj.dtype))
+        # pass the block with its sums on, after the compute (only one block set is in memory
+        # while the kernel runs) and in two steps, K, V then dK, dV (at most 1.5 sets in
+        # memory while they move); after N hops the sums are back on the block's own rank
+        if s < n - 1:
+            ring.start((kj, vj))
+            kj, vj = (_like(a, xp) for a in ring.finish())
+        ring.start((dk, dv))
+        dk, dv = ring.finish()
+    if dq is None:
+        dq = np.zeros(q.shape, np.dtype(q.dtype))
+    return _like(dq, xp), _like(dk, xp), _like(dv, xp)
 
 
 def _add(acc, x):
@@ -178,8 +192,7 @@ def ring_attention(query: Tensor, key: Tensor, value: Tensor, is_causal: bool = 
         raise ValueError(f"ring_attention: is_causal needs equal query and key blocks, got {T} queries and "
                          f"{Tk} keys per rank")
     check_same_across_ranks("ring_attention", "the (query, key, value) block",
-                            tuple((tuple(t.shape), str(np.dtype(t._data.dtype)), t.device.type)
-                                  for t in (query, key, value)), comm)
+                            tuple(_signature(t) for t in (query, key, value)), comm)
     scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
     B = int(np.prod(lead, dtype=np.int64))
     q3, k3, v3 = (t.reshape(B, t.shape[-2], t.shape[-1]).contiguous() for t in (query, key, value))

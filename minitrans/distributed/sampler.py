@@ -9,12 +9,11 @@ from __future__ import annotations
 import numpy as np
 
 from ..tensor import Tensor
+from .process_group import get_rank, get_world_size
 
 
 def _rank_world(rank, world_size) -> tuple[int, int]:
     if rank is None or world_size is None:
-        from .process_group import get_rank, get_world_size
-
         rank = get_rank() if rank is None else rank
         world_size = get_world_size() if world_size is None else world_size
     if world_size < 1 or not 0 <= rank < world_size:

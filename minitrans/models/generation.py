@@ -45,10 +45,11 @@ class GenerationCache:
     def reorder(self, index: Tensor, static: bool = True) -> "GenerationCache":
         """The cache of batch rows ``index``; ``static=False`` leaves cross-attention caches as they are
         (beam search reorders hypotheses within a source, whose cross keys/values are all the same)."""
-        def re(c):
-            return c if (c.static and not static) else c.reorder(index)
+        def reordered(cache):
+            return cache if (cache.static and not static) else cache.reorder(index)
 
-        layers = [tuple(re(c) for c in layer) if isinstance(layer, tuple) else re(layer) for layer in self.layers]
+        layers = [tuple(reordered(c) for c in layer) if isinstance(layer, tuple) else reordered(layer)
+                  for layer in self.layers]
         return GenerationCache(self.owner, layers, self.length)
 
 

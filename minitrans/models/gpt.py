@@ -32,6 +32,14 @@ def check_pos_encoding(name: str, who: str) -> None:
         raise ValueError(f"{who}: pos_encoding must be one of {', '.join(POS_ENCODINGS)}, got {name!r}")
 
 
+def scaled_embedding(vocab_size: int, d: int) -> nn.Embedding:
+    """Token embeddings drawn N(0, 1/d), so that embed·√d has unit scale, like the positional
+    encoding added to it (with N(0, 1) the positions would be drowned by embeddings √d larger)."""
+    embed = nn.Embedding(vocab_size, d)
+    nn.init.normal_(embed.weight, 0.0, d ** -0.5)
+    return embed
+
+
 def add_rotary(attns, head_dim: int) -> None:
     """Give each self-attention module its rotary position embedding."""
     for a in attns:
@@ -46,9 +54,7 @@ class GPT(nn.Module):
         self.config = config
         c = config
         check_pos_encoding(c.pos_encoding, "GPTConfig")
-        self.embed = nn.Embedding(c.vocab_size, c.n_embd)
-        # N(0, 1/d): after ·√d the embeddings have unit scale, like the positional encoding added to them
-        nn.init.normal_(self.embed.weight, 0.0, c.n_embd ** -0.5)
+        self.embed = scaled_embedding(c.vocab_size, c.n_embd)
         self.pos = nn.PositionalEncoding(c.n_embd, max_len=c.block_size) if c.pos_encoding == "sinusoidal" \
             else None
         layer = nn.TransformerEncoderLayer(c.n_embd, c.n_head, c.n_ff or 4 * c.n_embd, c.dropout,

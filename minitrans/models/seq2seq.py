@@ -10,7 +10,7 @@ from .. import autograd, nn
 from ..tensor import Tensor
 from .beam import beam_search
 from .generation import GenerationCache, as_ids, check_ids, check_sampling, decode_loop, eval_mode
-from .gpt import add_rotary, check_pos_encoding
+from .gpt import add_rotary, check_pos_encoding, scaled_embedding
 
 
 @dataclass
@@ -37,10 +37,7 @@ class Seq2Seq(nn.Module):
         self.config = config
         c = config
         check_pos_encoding(c.pos_encoding, "Seq2SeqConfig")
-        self.embed = nn.Embedding(c.vocab_size, c.d_model)
-        # N(0, 1/d) so that embed·√d has unit scale, like the positional encoding it is added to
-        # (with N(0, 1) the positions would be drowned by embeddings 8x larger at d = 64)
-        nn.init.normal_(self.embed.weight, 0.0, c.d_model ** -0.5)
+        self.embed = scaled_embedding(c.vocab_size, c.d_model)
         sinusoidal = c.positional and c.pos_encoding == "sinusoidal"
         self.pos = nn.PositionalEncoding(c.d_model, max_len=c.max_len) if sinusoidal else nn.Identity()
         self.transformer = nn.Transformer(c.d_model, c.nhead, c.num_layers, c.num_layers, c.dim_feedforward,

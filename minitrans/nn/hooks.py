@@ -15,16 +15,17 @@ Backward hooks. ``grad_input`` and ``grad_output`` are tuples with one entry per
 argument of ``forward`` / per output (``None`` where that entry is not a tensor or needs no
 gradient); keyword arguments are not part of ``grad_input``, as in PyTorch. To see every
 gradient of a call at once, the tensors that need a gradient pass through one identity node
-(several tensors are packed into one flat array, then unpacked as views); its backward runs
-the hooks and hands on what they return. Where no input needs a gradient, the backward hooks
-fire when the output gradients are known, with ``grad_input`` all ``None``.
+(``ops.hook_point.HookPoint``: several tensors are packed into one flat array, then unpacked
+as views); its backward runs the hooks and hands on what they return. Where no input needs a
+gradient, the backward hooks fire when the output gradients are known, with ``grad_input``
+all ``None``.
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 
-from ..autograd.function import Function
 from ..autograd.grad_mode import is_grad_enabled
+from ..ops.hook_point import HookPoint
 from ..tensor import Tensor
 
 _KINDS = ("_forward_pre_hooks", "_forward_hooks", "_backward_pre_hooks", "_backward_hooks")
@@ -199,43 +200,13 @@ def _check_result(res, old: tuple, who: str, what: str) -> tuple:
     return tuple(res)
 
 
-class _HookPoint(Function):
-    """Identity over one or several tensors (packed into one flat array); its backward calls the module's hooks."""
-
-    @staticmethod
-    def forward(ctx, *arrays, state, side, device):
-        ctx.state, ctx.side, ctx.device = state, side, device
-        ctx.layout = [(a.shape, a.dtype) for a in arrays]
-        if len(arrays) == 1:
-            return arrays[0].reshape(arrays[0].shape)
-        return ctx.xp.concatenate([a.reshape(-1) for a in arrays])
-
-    @staticmethod
-    def backward(ctx, g):
-        dev = ctx.device
-        if len(ctx.layout) == 1:
-            parts = [g]
-        else:
-            parts, off = [], 0
-            for shape, _ in ctx.layout:
-                n = 1
-                for s in shape:
-                    n *= s
-                parts.append(g[off:off + n].reshape(shape))
-                off += n
-        grads = [Tensor._wrap(p, dev) for p in parts]
-        state = ctx.state
-        new = state.on_grad_output(grads) if ctx.side == "output" else state.on_grad_input(grads)
-        out = tuple(None if t is None else t._data.astype(dt, copy=False) for t, (_, dt) in zip(new, ctx.layout))
-        return out
-
-
 def _pass_through(tensors: list, state: _BackwardState, side: str) -> list:
     dts = {t._data.dtype for t in tensors}
     if len(dts) > 1:
         raise NotImplementedError(f"{type(state.module).__name__}: backward hooks need the {side}s that require grad "
                                   f"to share one dtype, got {sorted(str(d) for d in dts)}")
-    packed = _HookPoint.apply(*tensors, state=state, side=side, device=tensors[0]._device)
+    on_backward = state.on_grad_output if side == "output" else state.on_grad_input
+    packed = HookPoint.apply(*tensors, on_backward=on_backward, device=tensors[0]._device)
     if len(tensors) == 1:
         return [packed]
     out, off = [], 0

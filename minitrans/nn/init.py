@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..random import generator
 from ..tensor import Tensor
 
@@ -17,8 +19,8 @@ def _fans(t: Tensor) -> tuple[int, int]:
 
 
 def _fill(t: Tensor, arr) -> Tensor:
-    arr = arr.astype(t._data.dtype)
-    t._data = arr if t.device.type == "cpu" else t.device.backend.from_numpy(arr)
+    # astype copies, so the backend may keep the host array (the CPU does)
+    t._data = t.device.backend.from_numpy(arr.astype(t._data.dtype))
     t._vc[0] += 1
     return t
 
@@ -32,8 +34,6 @@ def normal_(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Tensor:
 
 
 def constant_(t: Tensor, val: float) -> Tensor:
-    import numpy as np
-
     return _fill(t, np.full(t.shape, val))
 
 

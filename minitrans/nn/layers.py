@@ -9,14 +9,8 @@ from ..random import randn
 from ..tensor import Tensor, ones, zeros
 from . import functional as F
 from . import init
+from .functional_base import checked_linear
 from .module import Module, Parameter
-
-
-def _check_features(name: str, expected: int, x: Tensor, arg: str = "in_features") -> None:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} expects a Tensor input, got {type(x).__name__}")
-    if x.ndim == 0 or x.shape[-1] != expected:
-        raise ValueError(f"{name}({arg}={expected}) got input of shape {tuple(x.shape)}")
 
 
 class Linear(Module):
@@ -35,8 +29,7 @@ class Linear(Module):
             self.bias = None
 
     def forward(self, x: Tensor) -> Tensor:
-        _check_features("Linear", self.in_features, x)
-        return F.linear(x, self.weight, self.bias)
+        return checked_linear(x, self.weight, self.bias, layer=True)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -131,7 +124,20 @@ class Identity(Module):
         return x
 
 
-class Sequential(Module):
+class _ModuleSequence(Module):
+    """Indexing, length and iteration over the submodules, in registration order."""
+
+    def __getitem__(self, i: int) -> Module:
+        return list(self._modules.values())[i]
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+
+class Sequential(_ModuleSequence):
     """Modules applied in order."""
 
     def __init__(self, *modules: Module) -> None:
@@ -143,22 +149,13 @@ class Sequential(Module):
         for name, m in modules:
             self.add_module(name, m)
 
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
     def forward(self, x):
         for m in self._modules.values():
             x = m(x)
         return x
 
 
-class ModuleList(Module):
+class ModuleList(_ModuleSequence):
     """A list of submodules, registered so their parameters are found."""
 
     def __init__(self, modules=()) -> None:
@@ -169,12 +166,3 @@ class ModuleList(Module):
     def append(self, m: Module) -> "ModuleList":
         self.add_module(str(len(self._modules)), m)
         return self
-
-    def __getitem__(self, i: int) -> Module:
-        return list(self._modules.values())[i]
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 from ..tensor import Tensor
 from . import functional as F
+from .functional_losses import _check_reduction, _legacy_reduction
 from .module import Module
 
 
 class _Loss(Module):
     def __init__(self, size_average=None, reduce=None, reduction: str = "mean") -> None:
         super().__init__()
-        self.reduction = F._legacy_reduction(size_average, reduce, reduction)
-        F._check_reduction(type(self).__name__, self.reduction)
+        self.reduction = _legacy_reduction(size_average, reduce, reduction)
+        _check_reduction(type(self).__name__, self.reduction)
 
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}"

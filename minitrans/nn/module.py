@@ -270,7 +270,7 @@ class Module:
                 v = state_dict[k]
                 arr = (v.numpy() if isinstance(v, Tensor) else np.asarray(v)).astype(own[k]._data.dtype)
                 t = targets[k]
-                t._data = arr.copy() if t.device.type == "cpu" else t.device.backend.from_numpy(arr)
+                t._data = t.device.backend.from_numpy(arr, copy=True)
                 t._vc[0] += 1
         return _IncompatibleKeys(missing, unexpected)
 

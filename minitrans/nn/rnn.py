@@ -250,7 +250,7 @@ class _CellBase(Module):
     def _zeros(self, x: Tensor) -> Tensor:
         return zeros(*x.shape[:-1], self.hidden_size, dtype=x.dtype, device=x.device)
 
-    def _gi(self, x: Tensor) -> Tensor:
+    def _input_gates(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim not in (1, 2) or x.shape[-1] != self.input_size:
             raise ValueError(f"{type(self).__name__}(input_size={self.input_size}) expects input of shape "
                              f"(batch, {self.input_size}) or ({self.input_size},), got "
@@ -268,7 +268,7 @@ class RNNCell(_CellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         h = self._zeros(input) if hx is None else hx
-        return _rnn_step(self._gi(input), h, self.weight_hh, self.bias_hh, self.nonlinearity == "relu")
+        return _rnn_step(self._input_gates(input), h, self.weight_hh, self.bias_hh, self.nonlinearity == "relu")
 
 
 class LSTMCell(_CellBase):
@@ -277,7 +277,7 @@ class LSTMCell(_CellBase):
 
     def forward(self, input: Tensor, hx=None):
         h, c = (self._zeros(input), self._zeros(input)) if hx is None else hx
-        return _lstm_step(self._gi(input), h, c, self.weight_hh, self.bias_hh)
+        return _lstm_step(self._input_gates(input), h, c, self.weight_hh, self.bias_hh)
 
 
 class GRUCell(_CellBase):
@@ -286,5 +286,5 @@ class GRUCell(_CellBase):
 
     def forward(self, input: Tensor, hx: Tensor | None = None) -> Tensor:
         h = self._zeros(input) if hx is None else hx
-        return _gru_step(self._gi(input), h, self.weight_hh, self.bias_hh)
+        return _gru_step(self._input_gates(input), h, self.weight_hh, self.bias_hh)
 

@@ -96,6 +96,29 @@ def _attend(attn: MultiheadAttention, x, mem, mask, kpm, is_causal, cache, slot:
     return out
 
 
+def _build_sublayers(layer: Module, decoder: bool, d_model, nhead, dim_feedforward, dropout, activation,
+                     layer_norm_eps, batch_first, norm_first, bias) -> None:
+    """The members of an encoder layer (self-attention, feed-forward) or a decoder layer (plus
+    cross-attention ``multihead_attn`` and a third norm and dropout), under PyTorch's names and
+    in its registration order (so state dicts and the random initialisation match)."""
+    def attention():
+        return MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
+
+    layer.self_attn = attention()
+    if decoder:
+        layer.multihead_attn = attention()
+    layer.linear1, layer.linear2 = Linear(d_model, dim_feedforward, bias), Linear(dim_feedforward, d_model, bias)
+    layer.dropout = Dropout(dropout)
+    layer.norm1, layer.norm2 = LayerNorm(d_model, layer_norm_eps), LayerNorm(d_model, layer_norm_eps)
+    if decoder:
+        layer.norm3 = LayerNorm(d_model, layer_norm_eps)
+    layer.dropout1, layer.dropout2 = Dropout(dropout), Dropout(dropout)
+    if decoder:
+        layer.dropout3 = Dropout(dropout)
+    layer.activation = _activation(activation)
+    layer.norm_first = norm_first
+
+
 class TransformerEncoderLayer(Module):
     """Self-attention and feed-forward blocks, each with a residual; post-LN unless ``norm_first``."""
 
@@ -103,13 +126,8 @@ class TransformerEncoderLayer(Module):
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
                  norm_first: bool = False, bias: bool = True) -> None:
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
-        self.linear1, self.linear2 = Linear(d_model, dim_feedforward, bias), Linear(dim_feedforward, d_model, bias)
-        self.dropout = Dropout(dropout)
-        self.norm1, self.norm2 = LayerNorm(d_model, layer_norm_eps), LayerNorm(d_model, layer_norm_eps)
-        self.dropout1, self.dropout2 = Dropout(dropout), Dropout(dropout)
-        self.activation = _activation(activation)
-        self.norm_first = norm_first
+        _build_sublayers(self, False, d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                         batch_first, norm_first, bias)
 
     def _sa(self, x, attn_mask, key_padding_mask, is_causal, cache=None):
         x = _attend(self.self_attn, x, x, attn_mask, key_padding_mask, is_causal, cache, "self")
@@ -139,14 +157,8 @@ class TransformerDecoderLayer(Module):
                  activation="relu", layer_norm_eps: float = 1e-5, batch_first: bool = False,
                  norm_first: bool = False, bias: bool = True) -> None:
         super().__init__()
-        self.self_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
-        self.multihead_attn = MultiheadAttention(d_model, nhead, dropout=dropout, bias=bias, batch_first=batch_first)
-        self.linear1, self.linear2 = Linear(d_model, dim_feedforward, bias), Linear(dim_feedforward, d_model, bias)
-        self.dropout = Dropout(dropout)
-        self.norm1, self.norm2, self.norm3 = (LayerNorm(d_model, layer_norm_eps) for _ in range(3))
-        self.dropout1, self.dropout2, self.dropout3 = Dropout(dropout), Dropout(dropout), Dropout(dropout)
-        self.activation = _activation(activation)
-        self.norm_first = norm_first
+        _build_sublayers(self, True, d_model, nhead, dim_feedforward, dropout, activation, layer_norm_eps,
+                         batch_first, norm_first, bias)
 
     def _sa(self, x, mask, kpm, is_causal, cache=None):
         return self.dropout1(_attend(self.self_attn, x, x, mask, kpm, is_causal, cache, "self"))

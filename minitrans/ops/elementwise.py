@@ -12,7 +12,7 @@ def _shape(a):
     return tuple(getattr(a, "shape", ()))
 
 
-def _bcast(name, a, b, xp, f):
+def _bcast(name, a, b, f):
     try:
         return f(a, b)
     except ValueError:
@@ -31,7 +31,7 @@ class Add(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        return _bcast("add", a, b, ctx.xp, lambda x, y: x + y)
+        return _bcast("add", a, b, lambda x, y: x + y)
 
     @staticmethod
     def backward(ctx, g):
@@ -43,7 +43,7 @@ class Sub(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        return _bcast("sub", a, b, ctx.xp, lambda x, y: x - y)
+        return _bcast("sub", a, b, lambda x, y: x - y)
 
     @staticmethod
     def backward(ctx, g):
@@ -56,7 +56,7 @@ class Mul(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return _bcast("mul", a, b, ctx.xp, lambda x, y: x * y)
+        return _bcast("mul", a, b, lambda x, y: x * y)
 
     @staticmethod
     def backward(ctx, g):
@@ -71,7 +71,7 @@ class Div(Function):
     @staticmethod
     def forward(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return _bcast("div", a, b, ctx.xp, lambda x, y: x / y)
+        return _bcast("div", a, b, lambda x, y: x / y)
 
     @staticmethod
     def backward(ctx, g):
@@ -98,7 +98,7 @@ class Pow(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        out = _bcast("pow", a, b, ctx.xp, ctx.xp.power)
+        out = _bcast("pow", a, b, ctx.xp.power)
         ctx.save_for_backward(a, b, out)
         return out
 
@@ -147,19 +147,30 @@ class RPowScalar(Function):
         return g * out * ctx.logc, None
 
 
-class Exp(Function):
-    """exp(a)"""
+class _FromOutput:
+    """An elementwise f(a) whose derivative is a function of its output: forward computes
+    ``compute(xp, a)`` and saves it, backward returns ``grad_from_output(g, out)``. A mixin, not a
+    Function: only its subclasses are ops."""
 
-    @staticmethod
-    def forward(ctx, a):
-        out = ctx.xp.exp(a)
+    compute = grad_from_output = None
+
+    @classmethod
+    def forward(cls, ctx, a):
+        out = cls.compute(ctx.xp, a)
         ctx.save_for_backward(out)
         return out
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def backward(cls, ctx, g):
         (out,) = ctx.saved_arrays
-        return g * out
+        return cls.grad_from_output(g, out)
+
+
+class Exp(_FromOutput, Function):
+    """exp(a); d/da = exp(a)"""
+
+    compute = staticmethod(lambda xp, a: xp.exp(a))
+    grad_from_output = staticmethod(lambda g, out: g * out)
 
 
 class Log(Function):
@@ -177,19 +188,11 @@ class Log(Function):
         return g / a
 
 
-class Sqrt(Function):
-    """sqrt(a)"""
+class Sqrt(_FromOutput, Function):
+    """sqrt(a); d/da = 1 / (2·sqrt(a))"""
 
-    @staticmethod
-    def forward(ctx, a):
-        out = ctx.xp.sqrt(a)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        (out,) = ctx.saved_arrays
-        return g / (2 * out)
+    compute = staticmethod(lambda xp, a: xp.sqrt(a))
+    grad_from_output = staticmethod(lambda g, out: g / (2 * out))
 
 
 class Abs(Function):
@@ -206,49 +209,25 @@ class Abs(Function):
         return g * ctx.xp.sign(a)
 
 
-class Tanh(Function):
-    """tanh(a)"""
+class Tanh(_FromOutput, Function):
+    """tanh(a); d/da = 1 - tanh²(a)"""
 
-    @staticmethod
-    def forward(ctx, a):
-        out = ctx.xp.tanh(a)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        (out,) = ctx.saved_arrays
-        return g * (1 - out * out)
+    compute = staticmethod(lambda xp, a: xp.tanh(a))
+    grad_from_output = staticmethod(lambda g, out: g * (1 - out * out))
 
 
-class Sigmoid(Function):
-    """1 / (1 + exp(-a))"""
+class Sigmoid(_FromOutput, Function):
+    """1 / (1 + exp(-a)); d/da = σ(a)·(1 - σ(a))"""
 
-    @staticmethod
-    def forward(ctx, a):
-        out = ctx.xp.sigmoid(a)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        (out,) = ctx.saved_arrays
-        return g * out * (1 - out)
+    compute = staticmethod(lambda xp, a: xp.sigmoid(a))
+    grad_from_output = staticmethod(lambda g, out: g * out * (1 - out))
 
 
-class Relu(Function):
-    """max(a, 0)"""
+class Relu(_FromOutput, Function):
+    """max(a, 0); the gradient passes where the output is positive"""
 
-    @staticmethod
-    def forward(ctx, a):
-        out = ctx.xp.maximum(a, 0)
-        ctx.save_for_backward(out)
-        return out
-
-    @staticmethod
-    def backward(ctx, g):
-        (out,) = ctx.saved_arrays
-        return g * (out > 0)
+    compute = staticmethod(lambda xp, a: xp.maximum(a, 0))
+    grad_from_output = staticmethod(lambda g, out: g * (out > 0))
 
 
 class Gelu(Function):
@@ -267,34 +246,35 @@ class Gelu(Function):
         return g * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * dinner)
 
 
-class Maximum(Function):
-    """max(a, b) elementwise; a tie sends half the gradient to each side, as PyTorch"""
+class _PairExtreme:
+    """max(a, b) or min(a, b) elementwise (``kernel``: the backend's maximum or minimum); a tie
+    sends half the gradient to each side, as PyTorch. A mixin, not a Function."""
 
-    @staticmethod
-    def forward(ctx, a, b):
+    kernel = ""
+
+    @classmethod
+    def forward(cls, ctx, a, b):
         ctx.save_for_backward(a, b)
-        return _bcast("maximum", a, b, ctx.xp, ctx.xp.maximum)
+        return _bcast(cls.kernel, a, b, getattr(ctx.xp, cls.kernel))
 
-    @staticmethod
-    def backward(ctx, g):
+    @classmethod
+    def backward(cls, ctx, g):
         a, b = ctx.saved_arrays
-        w = (a > b) + 0.5 * (a == b)
+        wins = (a > b) if cls.kernel == "maximum" else (a < b)
+        w = wins + 0.5 * (a == b)
         return g * w, g * (1 - w)
 
 
-class Minimum(Function):
-    """min(a, b) elementwise; a tie sends half the gradient to each side"""
+class Maximum(_PairExtreme, Function):
+    """max(a, b) elementwise"""
 
-    @staticmethod
-    def forward(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return _bcast("minimum", a, b, ctx.xp, ctx.xp.minimum)
+    kernel = "maximum"
 
-    @staticmethod
-    def backward(ctx, g):
-        a, b = ctx.saved_arrays
-        w = (a < b) + 0.5 * (a == b)
-        return g * w, g * (1 - w)
+
+class Minimum(_PairExtreme, Function):
+    """min(a, b) elementwise"""
+
+    kernel = "minimum"
 
 
 class Where(Function):

@@ -5,13 +5,14 @@ Numba CPU kernels and the CUDA kernels serve every leading shape.
 """
 from __future__ import annotations
 
+from .._dims import normalize_dim
 from ..autograd.function import Function
 
 
 def _rows(xp, a, dim):
     """(a as a contiguous (N, C) array with ``dim`` last, a function that undoes it)."""
     nd = a.ndim
-    dim = dim % nd if nd else 0
+    dim = normalize_dim(dim, nd, "rows")
     moved = dim != nd - 1
     if moved:
         a = xp.moveaxis(a, dim, -1)

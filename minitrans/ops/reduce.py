@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from numbers import Integral
 
+from .._dims import normalize_dim
 from ..autograd.function import Function
 
 
@@ -10,21 +11,13 @@ def normalize_axes(axis, ndim: int, name: str):
     """Validate ``axis`` (None, int or sequence) against ``ndim``; return a sorted tuple or None."""
     if axis is None:
         return None
-    if isinstance(axis, int):
+    if isinstance(axis, Integral):
         axes = (axis,)
-    elif isinstance(axis, Integral):  # a NumPy integer
-        axes = (int(axis),)
     elif isinstance(axis, (tuple, list)):
-        axes = tuple(int(a) if isinstance(a, Integral) else a for a in axis)
+        axes = tuple(axis)
     else:
         raise TypeError(f"{name}: dim must be an int or a tuple of ints, got {axis!r}")
-    out = []
-    for a in axes:
-        if not isinstance(a, int):
-            raise TypeError(f"{name}: dim must be an int or a tuple of ints, got {axis!r}")
-        if not -max(ndim, 1) <= a < max(ndim, 1):
-            raise IndexError(f"{name}: dim {a} is out of range for a tensor with {ndim} dimensions")
-        out.append(a % max(ndim, 1))
+    out = [normalize_dim(a, ndim, name) for a in axes]
     if len(set(out)) != len(out):
         raise ValueError(f"{name}: dim {axis!r} repeats an axis")
     return tuple(sorted(out))

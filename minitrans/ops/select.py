@@ -4,12 +4,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd.function import Function
+from .shape import describe_index
 
 
-def cpu_only(ctx, name: str):
-    """NumPy for an op the CUDA backend has no kernel for: a clear error on any other device."""
-    if getattr(ctx.xp, "name", "cpu") != "cpu":
-        raise NotImplementedError(f"{name} is not implemented on device '{ctx.xp.name}' (no kernel); "
+def requires_host_memory(backend, name: str):
+    """NumPy, for an op computed with NumPy on the arrays themselves (no device kernel): a clear
+    error on a backend whose arrays live in device memory."""
+    if not backend.host_memory:
+        raise NotImplementedError(f"{name} is not implemented on device '{backend.name}' (no kernel); "
                                   "move the tensor to the CPU with .cpu() first")
     return np
 
@@ -25,10 +27,11 @@ class SetItem(Function):
         try:
             a[idx] = v
         except IndexError as e:
-            raise IndexError(f"index {_describe(idx)} is invalid for a tensor of shape {tuple(a.shape)}: {e}") from None
+            raise IndexError(f"index {describe_index(idx)} is invalid for a tensor of shape {tuple(a.shape)}: "
+                             f"{e}") from None
         except ValueError:
             raise RuntimeError(f"setitem: a value of shape {tuple(getattr(v, 'shape', ()))} cannot be assigned to "
-                             f"index {_describe(idx)} of a tensor of shape {tuple(a.shape)}") from None
+                             f"index {describe_index(idx)} of a tensor of shape {tuple(a.shape)}") from None
         return a
 
     @staticmethod
@@ -39,12 +42,6 @@ class SetItem(Function):
             ga = g.copy()
             ga[ctx.idx] = 0
         return ga, (g[ctx.idx] if nv else None), None
-
-
-def _describe(idx) -> str:
-    from .shape import _describe as d
-
-    return d(idx)
 
 
 class Clone(Function):
@@ -65,11 +62,11 @@ class TriMask(Function):
 
     @staticmethod
     def forward(ctx, a, diagonal, upper):
+        xp = ctx.xp
         n, m = a.shape[-2], a.shape[-1]
-        keep = np.triu(np.ones((n, m), bool), diagonal) if upper else np.tril(np.ones((n, m), bool), diagonal)
-        keep = ctx.xp.from_numpy(keep) if getattr(ctx.xp, "name", "cpu") != "cpu" else keep
-        ctx.keep = keep
-        return ctx.xp.where(keep, a, a.dtype.type(0))
+        offset = xp.arange(m, dtype=np.int64).reshape((1, m)) - xp.arange(n, dtype=np.int64).reshape((n, 1))
+        keep = ctx.keep = (offset >= diagonal) if upper else (offset <= diagonal)   # column - row vs diagonal
+        return xp.where(keep, a, a.dtype.type(0))
 
     @staticmethod
     def backward(ctx, g):
@@ -82,7 +79,7 @@ class Gather(Function):
 
     @staticmethod
     def forward(ctx, a, index, dim):
-        xp = cpu_only(ctx, "gather")
+        xp = requires_host_memory(ctx.xp, "gather")
         ctx.shape, ctx.index, ctx.dim = a.shape, index, dim
         return xp.take_along_axis(a, index, axis=dim)
 
@@ -100,7 +97,7 @@ class CumSum(Function):
 
     @staticmethod
     def forward(ctx, a, dim):
-        xp = cpu_only(ctx, "cumsum")
+        xp = requires_host_memory(ctx.xp, "cumsum")
         ctx.dim = dim
         return xp.cumsum(a, axis=dim)
 

@@ -1,19 +1,22 @@
 """Shape ops: reshape, permute, expand, indexing, cat, masked_fill and device moves."""
 from __future__ import annotations
 
+from .._tensor_core import TensorBase
 from ..autograd.function import Function
+from ..autograd.grad_mode import STATE
 
 
 class _View(Function):
     """An op whose output may be a view of its input's storage: when it is, the two share one
     version counter (as in PyTorch), so an in-place change through either is seen by every
-    node that saved the other."""
+    node that saved the other, and the output is marked as a view (``_is_view``)."""
 
     @classmethod
     def apply(cls, a, *args, **kwargs):
         t = super().apply(a, *args, **kwargs)
         if a._device.backend.shares_storage(t._data, a._data):
             t._vc = a._vc
+            t._is_view = True
         return t
 
 
@@ -80,7 +83,7 @@ class GetItem(_View):
         try:
             return a[idx]
         except IndexError as e:
-            raise IndexError(f"index {_describe(idx)} is invalid for a tensor of shape {tuple(a.shape)}: {e}") from None
+            raise IndexError(f"index {describe_index(idx)} is invalid for a tensor of shape {tuple(a.shape)}: {e}") from None
 
     @staticmethod
     def backward(ctx, g):
@@ -93,7 +96,7 @@ class GetItem(_View):
         return out, None
 
 
-def _describe(idx) -> str:
+def describe_index(idx) -> str:
     items = idx if isinstance(idx, tuple) else (idx,)
     parts = []
     for i in items:
@@ -171,14 +174,11 @@ class ToDevice(Function):
     def apply(cls, a, dev):
         # Function.apply, except that the output lives on ``dev`` while the node's backend
         # (which runs backward and receives the gradient) is the source device's.
-        from ..autograd.grad_mode import STATE
-        from ..tensor import Tensor
-
         ctx = cls.__new__(cls)
         ctx.xp, ctx.dst, ctx.saved, ctx._freed = a._device.backend, dev.backend, (), False
         req = a.requires_grad and STATE.enabled
         ctx.needs_input_grad = (a.requires_grad, False)
-        out = Tensor._wrap(cls.forward(ctx, a._data, dev), dev, req)
+        out = TensorBase._wrap(cls.forward(ctx, a._data, dev), dev, req)
         if req:
             ctx.parents, ctx.shapes, ctx.dtypes = (a._node or a, None), (a.shape, None), (a._data.dtype, None)
             ctx._hooks = ctx._retain = ctx._versions = None

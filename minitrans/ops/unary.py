@@ -3,7 +3,7 @@ family, floor division and remainder. Forward and backward sit side by side in e
 from __future__ import annotations
 
 from ..autograd.function import Function
-from .select import cpu_only
+from .select import requires_host_memory
 
 
 class _SinOrCos:
@@ -15,14 +15,14 @@ class _SinOrCos:
 
     @staticmethod
     def forward(ctx, a):
-        xp = cpu_only(ctx, ctx.op)
+        xp = requires_host_memory(ctx.xp, ctx.op)
         ctx.save_for_backward(a)
         return getattr(xp, ctx.op)(a)
 
     @staticmethod
     def backward(ctx, g):
         (a,) = ctx.saved_arrays
-        return g * ctx.derivative(cpu_only(ctx, ctx.op), a)
+        return g * ctx.derivative(requires_host_memory(ctx.xp, ctx.op), a)
 
 
 class Sin(_SinOrCos, Function):
@@ -45,7 +45,7 @@ class Step(Function):
     def forward(ctx, a, name, decimals=0):
         if name == "sign":
             return ctx.xp.sign(a)
-        xp = cpu_only(ctx, name)
+        xp = requires_host_memory(ctx.xp, name)
         if name == "round":
             return xp.round(a, decimals)
         return getattr(xp, name)(a)
@@ -61,7 +61,7 @@ class FloorDivide(Function):
     @staticmethod
     def forward(ctx, a, b, mode):
         # a is an array of the result's dtype (the caller promotes); b an array or a number
-        xp = cpu_only(ctx, f"div(rounding_mode={mode!r})")
+        xp = requires_host_memory(ctx.xp, f"div(rounding_mode={mode!r})")
         if a.dtype.kind == "f":
             with xp.errstate(divide="ignore", invalid="ignore"):
                 q = xp.true_divide(a, b)
@@ -84,7 +84,7 @@ class Remainder(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        xp = cpu_only(ctx, "remainder")
+        xp = requires_host_memory(ctx.xp, "remainder")
         if a.dtype.kind != "f" and xp.any(xp.asarray(b) == 0):
             raise RuntimeError("ZeroDivisionError: integer modulo by zero")
         ctx.save_for_backward(a, b)
@@ -95,4 +95,4 @@ class Remainder(Function):
     def backward(ctx, g):
         a, b = ctx.saved_arrays
         nb = ctx.needs_input_grad[1]
-        return g, (-g * cpu_only(ctx, "remainder").floor(a / b) if nb else None)
+        return g, (-g * requires_host_memory(ctx.xp, "remainder").floor(a / b) if nb else None)

@@ -75,7 +75,7 @@ class Adam(Optimizer):
 
     def _bucket(self, gi: int, params) -> _Flat:
         p0 = params[0]
-        key = (gi, p0.device.type, p0._data.dtype.str, tuple(id(p) for p in params))
+        key = (gi, p0.device, p0._data.dtype.str, tuple(id(p) for p in params))
         fl = self._flat.get(key)
         if fl is None:
             # a new set of parameters (first step, or another subset has gradients): new buffers
@@ -92,7 +92,7 @@ class Adam(Optimizer):
                 if p.grad is None or id(p) in seen:
                     continue
                 seen.add(id(p))
-                buckets.setdefault((p.device.type, p._data.dtype.str), []).append(p)
+                buckets.setdefault((p.device, p._data.dtype.str), []).append(p)
                 if p not in self.state:
                     xp = p.device.backend
                     self.state[p] = {"step": 0, "exp_avg": xp.zeros(p.shape, p._data.dtype),

@@ -64,9 +64,10 @@ class Optimizer:
         for p in self._params():
             st = self.state.get(p)
             if st:
-                state[index[id(p)]] = {k: (Tensor._wrap(v.copy()) if isinstance(v, np.ndarray) else
-                                           (Tensor._wrap(p.device.backend.to_numpy(v).copy())
-                                            if hasattr(v, "shape") else v)) for k, v in st.items()}
+                # arrays saved as host tensors (copies: the live state keeps changing)
+                to_host = p.device.backend.to_numpy
+                state[index[id(p)]] = {k: Tensor._wrap(to_host(v).copy()) if hasattr(v, "shape") else v
+                                       for k, v in st.items()}
         groups = []
         for g in self.param_groups:
             d = {k: v for k, v in g.items() if k != "params"}
@@ -102,7 +103,7 @@ class Optimizer:
                         raise ValueError(f"optimizer state_dict: state {k!r} of parameter {i} has dtype "
                                          f"{arr.dtype}, expected a floating-point buffer like the parameter")
                     arr = arr.astype(p._data.dtype) if arr.dtype.kind == "f" else arr
-                    entry[k] = arr.copy() if p.device.type == "cpu" else p.device.backend.from_numpy(arr)
+                    entry[k] = p.device.backend.from_numpy(arr, copy=True)
                 else:
                     entry[k] = v
             new_state[p] = entry

@@ -36,6 +36,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .. import serialization
+from ..distributed import trainer_seams
+from ..models.checkpoint import check_config, describe
+from ..optim import clip_grad_norm_
 from ..random import get_rng_state, set_rng_state
 
 STOP_CODES = {None: 0, "time": 1, "interrupted": 2}          # what sync_stop exchanges between ranks
@@ -70,8 +73,6 @@ class Result:
 
 def _spec(model) -> dict:
     """The model's class and config when it is a registered model (so the checkpoint rebuilds it), else {}."""
-    from ..models.checkpoint import describe
-
     try:
         return describe(model)
     except TypeError:
@@ -98,8 +99,6 @@ class Trainer:
         self.metric_names = list(metric_names)
         self.eval_every, self.log_every, self.clip = eval_every, log_every, clip_grad_norm
         self.meta, self.progress, self.resume_command = dict(meta or {}), progress, resume_command
-        from ..distributed import trainer_seams
-
         seams = trainer_seams()                   # {} unless a process group is initialised
         is_main = seams.get("is_main", True) if is_main is None else is_main
         shard_batch, reduce_loss = shard_batch or seams.get("shard_batch"), reduce_loss or seams.get("reduce_loss")
@@ -136,8 +135,6 @@ class Trainer:
 
     def restore(self, ck: dict) -> None:
         """Continue from a checkpoint dict (``mt.load``): the model config must match the one built here."""
-        from ..models.checkpoint import check_config
-
         mine, saved = _spec(self._raw_model()), ck.get("model_spec") or {}
         if mine.get("class") != saved.get("class"):
             have = saved.get("class", "model of no registered class")
@@ -222,9 +219,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> Result:
-        from tqdm import tqdm
-
-        from ..optim import clip_grad_norm_
+        from tqdm import tqdm     # an optional dependency: imported only when a run starts
 
         b = self.budget
         if self.step >= b.max_steps:

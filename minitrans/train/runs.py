@@ -9,6 +9,7 @@ stored in the checkpoint, everything else (model, task, budget) comes from the c
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shutil
@@ -70,7 +71,7 @@ def check_device(device: str) -> None:
         if str(device) != "cpu":
             raise RunError(f"--device {device}: expected cpu or cuda")
         return
-    from .. import cuda
+    from .. import cuda      # numba-cuda is optional: imported only when a run asks for a GPU
 
     if not cuda.is_available():
         raise RunError(f"--device {device}: no CUDA GPU is visible on this machine (numba-cuda found none); "
@@ -150,8 +151,6 @@ def start_run(parser: argparse.ArgumentParser, argv, task) -> RunSetup:
 
 
 def _merge_saved_args(args, given: set[str], ck: dict, notes: list[str], d: str) -> None:
-    import json
-
     meta = json.loads(ck.get("meta", "{}")) if isinstance(ck.get("meta"), str) else {}
     saved = meta.get("args", {})
     changed = []

@@ -48,3 +48,17 @@ def test_converting_the_model_or_input_works():
     assert lin(x.float()).dtype is mt.float32
     assert lin.double()(x).dtype is mt.float64
     np.testing.assert_allclose(lin(x).numpy(), x.numpy() @ lin.weight.numpy().T + lin.bias.numpy())
+
+
+def test_top_level_functions_are_the_tensor_methods_of_their_name():
+    from minitrans import _functions
+
+    for name in _functions._METHOD_FUNCTIONS:
+        fn = getattr(mt, name)
+        assert fn.__name__ == name and name in dir(mt.Tensor), name
+    x = mt.tensor([[3.0, -1.0], [0.5, 2.0]])
+    np.testing.assert_array_equal(mt.clamp(x, 0.0, 1.0).numpy(), np.clip(x.numpy(), 0.0, 1.0))
+    np.testing.assert_array_equal(mt.tril(x).numpy(), np.tril(x.numpy()))
+    assert mt.div(mt.tensor([7, -7]), 2, rounding_mode="floor").tolist() == [3, -4]
+    with pytest.raises(TypeError, match="sum: expected a Tensor, got list"):
+        mt.sum([1.0, 2.0])

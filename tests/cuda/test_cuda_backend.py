@@ -297,7 +297,7 @@ def _spy_transfers(monkeypatch, calls):
 
     from numba import cuda
 
-    from minitrans.backends import cuda as B
+    from minitrans.backends import cuda as cuda_backend
 
     def spy(name, fn):
         def wrapper(*a, **k):
@@ -315,23 +315,24 @@ def _spy_transfers(monkeypatch, calls):
 
     monkeypatch.setattr(cuda, "to_device", spy("cuda.to_device", cuda.to_device))
     if mt.cuda.is_simulated():
-        from numba.cuda.simulator.cudadrv import devicearray as dmod
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as DA
+        from numba.cuda.simulator.cudadrv import devicearray as devicearray_module
+        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray as array_class
     else:
-        dmod = importlib.import_module("numba.cuda.cudadrv.devicearray")
-        from numba.cuda.cudadrv.devicearray import DeviceNDArray as DA
+        devicearray_module = importlib.import_module("numba.cuda.cudadrv.devicearray")
+        from numba.cuda.cudadrv.devicearray import DeviceNDArray as array_class
     for meth in ("copy_to_host", "copy_to_device"):
-        monkeypatch.setattr(DA, meth, spy(f"DeviceArray.{meth}", getattr(DA, meth)))
+        monkeypatch.setattr(array_class, meth, spy(f"DeviceArray.{meth}", getattr(array_class, meth)))
     found = 0
     for fname in ("auto_device", "_to_strided_memory_view"):
-        if hasattr(dmod, fname):  # looked up at call time by numba's argument hints
-            monkeypatch.setattr(dmod, fname, spy_converted(f"devicearray.{fname}", getattr(dmod, fname)))
+        if hasattr(devicearray_module, fname):  # looked up at call time by numba's argument hints
+            real = getattr(devicearray_module, fname)
+            monkeypatch.setattr(devicearray_module, fname, spy_converted(f"devicearray.{fname}", real))
             found += 1
-    assert found, f"no implicit-transfer entry point found in {dmod.__name__}"
+    assert found, f"no implicit-transfer entry point found in {devicearray_module.__name__}"
     mods = [m for n, m in list(sys.modules.items())
-            if m is not None and (n == B.__name__ or n.startswith(B.__name__ + "."))]
+            if m is not None and (n == cuda_backend.__name__ or n.startswith(cuda_backend.__name__ + "."))]
     for name in ("from_numpy", "to_numpy"):
-        orig = getattr(B, name)
+        orig = getattr(cuda_backend, name)
         for m in mods:
             if getattr(m, name, None) is orig:
                 monkeypatch.setattr(m, name, spy(f"backend.{name}", orig))
@@ -341,20 +342,20 @@ def _spy_transfers(monkeypatch, calls):
 def test_transfer_spy_catches_host_array_passed_to_a_kernel(monkeypatch):
     """The spy is not vacuous: a host NumPy array handed straight to a kernel launch (no
     explicit copy anywhere) is counted as an implicit numba-cuda transfer."""
-    from minitrans.kernels.cuda import array as KA
+    from minitrans.kernels.cuda import array as array_kernels
     from minitrans.kernels.cuda._util import pad
 
     dst = CUDABackend.zeros((4,), np.float64)
     src = np.arange(4.0)  # host memory
     calls = []
     _spy_transfers(monkeypatch, calls)
-    KA._copy_kernel[1, 4](dst._d, src, 4, pad((4,), 1), pad((1,)), pad((1,)))
+    array_kernels._copy_kernel[1, 4](dst._device_array, src, 4, pad((4,), 1), pad((1,)), pad((1,)))
     monkeypatch.undo()
     assert any(c.startswith("devicearray.") for c in calls), calls
     np.testing.assert_array_equal(CUDABackend.to_numpy(dst), src)
     calls.clear()
     _spy_transfers(monkeypatch, calls)  # a device operand: no transfer
-    KA._copy_kernel[1, 4](dst._d, dst._d, 4, pad((4,), 1), pad((1,)), pad((1,)))
+    array_kernels._copy_kernel[1, 4](dst._device_array, dst._device_array, 4, pad((4,), 1), pad((1,)), pad((1,)))
     monkeypatch.undo()
     assert calls == [], calls
 
@@ -362,9 +363,9 @@ def test_transfer_spy_catches_host_array_passed_to_a_kernel(monkeypatch):
 def test_transfer_spy_catches_host_array_inside_a_step(monkeypatch):
     """A fused kernel fed a host array in the middle of forward + backward (a LayerNorm
     weight built with NumPy instead of on the device) is caught by the spy."""
-    from minitrans.kernels import cuda as K
+    from minitrans.kernels import cuda as kernels
 
-    real = K.layer_norm_forward
+    real = kernels.layer_norm_forward
 
     def leaky(x, weight, bias, eps):
         return real(x, np.ones(tuple(x.shape)[-1:], x.dtype), bias, eps)
@@ -374,7 +375,7 @@ def test_transfer_spy_catches_host_array_inside_a_step(monkeypatch):
     x = mt.tensor(randn(2, 4).astype(np.float32), device="cuda", requires_grad=True)
     calls = []
     _spy_transfers(monkeypatch, calls)
-    monkeypatch.setattr(K, "layer_norm_forward", leaky)
+    monkeypatch.setattr(kernels, "layer_norm_forward", leaky)
     ln(x).sum().backward()
     monkeypatch.undo()
     assert any(c.startswith("devicearray.") for c in calls), calls

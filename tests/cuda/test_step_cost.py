@@ -25,7 +25,7 @@ def _step(model, opt, batch):
 @pytest.fixture(scope="module")
 def measured():
     from numba import cuda
-    from numba.cuda.simulator import kernel as SK
+    from numba.cuda.simulator import kernel as simulator_kernel
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
 
     from minitrans.kernels.cuda._util import counters, record_launches
@@ -39,7 +39,7 @@ def measured():
         _step(model, opt, batch)
     spy = {"kernels": 0, "copy_to_host": 0, "synchronize": 0}
     mp = pytest.MonkeyPatch()
-    call, to_host, sync = SK.FakeCUDAKernel.__call__, FakeCUDAArray.copy_to_host, cuda.synchronize
+    call, to_host, sync = simulator_kernel.FakeCUDAKernel.__call__, FakeCUDAArray.copy_to_host, cuda.synchronize
 
     def kcall(self, *a, **k):
         if not self._device:  # device functions are FakeCUDAKernels too: count kernel launches only
@@ -54,7 +54,7 @@ def measured():
         spy["synchronize"] += 1
         return sync(*a, **k)
 
-    mp.setattr(SK.FakeCUDAKernel, "__call__", kcall)
+    mp.setattr(simulator_kernel.FakeCUDAKernel, "__call__", kcall)
     mp.setattr(FakeCUDAArray, "copy_to_host", host)
     mp.setattr(cuda, "synchronize", synchronize)
     counters.reset()

@@ -7,6 +7,7 @@ import threading
 import numpy as np
 import pytest
 
+from minitrans import threads
 from minitrans.kernels import reference
 from minitrans.kernels.cpu import matmul as mm
 
@@ -53,9 +54,8 @@ def test_batched_matches_reference(three_threads, dt, bsz, m, k, n, la, lb):
     _check(_views(rng, (bsz, m, k), dt, la), _views(rng, (bsz, k, n), dt, lb))
 
 
-def test_blocks_run_on_the_worker_threads_with_single_threaded_blas(three_threads, monkeypatch):
-    from minitrans import threads
-
+def _spy_on_blas_calls(monkeypatch):
+    """Record (thread name, OpenBLAS count, rows) at every np.matmul the kernel makes."""
     seen = []
     real = np.matmul
 
@@ -64,11 +64,26 @@ def test_blocks_run_on_the_worker_threads_with_single_threaded_blas(three_thread
         return real(a, b, out=out)
 
     monkeypatch.setattr(mm.np, "matmul", spy)
+    return seen
+
+
+def test_blocks_run_on_the_worker_threads_when_blas_is_single_threaded(three_threads, monkeypatch):
+    seen = _spy_on_blas_calls(monkeypatch)
     a, b = np.ones((10, 4), np.float32), np.ones((4, 3), np.float32)
-    assert (mm.matmul(a, b) == 4).all()
+    with threads.limit_blas_threads(1):
+        assert (mm.matmul(a, b) == 4).all()
     assert sorted(s[2] for s in seen) == [2, 4, 4]                       # rows 0-3, 4-7, 8-9
     assert sum(s[0].startswith("minitrans-worker") for s in seen) == 2    # two blocks on the pool
-    assert all(s[1] in (1, None) for s in seen)                           # BLAS on one thread meanwhile
+
+
+def test_multithreaded_blas_gets_the_whole_product_and_keeps_its_count(three_threads, monkeypatch):
+    if threads.get_blas_num_threads() is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS that minitrans.threads can reach")
+    seen = _spy_on_blas_calls(monkeypatch)
+    a, b = np.ones((10, 4), np.float32), np.ones((4, 3), np.float32)
+    with threads.limit_blas_threads(2):
+        assert (mm.matmul(a, b) == 4).all()
+    assert seen == [(threading.current_thread().name, 2, 10)]             # one call, BLAS left on 2
 
 
 @pytest.mark.parametrize("a_shape, b_shape", [((3,), (3, 2)), ((2, 3, 4), (4, 5)), ((4, 2, 3), (1, 3, 2))])

@@ -9,6 +9,8 @@ import pytest
 
 import minitrans as mt
 import minitrans.nn.functional as F
+from minitrans.nn import functional_attention
+from minitrans.ops.attention import ScaledDotProductAttention
 from helpers import check_op, rand
 
 
@@ -227,7 +229,7 @@ def test_mask_of_wrong_shape_or_dtype():
 # ----------------------------------------------------------------------------- padding masks on (B, H, T, d)
 def _count_fused_calls(monkeypatch):
     """Patch the fused Function's ``apply`` to record the bias of each call."""
-    cls = F.A.ScaledDotProductAttention
+    cls = ScaledDotProductAttention
     orig, biases = cls.apply, []
 
     def apply(*args, **kwargs):
@@ -242,7 +244,7 @@ def _count_fused_calls(monkeypatch):
 def test_padding_mask_runs_per_batch_without_materialising_the_mask(kernels, monkeypatch):
     """A (B, 1, 1, Tk) padding mask over heads is never expanded to B·H·T·T floats."""
     import tracemalloc
-    monkeypatch.setattr(F, "_MASK_COPY_LIMIT", 0)
+    monkeypatch.setattr(functional_attention, "_MASK_COPY_LIMIT", 0)
     B, H, T, d = 2, 8, 512, 16
     rng = np.random.default_rng(0)
     q, k, v = (mt.tensor(rng.standard_normal((B, H, T, d)).astype(np.float32)) for _ in range(3))
@@ -270,7 +272,7 @@ def test_padding_mask_runs_per_batch_without_materialising_the_mask(kernels, mon
 @pytest.mark.parametrize("mask_shape", ["padding", "per_query"])
 def test_per_batch_path_gradcheck(kernels, monkeypatch, mask_shape):
     """The per-batch path (mask copy limit 0) against NumPy and float64 central differences."""
-    monkeypatch.setattr(F, "_MASK_COPY_LIMIT", 0)
+    monkeypatch.setattr(functional_attention, "_MASK_COPY_LIMIT", 0)
     B, H, T, d = 2, 3, 4, 3
     rng = np.random.default_rng(11)
     if mask_shape == "padding":

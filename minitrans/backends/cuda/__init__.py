@@ -3,16 +3,20 @@
 
 Modules: ``array`` (``CudaArray``, views, the host<->device entry points ``from_numpy`` /
 ``to_numpy``), ``ops`` (operands and scalar constants, elementwise, creation, reductions),
-``indexing`` (shape functions, basic / advanced indexing, ``add_at``) and ``backend``
-(matmul, the fused-kernel bindings and the ``CUDABackend`` namespace).
+``indexing`` (shape functions, basic / advanced indexing, ``add_at``), ``backend``
+(matmul, the fused-kernel bindings and the ``CUDABackend`` namespace) and ``reference`` (the
+fused ops run by the NumPy oracle, for ``set_kernels("reference")``).
 
 Design
 ------
-* A ``CudaArray`` wraps one numba device array ``_d`` (a ``DeviceNDArray`` on a GPU, a
-  ``FakeCUDAArray`` under ``NUMBA_ENABLE_CUDASIM=1``). Views — basic slicing, ``None``,
-  ``transpose``/``moveaxis``/``.T``, ``broadcast_to`` (stride 0), ``reshape`` whenever
-  NumPy could reshape without a copy — are new device arrays over the *same* memory with
-  other shape/strides/offset (``_view``); nothing is copied. The kernels of
+* A ``CudaArray`` wraps one numba device array ``_device_array`` (a ``DeviceNDArray`` on a
+  GPU, a ``FakeCUDAArray`` under ``NUMBA_ENABLE_CUDASIM=1``). Views — basic slicing, ``None``,
+  ``transpose``/``moveaxis``/``.T``, ``broadcast_to`` (stride 0), ``split_at``, ``squeeze``,
+  ``reshape`` whenever NumPy could reshape without a copy — are new device arrays over the
+  *same* memory with other shape/strides/offset (``CudaArray._view``, laid out by
+  ``kernels/cuda/layout.py`` and built by ``_util.strided_view``); nothing is copied. A view
+  records the array that owns the memory (``_base``), so ``shares_storage`` — and with it the
+  autograd version counters — treats a view and its base as one storage, as on the CPU. The kernels of
   ``minitrans.kernels.cuda`` take any non-negative strided view, so transposed weights go
   straight into matmul and broadcast biases straight into attention.
 * Every computation runs on the device through ``minitrans.kernels.cuda``: elementwise /

@@ -1,6 +1,7 @@
 """``CudaArray``: an n-dimensional strided view of numba-cuda device memory, its views
-(``_view``: same memory, other shape / strides / offset; ``reshape`` without a copy where
-NumPy could), and the only two host<->device entry points, ``from_numpy`` / ``to_numpy``.
+(``CudaArray._view``: same memory, other shape / strides / offset, laid out by
+``kernels/cuda/layout.py``; ``reshape`` without a copy where NumPy could), and the only two
+host<->device entry points, ``from_numpy`` / ``to_numpy``.
 
 The operators and methods forward to ``ops`` and ``indexing`` (imported at the bottom of
 this module: those modules build on ``CudaArray``). See the package docstring for the design.
@@ -11,72 +12,10 @@ import numbers
 
 import numpy as np
 
-from ...kernels.cuda._util import counters, device_array, simulated
+from ...kernels.cuda._util import counters, device_array, strided_view
+from ...kernels.cuda.layout import c_strides, element_count, is_c_contiguous, nocopy_strides, permutation, span
 
 _Scalar = (numbers.Number, np.generic)
-
-
-def _n(shape) -> int:
-    return int(np.prod(shape, dtype=np.int64))
-
-
-def _c_strides(shape) -> tuple[int, ...]:
-    st, acc = [], 1
-    for s in reversed(shape):
-        st.append(acc)
-        acc *= s
-    return tuple(reversed(st))
-
-
-def _view(d, off: int, shape, strides):
-    """A device array over the memory of ``d``: element ``i`` at ``d``'s first element
-    + ``off + sum(i_k * strides[k])`` (element units, non-negative)."""
-    shape = tuple(int(s) for s in shape)
-    strides = tuple(int(s) for s in strides)
-    if any(s < 0 for s in strides) or off < 0:
-        raise NotImplementedError("negative strides are not supported on cuda")
-    if _n(shape) == 0:
-        return device_array(shape, d.dtype)
-    item = d.dtype.itemsize
-    bstrides = tuple(s * item for s in strides)
-    if simulated():
-        from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
-
-        ast = np.lib.stride_tricks.as_strided
-        p = ast(d._ary, shape=(off + 1,), strides=(item,))[off:]
-        return FakeCUDAArray(ast(p, shape=shape, strides=bstrides))
-    from numba.cuda.cudadrv.devicearray import DeviceNDArray
-
-    return DeviceNDArray(shape, bstrides, d.dtype, gpu_data=d.gpu_data.view(off * item))
-
-
-def _nocopy_strides(shape, strides, newshape):
-    """Strides viewing (shape, strides) as ``newshape`` without a copy, or None (NumPy's rule)."""
-    old = [(n, s) for n, s in zip(shape, strides) if n != 1]
-    oshape = [n for n, _ in old]
-    ost = [s for _, s in old]
-    nst = [0] * len(newshape)
-    oi, oj, ni, nj = 0, 1, 0, 1
-    on, nn = len(oshape), len(newshape)
-    while ni < nn and oi < on:
-        np_, op = newshape[ni], oshape[oi]
-        while np_ != op:
-            if np_ < op:
-                np_ *= newshape[nj]
-                nj += 1
-            else:
-                op *= oshape[oj]
-                oj += 1
-        for ok in range(oi, oj - 1):
-            if ost[ok] != oshape[ok + 1] * ost[ok + 1]:
-                return None
-        nst[nj - 1] = ost[oj - 1]
-        for nk in range(nj - 1, ni, -1):
-            nst[nk - 1] = nst[nk] * newshape[nk]
-        ni, nj, oi, oj = nj, nj + 1, oj, oj + 1
-    for nk in range(ni, nn):
-        nst[nk] = 0  # trailing size-1 dims
-    return tuple(nst)
 
 
 class _Flags:
@@ -94,17 +33,22 @@ class _Flags:
 class CudaArray:
     """An n-dimensional array in CUDA device memory (see the module docstring)."""
 
-    __slots__ = ("_d", "shape", "dtype", "_st", "_base", "__weakref__")
+    __slots__ = ("_device_array", "shape", "dtype", "_elem_strides", "_base", "__weakref__")
     __array_ufunc__ = None  # ``np.float32(2) * x`` defers to ``x.__rmul__``
     __array_priority__ = 2000
 
-    def __init__(self, d, base=None) -> None:
-        self._d = d
+    def __init__(self, device_array, base=None) -> None:
+        self._device_array = device_array  # the numba device array holding the elements
         self._base = base  # the CudaArray whose memory this one views (None: it owns its memory)
-        self.shape = tuple(int(s) for s in d.shape)
-        self.dtype = np.dtype(d.dtype)
+        self.shape = tuple(int(s) for s in device_array.shape)
+        self.dtype = np.dtype(device_array.dtype)
         item = self.dtype.itemsize
-        self._st = tuple(int(s) // item for s in d.strides)
+        self._elem_strides = tuple(int(s) // item for s in device_array.strides)
+
+    @property
+    def _d(self):
+        """The numba device array (the name ``minitrans.distributed`` reads; prefer ``_device_array``)."""
+        return self._device_array
 
     # ------------------------------------------------------------ attributes
     @property
@@ -113,7 +57,7 @@ class CudaArray:
 
     @property
     def size(self) -> int:
-        return _n(self.shape)
+        return element_count(self.shape)
 
     @property
     def itemsize(self) -> int:
@@ -125,31 +69,29 @@ class CudaArray:
 
     @property
     def strides(self) -> tuple:
-        return tuple(s * self.dtype.itemsize for s in self._st)
+        return tuple(s * self.dtype.itemsize for s in self._elem_strides)
 
     @property
     def flags(self) -> _Flags:
-        return _Flags(self._is_c())
+        return _Flags(self._is_contiguous())
 
     @property
     def T(self) -> "CudaArray":
         return self.transpose()
 
-    def _is_c(self) -> bool:
-        if self.size == 0:
-            return True
-        exp = 1
-        for n, s in zip(reversed(self.shape), reversed(self._st)):
-            if n != 1 and s != exp:
-                return False
-            exp *= n
-        return True
+    def _is_contiguous(self) -> bool:
+        return is_c_contiguous(self.shape, self._elem_strides)
+
+    _is_c = _is_contiguous  # the name minitrans.distributed calls
 
     def _span(self) -> int:
-        return 1 + sum((n - 1) * s for n, s in zip(self.shape, self._st))
+        return span(self.shape, self._elem_strides)
 
-    def _v(self, off, shape, strides) -> "CudaArray":
-        return CudaArray(_view(self._d, off, shape, strides), self if self._base is None else self._base)
+    def _view(self, offset, shape, strides) -> "CudaArray":
+        """A view of this array's memory: element ``i`` at this array's first element + ``offset +
+        sum(i_k * strides[k])``; it records the array that owns the memory (see ``shares_storage``)."""
+        return CudaArray(strided_view(self._device_array, offset, shape, strides),
+                         self if self._base is None else self._base)
 
     def __repr__(self) -> str:
         return f"CudaArray(shape={self.shape}, dtype={self.dtype})"
@@ -193,27 +135,24 @@ class CudaArray:
         if shape.count(-1) > 1:
             raise ValueError("can only specify one unknown dimension")
         if -1 in shape:
-            known = _n([s for s in shape if s != -1])
+            known = element_count([s for s in shape if s != -1])
             if known == 0 or self.size % known:
                 raise ValueError(f"cannot reshape array of size {self.size} into shape {shape}")
             shape = tuple(self.size // known if s == -1 else s for s in shape)
-        if _n(shape) != self.size:
+        if element_count(shape) != self.size:
             raise ValueError(f"cannot reshape array of size {self.size} into shape {shape}")
         if shape == self.shape:
-            return self._v(0, shape, self._st)
-        st = _c_strides(shape) if self._is_c() else _nocopy_strides(self.shape, self._st, shape)
-        if st is None:
+            return self._view(0, shape, self._elem_strides)
+        strides = nocopy_strides(self.shape, self._elem_strides, shape)
+        if strides is None:
             return copy(self).reshape(shape)
-        return self._v(0, shape, st)
+        return self._view(0, shape, strides)
 
     def transpose(self, *axes) -> "CudaArray":
         if len(axes) == 1 and (axes[0] is None or isinstance(axes[0], (tuple, list))):
             axes = axes[0]
-        nd = self.ndim
-        axes = tuple(range(nd - 1, -1, -1)) if not axes else tuple(int(a) % max(nd, 1) for a in axes)
-        if sorted(axes) != list(range(nd)):
-            raise ValueError(f"axes {axes} don't match array of {nd} dims")
-        return self._v(0, [self.shape[a] for a in axes], [self._st[a] for a in axes])
+        perm = permutation(axes, self.ndim)
+        return self._view(0, [self.shape[a] for a in perm], [self._elem_strides[a] for a in perm])
 
     def ravel(self) -> "CudaArray":
         return self.reshape(-1)
@@ -227,13 +166,16 @@ class CudaArray:
         else:
             ax = {a % self.ndim for a in ((axis,) if isinstance(axis, int) else axis)}
             keep = [i for i in range(self.ndim) if i not in ax]
-        return self._v(0, [self.shape[i] for i in keep], [self._st[i] for i in keep])
+        return self._view(0, [self.shape[i] for i in keep], [self._elem_strides[i] for i in keep])
 
     def astype(self, dtype, copy: bool = True) -> "CudaArray":
         return astype(self, dtype, copy)
 
     def copy(self) -> "CudaArray":
         return copy(self)
+
+    def clip(self, lo=None, hi=None, out=None) -> "CudaArray":
+        return clip(self, lo, hi, out)
 
     # ------------------------------------------------------------ reductions
     def sum(self, axis=None, keepdims=False, dtype=None):
@@ -303,16 +245,28 @@ class CudaArray:
     __hash__ = None
 
 
+def shares_storage(a, b) -> bool:
+    """True when ``a`` and ``b`` are the same array or views of one allocation (from the ``_base``
+    each view records, not from addresses)."""
+    if a is b:
+        return True
+    if not (isinstance(a, CudaArray) and isinstance(b, CudaArray)):
+        return False
+    return (a if a._base is None else a._base) is (b if b._base is None else b._base)
+
+
 # ---------------------------------------------------------------- conversion
-def from_numpy(a) -> CudaArray:
-    """Copy a host array to the device (the host->device entry point)."""
+def from_numpy(a, copy: bool = False) -> CudaArray:
+    """Copy a host array to the device (the host->device entry point). The result is always fresh
+    device memory, so ``copy`` (which the contract offers for backends that could share host
+    memory) changes nothing here."""
     a = np.asarray(a)
     if not a.flags.c_contiguous:
         a = a.copy(order="C")
-    d = device_array(a.shape, a.dtype)  # pooled, like every device allocation of the backend
+    out = device_array(a.shape, a.dtype)  # pooled, like every device allocation of the backend
     if a.size:
-        d.copy_to_device(a)
-    return CudaArray(d)
+        out.copy_to_device(a)
+    return CudaArray(out)
 
 
 def to_numpy(a) -> np.ndarray:
@@ -321,15 +275,15 @@ def to_numpy(a) -> np.ndarray:
         return np.asarray(a)
     if a.size == 0:
         return np.empty(a.shape, a.dtype)
-    c = a if a._is_c() else copy(a)
+    c = a if a._is_contiguous() else copy(a)
     counters.syncs += 1  # the host waits for the device: the copy follows all queued work
-    return np.asarray(c._d.copy_to_host()).reshape(a.shape)
+    return np.asarray(c._device_array.copy_to_host()).reshape(a.shape)
 
 
 # The operator / method implementations. Imported last: ops and indexing import CudaArray
 # from this module (the package __init__ imports this module first).
 from .ops import (  # noqa: E402
-    _binary, _inplace, _logical, _unary, all_, amax, amin, any_, argmax, argmin, astype, copy,
+    _binary, _inplace, _logical, _unary, all_, amax, amin, any_, argmax, argmin, astype, clip, copy,
     logical_not, mean, sum_,
 )
 from .indexing import _getitem, _setitem  # noqa: E402

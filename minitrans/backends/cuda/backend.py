@@ -1,36 +1,44 @@
-"""``CUDABackend``: the namespace of primitives (the same names and semantics as
-``cpu.CPUBackend``, plus ``dropout_mask``), matmul, and the bindings of the fused kernels
-(softmax, cross-entropy, layer norm, attention, Adam, dropout mask) from
-``minitrans.kernels.cuda``: ``CudaArray`` in, the kernel on its device array, ``CudaArray`` out.
+"""``CUDABackend``: the primitives of ``protocol.Backend`` on a CUDA device (the same names and
+semantics as ``cpu.CPUBackend``), matmul, and the bindings of the fused kernels (softmax,
+cross-entropy, layer norm, attention, Adam, dropout mask) from ``minitrans.kernels.cuda``:
+``CudaArray`` in, the kernel on its device array, ``CudaArray`` out. ``set_kernels("reference")``
+rebinds the fused ops to the NumPy oracle (``reference.py``).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ...kernels import cuda as K
-from ...kernels.cuda import array as KA
+from ...kernels import cuda as kernels
+from ...kernels.cuda import array as array_kernels
 from ..protocol import Backend
-from .array import CudaArray, from_numpy, to_numpy
+from . import reference as host_reference
+from .array import CudaArray, from_numpy, shares_storage, to_numpy
 from .indexing import add_at, broadcast_to, concatenate, moveaxis, reshape, split_at, sum_to, transpose
 from .ops import (
-    _dev, _shape_arg, _unary, all_, amax, amin, any_, arange, argmax, argmin, asarray,
+    _as_cuda, _shape_arg, _unary, all_, amax, amin, any_, arange, argmax, argmin, asarray,
     ascontiguousarray, astype, clip, copy, empty, errstate, full, isfinite, logical_not, maximum, minimum,
     ones, ones_like, power, sigmoid, sum_, where, zeros, zeros_like,
 )
 
 
 # ---------------------------------------------------------------- linear algebra
+_GUFUNC = "(n?,k),(k,m?)->(n?,m?)"  # NumPy's matmul signature, named in its errors (same text as the CPU)
+
+
 def matmul(a, b) -> CudaArray:
-    a, b = _dev(a), _dev(b)
-    if a.ndim == 0 or b.ndim == 0:
-        raise ValueError("matmul: Input operand does not have enough dimensions")
-    A = a.reshape(1, -1) if a.ndim == 1 else a
-    B = b.reshape(-1, 1) if b.ndim == 1 else b
-    if A.shape[-1] != B.shape[-2]:
-        raise ValueError(f"matmul: mismatch in core dimension ({A.shape} @ {B.shape})")
-    np.broadcast_shapes(A.shape[:-2], B.shape[:-2])
-    rt = np.result_type(A.dtype, B.dtype)  # the kernel is compiled per dtype: one dtype in
-    c = CudaArray(K.matmul(astype(A, rt, False)._d, astype(B, rt, False)._d))
+    a, b = _as_cuda(a), _as_cuda(b)
+    for i, x in enumerate((a, b)):
+        if x.ndim == 0:
+            raise ValueError(f"matmul: Input operand {i} does not have enough dimensions (has 0, gufunc core "
+                             f"with signature {_GUFUNC} requires 1)")
+    lhs = a.reshape(1, -1) if a.ndim == 1 else a
+    rhs = b.reshape(-1, 1) if b.ndim == 1 else b
+    if lhs.shape[-1] != rhs.shape[-2]:
+        raise ValueError(f"matmul: Input operand 1 has a mismatch in its core dimension 0, with gufunc "
+                         f"signature {_GUFUNC} (size {rhs.shape[-2]} is different from {lhs.shape[-1]})")
+    np.broadcast_shapes(lhs.shape[:-2], rhs.shape[:-2])
+    dtype = np.result_type(lhs.dtype, rhs.dtype)  # the kernel is compiled per dtype: one dtype in
+    c = CudaArray(kernels.matmul(astype(lhs, dtype, False)._device_array, astype(rhs, dtype, False)._device_array))
     if a.ndim == 1 and b.ndim == 1:
         return c.reshape(())
     if a.ndim == 1:
@@ -41,157 +49,155 @@ def matmul(a, b) -> CudaArray:
 
 
 # ---------------------------------------------------------------- fused kernels
-def _u(x, dtype=None):
+def _kernel_operand(x, dtype=None):
     """The C-contiguous device array of ``x`` (in ``dtype`` if given) for a fused kernel: the
     fused kernels are compiled for C-contiguous operands of one float dtype (no copy when
     ``x`` already is one)."""
     if x is None:
         return None
-    x = ascontiguousarray(_dev(x))
-    return (x if dtype is None else astype(x, dtype, False))._d
+    x = ascontiguousarray(_as_cuda(x))
+    return (x if dtype is None else astype(x, dtype, False))._device_array
 
 
-def _w(d):
-    return None if d is None else CudaArray(d)
+def _in_dtype_of(first, *rest):
+    """``_kernel_operand`` of ``first`` and of each of ``rest`` cast to ``first``'s dtype."""
+    dtype = _as_cuda(first).dtype
+    return (_kernel_operand(first),) + tuple(_kernel_operand(x, dtype) for x in rest)
+
+
+def _wrap(result):
+    """A kernel's device array (or tuple of them; None stays None) as ``CudaArray``."""
+    if isinstance(result, tuple):
+        return tuple(_wrap(r) for r in result)
+    return None if result is None else CudaArray(result)
 
 
 def softmax_forward(x):
-    return _w(K.softmax_forward(_u(x)))
+    return _wrap(kernels.softmax_forward(_kernel_operand(x)))
 
 
 def softmax_backward(y, dy):
-    return _w(K.softmax_backward(_u(y), _u(dy, _dev(y).dtype)))
+    return _wrap(kernels.softmax_backward(*_in_dtype_of(y, dy)))
 
 
 def log_softmax_forward(x):
-    return _w(K.log_softmax_forward(_u(x)))
+    return _wrap(kernels.log_softmax_forward(_kernel_operand(x)))
 
 
 def log_softmax_backward(y, dy):
-    return _w(K.log_softmax_backward(_u(y), _u(dy, _dev(y).dtype)))
+    return _wrap(kernels.log_softmax_backward(*_in_dtype_of(y, dy)))
 
 
 def cross_entropy_forward(logits, target, ignore_index, label_smoothing):
-    loss, lse = K.cross_entropy_forward(_u(logits), _u(target, np.int64), ignore_index, label_smoothing)
-    return _w(loss), _w(lse)
+    return _wrap(kernels.cross_entropy_forward(_kernel_operand(logits), _kernel_operand(target, np.int64),
+                                               ignore_index, label_smoothing))
 
 
 def cross_entropy_backward(logits, target, lse, dloss, ignore_index, label_smoothing):
-    dt = _dev(logits).dtype
-    return _w(K.cross_entropy_backward(_u(logits), _u(target, np.int64), _u(lse, dt), _u(dloss, dt),
-                                       ignore_index, label_smoothing))
+    logits, lse, dloss = _in_dtype_of(logits, lse, dloss)
+    return _wrap(kernels.cross_entropy_backward(logits, _kernel_operand(target, np.int64), lse, dloss,
+                                                ignore_index, label_smoothing))
 
 
 def layer_norm_forward(x, weight, bias, eps):
-    dt = _dev(x).dtype
-    return tuple(_w(r) for r in K.layer_norm_forward(_u(x), _u(weight, dt), _u(bias, dt), eps))
+    return _wrap(kernels.layer_norm_forward(*_in_dtype_of(x, weight, bias), eps))
 
 
 def layer_norm_backward(dy, x, weight, mean, rstd):
-    dt = _dev(x).dtype
-    return tuple(_w(r) for r in K.layer_norm_backward(_u(dy, dt), _u(x), _u(weight, dt), _u(mean, dt),
-                                                       _u(rstd, dt)))
+    x, dy, weight, mean, rstd = _in_dtype_of(x, dy, weight, mean, rstd)
+    return _wrap(kernels.layer_norm_backward(dy, x, weight, mean, rstd))
 
 
 def _bias(bias, dtype):
     """An attention bias in the kernel dtype, strides kept (a broadcast mask stays stride 0)."""
     if bias is None:
         return None
-    b = _dev(bias)
-    return (b if b.dtype == dtype else astype(b, dtype))._d
+    b = _as_cuda(bias)
+    return (b if b.dtype == dtype else astype(b, dtype))._device_array
 
 
 def attention_forward(q, k, v, bias, is_causal, scale):
-    dt = _dev(q).dtype
-    o, lse = K.attention_forward(_u(q), _u(k, dt), _u(v, dt), _bias(bias, dt), is_causal, scale)
-    return _w(o), _w(lse)
+    return _wrap(kernels.attention_forward(*_in_dtype_of(q, k, v), _bias(bias, _as_cuda(q).dtype), is_causal,
+                                           scale))
 
 
 def attention_backward(q, k, v, o, lse, do, bias, is_causal, scale):
-    dt = _dev(q).dtype
-    return tuple(_w(r) for r in K.attention_backward(_u(q), _u(k, dt), _u(v, dt), _u(o, dt), _u(lse, dt),
-                                                      _u(do, dt), _bias(bias, dt), is_causal, scale))
+    return _wrap(kernels.attention_backward(*_in_dtype_of(q, k, v, o, lse, do), _bias(bias, _as_cuda(q).dtype),
+                                            is_causal, scale))
 
 
 def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
-    dt = _dev(param).dtype  # updated in place: the state arrays are used as they are
-    K.adam_step(_dev(param)._d, _u(grad, dt), _dev(exp_avg)._d, _dev(exp_avg_sq)._d, lr, beta1, beta2, eps,
-                weight_decay, step, decoupled)
+    dt = _as_cuda(param).dtype  # updated in place: the state arrays are used as they are
+    state = [_as_cuda(x)._device_array for x in (param, exp_avg, exp_avg_sq)]
+    kernels.adam_step(state[0], _kernel_operand(grad, dt), state[1], state[2], lr, beta1, beta2, eps,
+                      weight_decay, step, decoupled)
 
 
 def copy_many(dsts, srcs) -> None:
-    """CUDA only: ``d[...] = s`` for every pair, up to ``MANY`` pairs per launch (pairs of one dtype
+    """``d[...] = s`` for every pair, up to ``MANY`` pairs per launch (pairs of one float dtype
     together; a pair that is not two C-contiguous arrays of one shape and dtype is copied alone)."""
     groups: dict = {}
     for d, s in zip(dsts, srcs):
-        d, s = _dev(d), _dev(s)
-        if d._is_c() and s._is_c() and d.shape == s.shape and d.dtype == s.dtype and d.dtype.kind == "f":
+        d, s = _as_cuda(d), _as_cuda(s)
+        same = d.shape == s.shape and d.dtype == s.dtype
+        if same and d.dtype.kind == "f" and d._is_contiguous() and s._is_contiguous():
             groups.setdefault(d.dtype, ([], []))
-            groups[d.dtype][0].append(d._d)
-            groups[d.dtype][1].append(s._d)
+            groups[d.dtype][0].append(d._device_array)
+            groups[d.dtype][1].append(s._device_array)
         else:
             d[...] = s
     for ds, ss in groups.values():
-        KA.copy_many(ds, ss)
+        array_kernels.copy_many(ds, ss)
 
 
 def clip_grad_norm_flat(buf, max_norm, norm_type):
-    """CUDA only: clip the flat gradient buffer ``buf`` in place in one launch; the norm stays
-    on the device (see kernels/cuda/clip.py)."""
-    return _w(K.clip_grad_norm(_dev(buf)._d, max_norm, norm_type))
+    """Clip the flat gradient buffer ``buf`` in place in one launch; the norm stays on the device
+    (see kernels/cuda/clip.py)."""
+    return _wrap(kernels.clip_grad_norm(_as_cuda(buf)._device_array, max_norm, norm_type))
 
 
 def dropout_mask(shape, p, seed, dtype):
-    """CUDA only: the inverted-dropout multiplier (0 or 1/(1-p)) from a counter-based hash of
-    (seed, element index); see kernels/cuda/array.py."""
-    return _w(KA.dropout_mask(_shape_arg(shape), p, seed, np.dtype(dtype)))
-
-
-def shares_storage(a, b) -> bool:
-    if a is b:
-        return True
-    if not (isinstance(a, CudaArray) and isinstance(b, CudaArray)):
-        return False
-    return (a if a._base is None else a._base) is (b if b._base is None else b._base)
+    """The inverted-dropout multiplier (0 or 1/(1-p)) from a counter-based hash of (seed, element
+    index), drawn on the device; see kernels/cuda/array.py."""
+    return _wrap(array_kernels.dropout_mask(_shape_arg(shape), p, seed, np.dtype(dtype)))
 
 
 def is_contiguous(a) -> bool:
-    return _dev(a)._is_c()
-
-
-def clip_into(a, lo=None, hi=None, out=None):
-    r = clip(a, lo, hi)
-    if out is None:
-        return r
-    out[...] = r
-    return out
+    return _as_cuda(a)._is_contiguous()
 
 
 def check_index_range(idx, n, what) -> None:
-    idx = _dev(idx)
+    idx = _as_cuda(idx)
     if idx.size:
-        lo, hi = int(amin(idx)), int(amax(idx))
+        flat = idx.reshape(-1)
+        extremes = concatenate([amin(flat, keepdims=True), amax(flat, keepdims=True)])
+        lo, hi = (int(v) for v in to_numpy(extremes))  # one host read for both
         if lo < 0 or hi >= n:
             raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got min {lo}, max {hi}")
-
-
-def from_numpy_copy(a, copy=False):
-    return from_numpy(a)   # a host array always reaches the device as a fresh copy
 
 
 _KERNEL_CHOICE = {"name": "numba"}
 
 
 def set_kernels(name: str) -> None:
+    """Bind the fused ops of ``CUDABackend`` to the device kernels (``"numba"``) or to the NumPy
+    oracle run on the host (``"reference"``, see ``reference.py``)."""
     if name not in ("numba", "reference"):
         raise ValueError(f"set_kernels: expected 'numba' or 'reference', got {name!r}")
+    table = host_reference.FUNCTIONS if name == "reference" else _DEVICE_FUSED
+    for fused, fn in table.items():
+        setattr(CUDABackend, fused, staticmethod(fn))
     _KERNEL_CHOICE["name"] = name
+
+
+def get_kernels() -> str:
+    return _KERNEL_CHOICE["name"]
 
 
 # ---------------------------------------------------------------- the namespace
 class CUDABackend(Backend):
     """Primitive array functions on a CUDA device (arrays are ``CudaArray``); the same names
-    and semantics as ``CPUBackend`` (plus ``dropout_mask``)."""
+    and semantics as ``CPUBackend``."""
 
     name = "cuda"
     ndarray = CudaArray
@@ -207,12 +213,12 @@ class CUDABackend(Backend):
     zeros_like = staticmethod(zeros_like)
     ones_like = staticmethod(ones_like)
     to_numpy = staticmethod(to_numpy)
-    from_numpy = staticmethod(from_numpy_copy)
+    from_numpy = staticmethod(from_numpy)
     shares_storage = staticmethod(shares_storage)
     is_contiguous = staticmethod(is_contiguous)
     check_index_range = staticmethod(check_index_range)
     set_kernels = staticmethod(set_kernels)
-    get_kernels = staticmethod(lambda: _KERNEL_CHOICE["name"])
+    get_kernels = staticmethod(get_kernels)
 
     exp = staticmethod(lambda x: _unary("exp", x))
     log = staticmethod(lambda x: _unary("log", x))
@@ -223,7 +229,7 @@ class CUDABackend(Backend):
     maximum = staticmethod(maximum)
     minimum = staticmethod(minimum)
     where = staticmethod(where)
-    clip = staticmethod(clip_into)
+    clip = staticmethod(clip)
     power = staticmethod(power)
     isfinite = staticmethod(isfinite)
     logical_not = staticmethod(logical_not)
@@ -265,3 +271,7 @@ class CUDABackend(Backend):
     clip_grad_norm_flat = staticmethod(clip_grad_norm_flat)
     copy_many = staticmethod(copy_many)
     dropout_mask = staticmethod(dropout_mask)
+
+
+#: the device-kernel binding of each fused op, restored by ``set_kernels("numba")``
+_DEVICE_FUSED = {name: globals()[name] for name in host_reference.FUNCTIONS}

@@ -7,44 +7,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...kernels.cuda import array as KA
-from ...kernels.cuda._util import MAX_DIMS, broadcast_strides, device_array
+from ...kernels.cuda import array as array_kernels
+from ...kernels.cuda._util import MAX_DIMS, device_array, flat_view
+from ...kernels.cuda.layout import advanced_layout, broadcast_strides, element_count, index_slots, moveaxis_order
 from ..cpu import _sum_to
-from .array import CudaArray, _c_strides, _n, _Scalar, _view, from_numpy, to_numpy
-from .ops import _binary, _const, _dev, _norm_scalar, _shape_arg, astype
+from .array import CudaArray, _Scalar, from_numpy, to_numpy
+from .ops import _binary, _const, _as_cuda, _norm_scalar, _shape_arg, astype
 
 
 # ---------------------------------------------------------------- shape
 def reshape(a, shape) -> CudaArray:
-    return _dev(a).reshape(shape)
+    return _as_cuda(a).reshape(shape)
 
 
 def transpose(a, axes=None) -> CudaArray:
-    return _dev(a).transpose(axes)
+    return _as_cuda(a).transpose(axes)
 
 
 def broadcast_to(a, shape) -> CudaArray:
-    a = _dev(a)
+    a = _as_cuda(a)
     shape = _shape_arg(shape)
     if len(shape) < a.ndim:
         raise ValueError(f"cannot broadcast shape {a.shape} to {shape}")
-    st = broadcast_strides(a.shape, a._st, shape)
-    return a._v(0, shape, st)
+    st = broadcast_strides(a.shape, a._elem_strides, shape)
+    return a._view(0, shape, st)
 
 
 def moveaxis(a, source, destination) -> CudaArray:
-    a = _dev(a)
-    nd = a.ndim
-    src = [s % nd for s in ((source,) if isinstance(source, int) else source)]
-    dst = [d % nd for d in ((destination,) if isinstance(destination, int) else destination)]
-    order = [i for i in range(nd) if i not in src]
-    for d, s in sorted(zip(dst, src)):
-        order.insert(d, s)
-    return a.transpose(order)
+    a = _as_cuda(a)
+    return a.transpose(moveaxis_order(a.ndim, source, destination))
 
 
 def concatenate(arrays, axis=0) -> CudaArray:
-    arrays = [_dev(x) for x in arrays]
+    arrays = [_as_cuda(x) for x in arrays]
     if not arrays:
         raise ValueError("need at least one array to concatenate")
     nd = arrays[0].ndim
@@ -59,17 +54,17 @@ def concatenate(arrays, axis=0) -> CudaArray:
     shape = list(ref)
     shape[axis] = int(np.sum([x.shape[axis] for x in arrays]))
     out = CudaArray(device_array(tuple(shape), dtype))
-    cst = out._st
+    cst = out._elem_strides
     start = 0
     for x in arrays:
         if x.size:
-            KA.copy_into(_view(out._d, start * cst[axis], x.shape, cst), x._d)
+            array_kernels.copy_into(out._view(start * cst[axis], x.shape, cst)._device_array, x._device_array)
         start += x.shape[axis]
     return out
 
 
 def split_at(a, indices_or_sections, axis=0) -> list:
-    a = _dev(a)
+    a = _as_cuda(a)
     axis = int(axis) % a.ndim
     n = a.shape[axis]
     if isinstance(indices_or_sections, (int, np.integer)):
@@ -97,9 +92,8 @@ def _index_plan(a: CudaArray, idx):
     """Split ``a[idx]`` into (offset, kept dims) and, if there are index arrays, the
     linear-offset array. Returns ``("view", off, shape, strides)`` or
     ``("adv", lin, out_shape, x_strides, lin_strides)`` (see kernels/cuda/array.py)."""
-    items = list(idx) if isinstance(idx, tuple) else [idx]
-    conv = []
-    for it in items:
+    classified = []  # the entries of idx, classified for layout.index_slots
+    for it in (idx if isinstance(idx, tuple) else (idx,)):
         if isinstance(it, list):
             it = np.asarray(it)
         if isinstance(it, np.ndarray) and it.ndim == 0 and it.dtype.kind in "iu":
@@ -107,133 +101,94 @@ def _index_plan(a: CudaArray, idx):
         if isinstance(it, (np.ndarray, CudaArray)):
             if it.dtype == np.bool_:
                 host = to_numpy(it)  # data-dependent size: a documented host read
-                conv.extend(("arr", x.astype(np.int64)) for x in np.nonzero(host))
+                classified.extend(("arr", x.astype(np.int64)) for x in np.nonzero(host))
                 continue
             if it.dtype.kind not in "iu":
                 raise IndexError("arrays used as indices must be of integer (or boolean) type")
-            conv.append(("arr", it))
+            classified.append(("arr", it))
         elif it is None:
-            conv.append(("new",))
+            classified.append(("new",))
         elif it is Ellipsis:
-            conv.append(("ell",))
+            classified.append(("ell",))
         elif isinstance(it, slice):
-            conv.append(("slice", it))
+            classified.append(("slice", it))
         elif isinstance(it, (int, np.integer)) and not isinstance(it, (bool, np.bool_)):
-            conv.append(("int", int(it)))
+            classified.append(("int", int(it)))
         else:
             raise IndexError("only integers, slices (`:`), ellipsis (`...`), numpy.newaxis (`None`) and "
                              "integer or boolean arrays are valid indices")
-    ncons = sum(1 for c in conv if c[0] in ("arr", "slice", "int"))
-    nell = sum(1 for c in conv if c[0] == "ell")
-    if nell > 1:
-        raise IndexError("an index can only have a single ellipsis ('...')")
-    if ncons > a.ndim:
-        raise IndexError(f"too many indices for array: array is {a.ndim}-dimensional, but {ncons} were indexed")
-    fill = [("slice", slice(None))] * (a.ndim - ncons)
-    if nell:
-        k = [c[0] for c in conv].index("ell")
-        conv = conv[:k] + fill + conv[k + 1:]
-    else:
-        conv = conv + fill
-    has_arr = any(c[0] == "arr" for c in conv)
-    off, dim, slots = 0, 0, []
-    for c in conv:
-        if c[0] == "new":
-            slots.append(("basic", 1, 0))
-            continue
-        n, s = a.shape[dim], a._st[dim]
-        if c[0] == "slice":
-            start, stop, step = c[1].indices(n)
-            if step < 0:
-                raise NotImplementedError("negative-step slices are not supported on cuda")
-            ln = max(0, -(-(stop - start) // step))
-            if ln:
-                off += start * s
-            slots.append(("basic", ln, s * step))
-        elif c[0] == "int":
-            i = c[1]
-            if not -n <= i < n:
-                raise IndexError(f"index {i} is out of bounds for axis {dim} with size {n}")
-            off += (i % n) * s
-            if has_arr:
-                slots.append(("adv", None, n, s))
-        else:
-            arr = c[1]
-            if isinstance(arr, np.ndarray):
+    offset, slots = index_slots(a.shape, a._elem_strides, classified)
+    if not any(sl[0] == "adv" for sl in slots):
+        return ("view", offset, [sl[1] for sl in slots], [sl[2] for sl in slots])
+    arrays = []
+    for sl in slots:
+        if sl[0] == "adv" and sl[1] is not None:
+            _, arr, n, stride, axis = sl
+            if isinstance(arr, np.ndarray):  # a host index array: checked here, then uploaded
                 if arr.size and (arr.min() < -n or arr.max() >= n):
                     raise IndexError(f"index {int(arr.max() if arr.max() >= n else arr.min())} is out of bounds "
-                                     f"for axis {dim} with size {n}")
+                                     f"for axis {axis} with size {n}")
                 arr = from_numpy(arr.astype(np.int64, copy=False))
-            slots.append(("adv", arr, n, s))
-        dim += 1
-    if not has_arr:
-        return ("view", off, [sl[1] for sl in slots], [sl[2] for sl in slots])
-    advpos = [k for k, sl in enumerate(slots) if sl[0] == "adv"]
-    arrays = [sl for sl in slots if sl[0] == "adv" and sl[1] is not None]
+            arrays.append((arr, n, stride))
     try:
-        bshape = np.broadcast_shapes(*[x[1].shape for x in arrays])
+        bshape = np.broadcast_shapes(*[arr.shape for arr, _, _ in arrays])
     except ValueError:
         raise IndexError("shape mismatch: indexing arrays could not be broadcast together with shapes "
-                         + " ".join(str(x[1].shape) for x in arrays)) from None
-    adjacent = advpos == list(range(advpos[0], advpos[-1] + 1))
-    basic = [(sl[1], sl[2]) for sl in slots if sl[0] == "basic"]
-    nb = sum(1 for k, sl in enumerate(slots) if sl[0] == "basic" and k < advpos[0]) if adjacent else 0
-    out_shape = [b[0] for b in basic[:nb]] + list(bshape) + [b[0] for b in basic[nb:]]
+                         + " ".join(str(arr.shape) for arr, _, _ in arrays)) from None
+    out_shape, xs, ls = advanced_layout(slots, bshape)
     if len(out_shape) > MAX_DIMS:
         raise NotImplementedError(f"indexing results of more than {MAX_DIMS} dims are not supported on cuda")
-    xs = [b[1] for b in basic[:nb]] + [0] * len(bshape) + [b[1] for b in basic[nb:]]
-    ls = [0] * nb + list(_c_strides(bshape)) + [0] * (len(basic) - nb)
-    lin = KA.full(bshape, off, np.int64)
-    for _, arr, n, s in arrays:
-        KA.index_linear(lin, arr._d, n, s)
+    lin = array_kernels.full(bshape, offset, np.int64)
+    for arr, n, stride in arrays:
+        array_kernels.index_linear(lin, arr._device_array, n, stride)
     return ("adv", lin, out_shape, xs, ls)
 
 
 def _flat_all(a: CudaArray):
     """A 1-D device array over all of ``a``'s memory (from its first element)."""
-    return _view(a._d, 0, (a._span(),), (1,))
+    return flat_view(a._device_array)[0]
 
 
 def _getitem(a: CudaArray, idx) -> CudaArray:
     plan = _index_plan(a, idx)
     if plan[0] == "view":
-        return a._v(plan[1], plan[2], plan[3])
+        return a._view(plan[1], plan[2], plan[3])
     _, lin, shape, xs, ls = plan
-    if a.size == 0 or _n(shape) == 0:
+    if a.size == 0 or element_count(shape) == 0:
         return CudaArray(device_array(tuple(shape), a.dtype))
-    return CudaArray(KA.gather(_flat_all(a), lin, shape, xs, ls, a.dtype))
+    return CudaArray(array_kernels.gather(_flat_all(a), lin, shape, xs, ls, a.dtype))
 
 
 def _value(v, dtype):
     v = _norm_scalar(v)
     if isinstance(v, CudaArray):
-        return v._d if v.dtype == dtype else astype(v, dtype)._d
+        return v._device_array if v.dtype == dtype else astype(v, dtype)._device_array
     if isinstance(v, _Scalar):
         return _const(v, dtype)
-    return from_numpy(np.asarray(v, dtype=dtype))._d
+    return from_numpy(np.asarray(v, dtype=dtype))._device_array
 
 
 def _setitem(a: CudaArray, idx, value) -> None:
     plan = _index_plan(a, idx)
     if plan[0] == "view":
-        dst = a._v(plan[1], plan[2], plan[3])
+        dst = a._view(plan[1], plan[2], plan[3])
         if dst.size:
-            KA.copy_into(dst._d, _value(value, a.dtype))
+            array_kernels.copy_into(dst._device_array, _value(value, a.dtype))
         return
     _, lin, shape, xs, ls = plan
-    if _n(shape):
-        KA.scatter(_flat_all(a), _value(value, a.dtype), lin, shape, xs, ls, accumulate=False)
+    if element_count(shape):
+        array_kernels.scatter(_flat_all(a), _value(value, a.dtype), lin, shape, xs, ls, accumulate=False)
 
 
 def add_at(a: CudaArray, idx, b) -> None:
     """``np.add.at(a, idx, b)`` in place: repeated indices accumulate (atomic adds)."""
     plan = _index_plan(a, idx)
     if plan[0] == "view":
-        dst = a._v(plan[1], plan[2], plan[3])
+        dst = a._view(plan[1], plan[2], plan[3])
         if dst.size:
             r = _binary("add", dst, b)
-            KA.copy_into(dst._d, r._d)
+            array_kernels.copy_into(dst._device_array, r._device_array)
         return
     _, lin, shape, xs, ls = plan
-    if _n(shape):
-        KA.scatter(_flat_all(a), _value(b, a.dtype), lin, shape, xs, ls, accumulate=True)
+    if element_count(shape):
+        array_kernels.scatter(_flat_all(a), _value(b, a.dtype), lin, shape, xs, ls, accumulate=True)

@@ -1,5 +1,5 @@
 """Elementwise, creation and reduction primitives of the CUDA backend, and the operand
-plumbing they share: ``_dev`` (host data becomes a device array: an explicit upload),
+plumbing they share: ``_as_cuda`` (host data becomes a device array: an explicit upload),
 ``_const`` (cached 0-d device constants for Python scalars, filled by a kernel: no copy),
 NumPy 2 dtype rules through ``np.result_type``. Every computation is one or more kernels
 of ``minitrans.kernels.cuda``.
@@ -10,17 +10,17 @@ import contextlib
 import math
 
 import numpy as np
-from ...kernels import cuda as K
-from ...kernels.cuda import array as KA
-from ...kernels.cuda._util import device_array, simulated
-from .array import CudaArray, _Scalar, from_numpy
+from ...kernels import cuda as kernels
+from ...kernels.cuda import array as array_kernels
+from ...kernels.cuda._util import device_array
+from .array import CudaArray, _Scalar, from_numpy, shares_storage
 
 _FLOAT_FUNCS = frozenset({"exp", "log", "sqrt", "tanh", "sigmoid"})
 _COMPARE = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 
 
 # ---------------------------------------------------------------- operands
-def _dev(x) -> CudaArray:
+def _as_cuda(x) -> CudaArray:
     """``x`` as a CudaArray; host arrays are uploaded (an explicit host->device copy)."""
     if isinstance(x, CudaArray):
         return x
@@ -43,11 +43,11 @@ def _const(v, dtype):
     if d is None:
         if len(_CONSTS) > 1024:
             _CONSTS.clear()
-        d = _CONSTS[key] = KA.full((), cv, dtype)
+        d = _CONSTS[key] = array_kernels.full((), cv, dtype)
     return d
 
 
-def _dt(x):
+def _promotion_operand(x):
     """What np.result_type should see for an operand (a dtype, or the scalar itself)."""
     if isinstance(x, CudaArray):
         return x.dtype
@@ -59,12 +59,12 @@ def _dt(x):
 def _operand(x, dtype):
     """Device array for an operand: CudaArray -> its device array, scalar -> cached constant."""
     if isinstance(x, CudaArray):
-        return x._d
+        return x._device_array
     if isinstance(x, _Scalar):
         return _const(x, dtype)
     if isinstance(x, np.ndarray) and x.ndim == 0:
         return _const(x[()], dtype)
-    return _dev(x)._d
+    return _as_cuda(x)._device_array
 
 
 def _norm_scalar(x):
@@ -81,17 +81,17 @@ def _shape_of(x):
 
 # ---------------------------------------------------------------- elementwise
 def _unary(op, x) -> CudaArray:
-    x = _dev(x)
+    x = _as_cuda(x)
     if op in _FLOAT_FUNCS and x.dtype.kind in "biu":
         x = astype(x, np.float64)
-    return CudaArray(K.unary(op, x._d))
+    return CudaArray(kernels.unary(op, x._device_array))
 
 
 def _binary(op, a, b) -> CudaArray:
     a, b = _norm_scalar(a), _norm_scalar(b)
     if not isinstance(a, (CudaArray, np.ndarray) + _Scalar) or not isinstance(b, (CudaArray, np.ndarray) + _Scalar):
         return NotImplemented
-    rt = np.result_type(_dt(a), _dt(b))
+    rt = np.result_type(_promotion_operand(a), _promotion_operand(b))
     shape = np.broadcast_shapes(_shape_of(a), _shape_of(b))
     if op in _COMPARE:
         dtype = np.dtype(np.bool_)
@@ -101,77 +101,61 @@ def _binary(op, a, b) -> CudaArray:
         dtype = rt
     da, db = _operand(a, rt), _operand(b, rt)
     out = device_array(shape, dtype)
-    K.binary(op, da, db, out=out)
+    kernels.binary(op, da, db, out=out)
     return CudaArray(out)
 
 
 def _logical(op, a, b) -> CudaArray:
     a, b = _norm_scalar(a), _norm_scalar(b)
     for x in (a, b):
-        if np.result_type(_dt(x)) != np.bool_:
+        if np.result_type(_promotion_operand(x)) != np.bool_:
             raise TypeError(f"'{op}' is only supported between bool arrays on cuda")
-    return CudaArray(KA.logical_binary(op, _operand(a, np.bool_), _operand(b, np.bool_)))
-
-
-def _extent(d):
-    """[first, last] byte address a device array can touch."""
-    if simulated():
-        ptr = d._ary.__array_interface__["data"][0]
-    else:
-        ptr = d.__cuda_array_interface__["data"][0]
-    span = sum((n - 1) * st for n, st in zip(d.shape, d.strides)) if d.size else 0
-    return ptr, ptr + span + d.dtype.itemsize - 1
-
-
-def _may_overlap(a, b) -> bool:
-    """Whether two device arrays may share memory (their address ranges intersect)."""
-    (a0, a1), (b0, b1) = _extent(a), _extent(b)
-    return a0 <= b1 and b0 <= a1
+    return CudaArray(array_kernels.logical_binary(op, _operand(a, np.bool_), _operand(b, np.bool_)))
 
 
 def _inplace(op, self: CudaArray, o) -> CudaArray:
     o = _norm_scalar(o)
-    if self._is_c() and isinstance(o, (CudaArray,) + _Scalar) and op not in _COMPARE and \
-            not (isinstance(o, CudaArray) and _may_overlap(self._d, o._d)):
-        rt = np.result_type(self.dtype, _dt(o))
+    if self._is_contiguous() and isinstance(o, (CudaArray,) + _Scalar) and op not in _COMPARE and \
+            not (isinstance(o, CudaArray) and shares_storage(self, o)):
+        rt = np.result_type(self.dtype, _promotion_operand(o))
         if rt == self.dtype and not (op == "div" and rt.kind in "biu") and \
                 np.broadcast_shapes(self.shape, _shape_of(o)) == self.shape:
             # one launch writing straight into self (each cell read, then written, by one thread)
-            K.binary(op, self._d, _operand(o, rt), out=self._d)
+            kernels.binary(op, self._device_array, _operand(o, rt), out=self._device_array)
             return self
     r = _binary(op, self, o)
     if r.shape != self.shape:
         raise ValueError(f"non-broadcastable output operand with shape {self.shape} doesn't match the "
                          f"broadcast shape {r.shape}")
-    KA.copy_into(self._d, r._d)
+    array_kernels.copy_into(self._device_array, r._device_array)
     return self
 
 
 def logical_not(a, _invert: bool = False) -> CudaArray:
-    a = _dev(a)
+    a = _as_cuda(a)
     if a.dtype == np.bool_:
-        return CudaArray(KA.logical_unary("not", a._d))
+        return CudaArray(array_kernels.logical_unary("not", a._device_array))
     if _invert:
         raise TypeError("~ on cuda is only supported for bool arrays")
     return _binary("eq", a, 0)
 
 
 def isfinite(a) -> CudaArray:
-    a = _dev(a)
+    a = _as_cuda(a)
     if a.dtype.kind != "f":
         return full(a.shape, True, np.bool_)
-    return CudaArray(KA.logical_unary("isfinite", a._d))
+    return CudaArray(array_kernels.logical_unary("isfinite", a._device_array))
 
 
 def where(cond, a, b) -> CudaArray:
     cond, a, b = _norm_scalar(cond), _norm_scalar(a), _norm_scalar(b)
-    rt = np.result_type(_dt(a), _dt(b))
+    rt = np.result_type(_promotion_operand(a), _promotion_operand(b))
     shape = np.broadcast_shapes(_shape_of(cond), _shape_of(a), _shape_of(b))
     dc = _operand(cond, np.bool_)
     if np.dtype(dc.dtype) != np.bool_:
-        dc = _binary("ne", CudaArray(dc), 0)._d
+        dc = _binary("ne", CudaArray(dc), 0)._device_array
     out = device_array(shape, rt)
-    K.where(dc, _operand(a, rt), _operand(b, rt), out=out)
+    kernels.where(dc, _operand(a, rt), _operand(b, rt), out=out)
     return CudaArray(out)
 
 
@@ -187,15 +171,26 @@ def power(a, b) -> CudaArray:
     return _binary("pow", a, b)
 
 
-def clip(a, lo=None, hi=None) -> CudaArray:
+def clip(a, lo=None, hi=None, out=None) -> CudaArray:
+    """NumPy's ``clip`` (result dtype by NumPy's rules), written into ``out`` if given (``out`` may
+    be ``a``). Scalar bounds in ``a``'s dtype take one kernel launch, writing straight into ``out``."""
     if lo is None and hi is None:
-        raise ValueError("One of max or min must be given")
-    r = _dev(a)
-    if lo is not None:
-        r = maximum(r, lo)
-    if hi is not None:
-        r = minimum(r, hi)
-    return r
+        raise ValueError("clip: one of the bounds must be given")
+    a, lo, hi = _as_cuda(a), _norm_scalar(lo), _norm_scalar(hi)
+    bounds = [b for b in (lo, hi) if b is not None]
+    dtype = np.result_type(a.dtype, *(_promotion_operand(b) for b in bounds))
+    dst = out
+    if dtype == a.dtype and a.dtype.kind in "iuf" and all(isinstance(b, _Scalar) for b in bounds) and \
+            (dst is None or (isinstance(dst, CudaArray) and dst.shape == a.shape and dst.dtype == a.dtype)):
+        dst = empty(a.shape, a.dtype) if dst is None else dst
+        kernels.clamp(a._device_array, lo, hi, dst._device_array)
+        return dst
+    r = a if lo is None else maximum(a, lo)
+    r = r if hi is None else minimum(r, hi)
+    if out is None:
+        return r
+    out[...] = r
+    return out
 
 
 def sigmoid(x) -> CudaArray:
@@ -203,29 +198,29 @@ def sigmoid(x) -> CudaArray:
 
 
 def astype(a, dtype, copy_: bool = True) -> CudaArray:
-    a = _dev(a)
+    a = _as_cuda(a)
     dtype = np.dtype(dtype)
     if dtype == a.dtype:
         return copy(a) if copy_ else a
     if dtype == np.bool_:
         return _binary("ne", a, 0)
     out = device_array(a.shape, dtype)
-    K.unary("identity", a._d, out=out)
+    kernels.unary("identity", a._device_array, out=out)
     return CudaArray(out)
 
 
 def copy(a) -> CudaArray:
     """A fresh C-contiguous copy (on the device)."""
-    a = _dev(a)
+    a = _as_cuda(a)
     out = device_array(a.shape, a.dtype)
     if a.size:
-        KA.copy_into(out, a._d)
+        array_kernels.copy_into(out, a._device_array)
     return CudaArray(out)
 
 
 def ascontiguousarray(a) -> CudaArray:
     if isinstance(a, CudaArray):
-        return a if a._is_c() else copy(a)
+        return a if a._is_contiguous() else copy(a)
     return asarray(a)
 
 
@@ -234,7 +229,7 @@ def asarray(a, dtype=None) -> CudaArray:
         return a if dtype is None else astype(a, dtype, False)
     if isinstance(a, _Scalar):
         dt = np.dtype(dtype) if dtype is not None else np.asarray(a).dtype
-        return CudaArray(KA.full((), a, dt))  # filled on the device, no copy
+        return CudaArray(array_kernels.full((), a, dt))  # filled on the device, no copy
     return from_numpy(np.asarray(a, dtype=dtype))
 
 
@@ -250,7 +245,7 @@ def _shape_arg(shape):
 
 def full(shape, fill_value, dtype=None) -> CudaArray:
     dtype = np.asarray(fill_value).dtype if dtype is None else np.dtype(dtype)
-    return CudaArray(KA.full(_shape_arg(shape), fill_value, dtype))
+    return CudaArray(array_kernels.full(_shape_arg(shape), fill_value, dtype))
 
 
 def zeros(shape, dtype=float) -> CudaArray:
@@ -280,7 +275,7 @@ def arange(start, stop=None, step=1, dtype=None) -> CudaArray:
         raise ValueError("arange: step must be non-zero")
     dt = np.result_type(start, stop, step) if dtype is None else np.dtype(dtype)
     n = max(0, int(math.ceil((stop - start) / step)))
-    return CudaArray(KA.arange(n, start, step, dt))
+    return CudaArray(array_kernels.arange(n, start, step, dt))
 
 
 # ---------------------------------------------------------------- reductions
@@ -297,26 +292,26 @@ def _axes(axis, ndim):
 
 
 def sum_(a, axis=None, keepdims=False) -> CudaArray:
-    a = _dev(a)
+    a = _as_cuda(a)
     if a.dtype.kind in "biu":
         a = astype(a, np.int64, False)
-    return CudaArray(K.reduce("sum", a._d, _axes(axis, a.ndim), bool(keepdims)))
+    return CudaArray(kernels.reduce("sum", a._device_array, _axes(axis, a.ndim), bool(keepdims)))
 
 
 def mean(a, axis=None, keepdims=False) -> CudaArray:
-    a = _dev(a)
+    a = _as_cuda(a)
     if a.dtype.kind in "biu":
         a = astype(a, np.float64)
-    return CudaArray(K.reduce("mean", a._d, _axes(axis, a.ndim), bool(keepdims)))
+    return CudaArray(kernels.reduce("mean", a._device_array, _axes(axis, a.ndim), bool(keepdims)))
 
 
 def _extreme(op, a, axis, keepdims):
-    a = _dev(a)
+    a = _as_cuda(a)
     if a.size == 0:
         raise ValueError(f"zero-size array to reduction operation {op}imum which has no identity")
     if a.dtype == np.bool_:
         return astype(_extreme(op, astype(a, np.int64), axis, keepdims), np.bool_)
-    return CudaArray(K.reduce(op, a._d, _axes(axis, a.ndim), bool(keepdims)))
+    return CudaArray(kernels.reduce(op, a._device_array, _axes(axis, a.ndim), bool(keepdims)))
 
 
 def amax(a, axis=None, keepdims=False) -> CudaArray:
@@ -327,20 +322,23 @@ def amin(a, axis=None, keepdims=False) -> CudaArray:
     return _extreme("min", a, axis, keepdims)
 
 
-def any_(a, axis=None, keepdims=False) -> CudaArray:
-    a = _dev(a)
+def _truth_reduce(a, axis, keepdims, extreme, empty_value) -> CudaArray:
+    """``any`` (``extreme`` = "max" of the truth values) or ``all`` ("min"); ``empty_value`` for
+    an empty input."""
+    a = _as_cuda(a)
     if a.size == 0:
-        return full(_reduced_shape(a.shape, axis, keepdims), False, np.bool_)
-    nz = astype(a if a.dtype == np.bool_ else _binary("ne", a, 0), np.int64)
-    return _binary("gt", CudaArray(K.reduce("max", nz._d, _axes(axis, a.ndim), bool(keepdims))), 0)
+        return full(_reduced_shape(a.shape, axis, keepdims), empty_value, np.bool_)
+    truth = astype(a if a.dtype == np.bool_ else _binary("ne", a, 0), np.int64)
+    reduced = kernels.reduce(extreme, truth._device_array, _axes(axis, a.ndim), bool(keepdims))
+    return _binary("gt", CudaArray(reduced), 0)
+
+
+def any_(a, axis=None, keepdims=False) -> CudaArray:
+    return _truth_reduce(a, axis, keepdims, "max", False)
 
 
 def all_(a, axis=None, keepdims=False) -> CudaArray:
-    a = _dev(a)
-    if a.size == 0:
-        return full(_reduced_shape(a.shape, axis, keepdims), True, np.bool_)
-    nz = astype(a if a.dtype == np.bool_ else _binary("ne", a, 0), np.int64)
-    return _binary("gt", CudaArray(K.reduce("min", nz._d, _axes(axis, a.ndim), bool(keepdims))), 0)
+    return _truth_reduce(a, axis, keepdims, "min", True)
 
 
 def _reduced_shape(shape, axis, keepdims):
@@ -351,16 +349,16 @@ def _reduced_shape(shape, axis, keepdims):
 
 
 def argmax(a, axis=None, keepdims=False) -> CudaArray:
-    a = _dev(a)
+    a = _as_cuda(a)
     if a.size == 0:
         raise ValueError("attempt to get argmax of an empty sequence")
     if axis is None:
-        r = CudaArray(K.argmax(a.reshape(-1)._d, 0, False))
+        r = CudaArray(kernels.argmax(a.reshape(-1)._device_array, 0, False))
         return r.reshape((1,) * a.ndim) if keepdims else r
-    return CudaArray(K.argmax(a._d, int(axis) % max(a.ndim, 1), bool(keepdims)))
+    return CudaArray(kernels.argmax(a._device_array, int(axis) % max(a.ndim, 1), bool(keepdims)))
 
 
 def argmin(a, axis=None, keepdims=False) -> CudaArray:
-    a = _dev(a)
+    a = _as_cuda(a)
     neg = logical_not(a) if a.dtype == np.bool_ else -(astype(a, np.float64) if a.dtype.kind in "iu" else a)
     return argmax(neg, axis, keepdims)

@@ -18,12 +18,15 @@ from __future__ import annotations
 import os
 import weakref
 
-from ...kernels.cuda._util import CachingPool, simulated
+from numba import cuda
+
+from ...kernels.cuda._util import CachingPool, simulated, simulator_pool
 
 _installed = False
 
 
 def _manager_class():
+    # the driver's classes, imported only on a real GPU (the simulator has no driver)
     from numba.cuda.cudadrv.driver import MemoryPointer, NumbaCUDAMemoryManager
 
     class PoolMemoryManager(NumbaCUDAMemoryManager):
@@ -59,8 +62,6 @@ def install() -> bool:
     global _installed
     if _installed or simulated() or os.environ.get("MINITRANS_CUDA_POOL", "1") == "0":
         return _installed
-    from numba import cuda
-
     cuda.set_memory_manager(_manager_class())
     _installed = True
     return True
@@ -69,11 +70,8 @@ def install() -> bool:
 def empty_cache() -> None:
     """Drop the cached free blocks (their memory goes back to the driver when numba frees it)."""
     if simulated():
-        from ...kernels.cuda import _util
-
-        _util._sim_pool.release_all()
+        simulator_pool.release_all()
         return
-    from numba import cuda
 
     mgr = cuda.current_context().memory_manager
     if hasattr(mgr, "empty_cache"):
