@@ -199,6 +199,8 @@ def test_the_import_alone_check_finds_a_cycle(tmp_path):
 #: Lazy imports allowed inside functions: the target module (or a prefix of it) and why.
 LAZY_IMPORTS_ALLOWED = {
     "minitrans.kernels.cpu": "Numba-compiled CPU kernels: compiled on first use, not when minitrans is imported",
+    "minitrans.backends.cpu": "imports the Numba-compiled CPU kernel modules: loaded when the first CPU array "
+                              "is made, not when minitrans is imported",
     "minitrans.kernels.cuda": "CUDA kernels: need the optional numba-cuda",
     "minitrans.backends.cuda": "the CUDA backend: needs the optional numba-cuda",
     "minitrans.distributed._mpi": "wraps the optional mpi4py",
