@@ -10,7 +10,42 @@ os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
 from hypothesis import HealthCheck, settings
 
-_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# function_scoped_fixture: the ``device`` fixture below is one value for every example of a test
+_COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                     HealthCheck.function_scoped_fixture])
 settings.register_profile("ci", max_examples=10, **_COMMON)
 settings.register_profile("long", max_examples=200, **_COMMON)
 settings.load_profile("long" if os.environ.get("MINITRANS_LONG") == "1" else "ci")
+
+
+# ----------------------------------------------------------------------------- every backend
+import importlib.util  # noqa: E402
+
+import pytest  # noqa: E402
+
+#: The device types a test parametrised with the ``device`` fixture runs on. ``cuda`` runs in
+#: Numba's CUDA simulator unless ``NUMBA_ENABLE_CUDASIM=0`` and a GPU are there; it is skipped
+#: only where the optional ``numba-cuda`` package is not installed (a CPU-only install).
+DEVICES = [
+    "cpu",
+    pytest.param("cuda", marks=pytest.mark.skipif(
+        importlib.util.find_spec("numba_cuda") is None,
+        reason="device 'cuda' needs numba-cuda: pip install 'minitrans[cuda]'")),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """The device type under test (``"cpu"`` or ``"cuda"``). Under the simulator the CUDA
+    kernels run with the small tiles of ``minitrans.kernels.cuda.simulator`` (one Python thread
+    per CUDA thread), restored after the test."""
+    if request.param == "cuda":
+        from numba import config
+
+        if config.ENABLE_CUDASIM:
+            from minitrans.kernels.cuda import simulator
+
+            with simulator.small_tiles():
+                yield "cuda"
+            return
+    yield request.param

@@ -4,7 +4,10 @@ argument and the offending shape/dtype/device, raised at the boundary, with noth
 One hypothesis test draws a *case* (an op and a way to get its input wrong) and random
 shapes for it; ``_expect_clean_error`` then checks the exception's type, that its message
 names what is wrong and is not NumPy's text, that the last traceback frame is not inside
-NumPy, and that every parameter, ``.grad`` and version counter is as it was.
+NumPy, and that every parameter, ``.grad`` and version counter is as it was. The fixed cases
+and the float-ops-on-integers test run on every device of the ``device`` fixture (cpu, and
+cuda under Numba's simulator); the fuzzer draws CPU tensors (its wrong-device case needs a
+second device).
 """
 from __future__ import annotations
 
@@ -92,8 +95,8 @@ def incompatible_pair(draw):
     return a, tuple(lead) + tuple(b)
 
 
-def leaf(shape, dtype=mt.float32):
-    return mt.randn(*shape, dtype=dtype, requires_grad=True)
+def leaf(shape, dtype=mt.float32, device="cpu"):
+    return mt.randn(*shape, dtype=dtype, device=device, requires_grad=True)
 
 
 # ----------------------------------------------------------------------------- the cases
@@ -505,9 +508,10 @@ def test_bad_input_gives_a_clean_error_and_changes_nothing(case, data):
 
 
 # ----------------------------------------------------------------------------- fixed cases worth naming
-def test_linear_error_names_in_features_and_shape():
+def test_linear_error_names_in_features_and_shape(device):
     layer = nn.Linear(64, 10)
-    msg = _expect_clean_error(lambda: layer(mt.randn(8, 32)), _params(layer), ["Linear(in_features=64)"])
+    layer.to(device)
+    msg = _expect_clean_error(lambda: layer(mt.randn(8, 32, device=device)), _params(layer), ["Linear(in_features=64)"])
     assert msg == "Linear(in_features=64) got input of shape (8, 32)"
 
 
@@ -521,20 +525,21 @@ def test_linear_error_names_in_features_and_shape():
     (lambda x: x.chunk(0), ["chunks"]),                       # was: ZeroDivisionError
     (lambda x: mt.cat(x), ["Tensor"]),                        # was: tuple index out of range
     (lambda x: x.masked_fill(x > 0, "a"), ["str"]),           # was: a ValueError about the mask's shape
-    (lambda x: F.linear(x, mt.randn(3)), ["(3,)"]),           # was: tuple index out of range
-    (lambda x: F.linear(x, mt.randn(4, 3), mt.randn(5)), ["(5,)"]),  # was: NumPy broadcast text
-    (lambda x: F.embedding(mt.tensor([0]), np.zeros((4, 3))), ["ndarray"]),  # was: silently accepted
-    (lambda x: F.layer_norm(x, (3,), mt.tensor([1, 2, 3])), ["int64"]),     # was: silently accepted
+    (lambda x: F.linear(x, mt.randn(3, device=x.device)), ["(3,)"]),        # was: tuple index out of range
+    (lambda x: F.linear(x, mt.randn(4, 3, device=x.device), mt.randn(5, device=x.device)), ["(5,)"]),
+    # was: NumPy broadcast text
+    (lambda x: F.embedding(mt.tensor([0], device=x.device), np.zeros((4, 3))), ["ndarray"]),  # was: accepted
+    (lambda x: F.layer_norm(x, (3,), mt.tensor([1, 2, 3], device=x.device)), ["int64"]),     # was: accepted
     (lambda x: (x > 0) - (x > 0), ["bool"]),                  # was: NumPy's own TypeError text
 ])
-def test_regressions_from_the_fuzzer(call, names):
-    x = _with_grads(leaf((2, 3)))[0]
+def test_regressions_from_the_fuzzer(device, call, names):
+    x = _with_grads(leaf((2, 3), device=device))[0]
     _expect_clean_error(lambda: call(x), [x], names)
 
 
-def test_no_op_raises_an_internal_exception_type():
+def test_no_op_raises_an_internal_exception_type(device):
     """KeyError/AttributeError/ZeroDivisionError are never the answer to bad input."""
-    x = _with_grads(leaf((2, 3)))[0]
+    x = _with_grads(leaf((2, 3), device=device))[0]
     for call in (lambda: x.sum(dim={0: 1}), lambda: x.reshape("a"), lambda: x[{"a": 1}], lambda: x.transpose(0, "1"),
                  lambda: x.chunk(-1), lambda: mt.stack(x), lambda: F.cross_entropy(x, [0, 1])):
         try:
@@ -545,8 +550,8 @@ def test_no_op_raises_an_internal_exception_type():
             pytest.fail("bad input accepted")
 
 
-def test_full_with_a_string_fill_value_names_it():
-    _expect_clean_error(lambda: mt.full((2,), "a"), [], ["fill_value", "str"], (TypeError, ValueError))
+def test_full_with_a_string_fill_value_names_it(device):
+    _expect_clean_error(lambda: mt.full((2,), "a", device=device), [], ["fill_value", "str"], (TypeError, ValueError))
 
 
 # ----------------------------------------------------------------------------- float ops on int/bool
@@ -567,7 +572,7 @@ _POSITIVE_ONLY = ("log", "sqrt", "rsqrt")
 @pytest.mark.parametrize("op", sorted(UNARY_FLOAT))
 @settings(max_examples=examples(10))
 @given(shape=st.lists(st.integers(0, 4), max_size=3).map(tuple), use_bool=st.booleans(), data=st.data())
-def test_float_op_on_int_or_bool_computes_in_float32(op, shape, use_bool, data):
+def test_float_op_on_int_or_bool_computes_in_float32(device, op, shape, use_bool, data):
     f, ref = UNARY_FLOAT[op]
     if use_bool:
         a = np.asarray(data.draw(st.lists(st.booleans(), min_size=int(np.prod(shape)),
@@ -578,7 +583,7 @@ def test_float_op_on_int_or_bool_computes_in_float32(op, shape, use_bool, data):
         lo = 1 if op in _POSITIVE_ONLY else -4
         a = np.asarray(data.draw(st.lists(st.integers(lo, 6), min_size=int(np.prod(shape)),
                                           max_size=int(np.prod(shape))))).reshape(shape).astype(np.int64)
-    t = mt.tensor(a)
+    t = mt.tensor(a, device=device)
     assert t.dtype is (mt.bool if use_bool else mt.int64)
     out = f(t)
     assert out.dtype is mt.float32, f"{op} on {t.dtype} gave {out.dtype}"
@@ -587,7 +592,7 @@ def test_float_op_on_int_or_bool_computes_in_float32(op, shape, use_bool, data):
     np.testing.assert_array_equal(t.numpy(), a)   # the input is untouched
 
 
-def test_sigmoid_of_an_int_tensor_is_float32():
-    out = mt.tensor([1, 3]).sigmoid()
+def test_sigmoid_of_an_int_tensor_is_float32(device):
+    out = mt.tensor([1, 3], device=device).sigmoid()
     assert out.dtype is mt.float32
     np.testing.assert_allclose(out.numpy(), 1 / (1 + np.exp(-np.array([1.0, 3.0]))), rtol=1e-6)

@@ -1,6 +1,8 @@
 """Checkpoints: training N steps straight equals k steps + save + load + N − k steps, bit for
 bit on CPU (parameters, optimizer state, LR schedule and RNG), and a checkpoint whose dtypes
-do not fit the model is refused with an error naming the key."""
+do not fit the model is refused with an error naming the key. The load checks run on every
+device of the ``device`` fixture; the training runs stay on the CPU (a step of the tiny model
+takes about 20 s in Numba's CUDA simulator)."""
 from __future__ import annotations
 
 import numpy as np
@@ -95,8 +97,8 @@ def test_without_the_rng_state_the_resume_differs(tmp_path):
 
 
 @pytest.mark.parametrize("bad_dtype", [mt.int64, mt.bool, mt.float64])
-def test_dtype_mismatch_on_load_names_the_key_and_changes_nothing(tmp_path, bad_dtype):
-    model, _, _ = make(seed=0)
+def test_dtype_mismatch_on_load_names_the_key_and_changes_nothing(tmp_path, device, bad_dtype):
+    model, _, _ = make(seed=0, device=device)
     sd = model.state_dict()
     sd["head.weight"] = mt.zeros(*sd["head.weight"].shape, dtype=bad_dtype)
     mt.save(sd, tmp_path / "bad.npz")
@@ -106,8 +108,8 @@ def test_dtype_mismatch_on_load_names_the_key_and_changes_nothing(tmp_path, bad_
     _assert_bitwise_equal(_params(model), before, "parameter")
 
 
-def test_shape_mismatch_on_load_names_the_key(tmp_path):
-    model, _, _ = make(seed=0)
+def test_shape_mismatch_on_load_names_the_key(tmp_path, device):
+    model, _, _ = make(seed=0, device=device)
     sd = model.state_dict()
     sd["norm.weight"] = mt.zeros(3)
     mt.save(sd, tmp_path / "bad.npz")

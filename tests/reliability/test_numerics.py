@@ -1,5 +1,6 @@
 """Numerical edge cases: huge logits stay finite, fully masked attention rows are zeros, and
-``detect_anomaly`` stops at the first op that makes a NaN/Inf, naming it and the user's line."""
+``detect_anomaly`` stops at the first op that makes a NaN/Inf, naming it and the user's line.
+Every test runs on each device of the ``device`` fixture (cpu, and cuda under Numba's simulator)."""
 from __future__ import annotations
 
 import math
@@ -24,11 +25,11 @@ def kernels(request):
     mt.set_kernels(prev)
 
 
-def huge_logits(shape, seed=0):
+def huge_logits(shape, seed=0, device="cpu"):
     """float32 logits drawn from {−1e4, −5e3, 0, 5e3, 1e4}: exp overflows unless the op is stable."""
     rng = np.random.default_rng(seed)
     return mt.tensor(rng.choice([-BIG, -BIG / 2, 0.0, BIG / 2, BIG], size=shape).astype(np.float32),
-                     requires_grad=True)
+                     device=device, requires_grad=True)
 
 
 def log_softmax_ref(x: np.ndarray, axis=-1) -> np.ndarray:
@@ -45,9 +46,9 @@ def assert_finite(*tensors):
 
 # ----------------------------------------------------------------------------- huge logits
 @pytest.mark.parametrize("dim", [-1, 0])
-def test_softmax_and_log_softmax_finite_for_huge_logits(kernels, dim):
-    x = huge_logits((5, 7))
-    w = mt.randn(5, 7)
+def test_softmax_and_log_softmax_finite_for_huge_logits(device, kernels, dim):
+    x = huge_logits((5, 7), device=device)
+    w = mt.randn(5, 7, device=device)
     for f in (F.softmax, F.log_softmax):
         x.grad = None
         y = f(x, dim)
@@ -59,10 +60,10 @@ def test_softmax_and_log_softmax_finite_for_huge_logits(kernels, dim):
 
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
-def test_cross_entropy_finite_for_huge_logits(kernels, reduction, label_smoothing):
-    x = huge_logits((6, 5), seed=1)
+def test_cross_entropy_finite_for_huge_logits(device, kernels, reduction, label_smoothing):
+    x = huge_logits((6, 5), seed=1, device=device)
     # each target is the row's smallest logit: p ≈ exp(−2e4) underflows to 0, log p must not be −inf
-    target = mt.tensor(x.numpy().argmin(axis=1))
+    target = mt.tensor(x.numpy().argmin(axis=1), device=device)
     loss = F.cross_entropy(x, target, reduction=reduction, label_smoothing=label_smoothing)
     (loss.sum() if reduction == "none" else loss).backward()
     assert_finite(loss, x.grad)
@@ -73,9 +74,9 @@ def test_cross_entropy_finite_for_huge_logits(kernels, reduction, label_smoothin
     assert np.abs(x.grad.numpy()).max() <= 1.0 + 1e-6  # softmax − onehot is bounded by 1 (per row)
 
 
-def test_cross_entropy_with_ignore_index_and_huge_logits(kernels):
-    x = huge_logits((4, 3), seed=2)
-    target = mt.tensor([0, -100, 2, -100])
+def test_cross_entropy_with_ignore_index_and_huge_logits(device, kernels):
+    x = huge_logits((4, 3), seed=2, device=device)
+    target = mt.tensor([0, -100, 2, -100], device=device)
     loss = F.cross_entropy(x, target)
     loss.backward()
     assert_finite(loss, x.grad)
@@ -83,14 +84,14 @@ def test_cross_entropy_with_ignore_index_and_huge_logits(kernels):
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_attention_finite_for_huge_scores(kernels, fused):
+def test_attention_finite_for_huge_scores(device, kernels, fused):
     rng = np.random.default_rng(3)
-    q = mt.tensor(rng.standard_normal((2, 6, 4)).astype(np.float32), requires_grad=True)
-    k = mt.tensor(rng.standard_normal((2, 6, 4)).astype(np.float32), requires_grad=True)
-    v = mt.tensor(rng.standard_normal((2, 6, 4)).astype(np.float32), requires_grad=True)
-    bias = huge_logits((6, 6), seed=4).detach()       # additive float mask of ±1e4
+    q = mt.tensor(rng.standard_normal((2, 6, 4)).astype(np.float32), device=device, requires_grad=True)
+    k = mt.tensor(rng.standard_normal((2, 6, 4)).astype(np.float32), device=device, requires_grad=True)
+    v = mt.tensor(rng.standard_normal((2, 6, 4)).astype(np.float32), device=device, requires_grad=True)
+    bias = huge_logits((6, 6), seed=4, device=device).detach()       # additive float mask of ±1e4
     o = F.scaled_dot_product_attention(q, k, v, bias, fused=fused)
-    (o * mt.randn(2, 6, 4)).sum().backward()
+    (o * mt.randn(2, 6, 4, device=device)).sum().backward()
     assert_finite(o, q.grad, k.grad, v.grad)
     s = (q.numpy().astype(np.float64) @ k.numpy().transpose(0, 2, 1)) / 2.0 + bias.numpy()
     ref = np.exp(log_softmax_ref(s)) @ v.numpy()
@@ -101,24 +102,25 @@ def test_attention_finite_for_huge_scores(kernels, fused):
 # ----------------------------------------------------------------------------- fully masked rows
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("causal", [False, True])
-def test_fully_masked_attention_row_gives_zeros(kernels, fused, causal):
+def test_fully_masked_attention_row_gives_zeros(device, kernels, fused, causal):
     rng = np.random.default_rng(5)
-    q, k, v = (mt.tensor(rng.standard_normal((2, 5, 4)) * 30, dtype=mt.float32, requires_grad=True)
+    q, k, v = (mt.tensor(rng.standard_normal((2, 5, 4)) * 30, dtype=mt.float32, device=device, requires_grad=True)
                for _ in range(3))
     keep = np.ones((5, 5), bool)
     keep[2] = False                                   # query 2 may attend to nothing
-    o = F.scaled_dot_product_attention(q, k, v, mt.tensor(keep), is_causal=causal, fused=fused)
-    (o * mt.randn(2, 5, 4)).sum().backward()
+    o = F.scaled_dot_product_attention(q, k, v, mt.tensor(keep, device=device), is_causal=causal, fused=fused)
+    (o * mt.randn(2, 5, 4, device=device)).sum().backward()
     assert_finite(o, q.grad, k.grad, v.grad)
     np.testing.assert_array_equal(o.numpy()[:, 2], 0.0)
     np.testing.assert_array_equal(q.grad.numpy()[:, 2], 0.0)
 
 
-def test_multihead_attention_with_all_keys_padded_gives_zeros_not_nan():
+def test_multihead_attention_with_all_keys_padded_gives_zeros_not_nan(device):
     mt.manual_seed(0)
     mha = nn.MultiheadAttention(8, 2, batch_first=True)
-    x = mt.randn(2, 4, 8, requires_grad=True)
-    pad = mt.tensor([[False, False, True, True], [True, True, True, True]])  # batch 1: every key padded
+    mha.to(device)
+    x = mt.randn(2, 4, 8, device=device, requires_grad=True)
+    pad = mt.tensor([[False, False, True, True], [True, True, True, True]], device=device)  # batch 1: every key padded
     for need_weights in (True, False):
         out, w = mha(x, x, x, key_padding_mask=pad, need_weights=need_weights)
         out.sum().backward()
@@ -142,8 +144,8 @@ def _line_of(marker: str) -> int:
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_detect_anomaly_forward_names_the_op_and_the_users_line():
-    x = mt.tensor([1.0, 0.0], requires_grad=True)
+def test_detect_anomaly_forward_names_the_op_and_the_users_line(device):
+    x = mt.tensor([1.0, 0.0], device=device, requires_grad=True)
     with mt.autograd.detect_anomaly(), pytest.raises(RuntimeError) as info:
         y = x * 2.0
         y.log()  # ANOMALY-FORWARD
@@ -153,8 +155,8 @@ def test_detect_anomaly_forward_names_the_op_and_the_users_line():
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_detect_anomaly_backward_stops_at_the_first_bad_op():
-    x = mt.tensor([2.0, 3.0], requires_grad=True)
+def test_detect_anomaly_backward_stops_at_the_first_bad_op(device):
+    x = mt.tensor([2.0, 3.0], device=device, requires_grad=True)
     with mt.autograd.detect_anomaly():
         u = x - x                    # zeros; its backward would also see the inf, but it runs later
         v = u.sqrt()  # ANOMALY-BACKWARD
@@ -168,11 +170,12 @@ def test_detect_anomaly_backward_stops_at_the_first_bad_op():
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_detect_anomaly_inside_a_layer_points_at_the_users_call():
+def test_detect_anomaly_inside_a_layer_points_at_the_users_call(device):
     layer = nn.Linear(3, 2)
+    layer.to(device)
     with mt.no_grad():
         layer.weight.fill_(float("inf"))
-    x = mt.randn(4, 3)
+    x = mt.randn(4, 3, device=device)
     with mt.autograd.detect_anomaly(), pytest.raises(RuntimeError) as info:
         layer(x)  # ANOMALY-LAYER
     msg = str(info.value)
@@ -181,6 +184,6 @@ def test_detect_anomaly_inside_a_layer_points_at_the_users_call():
     assert msg.split("called at:\n")[1].splitlines()[0].strip().startswith(f"{__file__}:{_line_of('# ANOMALY-LAYER')}")
 
 
-def test_detect_anomaly_records_no_trace_when_off():
-    y = mt.tensor([1.0], requires_grad=True) * 2.0
+def test_detect_anomaly_records_no_trace_when_off(device):
+    y = mt.tensor([1.0], device=device, requires_grad=True) * 2.0
     assert not hasattr(y.grad_fn, "_trace")

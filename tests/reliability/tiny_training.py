@@ -33,10 +33,11 @@ class Tiny(nn.Module):
         return self.head(x)                                            # (B, T, VOCAB)
 
 
-def make(seed: int):
-    """(model, optimizer, scheduler), all fresh, weights drawn after ``manual_seed(seed)``."""
+def make(seed: int, device: str = "cpu"):
+    """(model, optimizer, scheduler), all fresh, weights drawn after ``manual_seed(seed)``, on ``device``."""
     mt.manual_seed(seed)
     model = Tiny()
+    model.to(device)
     opt = mt.optim.AdamW(model.parameters(), lr=3e-2, weight_decay=0.1)
     sched = mt.optim.lr_scheduler.WarmupCosineLR(opt, warmup_steps=3, total_steps=12)
     return model, opt, sched
