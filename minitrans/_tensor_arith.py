@@ -137,6 +137,20 @@ class ArithmeticMixin:
 
     matmul = __matmul__ = matmul
 
+    def add(self, other, *, alpha=1) -> TensorBase:
+        """self + alpha * other (PyTorch's ``Tensor.add``)."""
+        return self + (other if alpha == 1 else other * alpha)
+
+    def sub(self, other, *, alpha=1) -> TensorBase:
+        """self - alpha * other (PyTorch's ``Tensor.sub``)."""
+        return self - (other if alpha == 1 else other * alpha)
+
+    def mul(self, other) -> TensorBase:
+        """self * other (PyTorch's ``Tensor.mul``)."""
+        return self * other
+
+    subtract, multiply = sub, mul
+
     def __rmatmul__(self, other) -> TensorBase:
         return matmul(as_operand(self, other), self)
 

@@ -70,6 +70,17 @@ def _clamp_into(backend, x, min=None, max=None) -> None:  # noqa: A002  (PyTorch
     backend.clip(x, min, max, out=x)
 
 
+def _clamp_(self, min=None, max=None):  # noqa: A002  (PyTorch's argument names)
+    """In place: ``self`` limited to [min, max] (either bound may be None, not both)."""
+    if min is None and max is None:
+        raise ValueError("clamp: at least one of min and max must be given")   # the same words as clamp
+    return _clamp_checked(self, min, max)
+
+
+_clamp_checked = _in_place("clamp_", _clamp_into, backend_op=True)
+_clamp_.__name__ = "clamp_"
+
+
 def _value_array(a: TensorBase, value):
     """The raw array (or number) to write into ``a``: numbers as they are, arrays cast to ``a``'s dtype."""
     if isinstance(value, TensorBase):
@@ -98,7 +109,7 @@ class InPlaceMixin:
     zero_ = _in_place("zero_", lambda x: _write_into(x, 0))
     fill_ = _in_place("fill_", _write_into)
     copy_ = _in_place("copy_", _write_into)
-    clamp_ = _in_place("clamp_", _clamp_into, backend_op=True)
+    clamp_ = _clamp_
 
     def masked_fill_(self, mask: TensorBase, value) -> TensorBase:
         """In place: ``value`` wherever the (broadcast) bool mask is True."""

@@ -57,3 +57,13 @@ def as_device(d) -> device:
     if isinstance(d, device):
         return d
     return CPU if d == "cpu" else device(d)
+
+
+def unusable_reason(spec) -> str | None:
+    """None when tensors can be made on device ``spec`` in this process, else a one-line reason
+    (an unknown device name, numba-cuda missing, no GPU visible)."""
+    try:
+        as_device(spec).backend
+    except (RuntimeError, TypeError) as e:
+        return str(e)
+    return None

@@ -36,6 +36,7 @@ import minitrans as mt
 from minitrans.autograd.function import Function
 from minitrans.autograd.gradcheck import check_gradients
 from minitrans.gradcheck_cases import EXCLUDED, Case, In, cases, leaf, view, view_element
+from minitrans.device import unusable_reason
 from minitrans.tensor import Tensor
 
 
@@ -294,10 +295,9 @@ def main(argv=None) -> int:
     p.add_argument("--list", action="store_true", help="list the cases and exclusions, run nothing")
     p.add_argument("--progress", action="store_true", help="name each case on stderr as it finishes")
     a = p.parse_args(argv)
-    if a.device not in ("cpu", "cuda"):
-        p.error(f"--device must be cpu or cuda, got {a.device!r}")
-    if a.device == "cuda" and not mt.cuda.is_available():
-        print("--device cuda: no CUDA device (and NUMBA_ENABLE_CUDASIM is not set)", file=sys.stderr)
+    reason = unusable_reason(a.device)
+    if reason is not None:
+        print(f"--device {a.device}: {reason}", file=sys.stderr)
         return 2
     if a.list:
         for c in cases():

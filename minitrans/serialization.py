@@ -31,7 +31,7 @@ import zipfile
 import numpy as np
 
 from ._dtype import dtype
-from .device import device
+from .device import CPU, as_device, device
 from .nn.module import Module, Parameter
 from .tensor import Tensor
 
@@ -304,7 +304,7 @@ def load(f, map_location=None, pickle_module=None, *, weights_only: bool | None 
         out = _loads(blob, weights_only is not False)
     else:
         out = _decode(manifest["tree"], files, path, "obj")
-    if map_location is not None and str(map_location) != "cpu":
+    if map_location is not None and as_device(map_location) != CPU:
         out = _to_device(out, map_location)
     return out
 

@@ -8,6 +8,10 @@ A view is ``(offset, shape, strides)`` over one flat storage: element ``(i0, i1,
 """
 from __future__ import annotations
 
+import numpy as np
+
+AxisError = getattr(np, "exceptions", np).AxisError   # NumPy's (np.exceptions from NumPy 1.25)
+
 
 def element_count(shape) -> int:
     """The number of elements of ``shape`` (1 for ``()``)."""
@@ -47,12 +51,19 @@ def span(shape, strides) -> int:
 def broadcast_strides(shape, strides, out_shape) -> tuple[int, ...]:
     """Strides of a view seen as ``out_shape``: 0 on broadcast (size-1 or missing) axes."""
     lead = len(out_shape) - len(shape)
+    if lead < 0 or any(n != o and n != 1 for n, o in zip(shape, out_shape[max(lead, 0):])):
+        raise ValueError("operands could not be broadcast together with remapped shapes "   # NumPy's words
+                         f"[original->remapped]: {numpy_shape(shape)}  and requested shape {numpy_shape(out_shape)}")
     res = [0] * lead
-    for n, s, o in zip(shape, strides, out_shape[lead:]):
-        if n != o and n != 1:
-            raise ValueError(f"shape {tuple(shape)} does not broadcast to {tuple(out_shape)}")
+    for n, s in zip(shape, strides):
         res.append(0 if n == 1 else s)
     return tuple(res)
+
+
+def numpy_shape(shape) -> str:
+    """A shape written as NumPy writes it in its error messages: ``(2,3)``, ``(3,)``."""
+    shape = tuple(int(n) for n in shape)
+    return "(" + ",".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
 
 def nocopy_strides(shape, strides, newshape):
@@ -89,9 +100,14 @@ def permutation(axes, ndim: int) -> tuple[int, ...]:
     """``axes`` of ``transpose`` as a permutation of ``range(ndim)`` (reversed when empty/None)."""
     if not axes:
         return tuple(range(ndim - 1, -1, -1))
+    if len(axes) != ndim:
+        raise ValueError("axes don't match array")   # NumPy's words, as on the CPU
+    for a in axes:
+        if not -max(ndim, 1) <= int(a) < max(ndim, 1):
+            raise AxisError(f"axis {int(a)} is out of bounds for array of dimension {ndim}")
     perm = tuple(int(a) % max(ndim, 1) for a in axes)
-    if sorted(perm) != list(range(ndim)):
-        raise ValueError(f"axes {perm} don't match array of {ndim} dims")
+    if len(set(perm)) != ndim:
+        raise ValueError("repeated axis in transpose")
     return perm
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import importlib
 import os
 
+from .. import cuda as cuda_support   # imports no numba-cuda: only the checks of whether it can run
+
 KERNEL_CHOICES = ("numba", "reference")
 
 _BACKENDS: dict = {}
@@ -52,9 +54,7 @@ def get_backend(kind: str):
         if kind == "cpu":
             from .cpu import CPUBackend as backend          # loads the Numba kernel modules: on first use
         elif kind == "cuda":
-            from ..cuda import check_usable  # numba-cuda is optional: imported only when cuda is asked for
-
-            check_usable()  # a one-line error: numba-cuda missing, or no GPU
+            cuda_support.check_usable()  # a one-line error: numba-cuda missing, or no GPU
             from .cuda import CUDABackend as backend
         else:  # pragma: no cover - device() already validates
             raise RuntimeError(f"no backend for device type {kind!r}")

@@ -69,7 +69,7 @@ def _owner(a):
 
 # primitives that are the NumPy function of the same name, with NumPy's semantics
 NUMPY_PRIMITIVES = ("asarray", "ascontiguousarray", "zeros", "ones", "full", "empty", "arange", "zeros_like",
-                    "ones_like", "copy",
+                    "ones_like",
                     "exp", "log", "sqrt", "abs", "tanh", "sign", "maximum", "minimum", "where", "power",
                     "isfinite", "logical_not", "errstate",
                     "sum", "max", "min", "argmax", "argmin", "any", "all",
@@ -105,6 +105,10 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
     @staticmethod
     def to_numpy(a):
         return a
+
+    @staticmethod
+    def copy(a):
+        return np.array(a, order="C")    # C order whatever a's layout (np.copy keeps a transpose's)
 
     @staticmethod
     def from_numpy(a, copy=False):

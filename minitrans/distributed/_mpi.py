@@ -13,15 +13,15 @@ _STATE: dict = {"MPI": None, "cuda_aware": None}
 
 def mpi():
     """The ``mpi4py.MPI`` module, or an ImportError that says how to install it."""
-    m = _STATE["MPI"]
-    if m is None:
+    module = _STATE["MPI"]
+    if module is None:
         try:
-            from mpi4py import MPI as m
+            from mpi4py import MPI as module   # optional dependency: imported on first use
         except ImportError as e:
             raise ImportError(f"minitrans.distributed needs mpi4py and an MPI library, which are not "
                               f"installed ({e}); install them with: {INSTALL}") from None
-        _STATE["MPI"] = m
-    return m
+        _STATE["MPI"] = module
+    return module
 
 
 def available() -> bool:

@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass
 
 from .. import serialization
+from ..device import unusable_reason
 from .loop import CHECKPOINT, RunError
 
 # options that only steer this invocation; never taken from a checkpoint
@@ -67,15 +68,10 @@ def explicit_options(parser: argparse.ArgumentParser, argv) -> set[str]:
 
 
 def check_device(device: str) -> None:
-    if not str(device).startswith("cuda"):
-        if str(device) != "cpu":
-            raise RunError(f"--device {device}: expected cpu or cuda")
-        return
-    from .. import cuda      # numba-cuda is optional: imported only when a run asks for a GPU
-
-    if not cuda.is_available():
-        raise RunError(f"--device {device}: no CUDA GPU is visible on this machine (numba-cuda found none); "
-                       f"use --device cpu")
+    """Raise RunError naming the reason when tensors cannot be made on ``device`` here."""
+    reason = unusable_reason(device)
+    if reason is not None:
+        raise RunError(f"--device {device}: {reason}; use --device cpu")
 
 
 def _family(base: str) -> list[tuple[int, str]]:

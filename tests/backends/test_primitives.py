@@ -202,9 +202,21 @@ def test_primitive_values_and_dtypes_match_numpy(backend, name, case):
 
 def test_every_primitive_has_a_value_case_or_a_test_of_its_own():
     tested_elsewhere = {"name", "ndarray", "host_memory", "shares_storage", "is_contiguous", "errstate",
-                        "dropout_mask", "set_kernels", "get_kernels"}   # each has a test below
+                        "dropout_mask", "set_kernels", "get_kernels", "index_extremes"}   # each has a test below
     missing = [n for n in PRIMITIVES if n not in VALUE_CASES and n not in tested_elsewhere]
     assert not missing, f"primitives without a conformance case: {missing}"
+
+
+def test_index_extremes_as_host_numbers_leaving_out_the_ignored_value(backend):
+    def extremes(values, ignore=None):
+        return backend.index_extremes(backend.from_numpy(np.array(values, np.int64), copy=True), ignore)
+
+    assert extremes([0, 2, 2, 1]) == (0, 2)
+    assert extremes([[4], [-3]]) == (-3, 4)                      # any shape
+    assert extremes([-100, 3, 5, -100], -100) == (3, 5)          # a loss's ignore_index left out
+    assert extremes([-100, -100], -100) is None                  # nothing left
+    assert extremes(np.zeros(0, np.int64)) is None               # nothing at all
+    assert all(type(v) is int for v in extremes([7, 1]))
 
 
 # ----------------------------------------------------------------------------- identity

@@ -47,9 +47,15 @@ def concatenate(arrays, axis=0) -> CudaArray:
         raise ValueError("zero-dimensional arrays cannot be concatenated")
     axis = int(axis) % nd
     ref = arrays[0].shape
-    for x in arrays:
-        if x.ndim != nd or any(x.shape[i] != ref[i] for i in range(nd) if i != axis):
-            raise ValueError("all the input array dimensions except for the concatenation axis must match")
+    for k, x in enumerate(arrays):   # NumPy's words, as on the CPU
+        if x.ndim != nd:
+            raise ValueError(f"all the input arrays must have same number of dimensions, but the array at index 0 "
+                             f"has {nd} dimension(s) and the array at index {k} has {x.ndim} dimension(s)")
+        for i in range(nd):
+            if i != axis and x.shape[i] != ref[i]:
+                raise ValueError(f"all the input array dimensions except for the concatenation axis must match "
+                                 f"exactly, but along dimension {i}, the array at index 0 has size {ref[i]} and "
+                                 f"the array at index {k} has size {x.shape[i]}")
     dtype = np.result_type(*[x.dtype for x in arrays])
     shape = list(ref)
     shape[axis] = int(np.sum([x.shape[axis] for x in arrays]))

@@ -291,9 +291,11 @@ def _axes(axis, ndim):
     return tuple(out)
 
 
-def sum_(a, axis=None, keepdims=False) -> CudaArray:
+def sum_(a, axis=None, keepdims=False, dtype=None) -> CudaArray:
     a = _as_cuda(a)
-    if a.dtype.kind in "biu":
+    if dtype is not None:
+        a = astype(a, dtype, False)    # summed in the asked dtype, as NumPy's dtype= does
+    elif a.dtype.kind in "biu":
         a = astype(a, np.int64, False)
     return CudaArray(kernels.reduce("sum", a._device_array, _axes(axis, a.ndim), bool(keepdims)))
 
