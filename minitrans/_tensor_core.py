@@ -28,7 +28,7 @@ class TensorBase:
     tensor costs nothing for it.
     """
 
-    __slots__ = ("_data", "_device", "requires_grad", "grad", "_node", "_vc", "_hooks", "_is_view",
+    __slots__ = ("_data", "_device", "requires_grad", "grad", "_node", "_version_counter", "_hooks", "_is_view",
                  "__weakref__")
     __array_priority__ = 1000  # so that ndarray <op> Tensor defers to Tensor's reflected op
 
@@ -53,7 +53,7 @@ class TensorBase:
         t.requires_grad = requires_grad
         t.grad = None
         t._node = node
-        t._vc = [0]
+        t._version_counter = [0]
         t._hooks = None
         return t
 
@@ -90,7 +90,7 @@ class TensorBase:
     @property
     def _version(self) -> int:
         """How many in-place changes this tensor's storage has seen (shared with its views)."""
-        return self._vc[0]
+        return self._version_counter[0]
 
     @property
     def grad_fn(self):
@@ -151,7 +151,7 @@ class TensorBase:
         """This tensor's storage outside the graph. It shares the version counter (as in PyTorch):
         an in-place change through the detached tensor is seen by any graph that saved this one."""
         t = TensorBase._wrap(self._data, self._device)
-        t._vc = self._vc
+        t._version_counter = self._version_counter
         if getattr(self, "_is_view", False):
             t._is_view = True
         return t
@@ -206,7 +206,7 @@ class TensorBase:
 
     def __setstate__(self, state):
         self._data, self._device = state["data"], CPU
-        self.requires_grad, self.grad, self._node, self._vc, self._hooks = state["requires_grad"], None, None, [0], None
+        self.requires_grad, self.grad, self._node, self._version_counter, self._hooks = state["requires_grad"], None, None, [0], None
 
 
 class HookHandle:

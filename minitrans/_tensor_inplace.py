@@ -59,7 +59,7 @@ def _in_place(name, write, backend_op: bool = False):
                 raise TypeError(f"{name}: unsupported operand type(s) {kinds}") from None
             raise RuntimeError(f"{name}: the result with operand(s) {kinds} can't be stored in place in a "
                                f"tensor of dtype {a.dtype}; in-place ops keep the tensor's dtype") from None
-        a._vc[0] += 1
+        a._version_counter[0] += 1
         return a
 
     op.__name__ = name
@@ -136,7 +136,7 @@ class InPlaceMixin:
                 raise RuntimeError(f"setitem: a value of shape {tuple(getattr(value, 'shape', ()))} cannot be "
                                    f"assigned to index {describe_index(idx)} of a tensor of shape "
                                    f"{tuple(a.shape)}") from None
-            a._vc[0] += 1
+            a._version_counter[0] += 1
             return
         if a.requires_grad and a.is_leaf:
             raise RuntimeError("a leaf Variable that requires grad is being used in an in-place operation "
@@ -157,4 +157,4 @@ class InPlaceMixin:
             v = _value_array(a, value)
         node = select_ops.SetItem.apply(a, v, idx)._node
         a._node, a.requires_grad = node, True
-        a._vc[0] += 1
+        a._version_counter[0] += 1

@@ -11,7 +11,7 @@ import minitrans as mt
 @contextlib.contextmanager
 def unchanged(*tensors):
     """Assert that the block leaves each tensor's data, .grad, version and graph node as they were."""
-    before = [(t.numpy().copy(), None if t.grad is None else t.grad.numpy().copy(), t._vc[0], t._node)
+    before = [(t.numpy().copy(), None if t.grad is None else t.grad.numpy().copy(), t._version_counter[0], t._node)
               for t in tensors]
     yield
     for i, (t, (data, grad, version, node)) in enumerate(zip(tensors, before)):
@@ -20,7 +20,7 @@ def unchanged(*tensors):
             assert t.grad is None, f"tensor {i}: .grad appeared"
         else:
             np.testing.assert_array_equal(t.grad.numpy(), grad, err_msg=f"tensor {i}: .grad changed")
-        assert t._vc[0] == version, f"tensor {i}: version counter changed"
+        assert t._version_counter[0] == version, f"tensor {i}: version counter changed"
         assert t._node is node
 
 

@@ -254,7 +254,7 @@ def _accumulate(t: TensorBase, g, dev, pending: list) -> None:
             t.grad = TensorBase._wrap(g.copy(), t._device)
     elif buf is not None and t.grad._data is buf:
         buf += g  # accumulate in place, into the optimizer's buffer
-        t.grad._vc[0] += 1
+        t.grad._version_counter[0] += 1
     else:
         t.grad = TensorBase._wrap(t.grad._data + g, t._device)
     if post is not None:

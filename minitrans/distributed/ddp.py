@@ -159,7 +159,7 @@ class DistributedDataParallel(Module):
             st = Staged(t._data, read=root)
             self._comm.Bcast(st.buf, root=0)
             st.finish()
-            t._vc[0] += 1
+            t._version_counter[0] += 1
 
     def _set_buckets(self, params: list) -> None:
         """Group ``params`` (in reduction order) into buckets of about ``_cap`` bytes."""

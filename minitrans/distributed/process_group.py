@@ -151,7 +151,7 @@ def _mpi_op(op, fn: str):
 
 
 def _bump(t: Tensor) -> None:
-    t._vc[0] += 1          # written in place: a graph that saved it must notice
+    t._version_counter[0] += 1          # written in place: a graph that saved it must notice
 
 
 def all_reduce(tensor: Tensor, op: ReduceOp = ReduceOp.SUM, group=None, async_op: bool = False):

@@ -21,7 +21,7 @@ def _fans(t: Tensor) -> tuple[int, int]:
 def _fill(t: Tensor, arr) -> Tensor:
     # astype copies, so the backend may keep the host array (the CPU does)
     t._data = t.device.backend.from_numpy(arr.astype(t._data.dtype))
-    t._vc[0] += 1
+    t._version_counter[0] += 1
     return t
 
 

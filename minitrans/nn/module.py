@@ -24,7 +24,7 @@ class Parameter(Tensor):
         if not isinstance(data, Tensor):
             raise TypeError(f"Parameter expects a Tensor, got {type(data).__name__}")
         p = Tensor.__new__(cls)
-        p._data, p._device, p.grad, p._node, p._vc, p._hooks = data._data, data._device, None, None, [0], None
+        p._data, p._device, p.grad, p._node, p._version_counter, p._hooks = data._data, data._device, None, None, [0], None
         p.requires_grad = False
         if requires_grad:
             p.requires_grad_(True)
@@ -271,7 +271,7 @@ class Module:
                 arr = (v.numpy() if isinstance(v, Tensor) else np.asarray(v)).astype(own[k]._data.dtype)
                 t = targets[k]
                 t._data = t.device.backend.from_numpy(arr, copy=True)
-                t._vc[0] += 1
+                t._version_counter[0] += 1
         return _IncompatibleKeys(missing, unexpected)
 
     def _named_tensors(self):

@@ -15,7 +15,7 @@ class _View(Function):
     def apply(cls, a, *args, **kwargs):
         t = super().apply(a, *args, **kwargs)
         if a._device.backend.shares_storage(t._data, a._data):
-            t._vc = a._vc
+            t._version_counter = a._version_counter
             t._is_view = True
         return t
 

@@ -105,7 +105,7 @@ class Adam(Optimizer):
                     st = self.state[p]
                     st["step"] += 1
                     steps.add(st["step"])
-                    p._vc[0] += 1
+                    p._version_counter[0] += 1
                 args = (group["lr"], b1, b2, group["eps"], group["weight_decay"])
                 if len(steps) == 1:  # the usual case: one launch for the whole buffer
                     fl.xp.adam_step(*fl.bufs, *args, steps.pop(), self.decoupled)

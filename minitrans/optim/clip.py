@@ -79,5 +79,5 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0, error_i
             g._data *= backend.asarray(coef, g._data.dtype)
         total = backend.asarray(norm, grads[0]._data.dtype)   # a 0-d array (NumPy reductions give scalars)
     for g in grads:
-        g._vc[0] += 1
+        g._version_counter[0] += 1
     return Tensor._wrap(total, device)

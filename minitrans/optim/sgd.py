@@ -34,4 +34,4 @@ class SGD(Optimizer):
                         buf += (1 - damp) * g
                     g = g + mom * buf if nest else buf
                 p._data -= p._data.dtype.type(lr) * g
-                p._vc[0] += 1
+                p._version_counter[0] += 1

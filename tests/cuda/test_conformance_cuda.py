@@ -183,9 +183,9 @@ def test_clip_without_bounds_raises_the_cpu_error():
 def test_tensor_clamp_in_place_on_cuda():
     host = np.linspace(-2, 2, 10).astype(np.float32)
     t = mt.tensor(host, device="cuda")
-    v = t._vc[0]
+    v = t._version_counter[0]
     assert t.clamp_(-1.0, 0.5) is t
-    assert t._vc[0] == v + 1
+    assert t._version_counter[0] == v + 1
     np.testing.assert_array_equal(t.numpy(), np.clip(host, -1.0, 0.5))
 
 

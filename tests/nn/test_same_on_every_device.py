@@ -60,7 +60,7 @@ def test_clip_grad_norm_on_every_device(device, dtype, max_norm):
     ps = [mt.tensor(g, dtype=dtype, device=device, requires_grad=True) for g in grads]
     for p, g in zip(ps, grads):
         p.grad = mt.tensor(g, dtype=dtype, device=device)
-    versions = [p.grad._vc[0] for p in ps]
+    versions = [p.grad._version_counter[0] for p in ps]
     total = mt.nn.utils.clip_grad_norm_(ps, max_norm)
     want = np.sqrt(sum((g.astype(np.float64) ** 2).sum() for g in grads))
     assert total.shape == () and total.device == mt.device(device) and total.dtype is dtype
@@ -69,7 +69,7 @@ def test_clip_grad_norm_on_every_device(device, dtype, max_norm):
     coef = min(1.0, max_norm / (want + 1e-6))
     for p, g, v in zip(ps, grads, versions):
         np.testing.assert_allclose(p.grad.numpy(), g * coef, rtol=tol, atol=1e-7)
-        assert p.grad._vc[0] == v + 1       # scaled in place (even by exactly 1, as PyTorch)
+        assert p.grad._version_counter[0] == v + 1       # scaled in place (even by exactly 1, as PyTorch)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -34,7 +34,7 @@ _NUMPY_DIR = os.path.dirname(np.__file__)
 
 
 def _state(tensors):
-    return [(t.numpy().copy(), None if t.grad is None else t.grad.numpy().copy(), t._vc[0]) for t in tensors]
+    return [(t.numpy().copy(), None if t.grad is None else t.grad.numpy().copy(), t._version_counter[0]) for t in tensors]
 
 
 def _expect_clean_error(fn, tensors, names, types=DOCUMENTED):

@@ -29,16 +29,16 @@ def randn(device, *shape):
 ], ids=["add_", "add_alpha", "sub_", "mul_", "div_", "zero_", "fill_", "copy_", "clamp_"])
 def test_every_in_place_op_bumps_the_version(device, op):
     t = randn(device, 3)
-    v = t._vc[0]
+    v = t._version_counter[0]
     assert op(t) is t
-    assert t._vc[0] == v + 1
+    assert t._version_counter[0] == v + 1
 
 
 def test_failed_in_place_op_does_not_bump_the_version(device):
     t = randn(device, 3)
     with pytest.raises(ValueError):
         t.add_(mt.ones(4, device=device))
-    assert t._vc[0] == 0
+    assert t._version_counter[0] == 0
 
 
 @pytest.mark.parametrize("make_opt", [lambda ps: mt.optim.SGD(ps, lr=0.1),
@@ -51,15 +51,15 @@ def test_optimizer_step_bumps_the_version_of_updated_parameters_only(device, mak
     opt = make_opt([a, b])
     (a * 2.0).sum().backward()                    # b gets no gradient, so the step leaves it alone
     opt.step()
-    assert a._vc[0] == 1 and b._vc[0] == 0
+    assert a._version_counter[0] == 1 and b._version_counter[0] == 0
 
 
 def test_detach_and_data_share_the_version_counter(device):
     w = leaf(device, 3)
     w.detach().mul_(2.0)
-    assert w._vc[0] == 1
+    assert w._version_counter[0] == 1
     w.data.add_(1.0)
-    assert w._vc[0] == 2
+    assert w._version_counter[0] == 2
 
 
 # ----------------------------------------------------------------------------- saved tensors
