@@ -366,6 +366,37 @@ def test_every_function_subclass_is_in_ops():
     assert not outside, f"Function subclasses outside minitrans/ops/: {outside}"
 
 
+
+# ----------------------------------------------------------------------------- repetition and dead code
+def test_every_exported_cuda_kernel_is_called_by_the_backend():
+    """A kernel the CUDA kernel package exports but the CUDA backend never calls is dead code
+    (the embedding kernels were, once the backend gathered rows with its indexing kernels)."""
+    init = tree(ROOT / "kernels" / "cuda" / "__init__.py")
+    exported = next(ast.literal_eval(node.value) for node in init.body
+                    if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "__all__")
+    backend = "\n".join(p.read_text() for p in sorted((ROOT / "minitrans" / "backends" / "cuda").glob("*.py")))
+    unused = [name for name in exported if not name.isupper() and not re.search(rf"\b{name}\b", backend)]
+    assert not unused, f"exported by minitrans.kernels.cuda but never called by the CUDA backend: {unused}"
+
+
+def test_strided_device_views_are_built_in_one_place():
+    """Views of device memory are made with numba-cuda's array classes in one function only."""
+    private = re.compile(r"DeviceNDArray\(|FakeCUDAArray\(|\.gpu_data\b")
+    places = [rel(p) for p in library_files() if private.search(p.read_text())]
+    assert places == ["kernels/cuda/_util.py"], places
+
+
+def test_linear_checks_its_shapes_in_one_place():
+    """The features-mismatch check of a linear layer is written once (the public entry point)."""
+    for words in ("features but", "Linear(in_features="):      # F.linear's words, nn.Linear's words
+        places = [rel(p) for p in library_files() if words in p.read_text()]
+        assert len(places) == 1, (words, places)
+    with pytest.raises(ValueError, match="features but"):
+        mt.nn.functional.linear(mt.zeros(4, 5), mt.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"Linear\(in_features=3\) got input of shape \(4, 5\)"):
+        mt.nn.Linear(3, 2)(mt.zeros(4, 5))
+
+
 # ----------------------------------------------------------------------------- names
 #: short aliases everyone reads at once
 SHORT_ALIASES_ALLOWED = {"np": "numpy", "mt": "minitrans", "F": "nn.functional, as in PyTorch",

@@ -33,6 +33,24 @@ MICRO_M = 4
 MICRO_N = 4
 
 
+@cuda.jit(device=True)
+def stage_slab(dst, src, off, k0, K, sk, w0, W, sw, tk, width, k_fastest, tid, nthreads, zero):
+    """dst[kk, ww] = src[off + (k0 + kk) * sk + (w0 + ww) * sw] for the tk x width slab, zero outside
+    the K x W matrix; the block's threads share the cells, consecutive threads on kk when
+    ``k_fastest`` (else on ww) so that their reads are consecutive in memory."""
+    for cell in range(tid, tk * width, nthreads):
+        if k_fastest:
+            kk = cell % tk
+            ww = cell // tk
+        else:
+            ww = cell % width
+            kk = cell // width
+        if w0 + ww < W and k0 + kk < K:
+            dst[kk, ww] = src[off + (k0 + kk) * sk + (w0 + ww) * sw]
+        else:
+            dst[kk, ww] = zero
+
+
 @functools.lru_cache(maxsize=None)
 def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
     numba_dtype = nb_dtype(dtype)
@@ -64,20 +82,10 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
             acc[i] = zero
         for k0 in range(0, K, tk):
             # stage the A and B slabs (zero-padded outside the matrices)
-            for l in range(tid, tk * tm, nthreads):
-                kk = l % tk
-                mm = l // tk
-                if m0 + mm < M and k0 + kk < K:
-                    As[kk, mm] = a[aoff + (m0 + mm) * sam + (k0 + kk) * sak]
-                else:
-                    As[kk, mm] = zero
-            for l in range(tid, tk * tn, nthreads):
-                nn = l % tn
-                kk = l // tn
-                if n0 + nn < N and k0 + kk < K:
-                    Bs[kk, nn] = b[boff + (k0 + kk) * sbk + (n0 + nn) * sbn]
-                else:
-                    Bs[kk, nn] = zero
+            # A: consecutive threads walk k (a row of A is contiguous when sak = 1);
+            # B: consecutive threads walk n (a row of B is contiguous when sbn = 1)
+            stage_slab(As, a, aoff, k0, K, sak, m0, M, sam, tk, tm, True, tid, nthreads, zero)
+            stage_slab(Bs, b, boff, k0, K, sbk, n0, N, sbn, tk, tn, False, tid, nthreads, zero)
             cuda.syncthreads()
             for kk in range(tk):
                 for i in range(rm):
