@@ -1,4 +1,4 @@
-"""The benchmark suite: BENCHMARK.md workloads W1–W6, minitrans against PyTorch (and JAX) measured fairly.
+"""The benchmark suite: docs/benchmarks.md workloads W1–W6, minitrans against PyTorch (and JAX) measured fairly.
 
 Every framework runs in its own process (``bench_worker.py``): two frameworks in one process slow
 each other through their thread pools, and the comparison is then a fiction. The sides take turns
@@ -44,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 SWEEP_BEGIN, SWEEP_END = "<!-- sweep:begin -->", "<!-- sweep:end -->"
-BENCH_HEAD = """## Benchmarks (BENCHMARK.md W1–W6)
+BENCH_HEAD = """## Benchmarks (docs/benchmarks.md W1–W6)
 
 Measured with `experiments/bench.py`: **each framework in its own process**, the sides alternated over 3
 rounds, the same thread count for every side, medians of the per-process medians, the machine's load and
@@ -149,7 +149,7 @@ def row(workload, case, metric, ours, peer_name=None, peer=None, ratio=None, not
 
 
 def w1_job(tmp: str, seed: int, warmup: int, steps: int, d_model=128, seq=64, batch=32) -> dict:
-    """BENCHMARK.md's W1 (vocab 64, 4 heads, d_ff 4·d_model, 2 layers) at the given sizes."""
+    """docs/benchmarks.md's W1 (vocab 64, 4 heads, d_ff 4·d_model, 2 layers) at the given sizes."""
     return dict(workload="W1", vocab=64, d_model=d_model, nhead=4, layers=2, dff=4 * d_model, seq=seq,
                 batch=batch, n_batches=4, seed=seed, warmup=warmup, steps=steps,
                 weights=str(Path(tmp, f"w1_d{d_model}_t{seq}_s{seed}.npz")))
@@ -419,7 +419,7 @@ def print_rows(rows: list, info: dict) -> None:
 
 
 def write_results_md(path: Path, block: str, begin: str = BEGIN, end: str = END,
-                     head: str = "## Benchmarks (BENCHMARK.md W1–W6)") -> None:
+                     head: str = "## Benchmarks (docs/benchmarks.md W1–W6)") -> None:
     """Put ``block`` into the ``begin``…``end`` section of ``path``, replacing the block of the same thread
     count and keeping the others (a run with --threads 1 and one with --threads 2 sit side by side)."""
     text = path.read_text() if path.exists() else "# Results\n"

@@ -11,7 +11,7 @@ once per part and rank count, and rank 0 of each job reports back as JSON.
   each rank count; algorithm bandwidth = bytes / time, bus bandwidth = 2(N-1)/N · bytes / time
   (the bytes each rank moves in a ring all-reduce, the usual way to compare with link speed).
   ``raw`` is mpi4py's ``Allreduce`` on the same buffer, without minitrans's shape check.
-* ``w1``: the W1 step (../shared/BENCHMARK.md: DecoderLM vocab 64, d 128, 4 heads, ff 512,
+* ``w1``: the W1 step (docs/benchmarks.md: DecoderLM vocab 64, d 128, 4 heads, ff 512,
   2 layers, global batch 32 x 64 tokens, Adam 1e-3) under ``DistributedDataParallel`` with the
   global batch split over N ranks; tokens/s of the whole job, and the communication left on
   the step's critical path (starting buckets + waiting for them) as a fraction of the step.

@@ -1,4 +1,4 @@
-"""Benchmark the Numba CPU kernels (BENCHMARK.md workloads W2, W4, W6).
+"""Benchmark the Numba CPU kernels (docs/benchmarks.md workloads W2, W4, W6).
 
 W2  attention forward + backward, batch 1, 8 heads, head dim 64, n in {512, 2048, 8192},
     causal and not: median ms, ratio to torch's scaled_dot_product_attention

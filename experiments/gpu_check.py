@@ -10,7 +10,7 @@
    4096 x 4096, attention 8 heads x 512 x 64 forward + backward, causal and not).
 2. ``train``: ``experiments/reverse.py --device cuda`` to its held-out target (99% exact match,
    the CPU run's target) within a time limit.
-3. ``bench``: BENCHMARK.md W1-W4 against PyTorch on the same GPU — W3 matmul against cuBLAS
+3. ``bench``: docs/benchmarks.md W1-W4 against PyTorch on the same GPU — W3 matmul against cuBLAS
    float32 with TF32 disabled, W4 softmax forward + backward against torch and a
    device-to-device copy, W2 attention forward + backward against SDPA float32, W1 the toy-LM
    step on the GPU against the same step on the CPU. Medians after warm-up, synchronised.
