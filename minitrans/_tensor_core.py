@@ -206,7 +206,8 @@ class TensorBase:
 
     def __setstate__(self, state):
         self._data, self._device = state["data"], CPU
-        self.requires_grad, self.grad, self._node, self._version_counter, self._hooks = state["requires_grad"], None, None, [0], None
+        self.requires_grad, self.grad, self._node = state["requires_grad"], None, None
+        self._version_counter, self._hooks = [0], None
 
 
 class HookHandle:

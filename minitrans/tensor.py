@@ -42,7 +42,8 @@ class Tensor(ArithmeticMixin, MathMixin, ReductionMixin, ShapeMixin, InPlaceMixi
     def __init__(self, data, dtype=None, device=None, requires_grad: bool = False) -> None:
         t = tensor(data, dtype=dtype, device=device, requires_grad=requires_grad)
         self._data, self._device = t._data, t._device
-        self.requires_grad, self.grad, self._node, self._version_counter, self._hooks = t.requires_grad, None, None, [0], None
+        self.requires_grad, self.grad, self._node = t.requires_grad, None, None
+        self._version_counter, self._hooks = [0], None
 
     # ----------------------------------------------------------------- autograd
     def backward(self, gradient: "Tensor | None" = None, retain_graph: bool | None = None,

@@ -92,7 +92,8 @@ class Function:
             saved = ctx.saved
             ctx._versions = None
             if saved:
-                vs = [(a._version_counter, a._version_counter[0]) for a in args if isinstance(a, TensorBase) and _shares(ctx.xp, a._data, saved)]
+                vs = [(a._version_counter, a._version_counter[0]) for a in args
+                      if isinstance(a, TensorBase) and _shares(ctx.xp, a._data, saved)]
                 if any(s is out for s in saved):
                     vs.append((t._version_counter, 0))
                 if vs:

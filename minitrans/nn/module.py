@@ -24,7 +24,8 @@ class Parameter(Tensor):
         if not isinstance(data, Tensor):
             raise TypeError(f"Parameter expects a Tensor, got {type(data).__name__}")
         p = Tensor.__new__(cls)
-        p._data, p._device, p.grad, p._node, p._version_counter, p._hooks = data._data, data._device, None, None, [0], None
+        p._data, p._device, p.grad, p._node = data._data, data._device, None, None
+        p._version_counter, p._hooks = [0], None
         p.requires_grad = False
         if requires_grad:
             p.requires_grad_(True)
