@@ -10,94 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 import minitrans as mt
 import minitrans.nn.functional as F
+from minitrans.gradcheck_inputs import In, layout
 from minitrans.ops import attention as attention_ops, elementwise as elementwise_ops, linalg as linalg_ops
 from minitrans.ops import nn as nn_ops, reduce as reduce_ops, select as select_ops, shape as shape_ops
 from minitrans.ops import unary as unary_ops
 from minitrans.ops.hook_point import HookPoint
 from minitrans.tensor import Tensor
-
-
-# --------------------------------------------------------------------------- inputs
-@dataclass(frozen=True)
-class In:
-    """One input: its shape, how its values are drawn, and whether it reaches the op as a non-contiguous view.
-
-    kinds: "n" uniform in ±1.5; "pos" in [0.5, 2]; "unit" in [0.1, 0.9]; "grid"/"grid2" on k·0.1 + 0.03 / + 0.07 (away
-    from 0 and from each other: no kinks for relu/abs/clamp/max); "distinct" pairwise distinct
-    (no ties for amax); "mask" random bool; "keep" bool with the first column True; "idx:N"
-    int64 in [0, N). Only float kinds get a gradient.
-    """
-
-    shape: tuple
-    kind: str = "n"
-    nc: bool = False
-
-    @property
-    def is_float(self) -> bool:
-        return self.kind in ("n", "pos", "unit", "grid", "grid2", "distinct")
-
-    def describe(self) -> str:
-        s = "x".join(str(d) for d in self.shape) or "scalar"
-        s += " bool" if self.kind in ("mask", "keep") else " int" if self.kind.startswith("idx") else ""
-        return s + (" (nc)" if self.nc else "")
-
-
-_UNIFORM = {"n": (-1.5, 1.5), "unit": (0.1, 0.9), "pos": (0.5, 2.0)}    # kind -> (low, high)
-
-
-def _values(rng: np.random.Generator, spec: In) -> np.ndarray:
-    shape, k = spec.shape, spec.kind
-    n = int(np.prod(shape, dtype=np.int64))
-    if k in _UNIFORM:
-        return rng.uniform(*_UNIFORM[k], shape)
-    if k in ("grid", "grid2"):
-        return rng.integers(-20, 20, shape) * 0.1 + (0.03 if k == "grid" else 0.07)
-    if k == "distinct":
-        return rng.permutation((np.arange(n) - n // 2 + 0.5) * 0.07).reshape(shape)
-    if k == "mask":
-        return rng.random(shape) < 0.5
-    if k == "keep":
-        m = rng.random(shape) < 0.6
-        m[..., 0] = True
-        return m
-    if k.startswith("idx:"):
-        return rng.integers(0, int(k[4:]), shape).astype(np.int64)
-    raise ValueError(f"unknown input kind {k!r}")
-
-
-def leaf(rng, spec: In, dev) -> Tensor:
-    """The tensor gradcheck perturbs: for a non-contiguous input, stored so that ``_view`` gives ``spec.shape``."""
-    x = _values(rng, spec)
-    grad = spec.is_float
-    if spec.nc and x.ndim >= 2:
-        x = np.ascontiguousarray(x.transpose(tuple(range(x.ndim - 1, -1, -1))))
-    elif spec.nc and x.ndim == 1:
-        wide = np.zeros((2 * x.shape[0],), x.dtype)
-        wide[::2] = x
-        x = wide
-    return mt.tensor(x, dtype=mt.float64 if grad else None, device=dev, requires_grad=grad)
-
-
-def view_element(spec: In, element: tuple | None):
-    """The index in the op's input (the view) of an element of the stored leaf."""
-    if element is None or not spec.nc or len(element) == 0:
-        return element
-    return tuple(reversed(element)) if len(element) >= 2 else (element[0] // 2,)
-
-
-def view(t: Tensor, spec: In) -> Tensor:
-    if not spec.nc or t.ndim == 0:
-        return t
-    return t.permute(*range(t.ndim - 1, -1, -1)) if t.ndim >= 2 else t[::2]
-
-
-def V(*specs: In, **config) -> tuple:
-    """One layout of a case: its inputs and keyword configuration for the layer's constructor."""
-    return specs, config
 
 
 # --------------------------------------------------------------------------- cases
@@ -119,12 +39,14 @@ def _ops():
     n34, b4, nc34 = In((3, 4)), In((4,)), In((3, 4), nc=True)
 
     def binary(kind_a="n", kind_b="n"):
-        return [V(In((3, 4), kind_a), In((3, 4), kind_b)), V(In((3, 4), kind_a), In((4,), kind_b)),
-                V(In((2, 1, 3), kind_a), In((4, 1), kind_b)), V(In((3, 4), kind_a, nc=True), In((3, 4), kind_b)),
-                V(In((1,), kind_a), In((1,), kind_b))]
+        return [layout(In((3, 4), kind_a), In((3, 4), kind_b)), layout(In((3, 4), kind_a), In((4,), kind_b)),
+                layout(In((2, 1, 3), kind_a), In((4, 1), kind_b)),
+                layout(In((3, 4), kind_a, nc=True), In((3, 4), kind_b)),
+                layout(In((1,), kind_a), In((1,), kind_b))]
 
     def unary(kind="n"):
-        return [V(In((3, 4), kind)), V(In((2, 3, 5), kind, nc=True)), V(In((1,), kind)), V(In((5,), kind, nc=True))]
+        return [layout(In((3, 4), kind)), layout(In((2, 3, 5), kind, nc=True)), layout(In((1,), kind)),
+                layout(In((5,), kind, nc=True))]
 
     def hooked(a, b):
         class Pair(mt.nn.Module):
@@ -136,10 +58,10 @@ def _ops():
         o1, o2 = m(a, b)
         return o1 * o2
 
-    attn = [V(In((2, 3, 4)), In((2, 3, 4)), In((2, 3, 4))),
-            V(In((2, 3, 4)), In((2, 5, 4)), In((2, 5, 4))),
-            V(In((1, 1, 1)), In((1, 1, 1)), In((1, 1, 1))),
-            V(In((2, 2, 3, 4), nc=True), In((2, 1, 3, 4)), In((2, 2, 3, 4)))]
+    attn = [layout(In((2, 3, 4)), In((2, 3, 4)), In((2, 3, 4))),
+            layout(In((2, 3, 4)), In((2, 5, 4)), In((2, 5, 4))),
+            layout(In((1, 1, 1)), In((1, 1, 1)), In((1, 1, 1))),
+            layout(In((2, 2, 3, 4), nc=True), In((2, 1, 3, 4)), In((2, 2, 3, 4)))]
     return [
         Case("Add", lambda a, b: a + b, binary(), (elementwise_ops.Add,)),
         Case("Sub", lambda a, b: a - b, binary(), (elementwise_ops.Sub,)),
@@ -160,58 +82,62 @@ def _ops():
         Case("Maximum", lambda a, b: mt.maximum(a, b), binary("grid", "grid2"), (elementwise_ops.Maximum,)),
         Case("Minimum", lambda a, b: mt.minimum(a, b), binary("grid", "grid2"), (elementwise_ops.Minimum,)),
         Case("Where", lambda m, a, b: mt.where(m, a, b),
-             [V(In((3, 4), "mask"), n34, n34), V(In((3, 4), "mask"), n34, b4), V(In((4,), "mask"), nc34, n34)],
+             [layout(In((3, 4), "mask"), n34, n34), layout(In((3, 4), "mask"), n34, b4),
+              layout(In((4,), "mask"), nc34, n34)],
              (elementwise_ops.Where,)),
         Case("Clamp", lambda a: a.clamp(-0.5, 0.5) + a.clamp(min=0.2), unary("grid"), (elementwise_ops.Clamp,)),
         # float64 -> float32 -> float64 is linear: a large step is exact, a small one drowns in float32 rounding
-        Case("Cast", lambda a: a.float().double(), [V(In((3, 4), "grid")), V(In((2, 3), "grid", nc=True))],
+        Case("Cast", lambda a: a.float().double(), [layout(In((3, 4), "grid")), layout(In((2, 3), "grid", nc=True))],
              (elementwise_ops.Cast,), eps=1e-2),
         Case("Matmul", lambda a, b: a @ b,
-             [V(In((3, 4)), In((4, 2))), V(In((2, 3, 4)), In((4, 5))), V(In((4,)), In((4, 3))),
-              V(In((3, 4)), In((4,))), V(In((3, 4), nc=True), In((2, 4, 2))), V(In((1, 1)), In((1, 1)))],
+             [layout(In((3, 4)), In((4, 2))), layout(In((2, 3, 4)), In((4, 5))), layout(In((4,)), In((4, 3))),
+              layout(In((3, 4)), In((4,))), layout(In((3, 4), nc=True), In((2, 4, 2))), layout(In((1, 1)), In((1, 1)))],
              (linalg_ops.Matmul,)),
         Case("Linear(op)", lambda x, w, b: F.linear(x, w, b) + F.linear(x, w),
-             [V(In((4, 5)), In((3, 5)), In((3,))), V(In((2, 3, 5), nc=True), In((3, 5), nc=True), In((3,))),
-              V(In((1, 1)), In((1, 1)), In((1,)))], (linalg_ops.Linear,)),
+             [layout(In((4, 5)), In((3, 5)), In((3,))), layout(In((2, 3, 5), nc=True), In((3, 5), nc=True), In((3,))),
+              layout(In((1, 1)), In((1, 1)), In((1,)))], (linalg_ops.Linear,)),
         Case("Softmax", lambda a: F.softmax(a, dim=-1) + F.softmax(a, dim=0).sum(0),
-             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1))), V(In((2, 3, 5)))], (nn_ops.Softmax,)),
+             [layout(In((3, 4))), layout(In((3, 4), nc=True)), layout(In((1, 1))), layout(In((2, 3, 5)))],
+              (nn_ops.Softmax,)),
         Case("LogSoftmax", lambda a: F.log_softmax(a, dim=-1),
-             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1)))], (nn_ops.LogSoftmax,)),
+             [layout(In((3, 4))), layout(In((3, 4), nc=True)), layout(In((1, 1)))], (nn_ops.LogSoftmax,)),
         Case("CrossEntropy", lambda a, t: F.cross_entropy(a, t) + F.cross_entropy(a, t, ignore_index=1,
                                                                                   reduction="sum"),
-             [V(In((4, 5)), In((4,), "idx:5")), V(In((4, 5), nc=True), In((4,), "idx:5")),
-              V(In((1, 1)), In((1,), "idx:1"))], (nn_ops.CrossEntropy,)),
+             [layout(In((4, 5)), In((4,), "idx:5")), layout(In((4, 5), nc=True), In((4,), "idx:5")),
+              layout(In((1, 1)), In((1,), "idx:1"))], (nn_ops.CrossEntropy,)),
         Case("LayerNorm(op)", lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b),
-             [V(In((3, 5)), In((5,)), In((5,))), V(In((2, 3, 4), nc=True), In((4,), nc=True), In((4,))),
-              V(In((2, 1)), In((1,)), In((1,)))], (nn_ops.LayerNorm,)),
+             [layout(In((3, 5)), In((5,)), In((5,))), layout(In((2, 3, 4), nc=True), In((4,), nc=True), In((4,))),
+              layout(In((2, 1)), In((1,)), In((1,)))], (nn_ops.LayerNorm,)),
         Case("Embedding(op)", lambda i, w: F.embedding(i, w),
-             [V(In((2, 3), "idx:4"), In((4, 3))), V(In((5,), "idx:2"), In((2, 3), nc=True))], (nn_ops.Embedding,)),
+             [layout(In((2, 3), "idx:4"), In((4, 3))), layout(In((5,), "idx:2"), In((2, 3), nc=True))],
+              (nn_ops.Embedding,)),
         Case("Sum", lambda a: a.sum() + a.sum(dim=-1).sum() * 0.5 + a.mean(dim=0, keepdim=True).sum(),
-             [V(In((3, 4))), V(In((2, 3, 4), nc=True)), V(In((1,)))], (reduce_ops.Sum,)),
+             [layout(In((3, 4))), layout(In((2, 3, 4), nc=True)), layout(In((1,)))], (reduce_ops.Sum,)),
         Case("Amax", lambda a: a.amax(dim=-1) + a.max() + a.max(dim=0).values.sum(),
-             [V(In((3, 4), "distinct")), V(In((3, 4), "distinct", nc=True)), V(In((1, 1), "distinct"))],
+             [layout(In((3, 4), "distinct")), layout(In((3, 4), "distinct", nc=True)), layout(In((1, 1), "distinct"))],
              (reduce_ops.Amax,)),
         Case("Amin", lambda a: a.amin(dim=0) + a.min(),
-             [V(In((3, 4), "distinct")), V(In((3, 4), "distinct", nc=True)), V(In((1, 1), "distinct"))],
+             [layout(In((3, 4), "distinct")), layout(In((3, 4), "distinct", nc=True)), layout(In((1, 1), "distinct"))],
              (reduce_ops.Amin,)),
         Case("Reshape", lambda a: a.reshape(2, -1) * mt.arange(a.numel() // 2, dtype=mt.float64,
                                                               device=a.device),
-             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((2, 1)))], (shape_ops.Reshape,)),
+             [layout(In((3, 4))), layout(In((3, 4), nc=True)), layout(In((2, 1)))], (shape_ops.Reshape,)),
         Case("Permute", lambda a: a.permute(2, 0, 1).reshape(-1) * mt.arange(a.numel(), dtype=mt.float64,
                                                                              device=a.device),
-             [V(In((2, 3, 4))), V(In((2, 3, 4), nc=True)), V(In((1, 1, 1)))], (shape_ops.Permute,)),
+             [layout(In((2, 3, 4))), layout(In((2, 3, 4), nc=True)), layout(In((1, 1, 1)))], (shape_ops.Permute,)),
         Case("Expand", lambda a: a.expand(2, *a.shape) * mt.arange(2, dtype=mt.float64, device=a.device
                                                                    ).reshape(2, *[1] * a.ndim),
-             [V(In((3, 1))), V(In((3, 4), nc=True)), V(In((1,)))], (shape_ops.Expand,)),
+             [layout(In((3, 1))), layout(In((3, 4), nc=True)), layout(In((1,)))], (shape_ops.Expand,)),
         Case("GetItem", lambda a, i, m: a[1:, ::2].sum() + a[i].sum(0) + (a[m] * 3).sum(),
-             [V(In((3, 4)), In((5,), "idx:3"), In((3, 4), "mask")),
-              V(In((4, 3), nc=True), In((2,), "idx:4"), In((4, 3), "mask"))], (shape_ops.GetItem,)),
+             [layout(In((3, 4)), In((5,), "idx:3"), In((3, 4), "mask")),
+              layout(In((4, 3), nc=True), In((2,), "idx:4"), In((4, 3), "mask"))], (shape_ops.GetItem,)),
         Case("Cat", lambda a, b: mt.cat([a, b, a], dim=-1),
-             [V(In((3, 4)), In((3, 2))), V(In((2, 3), nc=True), In((2, 1))), V(In((1,)), In((1,)))],
+             [layout(In((3, 4)), In((3, 2))), layout(In((2, 3), nc=True), In((2, 1))), layout(In((1,)), In((1,)))],
              (shape_ops.Cat,)),
         Case("MaskedFill", lambda a, m: a.masked_fill(m, 0.5),
-             [V(In((3, 4)), In((3, 4), "mask")), V(In((3, 4), nc=True), In((4,), "mask"))], (shape_ops.MaskedFill,)),
-        Case("ToDevice", _round_trip, [V(In((3, 4))), V(In((2, 3), nc=True))], (shape_ops.ToDevice,)),
+             [layout(In((3, 4)), In((3, 4), "mask")), layout(In((3, 4), nc=True), In((4,), "mask"))],
+              (shape_ops.MaskedFill,)),
+        Case("ToDevice", _round_trip, [layout(In((3, 4))), layout(In((2, 3), nc=True))], (shape_ops.ToDevice,)),
         Case("ScaledDotProductAttention",
              lambda q, k, v: F.scaled_dot_product_attention(q, k, v)
              + F.scaled_dot_product_attention(q, k, v, scale=1.0) * 0.5, attn,
@@ -219,12 +145,12 @@ def _ops():
         Case("ScaledDotProductAttention(causal, mask)",
              lambda q, k, v, m: F.scaled_dot_product_attention(q, k, v, is_causal=True)
              + F.scaled_dot_product_attention(q, k, v, attn_mask=m),
-             [V(In((2, 3, 4)), In((2, 3, 4)), In((2, 3, 4)), In((3, 3), "keep")),
-              V(In((1, 2, 4, 4), nc=True), In((1, 2, 4, 4)), In((1, 2, 4, 4)), In((1, 1, 4, 4), "keep"))],
+             [layout(In((2, 3, 4)), In((2, 3, 4)), In((2, 3, 4)), In((3, 3), "keep")),
+              layout(In((1, 2, 4, 4), nc=True), In((1, 2, 4, 4)), In((1, 2, 4, 4)), In((1, 1, 4, 4), "keep"))],
              (attention_ops.ScaledDotProductAttention,)),
         Case("Contiguous", lambda a: a.contiguous() * a.contiguous(),
-             [V(In((3, 4), nc=True)), V(In((2, 3, 4), nc=True))], (shape_ops.Contiguous,)),
-        Case("module backward hooks", hooked, [V(n34, n34), V(nc34, In((1, 4)))], (HookPoint,)),
+             [layout(In((3, 4), nc=True)), layout(In((2, 3, 4), nc=True))], (shape_ops.Contiguous,)),
+        Case("module backward hooks", hooked, [layout(n34, n34), layout(nc34, In((1, 4)))], (HookPoint,)),
     ] + _more_ops(unary, binary)
 
 
@@ -248,20 +174,20 @@ def _more_ops(unary, binary):
         Case("Remainder", lambda a, b: a % b, binary("n", "pos"), (unary_ops.Remainder,), devices=cpu),
         Case("Clone", lambda a: a.clone() * a, unary(), (select_ops.Clone,)),
         Case("LSTMPointwise", lambda gates, c: select_ops.LSTMPointwise.apply(gates, c),
-             [V(In((3, 8)), In((3, 2))), V(In((2, 12), nc=True), In((2, 3))), V(In((1, 4)), In((1, 1)))],
+             [layout(In((3, 8)), In((3, 2))), layout(In((2, 12), nc=True), In((2, 3))), layout(In((1, 4)), In((1, 1)))],
              (select_ops.LSTMPointwise,)),
-        Case("SetItem", setitem, [V(In((3, 4)), In((2, 2))), V(In((3, 4), nc=True), In((2,))),
-                                  V(In((2, 5)), In((1,)))], (select_ops.SetItem,)),
+        Case("SetItem", setitem, [layout(In((3, 4)), In((2, 2))), layout(In((3, 4), nc=True), In((2,))),
+                                  layout(In((2, 5)), In((1,)))], (select_ops.SetItem,)),
         Case("TriMask", lambda a: a.tril() + a.triu(1) * 2,
-             [V(In((3, 4))), V(In((2, 3, 3), nc=True)), V(In((1, 1)))], (select_ops.TriMask,)),
+             [layout(In((3, 4))), layout(In((2, 3, 3), nc=True)), layout(In((1, 1)))], (select_ops.TriMask,)),
         Case("Gather", lambda a, i: a.gather(1, i).sum() + a.sort(dim=-1).values * 2 + a.topk(2).values.sum(),
-             [V(In((3, 4), "distinct"), In((3, 5), "idx:4")), V(In((3, 4), "distinct", nc=True),
+             [layout(In((3, 4), "distinct"), In((3, 5), "idx:4")), layout(In((3, 4), "distinct", nc=True),
                                                                    In((3, 2), "idx:4"))], (select_ops.Gather,),
              devices=cpu),
         Case("CumSum", lambda a: a.cumsum(0) + a.cumsum(-1) * 2,
-             [V(In((3, 4))), V(In((3, 4), nc=True)), V(In((1, 1)))], (select_ops.CumSum,), devices=cpu),
+             [layout(In((3, 4))), layout(In((3, 4), nc=True)), layout(In((1, 1)))], (select_ops.CumSum,), devices=cpu),
         Case("Pad", lambda a: F.pad(a, (1, 2, 0, 1), value=0.5) * 3,
-             [V(In((3, 4))), V(In((2, 3, 4), nc=True)), V(In((1, 1)))], (select_ops.Pad,)),
+             [layout(In((3, 4))), layout(In((2, 3, 4), nc=True)), layout(In((1, 1)))], (select_ops.Pad,)),
     ]
 
 
@@ -286,40 +212,41 @@ def _layers():
     def dec(norm_first):
         return nn.TransformerDecoder(nn.TransformerDecoderLayer(norm_first=norm_first, **d), 2)
 
-    both = [V(x238, norm_first=True), V(x238nc, norm_first=False)]
+    both = [layout(x238, norm_first=True), layout(x238nc, norm_first=False)]
     return [
-        Case("nn.Linear", lambda m, x: m(x), [V(In((4, 5))), V(In((2, 3, 5), nc=True)), V(In((1, 5)))],
+        Case("nn.Linear", lambda m, x: m(x), [layout(In((4, 5))), layout(In((2, 3, 5), nc=True)), layout(In((1, 5)))],
              make=lambda: nn.Linear(5, 3)),
-        Case("nn.Embedding", lambda m, i: m(i), [V(In((2, 3), "idx:6")), V(In((1,), "idx:6"))],
+        Case("nn.Embedding", lambda m, i: m(i), [layout(In((2, 3), "idx:6")), layout(In((1,), "idx:6"))],
              make=lambda: nn.Embedding(6, 4)),
-        Case("nn.LayerNorm", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3, 5), nc=True))],
+        Case("nn.LayerNorm", lambda m, x: m(x), [layout(In((3, 5))), layout(In((2, 3, 5), nc=True))],
              make=lambda: nn.LayerNorm(5)),
-        Case("nn.Dropout", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3, 5), nc=True))],
+        Case("nn.Dropout", lambda m, x: m(x), [layout(In((3, 5))), layout(In((2, 3, 5), nc=True))],
              make=lambda: nn.Dropout(0.3), seed_each_call=True),
-        Case("nn.ReLU", lambda m, x: m(x), [V(In((3, 5), "grid")), V(In((2, 3), "grid", nc=True))],
+        Case("nn.ReLU", lambda m, x: m(x), [layout(In((3, 5), "grid")), layout(In((2, 3), "grid", nc=True))],
              make=nn.ReLU),
-        Case("nn.GELU", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.GELU),
-        Case("nn.Tanh", lambda m, x: m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.Tanh),
-        Case("nn.Identity", lambda m, x: m(x) * m(x), [V(In((3, 5))), V(In((2, 3), nc=True))], make=nn.Identity),
-        Case("nn.Sequential", lambda m, x: m(x), [V(In((3, 4))), V(In((2, 3, 4), nc=True))], make=seq),
-        Case("nn.MultiheadAttention", _multihead_attention, [V(x238, mem, In((2, 4), "mask"), batch_first=True),
-                                               V(In((3, 2, 8), nc=True), In((4, 2, 8)), In((2, 4), "mask"),
+        Case("nn.GELU", lambda m, x: m(x), [layout(In((3, 5))), layout(In((2, 3), nc=True))], make=nn.GELU),
+        Case("nn.Tanh", lambda m, x: m(x), [layout(In((3, 5))), layout(In((2, 3), nc=True))], make=nn.Tanh),
+        Case("nn.Identity", lambda m, x: m(x) * m(x), [layout(In((3, 5))), layout(In((2, 3), nc=True))],
+             make=nn.Identity),
+        Case("nn.Sequential", lambda m, x: m(x), [layout(In((3, 4))), layout(In((2, 3, 4), nc=True))], make=seq),
+        Case("nn.MultiheadAttention", _multihead_attention, [layout(x238, mem, In((2, 4), "mask"), batch_first=True),
+                                               layout(In((3, 2, 8), nc=True), In((4, 2, 8)), In((2, 4), "mask"),
                                                  batch_first=False)],
              make=lambda batch_first: nn.MultiheadAttention(8, 2, batch_first=batch_first)),
-        Case("nn.PositionalEncoding", lambda m, x: m(x), [V(In((2, 5, 8))), V(In((1, 1, 8), nc=True))],
+        Case("nn.PositionalEncoding", lambda m, x: m(x), [layout(In((2, 5, 8))), layout(In((1, 1, 8), nc=True))],
              make=lambda: nn.PositionalEncoding(8, dropout=0.0)),
-        Case("nn.FeedForward", lambda m, x: m(x), [V(x238), V(x238nc)], make=lambda: nn.FeedForward(8, 12)),
+        Case("nn.FeedForward", lambda m, x: m(x), [layout(x238), layout(x238nc)], make=lambda: nn.FeedForward(8, 12)),
         Case("nn.TransformerEncoderLayer", lambda m, x: m(x, is_causal=True), both,
              make=lambda norm_first: nn.TransformerEncoderLayer(norm_first=norm_first, **d)),
         Case("nn.TransformerDecoderLayer", lambda m, x, y: m(x, y, tgt_is_causal=True),
-             [V(x238, mem, norm_first=True), V(x238nc, mem, norm_first=False)],
+             [layout(x238, mem, norm_first=True), layout(x238nc, mem, norm_first=False)],
              make=lambda norm_first: nn.TransformerDecoderLayer(norm_first=norm_first, **d)),
         Case("nn.TransformerEncoder", lambda m, x: m(x), both, make=enc),
-        Case("nn.TransformerDecoder", lambda m, x, y: m(x, y), [V(x238, mem, norm_first=True),
-                                                                 V(x238nc, mem, norm_first=False)], make=dec),
+        Case("nn.TransformerDecoder", lambda m, x, y: m(x, y), [layout(x238, mem, norm_first=True),
+                                                                 layout(x238nc, mem, norm_first=False)], make=dec),
         *_more_layers(),
         Case("nn.Transformer", lambda m, x, y: m(x, y, tgt_is_causal=True),
-             [V(mem, x238, norm_first=True), V(mem, x238nc, norm_first=False)],
+             [layout(mem, x238, norm_first=True), layout(mem, x238nc, norm_first=False)],
              make=lambda norm_first: nn.Transformer(num_encoder_layers=1, num_decoder_layers=1,
                                                     norm_first=norm_first, **d)),
     ]
@@ -335,25 +262,26 @@ def _flat(out):
 def _more_layers():
     nn = mt.nn
     x34 = In((3, 4))
-    rnn_in = [V(In((2, 3, 4))), V(In((3, 2, 4), nc=True), batch_first=False)]
+    rnn_in = [layout(In((2, 3, 4))), layout(In((3, 2, 4), nc=True), batch_first=False)]
     return [
-        Case("nn.Sigmoid", lambda m, x: m(x), [V(x34), V(In((2, 3), nc=True))], make=nn.Sigmoid),
-        Case("nn.SiLU", lambda m, x: m(x), [V(x34), V(In((2, 3), nc=True))], make=nn.SiLU),
-        Case("nn.Softmax", lambda m, x: m(x), [V(x34), V(In((2, 3, 4), nc=True))], make=lambda: nn.Softmax(dim=-1)),
-        Case("nn.LogSoftmax", lambda m, x: m(x), [V(x34), V(In((2, 3, 4), nc=True))],
+        Case("nn.Sigmoid", lambda m, x: m(x), [layout(x34), layout(In((2, 3), nc=True))], make=nn.Sigmoid),
+        Case("nn.SiLU", lambda m, x: m(x), [layout(x34), layout(In((2, 3), nc=True))], make=nn.SiLU),
+        Case("nn.Softmax", lambda m, x: m(x), [layout(x34), layout(In((2, 3, 4), nc=True))],
+             make=lambda: nn.Softmax(dim=-1)),
+        Case("nn.LogSoftmax", lambda m, x: m(x), [layout(x34), layout(In((2, 3, 4), nc=True))],
              make=lambda: nn.LogSoftmax(dim=-1)),
-        Case("nn.CrossEntropyLoss", lambda m, x, t: m(x, t), [V(In((4, 5)), In((4,), "idx:5")),
-                                                             V(In((4, 5), nc=True), In((4,), "idx:5"))],
+        Case("nn.CrossEntropyLoss", lambda m, x, t: m(x, t), [layout(In((4, 5)), In((4,), "idx:5")),
+                                                             layout(In((4, 5), nc=True), In((4,), "idx:5"))],
              make=lambda: nn.CrossEntropyLoss(ignore_index=2)),
-        Case("nn.NLLLoss", lambda m, x, t: m(x, t), [V(In((4, 5)), In((4,), "idx:5")),
-                                                    V(In((4, 5), nc=True), In((4,), "idx:5"))], make=nn.NLLLoss),
-        Case("nn.MSELoss", lambda m, x, t: m(x, t), [V(x34, x34), V(In((3, 4), nc=True), In((4,)))],
+        Case("nn.NLLLoss", lambda m, x, t: m(x, t), [layout(In((4, 5)), In((4,), "idx:5")),
+                                                    layout(In((4, 5), nc=True), In((4,), "idx:5"))], make=nn.NLLLoss),
+        Case("nn.MSELoss", lambda m, x, t: m(x, t), [layout(x34, x34), layout(In((3, 4), nc=True), In((4,)))],
              make=nn.MSELoss),
-        Case("nn.L1Loss", lambda m, x, t: m(x, t), [V(In((3, 4), "grid"), In((3, 4), "grid2")),
-                                                   V(In((3, 4), "grid", nc=True), In((3, 4), "grid2"))],
+        Case("nn.L1Loss", lambda m, x, t: m(x, t), [layout(In((3, 4), "grid"), In((3, 4), "grid2")),
+                                                   layout(In((3, 4), "grid", nc=True), In((3, 4), "grid2"))],
              make=nn.L1Loss),
-        Case("nn.BCEWithLogitsLoss", lambda m, x, t: m(x, t), [V(x34, In((3, 4), "unit")),
-                                                              V(In((3, 4), nc=True), In((3, 4), "unit"))],
+        Case("nn.BCEWithLogitsLoss", lambda m, x, t: m(x, t), [layout(x34, In((3, 4), "unit")),
+                                                              layout(In((3, 4), nc=True), In((3, 4), "unit"))],
              make=nn.BCEWithLogitsLoss),
         Case("nn.RNN", lambda m, x: _flat(m(x)), rnn_in,
              make=lambda batch_first=True: nn.RNN(4, 5, num_layers=2, batch_first=batch_first)),
@@ -361,15 +289,17 @@ def _more_layers():
              make=lambda batch_first=True: nn.LSTM(4, 5, batch_first=batch_first)),
         Case("nn.GRU", lambda m, x: _flat(m(x)), rnn_in,
              make=lambda batch_first=True: nn.GRU(4, 5, batch_first=batch_first)),
-        Case("nn.RNNCell", lambda m, x, h: m(x, h), [V(In((3, 4)), In((3, 5))), V(In((3, 4), nc=True), In((3, 5)))],
+        Case("nn.RNNCell", lambda m, x, h: m(x, h), [layout(In((3, 4)), In((3, 5))),
+                                                     layout(In((3, 4), nc=True), In((3, 5)))],
              make=lambda: nn.RNNCell(4, 5)),
         Case("nn.LSTMCell", lambda m, x, h, c: _flat(m(x, (h, c))),
-             [V(In((3, 4)), In((3, 5)), In((3, 5))), V(In((3, 4), nc=True), In((3, 5)), In((3, 5)))],
+             [layout(In((3, 4)), In((3, 5)), In((3, 5))), layout(In((3, 4), nc=True), In((3, 5)), In((3, 5)))],
              make=lambda: nn.LSTMCell(4, 5)),
-        Case("nn.GRUCell", lambda m, x, h: m(x, h), [V(In((3, 4)), In((3, 5))), V(In((3, 4), nc=True), In((3, 5)))],
+        Case("nn.GRUCell", lambda m, x, h: m(x, h), [layout(In((3, 4)), In((3, 5))),
+                                                     layout(In((3, 4), nc=True), In((3, 5)))],
              make=lambda: nn.GRUCell(4, 5)),
-        Case("nn.RotaryEmbedding", lambda m, x: m(x) + m(x, offset=3), [V(In((2, 2, 3, 8))),
-                                                                       V(In((1, 1, 5, 8), nc=True))],
+        Case("nn.RotaryEmbedding", lambda m, x: m(x) + m(x, offset=3), [layout(In((2, 2, 3, 8))),
+                                                                       layout(In((1, 1, 5, 8), nc=True))],
              make=lambda: nn.RotaryEmbedding(8)),
     ]
 

@@ -35,7 +35,8 @@ import numpy as np
 import minitrans as mt
 from minitrans.autograd.function import Function
 from minitrans.autograd.gradcheck import check_gradients
-from minitrans.gradcheck_cases import EXCLUDED, Case, In, cases, leaf, view, view_element
+from minitrans.gradcheck_cases import EXCLUDED, Case, cases
+from minitrans.gradcheck_inputs import In, leaf, view, view_element
 from minitrans.device import unusable_reason
 from minitrans.tensor import Tensor
 
