@@ -35,10 +35,11 @@ the exchange's chunk are O(T) or fixed, not counted), CPU kernel:
   and during an exchange alike;
 
 against one process on the whole sequence: Q, K, V + O + dO + dQ, dK, dV = 8 blocks of n
-(9 at the peak, when the autograd engine copies a leaf's first gradient; on the ring the
-visiting K, V are freed by then, so its copy peak is 9 of 10). So the ring holds ≈ 10/9 · 1/N
-of one process; the excess is the visiting K, V, which a rank needs beside its own K, V (the
-caller's, never written to). Measured figures: experiments/RESULTS.md.
+(9 at its peak, when the autograd engine copies a first gradient into a leaf's ``.grad``; on a
+rank the engine holds the three gradients and their copies at once, 10 blocks, O freed by then:
+as high as the kernel phase). So a rank holds ≈ 10/9 · 1/N of one process; the excess is the
+visiting K, V, which a rank needs beside its own K, V (the caller's, never written to).
+Measured figures: experiments/RESULTS.md.
 """
 from __future__ import annotations
 
@@ -71,7 +72,9 @@ def _merging_kernel(xp):
     the backend's kernel makes each block's result and it is merged on the host."""
     if not (xp.host_memory and get_kernels() == "numba"):
         return None
-    from ..kernels.cpu import attention   # lazy: the Numba kernel modules load with the CPU backend
+    # lazy: importing minitrans.distributed must not load (and compile) the Numba kernel modules;
+    # with the CPU backend in use they are loaded already
+    from ..kernels.cpu import attention
     return attention
 
 
