@@ -18,9 +18,11 @@ once per part and rank count, and rank 0 of each job reports back as JSON.
 * ``comm_only`` (communication only): the same DDP step on the W1 parameters with the compute
   replaced by a fixed sleep (spread over backward, one sleeping node per parameter), so
   step - sleep is the overhead the framework and MPI add.
-* ``ring``: peak traced memory (tracemalloc: NumPy buffers, including MPI's send/receive
-  buffers) per rank of ring attention forward + backward at n positions, one head of
-  width 64, float32, against one process running the fused attention on the whole sequence.
+* ``ring``: peak traced memory (tracemalloc: NumPy buffers, including the ring's receive
+  buffers and exchange scratch; MPI's own C buffers are not traced) per rank of ring attention
+  forward + backward at n positions, one head of width 64, float32, against one process
+  running the fused attention on the whole sequence; "ratio" is (inputs + peak) per rank over
+  the one process's (inputs + peak), 1/N being the ideal.
 
 Each rank runs one thread (NUMBA/OPENBLAS/OMP_NUM_THREADS=1): on a 2-core machine more than 2
 ranks share the cores, so W1 scaling is bounded by the cores, not by communication.
@@ -342,9 +344,14 @@ def markdown(res: dict) -> str:
                         [[f"{x['ranks']}", f"{x['sleep_ms']:.0f}", f"{x['step_ms']:.1f}", f"{x['no_sync_step_ms']:.1f}",
                           f"{x['overhead_ms']:.2f}", f"{x['buckets']}"] for x in res["comm_only"]])
     if res.get("ring"):
-        lines += _table(["ranks", "n", "inputs MB/rank", "peak traced MB/rank", "max RSS MB/rank", "fwd+bwd s"],
+        def held(x):
+            return x["inputs_bytes_per_rank"] + x["peak_traced_bytes_per_rank"]
+        one = next((held(x) for x in res["ring"] if x["ranks"] == 1), None)
+        lines += _table(["ranks", "n", "inputs MB/rank", "peak traced MB/rank", "inputs + peak MB/rank",
+                         "ratio to 1 process (x N)", "max RSS MB/rank", "fwd+bwd s"],
                         [[f"{x['ranks']}", f"{x['n']:,}", f"{x['inputs_bytes_per_rank'] / 2**20:.1f}",
-                          f"{x['peak_traced_bytes_per_rank'] / 2**20:.1f}",
+                          f"{x['peak_traced_bytes_per_rank'] / 2**20:.1f}", f"{held(x) / 2**20:.1f}",
+                          "" if one is None else f"{held(x) / one:.2f} ({held(x) / one * x['ranks']:.2f})",
                           f"{x['max_rss_bytes_per_rank'] / 2**20:.0f}", f"{x['fwd_bwd_s']:.1f}"] for x in res["ring"]])
     return "\n".join(lines).rstrip("\n")
 

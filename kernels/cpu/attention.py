@@ -213,14 +213,34 @@ def _tiling(dt, Tq: int, Tk: int, scale: float):
 
 
 # --------------------------------------------------------------------------- public
-def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
+def _given(name, a, shape, dt):
+    """Check a caller's accumulation buffer: C-contiguous, of the result's shape and dtype."""
+    if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dt or not a.flags.c_contiguous:
+        got = f"{a.shape} {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+        raise ValueError(f"{name} must be a C-contiguous {shape} {dt} array, got {got}")
+    return a
+
+
+def attention_forward(q, k, v, bias, is_causal: bool, scale: float, *, out=None, lse=None):
+    """``(o, lse)``: softmax(q k^T scale + bias) v and its row log-sum-exp.
+
+    With ``out`` and ``lse`` (both or neither) the keys k, v are merged into an earlier result
+    over other keys, in place: ``out`` (B, Tq, dv) and ``lse`` (B, Tq) hold attention over the
+    keys seen so far (lse = -inf and out = 0 for none), and on return attention over those keys
+    and k, v together. The online softmax just continues from that state (running max = lse,
+    running sum = 1, accumulator = out), so no block-sized temporary is made; this is how the
+    blocks of a sequence split over ranks are merged. That path always uses the tiles."""
     _check(q, k, v, bias)
     (B, Tq, d), Tk, dim_v = q.shape, k.shape[1], v.shape[2]
-    if Tq <= SMALL_T and Tk <= SMALL_T:       # many short sequences: one prange kernel
-        return small_forward(q, k, v, bias, is_causal, scale)
     dt = q.dtype
-    o = np.zeros((B, Tq, dim_v), dt)
-    lse = np.empty((B, Tq), dt)
+    merge = out is not None or lse is not None
+    if merge:
+        o, lse = _given("out", out, (B, Tq, dim_v), dt), _given("lse", lse, (B, Tq), dt)
+    elif Tq <= SMALL_T and Tk <= SMALL_T:       # many short sequences: one prange kernel
+        return small_forward(q, k, v, bias, is_causal, scale)
+    else:
+        o = np.zeros((B, Tq, dim_v), dt)
+        lse = np.empty((B, Tq), dt)
     bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
 
     def work(tid, unit):
@@ -232,8 +252,12 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
         q1 = min(q0 + bq, Tq)
         qn = q1 - q0
         acc = o[b, q0:q1]
-        m[:qn] = -np.inf
-        l[:qn] = 0.0
+        if merge:                              # continue from the earlier result: sum exp(S - lse) = 1
+            m[:qn] = lse[b, q0:q1]
+            l[:qn] = 1.0
+        else:
+            m[:qn] = -np.inf
+            l[:qn] = 0.0
         kend = min(Tk, q1) if is_causal else Tk
         for k0 in range(0, kend, bk):
             k1 = min(k0 + bk, kend)
@@ -241,8 +265,8 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
             np.matmul(q[b, q0:q1], k[b, k0:k1].T, out=s)
             masked = is_causal and k1 - 1 > q0
             _fwd_tile(s, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc,
-                      masked, q0 - k0, m[:qn], l[:qn], acc, ib, k0 == 0)
-            if k0 == 0:
+                      masked, q0 - k0, m[:qn], l[:qn], acc, ib, k0 == 0 and not merge)
+            if k0 == 0 and not merge:
                 np.matmul(s, v[b, k0:k1], out=acc)
             else:
                 t = _tile(pv, qn, dim_v)
@@ -258,7 +282,13 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float):
     return o, lse
 
 
-def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float):
+def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float, *, dq=None, dk=None,
+                       dv=None):
+    """``(dq, dk, dv)`` from the saved ``o`` and ``lse``. With ``dq``, ``dk`` and ``dv`` (all or
+    none; shaped and typed like q, k, v) the gradients are added into them in place and they are
+    returned: a sequence split over ranks sums its blocks' shares there without temporaries.
+    ``o`` and ``lse`` may then be those of attention over more keys than k, v (the merged
+    result), which gives each key block its exact share. That path always uses the tiles."""
     _check(q, k, v, bias)
     (B, Tq, d), Tk, dim_v = q.shape, k.shape[1], v.shape[2]
     dt = q.dtype
@@ -266,9 +296,13 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
         if a.shape != (B, Tq, dim_v) or a.dtype != dt or not a.flags.c_contiguous:
             raise ValueError("o and do must be C-contiguous (B, Tq, dv) arrays of q's dtype")
     lse = np.ascontiguousarray(lse, dt)
-    if Tq <= SMALL_T and Tk <= SMALL_T:
-        return small_backward(q, k, v, o, lse, do, bias, is_causal, scale)
-    dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    if dq is None and dk is None and dv is None:
+        if Tq <= SMALL_T and Tk <= SMALL_T:
+            return small_backward(q, k, v, o, lse, do, bias, is_causal, scale)
+        dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+    else:
+        dq, dk, dv = (_given(name, a, like.shape, dt) for name, a, like in (("dq", dq, q), ("dk", dk, k),
+                                                                             ("dv", dv, v)))
     dvec = np.empty((B, Tq), dt)                 # D = rowsum(dO * O)
     if B * Tq:
         _row_dot(do.reshape(B * Tq, dim_v), o.reshape(B * Tq, dim_v), dvec.reshape(B * Tq))

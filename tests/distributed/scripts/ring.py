@@ -7,13 +7,15 @@ import numpy as np
 import minitrans as mt
 import minitrans.distributed as dist
 import minitrans.nn.functional as F
+from minitrans.kernels.cpu import attention as cpu_attention
 
 dist.init_process_group(backend="mpi")
 r, n = dist.get_rank(), dist.get_world_size()
-xp = mt.tensor([1.0]).device.backend
+# a spy on the CPU flash kernel, which ring attention calls itself (merging each block in place);
+# the backend's attention_forward, which the single-process reference runs, is bound apart
 calls = []
-orig = xp.attention_forward
-xp.attention_forward = staticmethod(lambda *a: calls.append(a[4]) or orig(*a))   # a[4]: is_causal
+orig = cpu_attention.attention_forward
+cpu_attention.attention_forward = lambda *a, **kw: calls.append(a[4]) or orig(*a, **kw)   # a[4]: is_causal
 
 # awkward sizes: a (2, 3) batch of heads, 5 positions per rank, head dim 3, values of width 4;
 # with TILED=1 also 130 positions per rank (past the short-sequence kernel: the tiled one)
@@ -60,6 +62,45 @@ if os.environ.get("WITH_CUDA") == "1":
     for p, f in zip(part, full):
         assert p.grad.device.type == "cuda"
         np.testing.assert_allclose(p.grad.numpy(), f.grad.numpy()[:, mine], rtol=1e-4, atol=1e-4)
+
+# memory: the ring's buffers above its inputs, counted in blocks of (B, T, d) (tiny kernel tiles and
+# exchange chunks, so that only block-sized buffers count). The forward holds at most O and two
+# pairs of K, V buffers (5 blocks). The ring's backward adds dQ, the travelling dK, dV and the
+# visiting K, V (5) to what it is given; after it the autograd engine copies the three gradients
+# into the leaves' .grad while it holds them and the output O (7 in all). Per-block kernel
+# outputs or a second set of exchange buffers would add 2-3 blocks to either figure.
+import tracemalloc  # noqa: E402
+
+from minitrans.distributed import ring as ring_module  # noqa: E402
+
+cpu_attention.BLOCK_Q, cpu_attention.BLOCK_K, ring_module.CHUNK_BYTES = 16, 24, 4096
+B, T, D = 4, 512, 32
+block = B * T * D * 8
+rng = np.random.default_rng(r)
+part = [mt.tensor(rng.normal(size=(B, T, D)), requires_grad=True) for _ in range(3)]
+G = mt.tensor(rng.normal(size=(B, T, D)))                  # dO: a given C-contiguous gradient
+ring_backward, in_backward = ring_module._ring_backward, []
+
+
+def measured_backward(*args):
+    tracemalloc.reset_peak()
+    start = tracemalloc.get_traced_memory()[0]
+    grads = ring_backward(*args)
+    in_backward.append(tracemalloc.get_traced_memory()[1] - start)
+    return grads
+
+
+ring_module._ring_backward = measured_backward
+tracemalloc.start()
+base = tracemalloc.get_traced_memory()[0]
+o = dist.ring_attention(*part)
+fwd_peak = tracemalloc.get_traced_memory()[1] - base
+o.backward(G)
+peak = tracemalloc.get_traced_memory()[1] - base
+tracemalloc.stop()
+ring_module._ring_backward = ring_backward
+got = (r, n, fwd_peak / block, in_backward[0] / block, peak / block)
+assert fwd_peak <= 5.25 * block and in_backward[0] <= 5.25 * block and peak <= 7.25 * block, got
 
 # a rank with another block length: a clear error on every rank
 try:
