@@ -190,9 +190,10 @@ def _nn_specs():
     out = []
     for dt in FLOATS:
         n = dt.name
-        f = (softmax.THREADS, dt)
-        out.append(Spec("softmax", "_kernels", f, 0, (array(dt, 2), array(dt, 2), boolean), n))
-        out.append(Spec("softmax", "_kernels", f, 1, (array(dt, 2), array(dt, 2), array(dt, 2), boolean), n))
+        for f in softmax.both_configs(softmax.config, dt):  # short rows (a warp each) and long rows
+            f = f + (dt,)
+            out.append(Spec("softmax", "_kernels", f, 0, (array(dt, 2), array(dt, 2), boolean), n))
+            out.append(Spec("softmax", "_kernels", f, 1, (array(dt, 2), array(dt, 2), array(dt, 2), boolean), n))
         f = (cross_entropy.THREADS, dt)
         out.append(Spec("cross_entropy", "_kernels", f, 0,
                         (array(dt), array(dt), array(dt, 2), array(i64), int64, scalar(dt)), n))
