@@ -194,19 +194,22 @@ def _nn_specs():
             f = f + (dt,)
             out.append(Spec("softmax", "_kernels", f, 0, (array(dt, 2), array(dt, 2), boolean), n))
             out.append(Spec("softmax", "_kernels", f, 1, (array(dt, 2), array(dt, 2), array(dt, 2), boolean), n))
-        f = (cross_entropy.THREADS, dt)
-        out.append(Spec("cross_entropy", "_kernels", f, 0,
-                        (array(dt), array(dt), array(dt, 2), array(i64), int64, scalar(dt)), n))
-        out.append(Spec("cross_entropy", "_kernels", f, 1,
-                        (array(dt, 2), array(dt, 2), array(i64), array(dt), array(dt), int64, scalar(dt)), n))
-        f = (layer_norm.THREADS, dt)
-        out.append(Spec("layer_norm", "_kernels", f, 0,
-                        (array(dt, 2), array(dt), array(dt), array(dt, 2), array(dt), array(dt), boolean, boolean,
-                         scalar(dt)), n))
-        out.append(Spec("layer_norm", "_kernels", f, 1,
-                        (array(dt, 2), array(dt, 2), array(dt, 2), array(dt), boolean, array(dt), array(dt)), n))
-        out.append(Spec("layer_norm", "_kernels", f, 2,
-                        (array(dt), array(dt), array(dt, 2), array(dt, 2), array(dt), array(dt), boolean), n))
+        for f in softmax.both_configs(cross_entropy.config, dt):
+            f = f + (dt,)
+            out.append(Spec("cross_entropy", "_kernels", f, 0,
+                            (array(dt), array(dt), array(dt, 2), array(i64), int64, scalar(dt)), n))
+            out.append(Spec("cross_entropy", "_kernels", f, 1,
+                            (array(dt, 2), array(dt, 2), array(i64), array(dt), array(dt), int64, scalar(dt)), n))
+        for k, f in enumerate(softmax.both_configs(layer_norm.config, dt)):
+            f = f + (dt,)
+            out.append(Spec("layer_norm", "_kernels", f, 0,
+                            (array(dt, 2), array(dt), array(dt), array(dt, 2), array(dt), array(dt), boolean,
+                             boolean, scalar(dt)), n))
+            out.append(Spec("layer_norm", "_kernels", f, 1,
+                            (array(dt, 2), array(dt, 2), array(dt, 2), array(dt), boolean, array(dt), array(dt)), n))
+            if k == 0:  # the column kernel does not depend on the row configuration
+                out.append(Spec("layer_norm", "_kernels", f, 2,
+                                (array(dt), array(dt), array(dt, 2), array(dt, 2), array(dt), array(dt), boolean), n))
         out.append(Spec("adam", "_adam_kernel", (dt,), None, (array(dt),) * 4 + (scalar(dt),) * 7 + (boolean,), n))
     out.append(Spec("index_range", "_extremes_kernel", (_mod("index_range").THREADS,), None,
                     (array(np.dtype(np.int64)), array(np.dtype(np.int64)), int64, int64, boolean), "int64"))

@@ -175,63 +175,7 @@ def test_matmul_transposed_view(rng):
     close(host(K.matmul(dev(a).T, dev(b))), a.T @ b, np.float64)
 
 
-# ------------------------------------------------------------------------ fused row ops
-ROW_SHAPES = [(1, 1), (3, 17), (5, 8)]
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", ROW_SHAPES)
-def test_softmax_and_log_softmax(rng, dtype, shape):
-    x = (3 * rng.standard_normal(shape)).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    for name in ["softmax", "log_softmax"]:
-        fwd, bwd = getattr(K, name + "_forward"), getattr(K, name + "_backward")
-        y = fwd(dev(x))
-        close(host(y), getattr(ref, name + "_forward")(x), dtype)
-        yh = host(y)
-        close(host(bwd(dev(yh), dev(dy))), getattr(ref, name + "_backward")(yh, dy), dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", ROW_SHAPES)
-@pytest.mark.parametrize("affine", [(True, True), (False, False), (True, False)])
-def test_layer_norm(rng, dtype, shape, affine):
-    N, D = shape
-    x = (rng.standard_normal(shape) + 1.0).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    w = rng.standard_normal(D).astype(dtype) if affine[0] else None
-    b = rng.standard_normal(D).astype(dtype) if affine[1] else None
-    dw_, db_ = (dev(w) if w is not None else None), (dev(b) if b is not None else None)
-    got = K.layer_norm_forward(dev(x), dw_, db_, 1e-5)
-    want = ref.layer_norm_forward(x, w, b, 1e-5)
-    for g, e in zip(got, want):
-        close(host(g), e, dtype)
-    y, mean, rstd = want
-    got = K.layer_norm_backward(dev(dy), dev(x), dw_, dev(mean), dev(rstd))
-    want = ref.layer_norm_backward(dy, x, w, mean, rstd)
-    for g, e in zip(got, want):
-        if e is None:
-            assert g is None
-        else:
-            close(host(g), e, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1), (4, 13), (6, 8)])
-@pytest.mark.parametrize("ls", [0.0, 0.1])
-def test_cross_entropy(rng, dtype, shape, ls):
-    N, C = shape
-    x = (2 * rng.standard_normal(shape)).astype(dtype)
-    t = rng.integers(0, C, size=N).astype(np.int64)
-    if N > 1:
-        t[1] = -100  # ignored
-    dloss = rng.standard_normal(N).astype(dtype)
-    loss, lse = K.cross_entropy_forward(dev(x), dev(t), -100, ls)
-    wloss, wlse = ref.cross_entropy_forward(x, t, -100, ls)
-    close(host(loss), wloss, dtype)
-    close(host(lse), wlse, dtype)
-    got = K.cross_entropy_backward(dev(x), dev(t), dev(wlse), dev(dloss), -100, ls)
-    close(host(got), ref.cross_entropy_backward(x, t, wlse, dloss, -100, ls), dtype)
+# fused row ops (softmax, layer norm, cross-entropy): tests/kernels/test_cuda_rows.py
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -1,0 +1,180 @@
+"""The CUDA row kernels (softmax, log-softmax, layer norm, cross-entropy) against their NumPy
+references, under Numba's simulator with shrunken row groups: every path of the launch plan is
+taken at tiny sizes — short rows (a sub-warp group per row, several rows per block, a partial last
+block), long rows held in the shared cache, long rows longer than the cache (re-read from global
+memory), a row spread over several warps (the cross-warp stage) — on fresh random inputs and on
+non-contiguous views."""
+import importlib
+import os
+
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from numba import cuda  # noqa: E402
+
+from minitrans.kernels import reference as ref  # noqa: E402
+
+softmax, layer_norm, cross_entropy = (importlib.import_module(f"minitrans.kernels.cuda.{m}")
+                                      for m in ("softmax", "layer_norm", "cross_entropy"))
+ROW_MODULES = (softmax, layer_norm, cross_entropy)
+
+TOL = {np.float32: dict(rtol=2e-4, atol=2e-5), np.float64: dict(rtol=1e-10, atol=1e-12)}
+# 4 lanes per short row, 2 rows per block, 8 threads per long row; a short row holds 16 bytes
+# (4 float32 / 2 float64 elements), a long row's cache 128 bytes (32 float32 / 16 float64)
+SMALL = dict(LANES=4, ROWS=2, THREADS=8, SHORT_BYTES=16, LONG_BYTES=128)
+# C = 1, 3: short rows; 17: long and cached (float32; longer than a float64 cache); 33, 65: longer
+# than the cache. N = 3, 5 leaves the last block of short rows half empty.
+SHAPES = [(1, 1), (3, 3), (5, 17), (3, 33)]
+DTYPES = [np.float32, np.float64]
+
+
+def _set(values):
+    saved = [(m, k, getattr(m, k)) for m in ROW_MODULES for k in values if hasattr(m, k)]
+    for m, k, _ in saved:
+        setattr(m, k, values[k])
+    return saved
+
+
+@pytest.fixture(autouse=True)
+def small_groups():
+    saved = _set(SMALL)
+    yield
+    for m, k, v in saved:
+        setattr(m, k, v)
+
+
+@pytest.fixture
+def rng(request):
+    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
+
+
+def dev(a):
+    return cuda.to_device(np.ascontiguousarray(a))
+
+
+def strided(a):
+    """A device view of ``a`` whose rows are not contiguous (every other column of a wider array)."""
+    wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    wide[..., ::2] = a
+    view = cuda.to_device(wide)[:, ::2]
+    assert not view.is_c_contiguous()
+    return view
+
+
+def close(got, want, dtype):
+    got = got.copy_to_host() if hasattr(got, "copy_to_host") else got
+    assert got.shape == want.shape, (got.shape, want.shape)
+    np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+def test_the_plan_takes_every_path():
+    """The shapes above do reach each configuration (so the tests below cover them)."""
+    f32 = [softmax.config(c, 4) for _, c in SHAPES]
+    assert f32[0] == (4, 2, 4) and f32[1] == (4, 2, 4)       # short: 4 lanes, 2 rows per block
+    assert f32[2] == (8, 1, 32) and f32[3] == (8, 1, 32)     # long: a block per row, 32 cached
+    _set(dict(LANES=32, ROWS=4, THREADS=256, SHORT_BYTES=4096, LONG_BYTES=16384))
+    assert softmax.config(1024, 4) == (32, 4, 1024) and softmax.config(1025, 4) == (256, 1, 4096)
+    assert softmax.config(512, 8) == (32, 4, 512) and softmax.config(513, 8) == (256, 1, 2048)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_softmax_and_log_softmax(rng, dtype, shape):
+    x = (3 * rng.standard_normal(shape)).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    for name in ("softmax", "log_softmax"):
+        fwd, bwd = getattr(softmax, name + "_forward"), getattr(softmax, name + "_backward")
+        y = fwd(dev(x)).copy_to_host()
+        close(y, getattr(ref, name + "_forward")(x), dtype)
+        close(bwd(dev(y), dev(dy)), getattr(ref, name + "_backward")(y, dy), dtype)
+
+
+def test_softmax_non_contiguous_and_infinite_entries(rng):
+    x = (3 * rng.standard_normal((3, 33))).astype(np.float32)
+    x[0, :5] = -np.inf  # masked entries first: they must not poison the running sum
+    x[1, 7] = -np.inf
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    for cols in (33, 3):  # long rows, then short ones
+        xs, dys = x[:, :cols], dy[:, :cols]
+        y = softmax.softmax_forward(strided(xs)).copy_to_host()
+        close(y, ref.softmax_forward(xs), np.float32)
+        close(softmax.log_softmax_forward(strided(xs)), ref.log_softmax_forward(xs), np.float32)
+        close(softmax.softmax_backward(strided(y), strided(dys)), ref.softmax_backward(y, dys), np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_layer_norm(rng, dtype, shape, affine=(True, True)):
+    N, D = shape
+    x = (rng.standard_normal(shape) + 1.0).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal(D).astype(dtype) if affine[0] else None
+    b = rng.standard_normal(D).astype(dtype) if affine[1] else None
+    dw_, db_ = (dev(w) if w is not None else None), (dev(b) if b is not None else None)
+    got = layer_norm.layer_norm_forward(dev(x), dw_, db_, 1e-5)
+    want = ref.layer_norm_forward(x, w, b, 1e-5)
+    for g, e in zip(got, want):
+        close(g, e, dtype)
+    _, mean, rstd = want
+    got = layer_norm.layer_norm_backward(dev(dy), dev(x), dw_, dev(mean), dev(rstd))
+    for g, e in zip(got, ref.layer_norm_backward(dy, x, w, mean, rstd)):
+        assert (g is None) == (e is None)
+        if e is not None:
+            close(g, e, dtype)
+
+
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_layer_norm_non_contiguous_without_bias(rng, with_weight):
+    x = (rng.standard_normal((3, 17)) * 2 + 1).astype(np.float32)
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    w = rng.standard_normal(17).astype(np.float32) if with_weight else None
+    wd = dev(w) if with_weight else None
+    got = layer_norm.layer_norm_forward(strided(x), wd, None, 1e-5)
+    want = ref.layer_norm_forward(x, w, None, 1e-5)
+    for g, e in zip(got, want):
+        close(g, e, np.float32)
+    _, mean, rstd = want
+    got = layer_norm.layer_norm_backward(strided(dy), strided(x), wd, dev(mean), dev(rstd))
+    for g, e in zip(got, ref.layer_norm_backward(dy, x, w, mean, rstd)):
+        assert (g is None) == (e is None)
+        if e is not None:
+            close(g, e, np.float32)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("ls", [0.0, 0.1])
+def test_cross_entropy(rng, dtype, shape, ls):
+    N, C = shape
+    x = (2 * rng.standard_normal(shape)).astype(dtype)
+    t = rng.integers(0, C, size=N).astype(np.int64)
+    if N > 1:
+        t[1] = -100  # ignored
+    dloss = rng.standard_normal(N).astype(dtype)
+    xd = strided(x) if N > 2 else dev(x)
+    loss, lse = cross_entropy.cross_entropy_forward(xd, dev(t), -100, ls)
+    wloss, wlse = ref.cross_entropy_forward(x, t, -100, ls)
+    close(loss, wloss, dtype)
+    close(lse, wlse, dtype)
+    got = cross_entropy.cross_entropy_backward(xd, dev(t), dev(wlse), dev(dloss), -100, ls)
+    close(got, ref.cross_entropy_backward(x, t, wlse, dloss, -100, ls), dtype)
+
+
+def test_a_row_spread_over_several_warps():
+    """64 threads per long row: two warps, whose partials meet in shared memory."""
+    _set(dict(THREADS=64))
+    rng = np.random.default_rng(7)
+    x = (3 * rng.standard_normal((2, 70))).astype(np.float32)
+    x[0, :40] = -np.inf  # the first warp's lanes see only -inf
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    y = softmax.softmax_forward(dev(x)).copy_to_host()
+    close(y, ref.softmax_forward(x), np.float32)
+    close(softmax.softmax_backward(dev(y), dev(dy)), ref.softmax_backward(y, dy), np.float32)
+    x[0, :40] = 0.5
+    want = ref.layer_norm_forward(x, None, None, 1e-5)
+    for g, e in zip(layer_norm.layer_norm_forward(dev(x), None, None, 1e-5), want):
+        close(g, e, np.float32)
+    t = np.array([3, 69])
+    close(cross_entropy.cross_entropy_forward(dev(x), dev(t), -100, 0.1)[0],
+          ref.cross_entropy_forward(x, t, -100, 0.1)[0], np.float32)
