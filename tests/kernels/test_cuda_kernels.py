@@ -155,6 +155,7 @@ MATMUL_CASES = [
     ((3, 1, 5, 4), (2, 6, 4), False, True),  # A·Bᵀ, 2 batch dims broadcast
     ((9, 3), (5, 9), True, True),
     ((1, 20), (20, 1), False, False),
+    ((17, 33), (33, 9), False, False),       # several tiles and K steps, partial in every direction
 ]
 
 
@@ -173,6 +174,16 @@ def test_matmul_transposed_view(rng):
     a = rng.standard_normal((6, 5))
     b = rng.standard_normal((6, 7))
     close(host(K.matmul(dev(a).T, dev(b))), a.T @ b, np.float64)
+
+
+def test_matmul_operands_without_a_unit_stride(rng):
+    """Every other column of a wider array (A) and every other row (B): neither stride is 1."""
+    a = rng.standard_normal((9, 14)).astype(np.float32)
+    b = rng.standard_normal((14, 11)).astype(np.float32)
+    da, db = dev(a)[:, ::2], dev(b)[::2, :]
+    assert not da.is_c_contiguous() and not db.is_c_contiguous()
+    close(host(K.matmul(da, db)), a[:, ::2] @ b[::2, :], np.float32)
+    close(host(K.matmul(db.T, da.T)), (a[:, ::2] @ b[::2, :]).T, np.float32)  # both k-major
 
 
 # fused row ops (softmax, layer norm, cross-entropy): tests/kernels/test_cuda_rows.py
