@@ -5,7 +5,10 @@ block), long rows held in the shared cache, long rows longer than the cache (re-
 memory), a row spread over several warps (the cross-warp stage) — on fresh random inputs and on
 non-contiguous views."""
 import importlib
+import json
 import os
+import subprocess
+import sys
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
 
@@ -178,3 +181,72 @@ def test_a_row_spread_over_several_warps():
     t = np.array([3, 69])
     close(cross_entropy.cross_entropy_forward(dev(x), dev(t), -100, 0.1)[0],
           ref.cross_entropy_forward(x, t, -100, 0.1)[0], np.float32)
+
+
+# ------------------------------------------------------------------ the design, read from sm_90 code
+_FACTS = r'''
+import json, re, subprocess, sys, tempfile
+from pathlib import Path
+from numba import cuda
+from minitrans.kernels.cuda import guard
+from minitrans.kernels.cuda.guard_specs import specs
+
+guard._allow_device_compile_without_gpu()
+wanted = {("softmax", 0), ("softmax", 1), ("layer_norm", 0), ("layer_norm", 1), ("cross_entropy", 0),
+          ("matmul", 0)}
+out = []
+for s in specs():
+    if s.dtype != "float32" or (s.module, s.index) not in wanted:
+        continue
+    ptx, _ = cuda.compile_ptx(s.kernel().py_func, s.argtypes, cc=guard.CC)
+    facts = dict(module=s.module, index=s.index, fargs=[str(a) for a in s.fargs],
+                 shfl=len(re.findall(r"\bshfl\.sync\.bfly", ptx)), barriers=len(re.findall(r"\bbar\.sync", ptx)),
+                 f64=len(guard._F64.findall(ptx)), depot=sum(int(n) for n in guard._DEPOT.findall(ptx)),
+                 div64=len(re.findall(r"\b(?:div|rem)\.[su]64", ptx)), fma=len(re.findall(r"\bfma\.rn\.f32", ptx)))
+    with tempfile.TemporaryDirectory() as td:
+        (Path(td) / "k.ptx").write_text(ptx)
+        r = subprocess.run([guard._ptxas(), "-arch=sm_90", "-v", str(Path(td) / "k.ptx"), "-o",
+                            str(Path(td) / "k.cubin")], capture_output=True, text=True)
+    stack = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores", r.stderr)
+    smem = re.search(r"(\d+) bytes smem", r.stderr)
+    facts.update(local=int(stack.group(1)) + int(stack.group(2)),
+                 registers=int(re.search(r"Used (\d+) registers", r.stderr).group(1)),
+                 smem=int(smem.group(1)) if smem else 0)
+    out.append(facts)
+print(json.dumps(out))
+'''
+
+
+@pytest.fixture(scope="module")
+def sm90_facts():
+    """Facts of the float32 row kernels and matmul compiled for sm_90 by the real compiler (in a
+    subprocess: this one runs the simulator, which compiles nothing)."""
+    pytest.importorskip("nvidia.cuda_nvcc", reason="the cuda extra's compiler wheels are not installed")
+    r = subprocess.run([sys.executable, "-c", _FACTS], capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, NUMBA_ENABLE_CUDASIM="0"))
+    assert r.returncode == 0, r.stderr[-3000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def test_row_kernels_reduce_with_warp_shuffles_in_registers(sm90_facts):
+    rows = [f for f in sm90_facts if f["module"] != "matmul"]
+    assert len(rows) == 10, rows  # 5 kernels x (short rows, long rows)
+    for f in rows:
+        assert f["shfl"] >= 5, f        # a butterfly of log2(32) = 5 shuffles at least
+        assert f["f64"] == 0, f         # float32 throughout
+        assert f["depot"] == 0 and f["local"] == 0, f  # no local memory, no spills
+        assert f["div64"] == 0, f
+        short = int(f["fargs"][0]) <= 32
+        # a short row is one warp: its reductions need no barrier; a long row's warps meet in shared memory
+        assert (f["barriers"] == 0) == short, f
+
+
+def test_matmul_tile_is_registers_and_padded_shared_memory(sm90_facts):
+    (f,) = [f for f in sm90_facts if f["module"] == "matmul"]
+    tm, tn, tk, rm, rn = (int(v) for v in f["fargs"][1:])
+    assert f["local"] == 0 and f["depot"] == 0, f  # the micro-tile and its fragments are registers
+    assert f["fma"] >= rm * rn, f                    # one rank-1 update: rm * rn fused multiply-adds
+    assert f["div64"] == 0, f                        # 32-bit index math: no 64-bit division anywhere
+    assert f["f64"] == 0, f
+    assert f["smem"] == 4 * tk * (tm + 32 // tk + tn + 32 // tk), f  # two slabs, rows padded
+    assert f["barriers"] >= 1 and f["registers"] <= 255, f
