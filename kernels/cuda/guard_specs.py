@@ -206,10 +206,12 @@ def _nn_specs():
                             (array(dt, 2), array(dt), array(dt), array(dt, 2), array(dt), array(dt), boolean,
                              boolean, scalar(dt)), n))
             out.append(Spec("layer_norm", "_kernels", f, 1,
-                            (array(dt, 2), array(dt, 2), array(dt, 2), array(dt), boolean, array(dt), array(dt)), n))
+                            (array(dt, 2), array(dt, 2), array(dt, 2), array(dt), boolean, array(dt), array(dt)),
+                            n))
             if k == 0:  # the column kernel does not depend on the row configuration
                 out.append(Spec("layer_norm", "_kernels", f, 2,
-                                (array(dt), array(dt), array(dt, 2), array(dt, 2), array(dt), array(dt), boolean), n))
+                                (array(dt), array(dt), array(dt, 2), array(dt, 2), array(dt), array(dt), boolean),
+                                n))
         out.append(Spec("adam", "_adam_kernel", (dt,), None, (array(dt),) * 4 + (scalar(dt),) * 7 + (boolean,), n))
     out.append(Spec("index_range", "_extremes_kernel", (_mod("index_range").THREADS,), None,
                     (array(np.dtype(np.int64)), array(np.dtype(np.int64)), int64, int64, boolean), "int64"))

@@ -62,11 +62,17 @@ def row_config(ncols: int, itemsize: int, lanes: int, rows: int, threads: int, s
     """``(group, rows, cache)`` for rows of ``ncols`` elements of ``itemsize`` bytes: threads per row,
     rows per block, cached elements per row and array. A short row (its cache of ``short_bytes``
     holds it) gets ``min(lanes, threads)`` threads and shares its block with ``rows - 1`` others; a
-    longer row gets a block of ``threads`` and a cache of ``long_bytes``."""
+    longer row gets a block of ``threads`` and a cache of ``long_bytes``. On a GPU a block holds whole
+    warps: groups narrower than a warp get rows enough to fill one (only shrunken test sizes have
+    such groups)."""
     short = short_bytes // itemsize
     if ncols <= short:
-        return min(lanes, threads), rows, short
-    return threads, 1, long_bytes // itemsize
+        group, cache = min(lanes, threads), short
+    else:
+        group, rows, cache = threads, 1, long_bytes // itemsize
+    if not simulated():  # a GPU runs whole warps (the shuffles name all 32 lanes): fill them with rows
+        rows = max(rows, WARP // group)
+    return group, rows, cache
 
 
 def both_configs(config, dtype):
@@ -79,10 +85,11 @@ def both_configs(config, dtype):
 
 @functools.lru_cache(maxsize=None)
 def group_reductions(group: int, dtype):
-    """Device functions reducing one value per thread over a row's ``group`` threads, returned to
-    every thread of the group, and the width of the ``scratch`` they need: a (rows, 2 * nwarps) shared array, used only when a
-    group spans several warps (one partial per warp, folded in warp order: deterministic); then
-    every thread of the block must call them (they synchronise)."""
+    """Device functions over a row's ``group`` threads — ``online`` (fold one element into a running
+    (max, sum of exp) pair), ``group_sum`` and ``group_max_sum`` (results returned to every thread of
+    the group) — and the width of the ``scratch`` these need: a (rows, 2 * nwarps) shared array,
+    used only when a group spans several warps (one partial per warp, folded in warp order:
+    deterministic); then every thread of the block must call them (they synchronise)."""
     in_dtype = np.dtype(dtype).type
     zero, one, ninf = in_dtype(0), in_dtype(1), in_dtype(-math.inf)
     width = min(group, WARP)
