@@ -18,8 +18,8 @@ with that pitch the word kk * (TILE_M + 4) + ww falls in bank 4 * kk + ww, a dif
 each of the 32 threads, so staging is free of bank conflicts (a pitch of TILE_M + 1 would put up
 to 4 threads on one bank); staging along m / n writes consecutive words; 2 * 8 * 132 elements =
 8.3 KiB for float32. Each operand is staged along its unit stride (consecutive threads
-read consecutive addresses: along k for a row-major A or a transposed B, along m / n otherwise),
-decided per launch from the strides. Each global cell of A is read ceil(N / TILE_N) times and of B
+read consecutive addresses: along k for a row-major A or a transposed B, along m / n otherwise;
+along k for a matrix-vector product), decided per launch from the strides. Each global cell of A is read ceil(N / TILE_N) times and of B
 ceil(M / TILE_M) times; every thread then does TILE_K rank-1 updates of its micro-tile from
 registers (MICRO_M + MICRO_N shared loads for MICRO_M * MICRO_N fused multiply-adds).
 Index math inside the tile (thread, cell and batch decoding) is 32-bit unsigned; only global
@@ -112,8 +112,10 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
         bz = uint32(cuda.blockIdx.z)
         aoff = batch_offset(bz, bshape, abst)
         boff = batch_offset(bz, bshape, bbst)
-        a_k_fastest = sak == 1  # a row-major A: k is its unit stride
-        b_k_fastest = sbk == 1 and sbn != 1  # a transposed B
+        # stage along k for a row-major A / a transposed B (k is the unit stride), and for a
+        # one-row A / one-column B (no other direction has more than one cell in range)
+        a_k_fastest = sak == 1 or M == 1
+        b_k_fastest = (sbk == 1 and sbn != 1) or N == 1
         for i in range(rmn):
             acc[i] = zero
         for k0 in range(0, K, tk):
