@@ -220,10 +220,10 @@ def _nn_specs():
         out.append(Spec("clip", "_clip_kernel", (clip.THREADS, dt), None,
                         (array(dt), array(dt), int64, scalar(dt), boolean, scalar(dt)), dt.name))
     for dt in NUMS:
-        f = (dt, matmul.TILE_M, matmul.TILE_N, matmul.TILE_K, matmul.MICRO_M, matmul.MICRO_N)
-        out.append(Spec("matmul", "_matmul_kernel", f, 0,
-                        (array(dt), array(dt), array(dt), int64, int64, int64, dims, dims, dims, int64, int64,
-                         int64, int64), dt.name))
+        for tiles in matmul.tile_configs():  # big tiles, and half-size ones for small products
+            out.append(Spec("matmul", "_matmul_kernel", (dt,) + tiles, 0,
+                            (array(dt), array(dt), array(dt), int64, int64, int64, dims, dims, dims, int64, int64,
+                             int64, int64), dt.name))
     return out
 
 

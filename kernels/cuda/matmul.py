@@ -4,7 +4,8 @@ Shapes: ``a`` is (..., M, K) and ``b`` is (..., K, N); batch dims broadcast as i
 4 of them); the result is a fresh C-contiguous (..., M, N) array. Operands are read through
 their strides, so a transposed view (``Aᵀ·G``, ``G·Bᵀ``) never materialises a copy.
 
-Tiles: a block computes a ``TILE_M x TILE_N`` tile of C (128 x 128) with
+Tiles: a block computes a ``TILE_M x TILE_N`` tile of C (128 x 128; 64 x 64 with 4 x 4 micro-tiles
+for a product too small to give ``WAVE_BLOCKS`` blocks of the big tile) with
 ``(TILE_M / MICRO_M) * (TILE_N / MICRO_N)`` threads (16 x 16 = 256); each thread owns a
 ``MICRO_M x MICRO_N`` (8 x 8) register micro-tile: rows ty, ty + TILE_M / MICRO_M, ... and columns
 tx, tx + TILE_N / MICRO_N, ... of the block tile (strided, so that neighbouring threads read
@@ -42,6 +43,9 @@ TILE_N = 128
 TILE_K = 8
 MICRO_M = 8
 MICRO_N = 8
+# Products whose big-tile grid has fewer blocks use half-size tiles: two blocks of the big tile fit
+# on an SM (127 registers x 256 threads), so 264 fill an H100's 132 SMs once.
+WAVE_BLOCKS = 264
 
 
 @cuda.jit(device=True)
@@ -143,6 +147,20 @@ def _matmul_kernel(dtype, tm: int, tn: int, tk: int, rm: int, rn: int):
     return matmul_kernel, nthreads
 
 
+def tile_configs():
+    """The two tilings ``(tm, tn, tk, rm, rn)``: the ``TILE_*`` / ``MICRO_*`` constants (read at call
+    time), and for products too small to fill the device with those, half the tile and half the
+    micro-tile each way (the same thread count, four times the blocks)."""
+    return ((TILE_M, TILE_N, TILE_K, MICRO_M, MICRO_N),
+            (TILE_M // 2, TILE_N // 2, TILE_K, max(1, MICRO_M // 2), max(1, MICRO_N // 2)))
+
+
+def tiles_for(M: int, N: int, nb: int):
+    """The big tiling when it gives at least ``WAVE_BLOCKS`` blocks, else the small one."""
+    big, small = tile_configs()
+    return big if cdiv(M, big[0]) * cdiv(N, big[1]) * nb >= WAVE_BLOCKS else small
+
+
 def matmul(a, b):
     """``a @ b`` for device arrays of rank >= 2 (any non-negative strides)."""
     if a.ndim < 2 or b.ndim < 2:
@@ -162,10 +180,11 @@ def matmul(a, b):
     dtype = np.result_type(a.dtype, b.dtype)
     c = device_array(tuple(batch) + (M, N), dtype)
     if nb and M and N:  # K == 0 runs no K step: every cell of C is written as 0
-        kern, nthreads = _matmul_kernel(dtype, TILE_M, TILE_N, TILE_K, MICRO_M, MICRO_N)
+        tiles = tiles_for(M, N, nb)
+        kern, nthreads = _matmul_kernel(dtype, *tiles)
         abst = pad(broadcast_strides(ashape[:-2], ast[:-2], batch))
         bbst = pad(broadcast_strides(bshape[:-2], bst[:-2], batch))
-        grid = (cdiv(N, TILE_N), cdiv(M, TILE_M), nb)
+        grid = (cdiv(N, tiles[1]), cdiv(M, tiles[0]), nb)
         launch(kern, grid, nthreads, c.reshape(c.size), af, bf, M, N, K, pad(batch, 1), abst, bbst,
                ast[-2], ast[-1], bst[-2], bst[-1])
     return c

@@ -176,6 +176,17 @@ def test_matmul_transposed_view(rng):
     close(host(K.matmul(dev(a).T, dev(b))), a.T @ b, np.float64)
 
 
+@pytest.mark.parametrize("wave", [1, 10**9])
+def test_matmul_big_and_half_tiles(rng, wave, monkeypatch):
+    """Both tilings (the big one whenever it gives ``wave`` blocks), on a batched Aᵀ·Bᵀ."""
+    monkeypatch.setattr(matmul, "WAVE_BLOCKS", wave)
+    a = rng.standard_normal((2, 13, 17)).astype(np.float32)
+    b = rng.standard_normal((10, 13)).astype(np.float32)
+    big, small = matmul.tile_configs()
+    assert matmul.tiles_for(17, 10, 2) == (big if wave == 1 else small) and big != small
+    close(host(K.matmul(dev(a).transpose((0, 2, 1)), dev(b).T)), a.transpose(0, 2, 1) @ b.T, np.float32)
+
+
 def test_matmul_operands_without_a_unit_stride(rng):
     """Every other column of a wider array (A) and every other row (B): neither stride is 1."""
     a = rng.standard_normal((9, 14)).astype(np.float32)

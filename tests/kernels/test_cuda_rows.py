@@ -247,11 +247,13 @@ def test_row_kernels_reduce_with_warp_shuffles_in_registers(sm90_facts):
 
 
 def test_matmul_tile_is_registers_and_padded_shared_memory(sm90_facts):
-    (f,) = [f for f in sm90_facts if f["module"] == "matmul"]
-    tm, tn, tk, rm, rn = (int(v) for v in f["fargs"][1:])
-    assert f["local"] == 0 and f["depot"] == 0, f  # the micro-tile and its fragments are registers
-    assert f["fma"] >= rm * rn, f                    # one rank-1 update: rm * rn fused multiply-adds
-    assert f["div64"] == 0, f                        # 32-bit index math: no 64-bit division anywhere
-    assert f["f64"] == 0, f
-    assert f["smem"] == 4 * tk * (tm + 32 // tk + tn + 32 // tk), f  # two slabs, rows padded
-    assert f["barriers"] >= 1 and f["registers"] <= 255, f
+    tilings = [f for f in sm90_facts if f["module"] == "matmul"]
+    assert [int(f["fargs"][1]) for f in tilings] == [128, 64], tilings  # big and half-size tiles
+    for f in tilings:
+        tm, tn, tk, rm, rn = (int(v) for v in f["fargs"][1:])
+        assert f["local"] == 0 and f["depot"] == 0, f  # the micro-tile and its fragments are registers
+        assert f["fma"] >= rm * rn, f                    # one rank-1 update: rm * rn fused multiply-adds
+        assert f["div64"] == 0, f                        # 32-bit index math: no 64-bit division anywhere
+        assert f["f64"] == 0, f
+        assert f["smem"] == 4 * tk * (tm + 32 // tk + tn + 32 // tk), f  # two slabs, rows padded
+        assert f["barriers"] >= 1 and f["registers"] <= 255, f
