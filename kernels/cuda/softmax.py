@@ -7,7 +7,7 @@ Launch shape: each row is handled by a *group* of threads, chosen on the host fr
     ceil(N / ROWS), block ``LANES * ROWS``; every reduction is a warp butterfly of
     ``shfl_xor_sync`` (no shared memory, no ``syncthreads``);
   * a longer row gets one block of ``THREADS`` threads (grid N): warp butterflies, then one partial
-    per warp in shared memory folded by every thread in warp order (two ``syncthreads``).
+    per warp in shared memory folded by every thread in warp order (two ``syncthreads`` a reduction).
 Memory plan: lane ``l`` of a group handles columns l, l + group, ... (consecutive lanes read
 consecutive addresses: coalesced). Forward reads the row once from global memory, folding an online
 (max, sum-of-exp) pair while it copies the row into a per-row shared cache (``SHORT_BYTES`` /
