@@ -1,10 +1,13 @@
 """Cross-entropy fused with log-softmax (ignore_index, label smoothing), forward and backward.
 
-Launch shape: one block of ``THREADS`` threads per row of the (N, C) logits (grid = N).
-Memory plan: forward does three block reductions in a ``THREADS``-slot shared array of the
-logits dtype (kernels compiled per dtype, computing in it: no double precision in float32) (row max, sum of exp, sum of logits for the smoothing term), reads the row three
-times and writes two scalars per row (``loss``, ``lse``); backward reads the row once and
-writes ``dlogits`` once, p = exp(x - lse) recomputed from the saved ``lse``.
+Launch shape: the row groups of ``softmax`` (see there): a short row of the (N, C) logits (C <=
+``SHORT_BYTES / itemsize``, 1024 float32 elements) gets one warp (``LANES`` threads, ``ROWS`` rows
+per block, shuffle reductions, no barrier), a longer row one block of ``THREADS`` threads.
+Memory plan: forward reads the row once, folding the online (max, sum of exp) pair and the sum of
+the logits (for the smoothing term) in registers, reduces them over the group and writes two
+scalars per row (``loss``, ``lse``); no row cache is needed. Backward reads the row once and writes
+``dlogits`` once, p = exp(x - lse) recomputed from the saved ``lse``; no shared memory. Kernels
+are compiled per dtype and compute in it (no double precision in float32).
 loss[i] = (1-ls) * (lse[i] - x[i, t]) + ls * (lse[i] - mean_c x[i, c]); 0 where t == ignore_index.
 dlogits[i] = dloss[i] * (softmax(x[i]) - (1-ls) * onehot(t) - ls / C); 0 rows where ignored.
 A target outside [0, C) (other than ignore_index) is never read through: its loss is NaN
@@ -18,37 +21,54 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import block_sum, device_array, launch, nb_dtype, row_max
+from ._util import cdiv, device_array, launch, nb_dtype
+from .softmax import group_reductions, row_config
 
-THREADS = 128  # power of two
+LANES = 32          # threads per short row: one warp
+ROWS = 4            # short rows per block
+THREADS = 256       # threads per long row: one block
+SHORT_BYTES = 4096  # the row length (in bytes) up to which a row is short (nothing is cached)
+LONG_BYTES = 0      # no row cache
+
+
+def config(ncols: int, itemsize: int):
+    """``softmax.row_config`` under this module's constants, read at call time (tests shrink them)."""
+    return row_config(ncols, itemsize, LANES, ROWS, THREADS, SHORT_BYTES, LONG_BYTES)
 
 
 @functools.lru_cache(maxsize=None)
-def _kernels(threads: int, dtype):
+def _kernels(group: int, rows: int, cols: int, dtype):
     numba_dtype = nb_dtype(dtype)
     in_dtype = np.dtype(dtype).type
     zero, one, ninf, nan = in_dtype(0), in_dtype(1), in_dtype(-math.inf), in_dtype(math.nan)
+    online, group_sum, group_max_sum, scratch_cols = group_reductions(group, np.dtype(dtype))
 
     @cuda.jit
     def fwd(loss, lse, x, target, ignore_index, ls):
-        """loss[row], lse[row] for row = blockIdx.x (NaN loss for a target outside [0, C)).
-        Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; three
-        block reductions (max, sum exp, sum x) in a ``threads``-slot shared array;
-        the row is read three times, thread 0 writes the two scalars."""
-        sh = cuda.shared.array(threads, numba_dtype)
-        row = cuda.blockIdx.x
+        """loss[row], lse[row] (NaN loss for a target outside [0, C)); ``group`` threads per row,
+        ``rows`` rows per block (row = blockIdx.x * rows + threadIdx.x // group). The row is read
+        once (online max + sum of exp, sum of x, in registers), two group reductions, the group's
+        lane 0 writes the two scalars."""
+        scratch = cuda.shared.array((rows, scratch_cols), numba_dtype)
         tid = cuda.threadIdx.x
-        C = x.shape[1]
-        m = row_max(sh, x, row, tid, threads, ninf)
+        slot = tid // group
+        lane = tid % group
+        row = cuda.blockIdx.x * rows + slot
+        N, C = x.shape
+        n = C if row < N else 0  # a group past the last row still takes part in the reductions
+        m = ninf
         s = zero
         sx = zero
-        for j in range(tid, C, threads):
-            s += math.exp(x[row, j] - m)
-            sx += x[row, j]
-        s = block_sum(sh, s, tid, threads)
-        sx = block_sum(sh, sx, tid, threads)
-        if tid == 0:
-            z = m + math.log(s)
+        for j in range(lane, n, group):
+            v = x[row, j]
+            m, s = online(m, s, v)
+            sx += v
+        m, s = group_max_sum(scratch, m, s, slot, lane)
+        sx = group_sum(scratch, sx, slot, lane)
+        if lane == 0 and n > 0:
+            z = nan
+            if s > zero:
+                z = m + math.log(s)
             lse[row] = z
             t = target[row]
             if t == ignore_index:
@@ -56,28 +76,29 @@ def _kernels(threads: int, dtype):
             elif t < 0 or t >= C:  # no bounds fault: an invalid target gives a NaN loss
                 loss[row] = nan
             else:
-                loss[row] = (one - ls) * (z - x[row, t]) + ls * (z - sx / in_dtype(C))
+                loss[row] = (one - ls) * (z - x[row, t]) + ls * (z - sx / numba_dtype(C))
 
     @cuda.jit
     def bwd(dx, x, target, lse, dloss, ignore_index, ls):
         """dx[row] = dloss[row] * (exp(x - lse) - ls / C - (1 - ls) * onehot(t)); 0 rows if ignored.
-        Grid N, ``threads`` (THREADS) per block, thread t on columns t, t + threads, ...; the row is
-        read once and dx written once; no shared memory."""
-        row = cuda.blockIdx.x
+        Launch as ``fwd``; the row is read once and dx written once; no shared memory."""
         tid = cuda.threadIdx.x
-        C = x.shape[1]
-        t = target[row]
-        g = dloss[row]
-        z = lse[row]
-        lsc = ls / in_dtype(C)
-        for j in range(tid, C, threads):
-            if t == ignore_index:
-                dx[row, j] = zero
-            else:
-                v = math.exp(x[row, j] - z) - lsc
-                if j == t:
-                    v -= one - ls
-                dx[row, j] = g * v
+        lane = tid % group
+        row = cuda.blockIdx.x * rows + tid // group
+        N, C = x.shape
+        if row < N:
+            t = target[row]
+            g = dloss[row]
+            z = lse[row]
+            lsc = ls / numba_dtype(C)
+            for j in range(lane, C, group):
+                if t == ignore_index:
+                    dx[row, j] = zero
+                else:
+                    v = math.exp(x[row, j] - z) - lsc
+                    if j == t:
+                        v -= one - ls
+                    dx[row, j] = g * v
 
     return fwd, bwd
 
@@ -89,8 +110,9 @@ def cross_entropy_forward(logits, target, ignore_index: int, label_smoothing: fl
     loss = device_array(N, dt)
     lse = device_array(N, dt)
     if N:
-        launch(_kernels(THREADS, dt)[0], N, THREADS, loss, lse, logits, target, int(ignore_index),
-               dt.type(label_smoothing))
+        group, rows, cols = config(logits.shape[1], dt.itemsize)
+        launch(_kernels(group, rows, cols, dt)[0], cdiv(N, rows), group * rows, loss, lse, logits, target,
+               int(ignore_index), dt.type(label_smoothing))
     return loss, lse
 
 
@@ -98,7 +120,9 @@ def cross_entropy_backward(logits, target, lse, dloss, ignore_index: int, label_
     """dlogits (N, C) per docs/kernels.md."""
     dt = np.dtype(logits.dtype)
     dx = device_array(tuple(logits.shape), dt)
-    if logits.shape[0]:
-        launch(_kernels(THREADS, dt)[1], logits.shape[0], THREADS, dx, logits, target, lse, dloss,
+    N, C = logits.shape
+    if N:
+        group, rows, cols = config(C, dt.itemsize)
+        launch(_kernels(group, rows, cols, dt)[1], cdiv(N, rows), group * rows, dx, logits, target, lse, dloss,
                int(ignore_index), dt.type(label_smoothing))
     return dx

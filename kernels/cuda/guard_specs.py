@@ -190,22 +190,28 @@ def _nn_specs():
     out = []
     for dt in FLOATS:
         n = dt.name
-        f = (softmax.THREADS, dt)
-        out.append(Spec("softmax", "_kernels", f, 0, (array(dt, 2), array(dt, 2), boolean), n))
-        out.append(Spec("softmax", "_kernels", f, 1, (array(dt, 2), array(dt, 2), array(dt, 2), boolean), n))
-        f = (cross_entropy.THREADS, dt)
-        out.append(Spec("cross_entropy", "_kernels", f, 0,
-                        (array(dt), array(dt), array(dt, 2), array(i64), int64, scalar(dt)), n))
-        out.append(Spec("cross_entropy", "_kernels", f, 1,
-                        (array(dt, 2), array(dt, 2), array(i64), array(dt), array(dt), int64, scalar(dt)), n))
-        f = (layer_norm.THREADS, dt)
-        out.append(Spec("layer_norm", "_kernels", f, 0,
-                        (array(dt, 2), array(dt), array(dt), array(dt, 2), array(dt), array(dt), boolean, boolean,
-                         scalar(dt)), n))
-        out.append(Spec("layer_norm", "_kernels", f, 1,
-                        (array(dt, 2), array(dt, 2), array(dt, 2), array(dt), boolean, array(dt), array(dt)), n))
-        out.append(Spec("layer_norm", "_kernels", f, 2,
-                        (array(dt), array(dt), array(dt, 2), array(dt, 2), array(dt), array(dt), boolean), n))
+        for f in softmax.both_configs(softmax.config, dt):  # short rows (a warp each) and long rows
+            f = f + (dt,)
+            out.append(Spec("softmax", "_kernels", f, 0, (array(dt, 2), array(dt, 2), boolean), n))
+            out.append(Spec("softmax", "_kernels", f, 1, (array(dt, 2), array(dt, 2), array(dt, 2), boolean), n))
+        for f in softmax.both_configs(cross_entropy.config, dt):
+            f = f + (dt,)
+            out.append(Spec("cross_entropy", "_kernels", f, 0,
+                            (array(dt), array(dt), array(dt, 2), array(i64), int64, scalar(dt)), n))
+            out.append(Spec("cross_entropy", "_kernels", f, 1,
+                            (array(dt, 2), array(dt, 2), array(i64), array(dt), array(dt), int64, scalar(dt)), n))
+        for k, f in enumerate(softmax.both_configs(layer_norm.config, dt)):
+            f = f + (dt,)
+            out.append(Spec("layer_norm", "_kernels", f, 0,
+                            (array(dt, 2), array(dt), array(dt), array(dt, 2), array(dt), array(dt), boolean,
+                             boolean, scalar(dt)), n))
+            out.append(Spec("layer_norm", "_kernels", f, 1,
+                            (array(dt, 2), array(dt, 2), array(dt, 2), array(dt), boolean, array(dt), array(dt)),
+                            n))
+            if k == 0:  # the column kernel does not depend on the row configuration
+                out.append(Spec("layer_norm", "_kernels", f, 2,
+                                (array(dt), array(dt), array(dt, 2), array(dt, 2), array(dt), array(dt), boolean),
+                                n))
         out.append(Spec("adam", "_adam_kernel", (dt,), None, (array(dt),) * 4 + (scalar(dt),) * 7 + (boolean,), n))
     out.append(Spec("index_range", "_extremes_kernel", (_mod("index_range").THREADS,), None,
                     (array(np.dtype(np.int64)), array(np.dtype(np.int64)), int64, int64, boolean), "int64"))
@@ -214,10 +220,10 @@ def _nn_specs():
         out.append(Spec("clip", "_clip_kernel", (clip.THREADS, dt), None,
                         (array(dt), array(dt), int64, scalar(dt), boolean, scalar(dt)), dt.name))
     for dt in NUMS:
-        f = (dt, matmul.TILE_M, matmul.TILE_N, matmul.TILE_K, matmul.MICRO_M, matmul.MICRO_N)
-        out.append(Spec("matmul", "_matmul_kernel", f, 0,
-                        (array(dt), array(dt), array(dt), int64, int64, int64, dims, dims, dims, int64, int64,
-                         int64, int64), dt.name))
+        for tiles in matmul.tile_configs():  # big tiles, and half-size ones for small products
+            out.append(Spec("matmul", "_matmul_kernel", (dt,) + tiles, 0,
+                            (array(dt), array(dt), array(dt), int64, int64, int64, dims, dims, dims, int64, int64,
+                             int64, int64), dt.name))
     return out
 
 

@@ -155,6 +155,7 @@ MATMUL_CASES = [
     ((3, 1, 5, 4), (2, 6, 4), False, True),  # A·Bᵀ, 2 batch dims broadcast
     ((9, 3), (5, 9), True, True),
     ((1, 20), (20, 1), False, False),
+    ((17, 33), (33, 9), False, False),       # several tiles and K steps, partial in every direction
 ]
 
 
@@ -175,63 +176,28 @@ def test_matmul_transposed_view(rng):
     close(host(K.matmul(dev(a).T, dev(b))), a.T @ b, np.float64)
 
 
-# ------------------------------------------------------------------------ fused row ops
-ROW_SHAPES = [(1, 1), (3, 17), (5, 8)]
+@pytest.mark.parametrize("wave", [1, 10**9])
+def test_matmul_big_and_half_tiles(rng, wave, monkeypatch):
+    """Both tilings (the big one whenever it gives ``wave`` blocks), on a batched Aᵀ·Bᵀ."""
+    monkeypatch.setattr(matmul, "WAVE_BLOCKS", wave)
+    a = rng.standard_normal((2, 13, 17)).astype(np.float32)
+    b = rng.standard_normal((10, 13)).astype(np.float32)
+    big, small = matmul.tile_configs()
+    assert matmul.tiles_for(17, 10, 2) == (big if wave == 1 else small) and big != small
+    close(host(K.matmul(dev(a).transpose((0, 2, 1)), dev(b).T)), a.transpose(0, 2, 1) @ b.T, np.float32)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", ROW_SHAPES)
-def test_softmax_and_log_softmax(rng, dtype, shape):
-    x = (3 * rng.standard_normal(shape)).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    for name in ["softmax", "log_softmax"]:
-        fwd, bwd = getattr(K, name + "_forward"), getattr(K, name + "_backward")
-        y = fwd(dev(x))
-        close(host(y), getattr(ref, name + "_forward")(x), dtype)
-        yh = host(y)
-        close(host(bwd(dev(yh), dev(dy))), getattr(ref, name + "_backward")(yh, dy), dtype)
+def test_matmul_operands_without_a_unit_stride(rng):
+    """Every other column of a wider array (A) and every other row (B): neither stride is 1."""
+    a = rng.standard_normal((9, 14)).astype(np.float32)
+    b = rng.standard_normal((14, 11)).astype(np.float32)
+    da, db = dev(a)[:, ::2], dev(b)[::2, :]
+    assert not da.is_c_contiguous() and not db.is_c_contiguous()
+    close(host(K.matmul(da, db)), a[:, ::2] @ b[::2, :], np.float32)
+    close(host(K.matmul(db.T, da.T)), (a[:, ::2] @ b[::2, :]).T, np.float32)  # both k-major
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", ROW_SHAPES)
-@pytest.mark.parametrize("affine", [(True, True), (False, False), (True, False)])
-def test_layer_norm(rng, dtype, shape, affine):
-    N, D = shape
-    x = (rng.standard_normal(shape) + 1.0).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    w = rng.standard_normal(D).astype(dtype) if affine[0] else None
-    b = rng.standard_normal(D).astype(dtype) if affine[1] else None
-    dw_, db_ = (dev(w) if w is not None else None), (dev(b) if b is not None else None)
-    got = K.layer_norm_forward(dev(x), dw_, db_, 1e-5)
-    want = ref.layer_norm_forward(x, w, b, 1e-5)
-    for g, e in zip(got, want):
-        close(host(g), e, dtype)
-    y, mean, rstd = want
-    got = K.layer_norm_backward(dev(dy), dev(x), dw_, dev(mean), dev(rstd))
-    want = ref.layer_norm_backward(dy, x, w, mean, rstd)
-    for g, e in zip(got, want):
-        if e is None:
-            assert g is None
-        else:
-            close(host(g), e, dtype)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(1, 1), (4, 13), (6, 8)])
-@pytest.mark.parametrize("ls", [0.0, 0.1])
-def test_cross_entropy(rng, dtype, shape, ls):
-    N, C = shape
-    x = (2 * rng.standard_normal(shape)).astype(dtype)
-    t = rng.integers(0, C, size=N).astype(np.int64)
-    if N > 1:
-        t[1] = -100  # ignored
-    dloss = rng.standard_normal(N).astype(dtype)
-    loss, lse = K.cross_entropy_forward(dev(x), dev(t), -100, ls)
-    wloss, wlse = ref.cross_entropy_forward(x, t, -100, ls)
-    close(host(loss), wloss, dtype)
-    close(host(lse), wlse, dtype)
-    got = K.cross_entropy_backward(dev(x), dev(t), dev(wlse), dev(dloss), -100, ls)
-    close(host(got), ref.cross_entropy_backward(x, t, wlse, dloss, -100, ls), dtype)
+# fused row ops (softmax, layer norm, cross-entropy): tests/kernels/test_cuda_rows.py
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
