@@ -55,12 +55,22 @@ def _numba_cuda_version() -> str:
     return version("numba-cuda")
 
 
+_SIBLING_IMPORT = re.compile(r"^from \.(\w+) import", re.M)
+
+
 def _sources_hash(module: str) -> str:
-    """Hash of a spec's kernel module and the shared helpers it compiles with."""
+    """Hash of a spec's kernel module and every sibling module it imports, directly or not
+    (``from .softmax import ...`` compiles softmax's device functions into the kernel)."""
     h = hashlib.sha256()
-    mod = _mod(module)
-    for p in (Path(mod.__file__), _HERE / "_util.py"):
-        h.update(p.read_bytes())
+    todo, seen = [Path(_mod(module).__file__)], set()
+    while todo:
+        p = todo.pop()
+        if p in seen or not p.exists():
+            continue
+        seen.add(p)
+        text = p.read_text()
+        h.update(p.name.encode() + text.encode())
+        todo.extend(_HERE / f"{name}.py" for name in _SIBLING_IMPORT.findall(text))
     return h.hexdigest()
 
 
