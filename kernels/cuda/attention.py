@@ -64,7 +64,7 @@ SHARED_BYTES = 48 * 1024
 NEG_INF = -math.inf
 LOG2E = 1.4426950408889634
 LN2 = 0.6931471805599453
-PREPARE_THREADS = 128  # threads per block of the D = rowsum(dO ⊙ O) kernel
+ROWDOT_THREADS = 128  # threads per block of the D = rowsum(dO ⊙ O) kernel
 
 
 def _stager(numba_dtype, zero, dpad: int, nthreads: int):
@@ -180,7 +180,7 @@ def _prepare_kernel(dtype):
     @cuda.jit
     def prepare(delta, dq, do, o):
         """delta[b, i] = Σ_c do[b, i, c] * o[b, i, c] and dq[b, i, :] = 0; one thread per (b, i):
-        grid ceil(B * Tq / PREPARE_THREADS) x PREPARE_THREADS. do, o read once; no shared memory."""
+        grid ceil(B * Tq / ROWDOT_THREADS) x ROWDOT_THREADS. do, o read once; no shared memory."""
         t = cuda.grid(1)
         B, T, dv = o.shape
         if t < B * T:
@@ -361,7 +361,7 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float)
     v_grad = device_array((B, Tk, dv), dt)
     delta = device_array((B, max(Tq, 1)), dt)
     if B and Tq:
-        launch(_prepare_kernel(dt), cdiv(B * Tq, PREPARE_THREADS), PREPARE_THREADS, delta, dq, do, o)
+        launch(_prepare_kernel(dt), cdiv(B * Tq, ROWDOT_THREADS), ROWDOT_THREADS, delta, dq, do, o)
     if B and Tk:
         bq, bk, dpad, groups = layout(d, dv, dt.itemsize, backward=True)
         bwd = _backward_kernel(dt, bq, bk, dpad, groups)

@@ -25,7 +25,7 @@ ROW_BYTES = {"rows": (128, 64), "split": (32, 16)}
 
 @pytest.fixture(params=sorted(ROW_BYTES))
 def tiles(request):
-    names = ("BLOCK_Q", "BLOCK_K", "PREPARE_THREADS", "FWD_ROW_BYTES", "BWD_ROW_BYTES")
+    names = ("BLOCK_Q", "BLOCK_K", "ROWDOT_THREADS", "FWD_ROW_BYTES", "BWD_ROW_BYTES")
     saved = {n: getattr(attention, n) for n in names}
     values = dict(zip(names, (4, 4, 4) + ROW_BYTES[request.param]))
     for n, v in values.items():
