@@ -153,3 +153,20 @@ def test_non_contiguous_q_k_v_through_the_backend(causal):
         want = np.zeros((B, T, H, 2 * d))
         want[..., ::2] = g.reshape(B, H, T, d).transpose(0, 2, 1, 3)
         np.testing.assert_allclose(t.grad.numpy(), want, **TOL[np.float64])
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_float64_gradcheck_of_the_op_on_cuda(tiles, causal):
+    """The fused op on ``cuda`` (rows split over threads in the "split" tiling) against float64
+    central differences, with a key-padding mask."""
+    import minitrans as mt
+    import minitrans.nn.functional as F
+
+    rng = np.random.default_rng(2)
+    q, k, v = (mt.tensor(rng.standard_normal(s), dtype=mt.float64, device="cuda", requires_grad=True)
+               for s in ((2, 5, 3), (2, 6, 3), (2, 6, 2)))
+    keep = np.ones((2, 1, 6), bool)
+    keep[1, 0, 4:] = False
+    mask = mt.tensor(keep, device="cuda")
+    assert mt.autograd.gradcheck(lambda q, k, v: F.scaled_dot_product_attention(q, k, v, mask, is_causal=causal),
+                                 [q, k, v], fast_mode=True)
