@@ -67,13 +67,21 @@ LN2 = 0.6931471805599453
 ROWDOT_THREADS = 128  # threads per block of the D = rowsum(dO ⊙ O) kernel
 
 
-def _stager(numba_dtype, zero, dpad: int, nthreads: int):
-    """Device function staging ``rows`` rows from ``r0`` of batch ``b``: xs[r, c] = x[b, r0 + r, c],
-    ys[r, c] = y[b, r0 + r, c], zero past the real rows (``nrows``) and columns (``dx``, ``dy``).
-    The block's ``nthreads`` threads share the rows x ``dpad`` cells; the caller synchronises."""
+def _stagers(numba_dtype, zero, dpad: int, nthreads: int):
+    """Device functions staging ``rows`` rows from ``r0`` of batch ``b`` in shared memory:
+    ``stage_one``: xs[r, c] = x[b, r0 + r, c], zero past the real rows (``nrows``) and columns
+    (``dx``); ``stage_two`` does the same for two arrays. The block's ``nthreads`` threads share
+    the rows x ``dpad`` cells (consecutive threads, consecutive columns); the caller synchronises."""
 
     @cuda.jit(device=True)
-    def stage(xs, ys, x, y, b, r0, nrows, dx, dy, rows, tid):
+    def stage_one(xs, x, b, r0, nrows, dx, rows, tid):
+        for e in range(tid, rows * dpad, nthreads):
+            r = e // dpad
+            c = e - r * dpad
+            xs[r, c] = x[b, r0 + r, c] if r0 + r < nrows and c < dx else zero
+
+    @cuda.jit(device=True)
+    def stage_two(xs, ys, x, y, b, r0, nrows, dx, dy, rows, tid):
         for e in range(tid, rows * dpad, nthreads):
             r = e // dpad
             c = e - r * dpad
@@ -81,7 +89,7 @@ def _stager(numba_dtype, zero, dpad: int, nthreads: int):
             xs[r, c] = x[b, r0 + r, c] if inside and c < dx else zero
             ys[r, c] = y[b, r0 + r, c] if inside and c < dy else zero
 
-    return stage
+    return stage_one, stage_two
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,7 +99,7 @@ def _forward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
     zero, one, ninf, log2e, ln2 = in_dtype(0), in_dtype(1), in_dtype(NEG_INF), in_dtype(LOG2E), in_dtype(LN2)
     cols = dpad // groups
     nthreads = bq * groups
-    stage = _stager(numba_dtype, zero, dpad, nthreads)
+    stage = _stagers(numba_dtype, zero, dpad, nthreads)[1]
 
     @cuda.jit
     def fwd(o, lse, q, k, v, bias, bb, bi, bj, has_bias, causal, scale):
@@ -203,7 +211,7 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
     zero, ninf, log2e = in_dtype(0), in_dtype(NEG_INF), in_dtype(LOG2E)
     cols = dpad // groups
     nthreads = bk * groups
-    stage = _stager(numba_dtype, zero, dpad, nthreads)
+    stage_one, stage = _stagers(numba_dtype, zero, dpad, nthreads)
 
     @cuda.jit
     def bwd(dq, dk, v_grad, q, k, v, lse, do, delta, bias, bb, bi, bj, has_bias, causal, scale):
@@ -213,6 +221,7 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
         registers: the thread's k (pre-scaled), v, dk and dv slices (``cols`` each)."""
         Qs = cuda.shared.array((bq, dpad), numba_dtype)
         dOs = cuda.shared.array((bq, dpad), numba_dtype)
+        Ks = cuda.shared.array((bk, dpad), numba_dtype)  # the block's k rows, unscaled, for dq
         part_s = cuda.shared.array((bq, nthreads), numba_dtype)
         part_dp = cuda.shared.array((bq, nthreads), numba_dtype)
         dS = cuda.shared.array((bq, bk), numba_dtype)
@@ -240,6 +249,7 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
             dk_acc[c] = zero
             dv_acc[c] = zero
         k_rows = min(bk, Tk - k0)
+        stage_one(Ks, k, b, k0, Tk, d, bk, tid)  # read by the dq step after the first sync
         q_start = (k0 // bq) * bq if causal else 0
         for q0 in range(q_start, Tq, bq):
             stage(Qs, dOs, q, do, b, q0, Tq, d, dv, bq, tid)
@@ -288,7 +298,7 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
                 if col < d:
                     a = zero
                     for jj in range(k_rows):
-                        a += dS[ii, jj] * k[b, k0 + jj, col]
+                        a += dS[ii, jj] * Ks[jj, col]
                     cuda.atomic.add(dq, (b, q0 + ii, col), a * scale)
             cuda.syncthreads()
         if valid:
@@ -317,8 +327,8 @@ def layout(d: int, dv: int, itemsize: int, backward: bool) -> tuple[int, int, in
 
 
 def _shared_bytes(bq, bk, dpad, groups, itemsize, backward) -> int:
-    if backward:  # Q, dO tiles; part_s, part_dp; dS; lse, D
-        cells = 2 * bq * dpad + 2 * bq * bk * groups + bq * bk + 2 * bq
+    if backward:  # Q, dO, K tiles; part_s, part_dp; dS; lse, D
+        cells = 2 * bq * dpad + bk * dpad + 2 * bq * bk * groups + bq * bk + 2 * bq
     else:  # K, V tiles; part
         cells = 2 * bk * dpad + bk * bq * groups
     return cells * itemsize
