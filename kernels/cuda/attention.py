@@ -33,11 +33,14 @@ above the diagonal are skipped.
 Backward — two launches: ``prepare`` (D = rowsum(dO ⊙ O), one thread per (b, query row),
 which also zeroes dq), then one fused kernel, grid (ceil(Tk / bk), B), bk * groups
 threads, one key row per thread group, k and v slices and dk / dv accumulators in
-registers. Per query tile it stages Q, dO (bq x dpad), lse and D; P is computed once
+registers; the block's K rows (bk x dpad) staged once in shared memory for dq. Per query
+tile it stages Q, dO (bq x dpad), lse and D; P is computed once
 per (query, key) pair: dv += P dO, dS = P (dO·vⱼ - D), dk += dS q, and dS (bq x bk, shared)
 gives the tile's dq contribution dS K, added to dq with atomics (its last bits depend on
 the order the key tiles arrive in). Causal: query tiles entirely before the key tile are
 skipped. Fully masked rows (every S = -inf) give o = 0, lse = -inf and zero gradients.
+Each tile loop runs over the rows that exist (a runtime trip count), which keeps NVVM from
+unrolling it into more live registers than the 255 a thread has.
 Tiles: ``BLOCK_Q`` / ``BLOCK_K`` (32 / 32), shrunk (powers of two) until a kernel's shared
 arrays fit ``SHARED_BYTES`` (48 KiB, the static limit).
 """
@@ -217,7 +220,7 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
     def bwd(dq, dk, v_grad, q, k, v, lse, do, delta, bias, bb, bi, bj, has_bias, causal, scale):
         """dk[b, j], dv[b, j] for key row j = blockIdx.x * bk + threadIdx.x // groups, and the
         block's share of dq[b] (atomics; ``prepare`` zeroed it). Shared: Q, dO tiles (bq x dpad),
-        their lse (base 2) and D, partial scores and dO·v (bq x threads each), dS (bq x bk);
+        the block's K rows (bk x dpad), the tile's lse (base 2) and D, partial scores and dO·v (bq x threads each), dS (bq x bk);
         registers: the thread's k (pre-scaled), v, dk and dv slices (``cols`` each)."""
         Qs = cuda.shared.array((bq, dpad), numba_dtype)
         dOs = cuda.shared.array((bq, dpad), numba_dtype)
