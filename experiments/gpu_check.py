@@ -98,7 +98,7 @@ def plan(args) -> dict:
     if "tests" in args.steps:
         p["tests"] = {"command": f"{env} {sys.executable} -m pytest -q -x tests/cuda tests/kernels",
                       "realistic_shapes": ["matmul 1024x768 @ 768x512", f"softmax {W4_N}x{W4_N} fwd+bwd",
-                                           "attention B=1 h=8 T=512 d=64 fwd+bwd, causal and not"]}
+                                           "attention 8x512x64 fwd+bwd causal and not, 2x256x128 causal, 4x300x32"]}
     if "train" in args.steps:
         p["train"] = {"command": f"{env} {sys.executable} experiments/reverse.py --device cuda --target 0.99 "
                                  f"--time-limit {args.train_time:g} --quiet --overwrite --out-dir <tmp>",
@@ -252,9 +252,11 @@ def realistic_shape_checks() -> list:
     want = torch.softmax(torch.from_numpy(x).double(), -1).numpy()
     e = rel(y, want)
     out.append({"case": f"softmax {W4_N}x{W4_N}", "max_rel_err": e, "ok": e < 1e-5})
-    for causal in (False, True):
-        q, k, v, do = (rng.standard_normal((8, 512, 64)).astype(np.float32) for _ in range(4))
-        scale = 64 ** -0.5
+    # head dims 64, 128 and 32 (one to eight threads per row), an awkward length among them
+    for (bh, n, hd), causal in [((8, 512, 64), False), ((8, 512, 64), True), ((2, 256, 128), True),
+                                ((4, 300, 32), False)]:
+        q, k, v, do = (rng.standard_normal((bh, n, hd)).astype(np.float32) for _ in range(4))
+        scale = hd ** -0.5
         dq_, dk_, dv_ = (cuda.to_device(t) for t in (q, k, v))
         o, lse = cuda_kernels.attention_forward(dq_, dk_, dv_, None, causal, scale)
         grads = cuda_kernels.attention_backward(dq_, dk_, dv_, o, lse, cuda.to_device(do), None, causal, scale)
@@ -263,7 +265,7 @@ def realistic_shape_checks() -> list:
         to.backward(torch.from_numpy(do).double())
         e = max(rel(o.copy_to_host(), to.detach().numpy()),
                 *(rel(g.copy_to_host(), t.grad.numpy()) for g, t in zip(grads, (tq, tk, tv))))
-        out.append({"case": f"attention 8x512x64 causal={causal}", "max_rel_err": e, "ok": e < 1e-4})
+        out.append({"case": f"attention {bh}x{n}x{hd} causal={causal}", "max_rel_err": e, "ok": e < 1e-4})
     return out
 
 
