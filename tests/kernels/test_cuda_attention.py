@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from numba import cuda  # noqa: E402
 
+import minitrans as mt  # noqa: E402
+import minitrans.nn.functional as F  # noqa: E402
 from minitrans.kernels import reference as ref  # noqa: E402
 from minitrans.kernels.cuda import _util  # noqa: E402
 
@@ -129,9 +131,6 @@ def test_head_dim_above_the_largest_specialisation_is_refused():
 def test_non_contiguous_q_k_v_through_the_backend(causal):
     """q, k, v as strided views (heads moved to dim 1, a column slice) on ``cuda``: the op's
     output and input gradients match the NumPy reference on contiguous copies."""
-    import minitrans as mt
-    import minitrans.nn.functional as F
-
     rng = np.random.default_rng(1)
     B, T, H, d = 2, 5, 2, 6
     xq, xk, xv = (rng.standard_normal((B, T, H, 2 * d)) for _ in range(3))
@@ -159,9 +158,6 @@ def test_non_contiguous_q_k_v_through_the_backend(causal):
 def test_float64_gradcheck_of_the_op_on_cuda(tiles, causal):
     """The fused op on ``cuda`` (rows split over threads in the "split" tiling) against float64
     central differences, with a key-padding mask."""
-    import minitrans as mt
-    import minitrans.nn.functional as F
-
     rng = np.random.default_rng(2)
     q, k, v = (mt.tensor(rng.standard_normal(s), dtype=mt.float64, device="cuda", requires_grad=True)
                for s in ((2, 5, 3), (2, 6, 3), (2, 6, 2)))
