@@ -12,13 +12,15 @@ Head dim: every kernel is compiled for a padded head dim ``dpad`` = the power of
 >= max(d, dv, 16), a compile-time constant, up to ``MAX_HEAD_DIM`` (256). Other head dims
 fall back to the next power of two: the padded columns are staged as zeros and never
 written, which costs compute, not correctness. Each query (forward) or key (backward) row
-is served by ``groups`` = dpad / cols threads, each owning ``cols`` columns (columns
-g, g + groups, g + 2 groups, ... for thread g of the row: conflict-free shared-memory
-reads); ``cols`` = ``FWD_ROW_BYTES`` (backward: ``BWD_ROW_BYTES``) / itemsize, at most
+is served by ``groups`` = dpad / cols threads, thread g owning the ``cols`` columns from
+g * cols; ``cols`` = ``FWD_ROW_BYTES`` (backward: ``BWD_ROW_BYTES``) / itemsize, at most
 dpad. A thread's row slices and accumulators are local arrays of that constant size
 indexed only by unrolled loops, so they live in registers (the compile guard checks
 zero local memory). A row's partial dot products are summed through shared memory
 (``part``), not warp shuffles, so the same code runs in Numba's CUDA simulator.
+Staged rows are stored as (groups, cols + skew) with 16-byte alignment: a thread reads its
+slice with 128-bit shared loads (one load per four float32 FMAs), and the 16-byte skew
+between slices puts the slices of one row in different banks.
 
 Scores are kept in base 2: q (forward) or k (backward) is pre-multiplied by
 scale * log2(e) and the bias by log2(e), so the softmax uses float32 ``exp2``; the
@@ -52,7 +54,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import cdiv, device_array, flat_view, launch, nb_dtype, pow2_at_least
+from ._util import cdiv, device_array, flat_view, launch, nb_dtype, pow2_at_least, simulated
 from .layout import broadcast_strides
 
 BLOCK_Q = 32
@@ -70,7 +72,14 @@ LN2 = 0.6931471805599453
 ROWDOT_THREADS = 128  # threads per block of the D = rowsum(dO ⊙ O) kernel
 
 
-def _stagers(numba_dtype, zero, dpad: int, nthreads: int):
+def skew_of(groups: int, itemsize: int) -> int:
+    """Elements of padding after each thread's column slice in a staged row: 16 bytes when a row
+    is split, so the slices of one row start in different banks (no conflict between the
+    vector loads of a row's threads)."""
+    return 16 // itemsize if groups > 1 else 0
+
+
+def _stagers(numba_dtype, zero, dpad: int, nthreads: int, cols: int, skew: int):
     """Device functions staging ``rows`` rows from ``r0`` of batch ``b`` in shared memory:
     ``stage_one``: xs[r, c] = x[b, r0 + r, c], zero past the real rows (``nrows``) and columns
     (``dx``); ``stage_two`` does the same for two arrays. The block's ``nthreads`` threads share
@@ -81,7 +90,7 @@ def _stagers(numba_dtype, zero, dpad: int, nthreads: int):
         for e in range(tid, rows * dpad, nthreads):
             r = e // dpad
             c = e - r * dpad
-            xs[r, c] = x[b, r0 + r, c] if r0 + r < nrows and c < dx else zero
+            xs[r, c // cols, c % cols] = x[b, r0 + r, c] if r0 + r < nrows and c < dx else zero
 
     @cuda.jit(device=True)
     def stage_two(xs, ys, x, y, b, r0, nrows, dx, dy, rows, tid):
@@ -89,8 +98,8 @@ def _stagers(numba_dtype, zero, dpad: int, nthreads: int):
             r = e // dpad
             c = e - r * dpad
             inside = r0 + r < nrows
-            xs[r, c] = x[b, r0 + r, c] if inside and c < dx else zero
-            ys[r, c] = y[b, r0 + r, c] if inside and c < dy else zero
+            xs[r, c // cols, c % cols] = x[b, r0 + r, c] if inside and c < dx else zero
+            ys[r, c // cols, c % cols] = y[b, r0 + r, c] if inside and c < dy else zero
 
     return stage_one, stage_two
 
@@ -102,15 +111,18 @@ def _forward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
     zero, one, ninf, log2e, ln2 = in_dtype(0), in_dtype(1), in_dtype(NEG_INF), in_dtype(LOG2E), in_dtype(LN2)
     cols = dpad // groups
     nthreads = bq * groups
-    stage = _stagers(numba_dtype, zero, dpad, nthreads)[1]
+    skew = skew_of(groups, np.dtype(dtype).itemsize)
+    kv_shape = (bk, groups, cols + skew)  # staged rows: one padded slice per thread of a row
+    align = None if simulated() else 16  # 16-byte shared rows: vector loads (the simulator takes no alignment)
+    stage = _stagers(numba_dtype, zero, dpad, nthreads, cols, skew)[1]
 
     @cuda.jit
     def fwd(o, lse, q, k, v, bias, bb, bi, bj, has_bias, causal, scale):
         """o[b, i], lse[b, i] for query row i = blockIdx.x * bq + threadIdx.x // groups, batch
         b = blockIdx.y. Shared: K, V tiles (bk x dpad) and ``part`` (bk x threads); registers:
         the thread's q slice and O accumulator (``cols`` each), running max m and sum l."""
-        Ks = cuda.shared.array((bk, dpad), numba_dtype)
-        Vs = cuda.shared.array((bk, dpad), numba_dtype)
+        Ks = cuda.shared.array(kv_shape, numba_dtype, alignment=align)
+        Vs = cuda.shared.array(kv_shape, numba_dtype, alignment=align)
         part = cuda.shared.array((bk, nthreads), numba_dtype)
         q_slice = cuda.local.array(cols, numba_dtype)
         acc = cuda.local.array(cols, numba_dtype)
@@ -126,7 +138,7 @@ def _forward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
         valid = i < Tq
         q_scale = scale * log2e
         for c in range(cols):
-            col = c * groups + g
+            col = g * cols + c
             acc[c] = zero
             q_slice[c] = q[b, i, col] * q_scale if valid and col < d else zero
         m = ninf
@@ -139,7 +151,7 @@ def _forward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
             for jj in range(k_rows):
                 s = zero
                 for c in range(cols):
-                    s += q_slice[c] * Ks[jj, c * groups + g]
+                    s += q_slice[c] * Ks[jj, g, c]
                 if g == 0:  # the row's first thread adds the bias and the mask
                     j = k0 + jj
                     if valid and (not causal or j <= i):
@@ -169,13 +181,13 @@ def _forward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
                     p = math.exp2(s - m_new)  # 0 for a masked score
                     l += p
                     for c in range(cols):
-                        acc[c] += p * Vs[jj, c * groups + g]
+                        acc[c] += p * Vs[jj, g, c]
                 m = m_new
             cuda.syncthreads()
         if valid:
             inv = one / l if l > zero else zero
             for c in range(cols):
-                col = c * groups + g
+                col = g * cols + c
                 if col < dv:
                     o[b, i, col] = acc[c] * inv
             if g == 0:
@@ -214,7 +226,11 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
     zero, ninf, log2e = in_dtype(0), in_dtype(NEG_INF), in_dtype(LOG2E)
     cols = dpad // groups
     nthreads = bk * groups
-    stage_one, stage = _stagers(numba_dtype, zero, dpad, nthreads)
+    skew = skew_of(groups, np.dtype(dtype).itemsize)
+    q_shape = (bq, groups, cols + skew)  # staged rows: one padded slice per thread of a row
+    k_shape = (bk, groups, cols + skew)
+    align = None if simulated() else 16  # 16-byte shared rows: vector loads (the simulator takes no alignment)
+    stage_one, stage = _stagers(numba_dtype, zero, dpad, nthreads, cols, skew)
 
     @cuda.jit
     def bwd(dq, dk, v_grad, q, k, v, lse, do, delta, bias, bb, bi, bj, has_bias, causal, scale):
@@ -222,9 +238,9 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
         block's share of dq[b] (atomics; ``prepare`` zeroed it). Shared: Q, dO tiles (bq x dpad),
         the block's K rows (bk x dpad), the tile's lse (base 2) and D, partial scores and dO·v (bq x threads each), dS (bq x bk);
         registers: the thread's k (pre-scaled), v, dk and dv slices (``cols`` each)."""
-        Qs = cuda.shared.array((bq, dpad), numba_dtype)
-        dOs = cuda.shared.array((bq, dpad), numba_dtype)
-        Ks = cuda.shared.array((bk, dpad), numba_dtype)  # the block's k rows, unscaled, for dq
+        Qs = cuda.shared.array(q_shape, numba_dtype, alignment=align)
+        dOs = cuda.shared.array(q_shape, numba_dtype, alignment=align)
+        Ks = cuda.shared.array(k_shape, numba_dtype, alignment=align)  # the block's k rows, unscaled, for dq
         part_s = cuda.shared.array((bq, nthreads), numba_dtype)
         part_dp = cuda.shared.array((bq, nthreads), numba_dtype)
         dS = cuda.shared.array((bq, bk), numba_dtype)
@@ -246,7 +262,7 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
         valid = j < Tk
         k_scale = scale * log2e
         for c in range(cols):
-            col = c * groups + g
+            col = g * cols + c
             k_slice[c] = k[b, j, col] * k_scale if valid and col < d else zero
             v_slice[c] = v[b, j, col] if valid and col < dv else zero
             dk_acc[c] = zero
@@ -266,9 +282,8 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
                 s = zero
                 dp = zero
                 for c in range(cols):
-                    col = c * groups + g
-                    s += k_slice[c] * Qs[ii, col]
-                    dp += v_slice[c] * dOs[ii, col]
+                    s += k_slice[c] * Qs[ii, g, c]
+                    dp += v_slice[c] * dOs[ii, g, c]
                 if g == 0:  # the row's first thread adds the bias and the mask
                     i = q0 + ii
                     if valid and (not causal or j <= i):
@@ -289,9 +304,8 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
                 p = math.exp2(s - Ls[ii]) if s > ninf else zero
                 ds = p * (dp - Ds[ii])
                 for c in range(cols):
-                    col = c * groups + g
-                    dv_acc[c] += p * dOs[ii, col]
-                    dk_acc[c] += ds * Qs[ii, col]
+                    dv_acc[c] += p * dOs[ii, g, c]
+                    dk_acc[c] += ds * Qs[ii, g, c]
                 if g == 0:
                     dS[ii, row] = ds
             cuda.syncthreads()
@@ -299,14 +313,15 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
                 ii = e // dpad
                 col = e - ii * dpad
                 if col < d:
+                    slice_, c = col // cols, col % cols
                     a = zero
                     for jj in range(k_rows):
-                        a += dS[ii, jj] * Ks[jj, col]
+                        a += dS[ii, jj] * Ks[jj, slice_, c]
                     cuda.atomic.add(dq, (b, q0 + ii, col), a * scale)
             cuda.syncthreads()
         if valid:
             for c in range(cols):
-                col = c * groups + g
+                col = g * cols + c
                 if col < d:
                     dk[b, j, col] = dk_acc[c] * scale
                 if col < dv:
@@ -330,10 +345,11 @@ def layout(d: int, dv: int, itemsize: int, backward: bool) -> tuple[int, int, in
 
 
 def _shared_bytes(bq, bk, dpad, groups, itemsize, backward) -> int:
+    width = dpad + groups * skew_of(groups, itemsize)  # a staged row
     if backward:  # Q, dO, K tiles; part_s, part_dp; dS; lse, D
-        cells = 2 * bq * dpad + bk * dpad + 2 * bq * bk * groups + bq * bk + 2 * bq
+        cells = 2 * bq * width + bk * width + 2 * bq * bk * groups + bq * bk + 2 * bq
     else:  # K, V tiles; part
-        cells = 2 * bk * dpad + bk * bq * groups
+        cells = 2 * bk * width + bk * bq * groups
     return cells * itemsize
 
 
