@@ -8,43 +8,34 @@ k (B, Tk, d), v (B, Tk, dv), all C-contiguous. ``bias`` is None or a device arra
 (1, Tq, Tk) mask — holding -inf at masked positions; the wrapper turns its size-1 dims
 into stride 0 (``layout.broadcast_strides``), so it is never expanded in memory.
 
-Head dim: every kernel is compiled for a padded head dim ``dpad`` = the power of two
->= max(d, dv, 16), a compile-time constant, up to ``MAX_HEAD_DIM`` (256). Other head dims
-fall back to the next power of two: the padded columns are staged as zeros and never
-written, which costs compute, not correctness. Each query (forward) or key (backward) row
-is served by ``groups`` = dpad / cols threads, thread g owning the ``cols`` columns from
-g * cols; ``cols`` = ``FWD_ROW_BYTES`` (backward: ``BWD_ROW_BYTES``) / itemsize, at most
-dpad. A thread's row slices and accumulators are local arrays of that constant size
-indexed only by unrolled loops, so they live in registers (the compile guard checks
+Head dim: kernels are compiled for ``dpad`` = the power of two >= max(d, dv, 16), up to
+``MAX_HEAD_DIM`` (256); other head dims run padded (zero columns staged, never written).
+A query (forward) or key (backward) row is served by ``groups`` = dpad / cols threads,
+thread g owning columns g * cols ... (g + 1) * cols - 1, ``cols`` = ``FWD_ROW_BYTES``
+(backward ``BWD_ROW_BYTES``) / itemsize. Its row slices and accumulators are local arrays
+of that constant size indexed only by unrolled loops: registers (the compile guard checks
 zero local memory). A row's partial dot products are summed through shared memory
-(``part``), not warp shuffles, so the same code runs in Numba's CUDA simulator.
-Staged rows are stored as (groups, cols + skew) with 16-byte alignment: a thread reads its
-slice with 128-bit shared loads (one load per four float32 FMAs), and the 16-byte skew
-between slices puts the slices of one row in different banks.
-
-Scores are kept in base 2: q (forward) or k (backward) is pre-multiplied by
-scale * log2(e) and the bias by log2(e), so the softmax uses float32 ``exp2``; the
-saved lse is converted back to natural log.
+(``part``), not warp shuffles, so the same code runs in Numba's CUDA simulator. Staged
+rows are (groups, cols + skew), 16-byte aligned: 128-bit shared loads (one per four
+float32 FMAs), the 16-byte skew putting a row's slices in different banks. Scores are in
+base 2 (q or k pre-multiplied by scale * log2(e), the bias by log2(e)): float32 ``exp2``;
+the saved lse is natural log. Tile loops run over the rows that exist (runtime trip
+counts), which keeps NVVM from unrolling them past the 255 registers a thread has.
 
 Forward — grid (ceil(Tq / bq), B), bq * groups threads. Per key tile (bk rows) the block
-stages K and V (bk x dpad each) in shared memory; each thread writes its partial scores
-for the tile to ``part`` (bk x threads), then folds the tile into its row with the online
-softmax (tile max, one rescale of the accumulator per tile). K/V are read ceil(Tq / bq)
-times, Q once, O and lse written once; no (Tq, Tk) matrix. Causal: key tiles entirely
-above the diagonal are skipped.
-Backward — two launches: ``prepare`` (D = rowsum(dO ⊙ O), one thread per (b, query row),
-which also zeroes dq), then one fused kernel, grid (ceil(Tk / bk), B), bk * groups
-threads, one key row per thread group, k and v slices and dk / dv accumulators in
-registers; the block's K rows (bk x dpad) staged once in shared memory for dq. Per query
-tile it stages Q, dO (bq x dpad), lse and D; P is computed once
-per (query, key) pair: dv += P dO, dS = P (dO·vⱼ - D), dk += dS q, and dS (bq x bk, shared)
-gives the tile's dq contribution dS K, added to dq with atomics (its last bits depend on
-the order the key tiles arrive in). Causal: query tiles entirely before the key tile are
-skipped. Fully masked rows (every S = -inf) give o = 0, lse = -inf and zero gradients.
-Each tile loop runs over the rows that exist (a runtime trip count), which keeps NVVM from
-unrolling it into more live registers than the 255 a thread has.
-Tiles: ``BLOCK_Q`` / ``BLOCK_K`` (32 / 32), shrunk (powers of two) until a kernel's shared
-arrays fit ``SHARED_BYTES`` (48 KiB, the static limit).
+stages K and V in shared memory; each thread writes its partial scores to ``part``
+(bk x threads), then folds the tile into its row with the online softmax (tile max, one
+rescale per tile). K/V read ceil(Tq / bq) times, Q once, O and lse written once; no
+(Tq, Tk) matrix. Causal: key tiles entirely above the diagonal are skipped.
+Backward — ``prepare`` (D = rowsum(dO ⊙ O), one thread per (b, query row), also zeroing
+dq), then one fused kernel, grid (ceil(Tk / bk), B), bk * groups threads, k / v slices
+and dk / dv accumulators in registers, the block's K rows staged once for dq. Per query
+tile it stages Q, dO, lse and D; P is computed once per (query, key) pair: dv += P dO,
+dS = P (dO·vⱼ - D), dk += dS q, and dS (bq x bk, shared) gives the tile's dq share dS K,
+added with atomics (its last bits depend on the order of the key tiles). Causal: query
+tiles entirely before the key tile are skipped. Fully masked rows (every S = -inf) give
+o = 0, lse = -inf and zero gradients. Tiles: ``BLOCK_Q`` / ``BLOCK_K`` (32 / 32), halved
+until a kernel's shared arrays fit ``SHARED_BYTES`` (48 KiB, the static limit).
 """
 from __future__ import annotations
 
@@ -59,9 +50,8 @@ from .layout import broadcast_strides
 
 BLOCK_Q = 32
 BLOCK_K = 32
-# Bytes of a row one thread owns: 32 float32 columns in the forward (q and O accumulator), 16 in
-# the backward (k, v, dk, dv). Chosen with ``ptxas -v`` for sm_90: every specialisation stays
-# within 255 registers with no spills (wider slices spill in the backward and at head dim >= 128).
+# Bytes of a row one thread owns: 32 float32 columns forward (q, O), 16 backward (k, v, dk, dv).
+# Chosen with ``ptxas -v`` for sm_90: no specialisation spills (wider slices do, backward and d >= 128).
 FWD_ROW_BYTES = 128
 BWD_ROW_BYTES = 64
 MAX_HEAD_DIM = 256
@@ -73,24 +63,28 @@ ROWDOT_THREADS = 128  # threads per block of the D = rowsum(dO ⊙ O) kernel
 
 
 def skew_of(groups: int, itemsize: int) -> int:
-    """Elements of padding after each thread's column slice in a staged row: 16 bytes when a row
-    is split, so the slices of one row start in different banks (no conflict between the
-    vector loads of a row's threads)."""
+    """Padding (elements) after each slice of a staged row: 16 bytes when a row is split."""
     return 16 // itemsize if groups > 1 else 0
 
 
-def _stagers(numba_dtype, zero, dpad: int, nthreads: int, cols: int, skew: int):
+def vec_of(itemsize: int) -> int:
+    return 16 // itemsize  # elements in one 16-byte shared-memory vector load
+
+
+def _stagers(numba_dtype, zero, dpad: int, nthreads: int, cols: int, skew: int, vec: int):
     """Device functions staging ``rows`` rows from ``r0`` of batch ``b`` in shared memory:
-    ``stage_one``: xs[r, c] = x[b, r0 + r, c], zero past the real rows (``nrows``) and columns
-    (``dx``); ``stage_two`` does the same for two arrays. The block's ``nthreads`` threads share
-    the rows x ``dpad`` cells (consecutive threads, consecutive columns); the caller synchronises."""
+    ``stage_two``: xs[r, c] = x[b, r0 + r, c], ys[r, c] = y[b, r0 + r, c], rows stored as (slice,
+    column), zero past the real rows (``nrows``) and columns (``dx``, ``dy``); ``stage_one``: one
+    array, rows stored as (slice, vector, element). The ``nthreads`` threads share the cells
+    (consecutive threads, consecutive columns); the caller synchronises."""
 
     @cuda.jit(device=True)
     def stage_one(xs, x, b, r0, nrows, dx, rows, tid):
         for e in range(tid, rows * dpad, nthreads):
             r = e // dpad
             c = e - r * dpad
-            xs[r, c // cols, c % cols] = x[b, r0 + r, c] if r0 + r < nrows and c < dx else zero
+            c_in = c % cols
+            xs[r, c // cols, c_in // vec, c_in % vec] = x[b, r0 + r, c] if r0 + r < nrows and c < dx else zero
 
     @cuda.jit(device=True)
     def stage_two(xs, ys, x, y, b, r0, nrows, dx, dy, rows, tid):
@@ -114,7 +108,7 @@ def _forward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
     skew = skew_of(groups, np.dtype(dtype).itemsize)
     kv_shape = (bk, groups, cols + skew)  # staged rows: one padded slice per thread of a row
     align = None if simulated() else 16  # 16-byte shared rows: vector loads (the simulator takes no alignment)
-    stage = _stagers(numba_dtype, zero, dpad, nthreads, cols, skew)[1]
+    stage = _stagers(numba_dtype, zero, dpad, nthreads, cols, skew, vec_of(np.dtype(dtype).itemsize))[1]
 
     @cuda.jit
     def fwd(o, lse, q, k, v, bias, bb, bi, bj, has_bias, causal, scale):
@@ -141,8 +135,7 @@ def _forward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
             col = g * cols + c
             acc[c] = zero
             q_slice[c] = q[b, i, col] * q_scale if valid and col < d else zero
-        m = ninf
-        l = zero
+        m, l = ninf, zero  # running max and sum of the row (base 2)
         k_end = min(Tk, q0 + bq) if causal else Tk
         for k0 in range(0, k_end, bk):
             stage(Ks, Vs, k, v, b, k0, Tk, d, dv, bk, tid)
@@ -228,9 +221,10 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
     nthreads = bk * groups
     skew = skew_of(groups, np.dtype(dtype).itemsize)
     q_shape = (bq, groups, cols + skew)  # staged rows: one padded slice per thread of a row
-    k_shape = (bk, groups, cols + skew)
+    vec = vec_of(np.dtype(dtype).itemsize)
+    k_shape = (bk, groups, (cols + skew) // vec, vec)  # a vector (4 float32) per innermost row
     align = None if simulated() else 16  # 16-byte shared rows: vector loads (the simulator takes no alignment)
-    stage_one, stage = _stagers(numba_dtype, zero, dpad, nthreads, cols, skew)
+    stage_one, stage = _stagers(numba_dtype, zero, dpad, nthreads, cols, skew, vec)
 
     @cuda.jit
     def bwd(dq, dk, v_grad, q, k, v, lse, do, delta, bias, bb, bi, bj, has_bias, causal, scale):
@@ -250,6 +244,7 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
         v_slice = cuda.local.array(cols, numba_dtype)
         dk_acc = cuda.local.array(cols, numba_dtype)
         dv_acc = cuda.local.array(cols, numba_dtype)
+        dq_acc = cuda.local.array(vec, numba_dtype)
         Tq, d = q.shape[1], q.shape[2]
         Tk, dv = k.shape[1], v.shape[2]
         b = cuda.blockIdx.y
@@ -279,8 +274,7 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
             cuda.syncthreads()
             q_rows = min(bq, Tq - q0)  # a runtime trip count: the loops over the tile stay loops
             for ii in range(q_rows):
-                s = zero
-                dp = zero
+                s, dp = zero, zero
                 for c in range(cols):
                     s += k_slice[c] * Qs[ii, g, c]
                     dp += v_slice[c] * dOs[ii, g, c]
@@ -296,8 +290,7 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
             if groups > 1:
                 cuda.syncthreads()
             for ii in range(q_rows):
-                s = zero
-                dp = zero
+                s, dp = zero, zero
                 for h in range(groups):
                     s += part_s[ii, first + h]
                     dp += part_dp[ii, first + h]
@@ -309,15 +302,21 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
                 if g == 0:
                     dS[ii, row] = ds
             cuda.syncthreads()
-            for e in range(tid, q_rows * dpad, nthreads):  # dq[q0 + ii, col] += scale * Σ_jj dS[ii, jj] k[jj, col]
-                ii = e // dpad
-                col = e - ii * dpad
-                if col < d:
-                    slice_, c = col // cols, col % cols
-                    a = zero
+            # dq[q0 + ii, col] += scale * Σ_jj dS[ii, jj] k[jj, col], ``vec`` columns per thread
+            for e in range(tid, q_rows * (dpad // vec), nthreads):
+                ii = e // (dpad // vec)
+                col0 = (e - ii * (dpad // vec)) * vec
+                if col0 < d:
+                    slice_, v_in = col0 // cols, (col0 % cols) // vec
+                    for u in range(vec):
+                        dq_acc[u] = zero
                     for jj in range(k_rows):
-                        a += dS[ii, jj] * Ks[jj, slice_, c]
-                    cuda.atomic.add(dq, (b, q0 + ii, col), a * scale)
+                        w = dS[ii, jj]
+                        for u in range(vec):
+                            dq_acc[u] += w * Ks[jj, slice_, v_in, u]
+                    for u in range(vec):
+                        if col0 + u < d:
+                            cuda.atomic.add(dq, (b, q0 + ii, col0 + u), dq_acc[u] * scale)
             cuda.syncthreads()
         if valid:
             for c in range(cols):
@@ -333,14 +332,11 @@ def _backward_kernel(dtype, bq: int, bk: int, dpad: int, groups: int):
 def layout(d: int, dv: int, itemsize: int, backward: bool) -> tuple[int, int, int, int]:
     """(bq, bk, dpad, groups) of the forward or backward kernel for head dims d, dv."""
     dpad = pow2_at_least(max(d, dv), 16)
-    cols = min(dpad, max(1, (BWD_ROW_BYTES if backward else FWD_ROW_BYTES) // itemsize))
+    cols = min(dpad, max(vec_of(itemsize), (BWD_ROW_BYTES if backward else FWD_ROW_BYTES) // itemsize))
     groups = dpad // cols
     bq, bk = BLOCK_Q, BLOCK_K
     while bq * bk > 1 and _shared_bytes(bq, bk, dpad, groups, itemsize, backward) > SHARED_BYTES:
-        if bq >= bk:
-            bq //= 2
-        else:
-            bk //= 2
+        bq, bk = (bq // 2, bk) if bq >= bk else (bq, bk // 2)
     return bq, bk, dpad, groups
 
 
