@@ -4,10 +4,11 @@
     python experiments/gpu_check.py --dry-run       # print the plan, touch no device
     python experiments/gpu_check.py --skip train    # steps: tests, train, bench
 
-1. ``tests``: ``tests/cuda`` and ``tests/kernels`` with ``NUMBA_ENABLE_CUDASIM=0`` (the conftest
-   keeps the production tile sizes off the simulator), then the kernels at production tiles on
-   realistic shapes against NumPy / PyTorch-on-CPU references (matmul 1024 x 768 x 512, softmax
-   4096 x 4096, attention 8 heads x 512 x 64 forward + backward, causal and not).
+1. ``tests``: ``tests/cuda`` and ``tests/kernels`` (less the compile guard, which needs no GPU
+   and runs in CI) with ``NUMBA_ENABLE_CUDASIM=0`` (the conftest keeps the production tile sizes
+   off the simulator), then the kernels at production tiles on realistic shapes against NumPy /
+   PyTorch-on-CPU references (matmul 1024 x 768 x 512, softmax 4096 x 4096, attention 8 heads x
+   512 x 64 forward + backward, causal and not, and head dims 128 and 32).
 2. ``train``: ``experiments/reverse.py --device cuda`` to its held-out target (99% exact match,
    the CPU run's target) within a time limit.
 3. ``bench``: docs/benchmarks.md W1-W4 against PyTorch on the same GPU — W3 matmul against cuBLAS
@@ -47,6 +48,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("tests", "train", "bench")
+# the compile guard needs no GPU and runs in CI; left out here it saves minutes of compiling
+PYTEST = ["-m", "pytest", "-q", "-x", "tests/cuda", "tests/kernels", "--ignore=tests/cuda/test_guard.py"]
 WHEELS = ROOT / ".whl"  # ignored by git; travels with the checkout to the GPU machine
 PY_VERSION = "3.12"  # the GPU machine's Python
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64")
@@ -96,7 +99,7 @@ def plan(args) -> dict:
     if (wheels / REQUIREMENTS).exists() and not os.environ.get(IN_VENV):
         p["install"] = [shlex.join(c) for c in install_commands(wheels)]
     if "tests" in args.steps:
-        p["tests"] = {"command": f"{env} {sys.executable} -m pytest -q -x tests/cuda tests/kernels",
+        p["tests"] = {"command": f"{env} {shlex.join([sys.executable, *PYTEST])}",
                       "realistic_shapes": ["matmul 1024x768 @ 768x512", f"softmax {W4_N}x{W4_N} fwd+bwd",
                                            "attention 8x512x64 fwd+bwd causal and not, 2x256x128 causal, 4x300x32"]}
     if "train" in args.steps:
@@ -222,7 +225,7 @@ def _timed(fn, sync, reps: int, warmup: int = 2) -> float:
 def run_tests(res: dict) -> bool:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/cuda", "tests/kernels"], cwd=ROOT,
+    r = subprocess.run([sys.executable, *PYTEST], cwd=ROOT,
                        env=env, capture_output=True, text=True)
     res["tests"] = {"returncode": r.returncode, "summary": (r.stdout.strip().splitlines() or [""])[-1],
                     "seconds": round(time.perf_counter() - t0, 1)}
