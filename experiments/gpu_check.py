@@ -4,10 +4,11 @@
     python experiments/gpu_check.py --dry-run       # print the plan, touch no device
     python experiments/gpu_check.py --skip train    # steps: tests, train, bench
 
-1. ``tests``: ``tests/cuda`` and ``tests/kernels`` with ``NUMBA_ENABLE_CUDASIM=0`` (the conftest
-   keeps the production tile sizes off the simulator), then the kernels at production tiles on
-   realistic shapes against NumPy / PyTorch-on-CPU references (matmul 1024 x 768 x 512, softmax
-   4096 x 4096, attention 8 heads x 512 x 64 forward + backward, causal and not).
+1. ``tests``: ``tests/cuda`` and ``tests/kernels`` (less the compile guard, which needs no GPU
+   and runs in CI) with ``NUMBA_ENABLE_CUDASIM=0`` (the conftest keeps the production tile sizes
+   off the simulator), then the kernels at production tiles on realistic shapes against NumPy /
+   PyTorch-on-CPU references (matmul 1024 x 768 x 512, softmax 4096 x 4096, attention 8 heads x
+   512 x 64 forward + backward, causal and not, and head dims 128 and 32).
 2. ``train``: ``experiments/reverse.py --device cuda`` to its held-out target (99% exact match,
    the CPU run's target) within a time limit.
 3. ``bench``: docs/benchmarks.md W1-W4 against PyTorch on the same GPU — W3 matmul against cuBLAS
@@ -17,8 +18,20 @@
 
 It writes ``experiments/results/gpu_check.json`` and a "GPU check" section at the end of
 ``experiments/RESULTS.md`` with the device name, the versions and this exact command.
-It needs no network: PyTorch (with CUDA), NumPy, numba and numba-cuda must already be
-installed; the checkout itself is used from its directory (no install).
+
+No network on the GPU machine: what it lacks travels with the checkout as wheels, fetched
+beforehand on a machine with network into the ignored folder ``.whl/``::
+
+    python experiments/gpu_check.py --prepare-wheels .whl          # ~20 MB: numpy<2.5, pytest, ...
+    python experiments/gpu_check.py --prepare-wheels .whl --full   # ~260 MB: + numba, numba-cuda[cu12], CUDA compilers
+
+When that folder holds prepared wheels, the check first builds a venv in it (``.whl/venv``,
+which also sees the machine's packages, PyTorch included, behind its own), installs the
+wheels there with ``pip install --no-index --find-links .whl`` and this checkout in editable
+mode, and runs itself again with the venv's Python. The small set shadows the machine's NumPy
+with one below 2.5 (numba-cuda 0.30.4 cannot compile under NumPy 2.5) and keeps the machine's
+own numba / numba-cuda; ``--full`` brings the pins of pyproject's ``cuda`` extra for a
+machine without them.
 """
 from __future__ import annotations
 
@@ -35,6 +48,17 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = ("tests", "train", "bench")
+# the compile guard needs no GPU and runs in CI; left out here it saves minutes of compiling
+PYTEST = ["-m", "pytest", "-q", "-x", "tests/cuda", "tests/kernels", "--ignore=tests/cuda/test_guard.py"]
+WHEELS = ROOT / ".whl"  # ignored by git; travels with the checkout to the GPU machine
+PY_VERSION = "3.12"  # the GPU machine's Python
+PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64")
+# What the GPU machine may lack: a NumPy that numba-cuda 0.30.4 compiles under, the test runner.
+SMALL_SET = ("numpy>=1.24,<2.5", "tqdm>=4.60", "pytest>=7", "hypothesis>=6", "setuptools>=64")
+# ... and, with --full, pyproject's core and ``cuda`` extra pins (NVVM/ptxas/runtime wheels).
+FULL_SET = SMALL_SET + ("numba>=0.60,<0.69", "numba-cuda[cu12]>=0.30.4,<0.31")
+REQUIREMENTS = "requirements.txt"  # written into the wheel folder: what to install from it
+IN_VENV = "MINITRANS_GPU_CHECK_VENV"  # set when the check has re-run itself in the wheel venv
 W2_NS, W3_NS, W4_N = (512, 2048, 8192), (256, 1024, 4096, 8192), 4096
 TARGETS = {"W3": "matmul 4096^3 >= 0.5x cuBLAS float32 (TF32 off)", "W4": "softmax >= 0.7x device-to-device copy GB/s",
            "W2": "attention fwd+bwd >= 0.5x SDPA float32", "W1": "GPU step >= 5x faster than the CPU step"}
@@ -48,7 +72,15 @@ def parse_args(argv=None):
     ap.add_argument("--reps", type=int, default=10, help="timed repetitions per benchmark case (default 10)")
     ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "gpu_check.json"), help="JSON output")
     ap.add_argument("--no-results-md", action="store_true", help="do not write the RESULTS.md section")
+    ap.add_argument("--wheels", default=str(WHEELS),
+                    help="wheel folder to install from, offline, before running (default .whl; skipped if absent)")
+    ap.add_argument("--prepare-wheels", metavar="DIR",
+                    help=f"download the cp{PY_VERSION.replace('.', '')} manylinux wheels into DIR (needs network) and exit")
+    ap.add_argument("--full", action="store_true",
+                    help="with --prepare-wheels: also numba, numba-cuda[cu12] and the CUDA compiler wheels")
     args = ap.parse_args(argv)
+    if args.full and not args.prepare_wheels:
+        ap.error("--full only applies to --prepare-wheels")
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = skip - set(STEPS)
     if unknown:
@@ -63,10 +95,13 @@ def plan(args) -> dict:
     """What a run would do: the commands and workloads, in order."""
     env = "NUMBA_ENABLE_CUDASIM=0"
     p = {"steps": args.steps, "out": args.out, "results_md": not args.no_results_md}
+    wheels = Path(args.wheels)
+    if (wheels / REQUIREMENTS).exists() and not os.environ.get(IN_VENV):
+        p["install"] = [shlex.join(c) for c in install_commands(wheels)]
     if "tests" in args.steps:
-        p["tests"] = {"command": f"{env} {sys.executable} -m pytest -q -x tests/cuda tests/kernels",
+        p["tests"] = {"command": f"{env} {shlex.join([sys.executable, *PYTEST])}",
                       "realistic_shapes": ["matmul 1024x768 @ 768x512", f"softmax {W4_N}x{W4_N} fwd+bwd",
-                                           "attention B=1 h=8 T=512 d=64 fwd+bwd, causal and not"]}
+                                           "attention 8x512x64 fwd+bwd causal and not, 2x256x128 causal, 4x300x32"]}
     if "train" in args.steps:
         p["train"] = {"command": f"{env} {sys.executable} experiments/reverse.py --device cuda --target 0.99 "
                                  f"--time-limit {args.train_time:g} --quiet --overwrite --out-dir <tmp>",
@@ -78,6 +113,85 @@ def plan(args) -> dict:
                              "peer": "torch SDPA float32"},
                       "W1": {"peer": "the same minitrans step on the CPU"}, "reps": args.reps, "targets": TARGETS}
     return p
+
+
+# ------------------------------------------------------------------------------- wheels
+def prepare_command(folder: Path, full: bool) -> list:
+    """The ``pip download`` that fetches the wheels for the GPU machine (its Python, manylinux,
+    binary wheels only, so nothing is built there)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--python-version", PY_VERSION, "--only-binary=:all:",
+           "--implementation", "cp"]
+    for plat in PLATFORMS:
+        cmd += ["--platform", plat]
+    return cmd + ["-d", str(folder), *(FULL_SET if full else SMALL_SET)]
+
+
+def prepare_wheels(folder: Path, full: bool, run=subprocess.run) -> int:
+    """Download the wheels into ``folder`` and record the requirements to install from them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = prepare_command(folder, full)
+    print(shlex.join(cmd), flush=True)
+    r = run(cmd)
+    if r.returncode != 0:
+        print(f"gpu_check: pip download failed (exit {r.returncode}); {folder} is incomplete")
+        return r.returncode
+    (folder / REQUIREMENTS).write_text("\n".join(FULL_SET if full else SMALL_SET) + "\n")
+    print(f"gpu_check: wheels for Python {PY_VERSION} in {folder}; on the GPU machine run "
+          f"python experiments/gpu_check.py --wheels {folder}")
+    return 0
+
+
+def venv_python(wheels: Path) -> Path:
+    return wheels / "venv" / "bin" / "python"
+
+
+def outer_paths() -> list:
+    """This interpreter's site-packages folders (system, user, or its own venv/conda env's)."""
+    import site
+    import sysconfig
+
+    paths = [sysconfig.get_paths()[k] for k in ("purelib", "platlib")] + list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        paths.append(site.getusersitepackages())
+    return list(dict.fromkeys(p for p in paths if os.path.isdir(p)))
+
+
+def install_commands(wheels: Path) -> list:
+    """The offline install: a venv in the wheel folder, the wheel folder's requirements into it
+    (``--ignore-installed``: every one from the folder, the machine's environment untouched),
+    then this checkout in editable mode (no deps: they are the ones just installed or the
+    machine's own). The venv sees this interpreter's packages (PyTorch) behind its own through a
+    ``.pth`` file written between the first two commands, and runs this interpreter's pip."""
+    py = str(venv_python(wheels))
+    offline = ["--no-index", "--find-links", str(wheels)]
+    return [[sys.executable, "-m", "venv", "--without-pip", "--clear", str(wheels / "venv")],
+            [py, "-m", "pip", "install", "-q", *offline, "--ignore-installed", "-r", str(wheels / REQUIREMENTS)],
+            [py, "-m", "pip", "install", "-q", *offline, "--no-deps", "-e", str(ROOT)]]
+
+
+def link_outer_packages(wheels: Path) -> Path:
+    """Write the venv's ``.pth`` naming this interpreter's site-packages (after the venv's own)."""
+    r = subprocess.run([str(venv_python(wheels)), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                       capture_output=True, text=True, check=True)
+    pth = Path(r.stdout.strip()) / "_gpu_check_outer.pth"
+    pth.write_text("\n".join(outer_paths()) + "\n")
+    return pth
+
+
+def install_and_reexec(wheels: Path, argv) -> int:
+    """Install from the wheel folder and run this script again in its venv (no return on success)."""
+    for n, cmd in enumerate(install_commands(wheels)):
+        print(shlex.join(cmd), flush=True)
+        r = subprocess.run(cmd)
+        if r.returncode != 0:
+            print(f"gpu_check: offline install failed (exit {r.returncode}); prepare the wheels with "
+                  f"--prepare-wheels {wheels} (add --full for a machine without numba-cuda)")
+            return 3
+        if n == 0:
+            link_outer_packages(wheels)
+    py = str(venv_python(wheels))
+    os.execve(py, [py, str(Path(__file__).resolve()), *argv], dict(os.environ, **{IN_VENV: "1"}))
+    return 0  # not reached
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -111,7 +225,7 @@ def _timed(fn, sync, reps: int, warmup: int = 2) -> float:
 def run_tests(res: dict) -> bool:
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "tests/cuda", "tests/kernels"], cwd=ROOT,
+    r = subprocess.run([sys.executable, *PYTEST], cwd=ROOT,
                        env=env, capture_output=True, text=True)
     res["tests"] = {"returncode": r.returncode, "summary": (r.stdout.strip().splitlines() or [""])[-1],
                     "seconds": round(time.perf_counter() - t0, 1)}
@@ -141,9 +255,11 @@ def realistic_shape_checks() -> list:
     want = torch.softmax(torch.from_numpy(x).double(), -1).numpy()
     e = rel(y, want)
     out.append({"case": f"softmax {W4_N}x{W4_N}", "max_rel_err": e, "ok": e < 1e-5})
-    for causal in (False, True):
-        q, k, v, do = (rng.standard_normal((8, 512, 64)).astype(np.float32) for _ in range(4))
-        scale = 64 ** -0.5
+    # head dims 64, 128 and 32 (one to eight threads per row), an awkward length among them
+    for (bh, n, hd), causal in [((8, 512, 64), False), ((8, 512, 64), True), ((2, 256, 128), True),
+                                ((4, 300, 32), False)]:
+        q, k, v, do = (rng.standard_normal((bh, n, hd)).astype(np.float32) for _ in range(4))
+        scale = hd ** -0.5
         dq_, dk_, dv_ = (cuda.to_device(t) for t in (q, k, v))
         o, lse = cuda_kernels.attention_forward(dq_, dk_, dv_, None, causal, scale)
         grads = cuda_kernels.attention_backward(dq_, dk_, dv_, o, lse, cuda.to_device(do), None, causal, scale)
@@ -152,7 +268,7 @@ def realistic_shape_checks() -> list:
         to.backward(torch.from_numpy(do).double())
         e = max(rel(o.copy_to_host(), to.detach().numpy()),
                 *(rel(g.copy_to_host(), t.grad.numpy()) for g, t in zip(grads, (tq, tk, tv))))
-        out.append({"case": f"attention 8x512x64 causal={causal}", "max_rel_err": e, "ok": e < 1e-4})
+        out.append({"case": f"attention {bh}x{n}x{hd} causal={causal}", "max_rel_err": e, "ok": e < 1e-4})
     return out
 
 
@@ -272,10 +388,16 @@ def results_md(res: dict) -> str:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.prepare_wheels:
+        return prepare_wheels(Path(args.prepare_wheels), args.full)
     if args.dry_run:
         print(json.dumps(plan(args), indent=1))
         return 0
+    wheels = Path(args.wheels)
+    if (wheels / REQUIREMENTS).exists() and not os.environ.get(IN_VENV):
+        return install_and_reexec(wheels, argv)
     os.environ["NUMBA_ENABLE_CUDASIM"] = "0"
     sys.path.insert(0, str(ROOT))
     from numba import cuda

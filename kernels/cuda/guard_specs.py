@@ -233,24 +233,19 @@ def _attention_specs():
     array, scalar, int64, boolean, dims = _types()
     out = []
     for dt in FLOATS:
-        isz = dt.itemsize
+        bias = (array(dt), int64, int64, int64, boolean, boolean, scalar(dt))
+        # every head dim the wrappers compile for; the per-thread row slices are in registers
+        # (local budget 0: the default)
         for dpad in (16, 32, 64, 128, 256):
-            bq, bk = attention.tiles(dpad, isz)
-            f = (dt, bq, bk, dpad)
-            bias = (array(dt), int64, int64, int64, boolean, boolean, scalar(dt))
-            # local budget = the per-thread arrays each kernel declares (rows of the padded head dim)
-            out.append(Spec("attention", "_kernels", f, 0,
+            f = (dt,) + attention.layout(dpad, dpad, dt.itemsize, backward=False)
+            out.append(Spec("attention", "_forward_kernel", f, None,
                             (array(dt, 3), array(dt, 2), array(dt, 3), array(dt, 3), array(dt, 3)) + bias,
-                            dt.name, local_budget=(2 * dpad + bk) * isz))
-            out.append(Spec("attention", "_kernels", f, 1,
-                            (array(dt, 3),) * 4 + (array(dt, 2), array(dt, 3), array(dt, 2)) + bias,
-                            dt.name, local_budget=3 * dpad * isz))
-            out.append(Spec("attention", "_kernels", f, 2,
-                            (array(dt, 3),) * 5 + (array(dt, 2), array(dt, 3), array(dt, 2)) + bias,
-                            dt.name, local_budget=4 * dpad * isz))
-            if dpad == 16:  # rowdot does not depend on the tiles
-                out.append(Spec("attention", "_kernels", f, 3, (array(dt, 2), array(dt, 3), array(dt, 3)),
-                                dt.name))
+                            dt.name))
+            f = (dt,) + attention.layout(dpad, dpad, dt.itemsize, backward=True)
+            out.append(Spec("attention", "_backward_kernel", f, None,
+                            (array(dt, 3),) * 6 + (array(dt, 2), array(dt, 3), array(dt, 2)) + bias, dt.name))
+        out.append(Spec("attention", "_prepare_kernel", (dt,), None,
+                        (array(dt, 2), array(dt, 3), array(dt, 3), array(dt, 3)), dt.name))
     return out
 
 
