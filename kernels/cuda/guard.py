@@ -16,8 +16,8 @@ and then ``ptxas -v`` (when found) on the PTX, and reports:
   literal, ``math.inf`` or a float64 scalar argument silently promotes the arithmetic);
 * per-thread local memory — the PTX ``__local_depot`` stack plus ``ptxas``' stack frame and
   spill stores — above the kernel's budget: ``LOCAL_BUDGET`` (0 bytes: registers only) unless
-  its ``Spec`` entry documents more. The attention kernels keep their per-thread rows in local arrays
-  of the padded head dim; their budget is exactly those arrays (see ``_attention_specs``).
+  its ``Spec`` entry documents more. The attention kernels keep each row's slice of the padded
+  head dim in registers, so they too are held to 0 bytes.
 
 ``specs()`` lists the kernels by the factories and dtypes the host wrappers use; the
 simulator test ``tests/cuda/test_step_cost.py`` records the kernels a training step really
