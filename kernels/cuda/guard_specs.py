@@ -163,6 +163,26 @@ def _array_specs():
     for dt in INTS:
         out.append(Spec("array", "_index_linear_kernel", None, None,
                         (array(i64), array(dt), int64, int64, int64, dims, dims), dt.name))
+    return out + _indexed_specs()
+
+
+def _indexed_specs():
+    array, scalar, int64, boolean, dims = _types()
+    i64 = np.dtype(np.int64)
+    out = []
+    for dt in ALL:
+        out.append(Spec("indexed", "_pad_kernel", None, None,
+                        (array(dt), array(dt), int64, dims, dims, dims, dims, dims, scalar(dt)), dt.name))
+        out.append(Spec("indexed", "_take_kernel", None, None,
+                        (array(dt), array(dt), array(i64), int64, dims, dims, dims, int64, int64, int64, scalar(dt)),
+                        dt.name))
+        out.append(Spec("indexed", "_put_kernel", None, None,
+                        (array(dt), array(dt), array(i64), int64, dims, dims, dims, dims, int64, int64, int64),
+                        dt.name))
+    for dt in NUMS:
+        out.append(Spec("indexed", "_put_add_kernel", None, None,
+                        (array(dt), array(dt), array(i64), int64, dims, dims, dims, dims, int64, int64, int64),
+                        dt.name))
     return out
 
 
