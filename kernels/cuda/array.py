@@ -32,6 +32,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from . import elementwise
 from ._util import cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
 from .layout import broadcast_strides, element_count
 
@@ -109,13 +110,18 @@ def arange(n: int, start, step, dtype):
 
 
 def copy_into(dst, src):
-    """``dst[...] = src`` (broadcast): ``dst`` is any non-negative strided view, written in place.
+    """``dst[...] = src`` (broadcast): ``dst`` is any non-negative strided view, written in place
+    (by ``elementwise``'s contiguous identity kernel when both are C-contiguous of one shape and
+    float dtype).
 
     ``dst`` must not overlap itself (no zero strides) nor ``src``.
     """
     shape = tuple(dst.shape)
     n = element_count(shape)
-    if n:
+    if n and tuple(src.shape) == shape and src.dtype == dst.dtype and dst.is_c_contiguous() \
+            and src.is_c_contiguous() and elementwise.fast_path_dtype(src.dtype, n):
+        elementwise.unary("identity", src, out=dst)   # the contiguous fast path: flat 32-bit indices
+    elif n:
         df, ds = flat_view(dst)
         sf, ss = _operand(src, shape)
         launch(_copy_kernel, *_launch(n), df, sf, n, pad(shape, 1), pad(ds), ss)

@@ -3,13 +3,18 @@
 Launch shape: 1-D grid-stride loop, ``THREADS`` threads per block,
 ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks; thread ``i`` writes output elements
 ``i, i + gridsize, ...``.
-Memory plan: every input is a flat view of its own memory plus per-dim element strides
-(0 on broadcast dims, see ``_util.flat_view``); each thread decodes its flat C-order
-output index once into one offset per input, reads each input cell once and writes the
-(C-contiguous) output once. When every input is C-contiguous with the output's shape (the
-common case) the kernel takes its ``contig`` path: ``x[i]``, no index decoding (no 64-bit
-divisions). No shared memory. Shapes/strides are by-value int64 tuples padded to
-``MAX_DIMS`` = 6, so one compiled kernel serves every rank.
+Memory plan: each input cell is read once and the (C-contiguous) output written once; no
+shared memory. Two kernels per (op, dtype):
+
+* the contiguous fast path (``_map_contig_kernel`` / ``_zip_contig_kernel``, float inputs):
+  every operand C-contiguous with the output's shape, or one element (read at step 0), and
+  fewer than 2**31 elements; thread index, loop and offsets in uint32, ``x[i]``: no stride
+  decoding and no 64-bit division (``tests/cuda/test_fast_path.py`` checks the sm_90 PTX);
+* the strided kernels (``_map_kernel`` / ``_zip_kernel``): every input a flat view of its
+  memory plus per-dim element strides (0 on broadcast dims, see ``_util.flat_view``); each
+  thread decodes its flat C-order index into one offset per input (a 64-bit division and
+  remainder per dim). Shapes/strides are by-value int64 tuples padded to ``MAX_DIMS`` = 6, so
+  one compiled kernel serves every rank.
 Kernels are compiled per (op, dtype), the operands of a binary op / ``where`` share one dtype
 (``binary`` / ``where`` cast first), and a kernel's constants have its float dtype, so a float32
 kernel has no double-precision instruction (checked by ``guard``). Comparisons return bool.
@@ -22,7 +27,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import cdiv, device_array, flat_view, launch, offset_of, pad
+from ._util import FAST_LIMIT, cdiv, device_array, flat_index32, flat_step32, flat_view, launch, offset_of, pad
 from .layout import broadcast_strides
 
 THREADS = 256
@@ -107,50 +112,79 @@ COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
 # ---------------------------------------------------------------- kernels (one per op and dtype)
 @functools.lru_cache(maxsize=None)
 def _map_kernel(op: str, dtype):
-    """The kernel of unary ``op`` for inputs of ``dtype`` (constants typed by ``_ftype``)."""
+    """The strided kernel of unary ``op`` for inputs of ``dtype`` (constants typed by ``_ftype``)."""
     f = _unary_fns(np.dtype(dtype))[op]
 
     @cuda.jit
-    def map_kernel(out, x, n, shape, xs, contig):
-        """out[i] = f(x[offset_of(i, shape, xs)]) for the unary ``op``; ``contig``: x is C-contiguous,
-        read as x[i] with no index decoding. Launch `_launch(n)`: 1-D grid-stride loop,
-        min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS, thread i owns i, i + gridsize, ...;
-        each input cell read once, the C-contiguous out written once; no shared memory."""
+    def map_kernel(out, x, n, shape, xs):
+        """out[i] = f(x[offset_of(i, shape, xs)]) for the unary ``op`` (any strided x). Launch
+        `_launch(n)`: 1-D grid-stride loop, min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS,
+        thread i owns i, i + gridsize, ...; each input cell read once, the C-contiguous out written
+        once; no shared memory. 64-bit index decoding: MAX_DIMS divisions per element."""
         i = cuda.grid(1)
-        if contig:
-            while i < n:
-                out[i] = f(x[i])
-                i += cuda.gridsize(1)
-        else:
-            while i < n:
-                out[i] = f(x[offset_of(i, shape, xs)])
-                i += cuda.gridsize(1)
+        while i < n:
+            out[i] = f(x[offset_of(i, shape, xs)])
+            i += cuda.gridsize(1)
 
     return map_kernel
 
 
 @functools.lru_cache(maxsize=None)
+def _map_contig_kernel(op: str, dtype):
+    """The contiguous fast path of unary ``op`` (also the cast / copy kernel: ``identity``)."""
+    f = _unary_fns(np.dtype(dtype))[op]
+
+    @cuda.jit
+    def map_contig_kernel(out, x, n):
+        """out[i] = f(x[i]) for C-contiguous x and out of n < 2**31 elements. Launch `_launch(n)`
+        (1-D grid-stride, THREADS x <= MAX_BLOCKS); flat uint32 index math (no stride decoding, no
+        64-bit multiply or division); each cell read once and written once; no shared memory."""
+        i = flat_index32()
+        step = flat_step32()
+        while i < n:
+            out[i] = f(x[i])
+            i = np.uint32(i + step)
+
+    return map_contig_kernel
+
+
+@functools.lru_cache(maxsize=None)
 def _zip_kernel(op: str, dtype):
-    """The kernel of binary ``op`` for two inputs of ``dtype``."""
+    """The strided kernel of binary ``op`` for two inputs of ``dtype``."""
     f = _binary_fns()[op]
 
     @cuda.jit
-    def zip_kernel(out, a, b, n, shape, as_, bs, contig):
+    def zip_kernel(out, a, b, n, shape, as_, bs):
         """out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)]) for the binary ``op``
-        (broadcast strides); ``contig``: a and b are C-contiguous of the output's shape, read as
-        a[i], b[i]. Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS; each input cell
-        read once, the C-contiguous out written once; no shared memory."""
+        (broadcast strides). Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS; each
+        input cell read once, the C-contiguous out written once; no shared memory. 64-bit index
+        decoding: 2 x MAX_DIMS divisions per element."""
         i = cuda.grid(1)
-        if contig:
-            while i < n:
-                out[i] = f(a[i], b[i])
-                i += cuda.gridsize(1)
-        else:
-            while i < n:
-                out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)])
-                i += cuda.gridsize(1)
+        while i < n:
+            out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)])
+            i += cuda.gridsize(1)
 
     return zip_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _zip_contig_kernel(op: str, dtype):
+    """The contiguous fast path of binary ``op`` for two inputs of ``dtype``."""
+    f = _binary_fns()[op]
+
+    @cuda.jit
+    def zip_contig_kernel(out, a, b, n, a_step, b_step):
+        """out[i] = f(a[i * a_step], b[i * b_step]) with steps 1 (an operand C-contiguous of the
+        output's shape) or 0 (a one-element operand, broadcast); n < 2**31. Launch `_launch(n)`
+        (1-D grid-stride, THREADS x <= MAX_BLOCKS); flat uint32 index math, no stride decoding;
+        each cell read once and written once; no shared memory."""
+        i = flat_index32()
+        step = flat_step32()
+        while i < n:
+            out[i] = f(a[np.uint32(i * a_step)], b[np.uint32(i * b_step)])
+            i = np.uint32(i + step)
+
+    return zip_contig_kernel
 
 
 @cuda.jit
@@ -214,9 +248,21 @@ def _operands(out_shape, *xs):
     return views
 
 
-def _contig(shape, *xs) -> bool:
-    """All of ``xs`` are C-contiguous with exactly ``shape`` (the kernels' fast path)."""
-    return all(tuple(x.shape) == tuple(shape) and x.is_c_contiguous() for x in xs)
+def fast_path_dtype(dtype, n: int) -> bool:
+    """The contiguous fast path is compiled for float inputs (the arrays of training; integer and
+    bool inputs take the strided kernels, which keeps the compile guard's list short) and index
+    spaces that 32-bit index math covers."""
+    return np.dtype(dtype).kind == "f" and n < FAST_LIMIT
+
+
+def _flat_or_scalar(x, shape):
+    """x as a flat array and its fast-path step: 1 if x is C-contiguous with ``shape``, 0 if x has
+    one element (broadcast); None when the fast path cannot read it."""
+    if tuple(x.shape) == tuple(shape) and x.is_c_contiguous():
+        return x.reshape(x.size), 1
+    if x.size == 1:
+        return flat_view(x)[0], 0
+    return None
 
 
 def _common(*xs):
@@ -232,14 +278,17 @@ def _common(*xs):
 
 
 def unary(op: str, x, out=None):
-    """``op(x)`` elementwise; ``x`` may be any strided view. Returns a C-contiguous array."""
-    kern = _map_kernel(op, np.dtype(x.dtype))
+    """``op(x)`` elementwise; ``x`` may be any strided view. Returns a C-contiguous array (``out``
+    if given: then also a cast or a copy, with ``identity``)."""
+    dt = np.dtype(x.dtype)
     shape = tuple(x.shape)
     y = _out(shape, x.dtype, out)
     n = int(np.prod(shape, dtype=np.int64))
-    if n:
+    if n and fast_path_dtype(dt, n) and x.is_c_contiguous():
+        launch(_map_contig_kernel(op, dt), *_launch(n), y.reshape(n), x.reshape(n), np.uint32(n))
+    elif n:
         ((xf, xs),) = _operands(shape, x)
-        launch(kern, *_launch(n), y.reshape(n), xf, n, pad(shape, 1), xs, _contig(shape, x))
+        launch(_map_kernel(op, dt), *_launch(n), y.reshape(n), xf, n, pad(shape, 1), xs)
     return y
 
 
@@ -247,13 +296,19 @@ def binary(op: str, a, b, out=None):
     """``op(a, b)`` with NumPy broadcasting and dtype rules (comparisons give bool); operands of
     different dtypes are cast to the result dtype first."""
     dt, (a, b) = _common(a, b)
-    kern = _zip_kernel(op, dt)
     shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
     y = _out(shape, np.bool_ if op in COMPARISONS else dt, out)
     n = int(np.prod(shape, dtype=np.int64))
-    if n:
+    if not n:
+        return y
+    fast = (_flat_or_scalar(a, shape), _flat_or_scalar(b, shape)) if fast_path_dtype(dt, n) else (None, None)
+    if None not in fast:
+        (af, a_step), (bf, b_step) = fast
+        launch(_zip_contig_kernel(op, dt), *_launch(n), y.reshape(n), af, bf, np.uint32(n), np.uint32(a_step),
+               np.uint32(b_step))
+    else:
         (af, as_), (bf, bs) = _operands(shape, a, b)
-        launch(kern, *_launch(n), y.reshape(n), af, bf, n, pad(shape, 1), as_, bs, _contig(shape, a, b))
+        launch(_zip_kernel(op, dt), *_launch(n), y.reshape(n), af, bf, n, pad(shape, 1), as_, bs)
     return y
 
 

@@ -85,14 +85,23 @@ def _elementwise_specs():
     array, scalar, int64, boolean, dims = _types()
     out = []
 
+    from numba import types
+
+    uint32 = types.uint32
+
     def map_spec(op, src, dst):
         out.append(Spec("elementwise", "_map_kernel", (op, src), None,
-                        (array(dst), array(src), int64, dims, dims, boolean), src.name,
-                        _cast_reason(src, dst)))
+                        (array(dst), array(src), int64, dims, dims), src.name, _cast_reason(src, dst)))
+        if src.kind == "f":   # the contiguous fast path (float inputs)
+            out.append(Spec("elementwise", "_map_contig_kernel", (op, src), None,
+                            (array(dst), array(src), uint32), src.name, _cast_reason(src, dst)))
 
     def zip_spec(op, dt, res):
         out.append(Spec("elementwise", "_zip_kernel", (op, dt), None,
-                        (array(res), array(dt), array(dt), int64, dims, dims, dims, boolean), dt.name))
+                        (array(res), array(dt), array(dt), int64, dims, dims, dims), dt.name))
+        if dt.kind == "f":
+            out.append(Spec("elementwise", "_zip_contig_kernel", (op, dt), None,
+                            (array(res), array(dt), array(dt), uint32, uint32, uint32), dt.name))
 
     for dt in FLOATS:
         for op in elementwise.UNARY:
@@ -104,6 +113,9 @@ def _elementwise_specs():
         for dst in NUMS:
             if src != dst:
                 map_spec("identity", src, dst)
+    for dt in FLOATS:  # contiguous copies (array.copy_into) take the identity fast path
+        out.append(Spec("elementwise", "_map_contig_kernel", ("identity", dt), None,
+                        (array(dt), array(dt), uint32), dt.name))
     arith = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
     for dt in NUMS:
         for op in arith:
