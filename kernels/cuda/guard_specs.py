@@ -200,13 +200,18 @@ def _indexed_specs():
 
 def _reduce_specs():
     reduce_module = _mod("reduce")
+    from ._util import SUM
 
     array, scalar, int64, boolean, dims = _types()
     out = []
-    for dt in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)):
-        for code in sorted(set(reduce_module._OPS.values())):
-            out.append(Spec("reduce", "_reduce_kernel", (code, reduce_module.THREADS, dt), None,
-                            (array(dt), array(dt), int64, scalar(dt), dims, dims, dims, dims), dt.name))
+    i64 = np.dtype(np.int64)
+    pairs = [(code, dt, dt) for dt in (np.dtype(np.float32), np.dtype(np.float64), i64)
+             for code in sorted(set(reduce_module._OPS.values()))]
+    pairs += [(SUM, i64, src) for src in reduce_module.SUM_TO_INT64]   # bool / int32 sums in int64
+    for code, dt, src in pairs:
+        out.append(Spec("reduce", "_reduce_kernel", (code, reduce_module.THREADS, dt, src), None,
+                        (array(dt), array(src), int64, int64, scalar(dt), dims, dims, dims, dims, boolean),
+                        src.name))
     for dt in ALL:
         out.append(Spec("reduce", "_argmax_kernel", (reduce_module.THREADS, dt), None,
                         (array(np.int64), array(dt), int64, dims, dims, int64), dt.name))
