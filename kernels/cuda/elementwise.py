@@ -107,6 +107,7 @@ def _binary_fns() -> dict:
 UNARY = tuple(_unary_fns(np.float64))
 BINARY = tuple(_binary_fns())
 COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+MASK_OPS = frozenset({"mul"})  # float ops that take a bool operand as it is (no cast launch)
 
 
 # ---------------------------------------------------------------- kernels (one per op and dtype)
@@ -148,20 +149,32 @@ def _map_contig_kernel(op: str, dtype):
     return map_contig_kernel
 
 
+def _to_compute(dtype):
+    """The conversion of an operand to the compute dtype inside a binary kernel: a float kernel
+    may take a bool mask operand (``MASK_OPS``) and converts its cells in registers; other
+    kernels take operands of their own dtype."""
+    dtype = np.dtype(dtype)
+    return dtype.type if dtype.kind == "f" else _same
+
+
+_same = cuda.jit(device=True)(lambda v: v)
+
+
 @functools.lru_cache(maxsize=None)
 def _zip_kernel(op: str, dtype):
     """The strided kernel of binary ``op`` for two inputs of ``dtype``."""
     f = _binary_fns()[op]
+    to = _to_compute(dtype)
 
     @cuda.jit
     def zip_kernel(out, a, b, n, shape, as_, bs):
-        """out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)]) for the binary ``op``
+        """out[i] = f(to(a[offset_of(i, shape, as_)]), to(b[offset_of(i, shape, bs)])) for the binary ``op``
         (broadcast strides). Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS; each
         input cell read once, the C-contiguous out written once; no shared memory. 64-bit index
         decoding: 2 x MAX_DIMS divisions per element."""
         i = cuda.grid(1)
         while i < n:
-            out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)])
+            out[i] = f(to(a[offset_of(i, shape, as_)]), to(b[offset_of(i, shape, bs)]))
             i += cuda.gridsize(1)
 
     return zip_kernel
@@ -171,6 +184,7 @@ def _zip_kernel(op: str, dtype):
 def _zip_contig_kernel(op: str, dtype):
     """The contiguous fast path of binary ``op`` for two inputs of ``dtype``."""
     f = _binary_fns()[op]
+    to = _to_compute(dtype)
 
     @cuda.jit
     def zip_contig_kernel(out, a, b, n, a_step, b_step):
@@ -181,7 +195,7 @@ def _zip_contig_kernel(op: str, dtype):
         i = flat_index32()
         step = flat_step32()
         while i < n:
-            out[i] = f(a[np.uint32(i * a_step)], b[np.uint32(i * b_step)])
+            out[i] = f(to(a[np.uint32(i * a_step)]), to(b[np.uint32(i * b_step)]))
             i = np.uint32(i + step)
 
     return zip_contig_kernel
@@ -294,8 +308,11 @@ def unary(op: str, x, out=None):
 
 def binary(op: str, a, b, out=None):
     """``op(a, b)`` with NumPy broadcasting and dtype rules (comparisons give bool); operands of
-    different dtypes are cast to the result dtype first."""
-    dt, (a, b) = _common(a, b)
+    different dtypes are cast to the result dtype first, except a bool mask in a float ``MASK_OPS``
+    op (``relu``'s gradient ``(x > 0) * g``), which the kernel converts in registers."""
+    dt = np.result_type(a.dtype, b.dtype)
+    if not (op in MASK_OPS and dt.kind == "f" and {np.dtype(a.dtype), np.dtype(b.dtype)} == {dt, np.dtype(np.bool_)}):
+        dt, (a, b) = _common(a, b)
     shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
     y = _out(shape, np.bool_ if op in COMPARISONS else dt, out)
     n = int(np.prod(shape, dtype=np.int64))

@@ -96,12 +96,13 @@ def _elementwise_specs():
             out.append(Spec("elementwise", "_map_contig_kernel", (op, src), None,
                             (array(dst), array(src), uint32), src.name, _cast_reason(src, dst)))
 
-    def zip_spec(op, dt, res):
+    def zip_spec(op, dt, res, a_dt=None, b_dt=None):
+        a, b = array(a_dt or dt), array(b_dt or dt)
         out.append(Spec("elementwise", "_zip_kernel", (op, dt), None,
-                        (array(res), array(dt), array(dt), int64, dims, dims, dims), dt.name))
+                        (array(res), a, b, int64, dims, dims, dims), dt.name))
         if dt.kind == "f":
             out.append(Spec("elementwise", "_zip_contig_kernel", (op, dt), None,
-                            (array(res), array(dt), array(dt), uint32, uint32, uint32), dt.name))
+                            (array(res), a, b, uint32, uint32, uint32), dt.name))
 
     for dt in FLOATS:
         for op in elementwise.UNARY:
@@ -122,6 +123,10 @@ def _elementwise_specs():
             zip_spec(op, dt, np.dtype(np.float64) if (op == "div" and dt.kind == "i") else dt)
     for op in ("add", "mul", "maximum", "minimum"):
         zip_spec(op, np.dtype(np.bool_), np.dtype(np.bool_))
+    for op in sorted(elementwise.MASK_OPS):   # a float op with a bool mask operand, either side
+        for dt in FLOATS:
+            zip_spec(op, dt, dt, a_dt=np.dtype(np.bool_))
+            zip_spec(op, dt, dt, b_dt=np.dtype(np.bool_))
     for dt in ALL:
         for op in sorted(elementwise.COMPARISONS):
             zip_spec(op, dt, np.dtype(np.bool_))

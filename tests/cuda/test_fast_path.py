@@ -100,3 +100,18 @@ def test_strided_or_broadcast_operands_take_the_strided_kernels():
     got, kernels = _run(lambda: i * 3)
     np.testing.assert_array_equal(got, np.arange(6).reshape(2, 3) * 3)
     assert kernels == {"elementwise.zip_kernel"}
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")   # the simulator's NumPy scalars: inf * 0
+def test_a_bool_mask_times_a_float_array_is_one_launch():
+    g = np.array([[1.5, np.nan, -2.0], [np.inf, 3.0, 0.5]], np.float32)
+    m = np.array([[True, False, False], [False, True, True]])
+    dg, dm = xp.from_numpy(g), xp.from_numpy(m)
+    with np.errstate(invalid="ignore"):
+        want = g * m   # NumPy: nan * False and inf * False are nan
+    for fn, ref in ((lambda: dg * dm, want), (lambda: dm * dg, want),
+                    (lambda: xp.transpose(dg) * xp.transpose(dm), want.T)):
+        got, kernels = _run(fn)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, ref)
+        assert len(kernels) == 1 and counters.launches == 1, kernels   # no cast of the mask first
