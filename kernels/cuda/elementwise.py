@@ -7,7 +7,8 @@ Memory plan: each input cell is read once and the (C-contiguous) output written 
 shared memory. Two kernels per (op, dtype):
 
 * the contiguous fast path (``_map_contig_kernel`` / ``_zip_contig_kernel``, float inputs):
-  every operand C-contiguous with the output's shape, or one element (read at step 0), and
+  every operand C-contiguous with the output's shape, or C-contiguous and repeating along it
+  (one element, a bias row: shaped like the output's trailing dims, read at ``i % size``), and
   fewer than 2**31 elements; thread index, loop and offsets in uint32, ``x[i]``: no stride
   decoding and no 64-bit division (``tests/cuda/test_fast_path.py`` checks the sm_90 PTX);
 * the strided kernels (``_map_kernel`` / ``_zip_kernel``): every input a flat view of its
@@ -187,15 +188,23 @@ def _zip_contig_kernel(op: str, dtype):
     to = _to_compute(dtype)
 
     @cuda.jit
-    def zip_contig_kernel(out, a, b, n, a_step, b_step):
-        """out[i] = f(a[i * a_step], b[i * b_step]) with steps 1 (an operand C-contiguous of the
-        output's shape) or 0 (a one-element operand, broadcast); n < 2**31. Launch `_launch(n)`
-        (1-D grid-stride, THREADS x <= MAX_BLOCKS); flat uint32 index math, no stride decoding;
-        each cell read once and written once; no shared memory."""
+    def zip_contig_kernel(out, a, b, n, a_period, b_period):
+        """out[i] = f(a[i % a_period], b[i % b_period]), n < 2**31: an operand's period is n (C-contiguous
+        with the output's shape: read at i, no remainder), its size when it repeats along the output
+        (C-contiguous, shaped like the output's trailing dims: a bias row, a one-element operand).
+        Launch `_launch(n)` (1-D grid-stride, THREADS x <= MAX_BLOCKS); flat uint32 index math (at
+        most one 32-bit remainder per repeating operand), no stride decoding; each output cell
+        written once; no shared memory."""
         i = flat_index32()
         step = flat_step32()
         while i < n:
-            out[i] = f(to(a[np.uint32(i * a_step)]), to(b[np.uint32(i * b_step)]))
+            ja = i
+            if a_period != n:
+                ja = np.uint32(i % a_period)
+            jb = i
+            if b_period != n:
+                jb = np.uint32(i % b_period)
+            out[i] = f(to(a[ja]), to(b[jb]))
             i = np.uint32(i + step)
 
     return zip_contig_kernel
@@ -269,13 +278,19 @@ def fast_path_dtype(dtype, n: int) -> bool:
     return np.dtype(dtype).kind == "f" and n < FAST_LIMIT
 
 
-def _flat_or_scalar(x, shape):
-    """x as a flat array and its fast-path step: 1 if x is C-contiguous with ``shape``, 0 if x has
-    one element (broadcast); None when the fast path cannot read it."""
-    if tuple(x.shape) == tuple(shape) and x.is_c_contiguous():
-        return x.reshape(x.size), 1
+def _flat_period(x, shape, n: int):
+    """x as a flat array and its fast-path period: n if x is C-contiguous with ``shape``, x's size if
+    x is C-contiguous and shaped like trailing dims of ``shape`` (leading 1s aside: it repeats along
+    the flat output), e.g. a bias row or one element; None when the fast path cannot read it."""
+    xshape = tuple(x.shape)
+    if xshape == tuple(shape) and x.is_c_contiguous():
+        return x.reshape(n), n
     if x.size == 1:
-        return flat_view(x)[0], 0
+        return flat_view(x)[0], 1
+    while xshape and xshape[0] == 1:
+        xshape = xshape[1:]
+    if xshape and xshape == tuple(shape)[len(shape) - len(xshape):] and x.is_c_contiguous():
+        return flat_view(x)[0], x.size
     return None
 
 
@@ -318,11 +333,11 @@ def binary(op: str, a, b, out=None):
     n = int(np.prod(shape, dtype=np.int64))
     if not n:
         return y
-    fast = (_flat_or_scalar(a, shape), _flat_or_scalar(b, shape)) if fast_path_dtype(dt, n) else (None, None)
+    fast = (_flat_period(a, shape, n), _flat_period(b, shape, n)) if fast_path_dtype(dt, n) else (None, None)
     if None not in fast:
-        (af, a_step), (bf, b_step) = fast
-        launch(_zip_contig_kernel(op, dt), *_launch(n), y.reshape(n), af, bf, np.uint32(n), np.uint32(a_step),
-               np.uint32(b_step))
+        (af, a_period), (bf, b_period) = fast
+        launch(_zip_contig_kernel(op, dt), *_launch(n), y.reshape(n), af, bf, np.uint32(n), np.uint32(a_period),
+               np.uint32(b_period))
     else:
         (af, as_), (bf, bs) = _operands(shape, a, b)
         launch(_zip_kernel(op, dt), *_launch(n), y.reshape(n), af, bf, n, pad(shape, 1), as_, bs)

@@ -1,6 +1,6 @@
 """The contiguous fast path of the elementwise, copy and cast kernels: taken when every operand is
-C-contiguous with the output's shape (or one element), it indexes flat with 32-bit math and no
-stride decoding. Shown by design on the sm_90 PTX (no 64-bit division or remainder, which the
+C-contiguous with the output's shape (or one element, or a row repeated along it), it indexes
+flat with 32-bit math and no stride decoding. Shown by design on the sm_90 PTX (no 64-bit division or remainder, which the
 strided kernel has), and by results against NumPy and the kernel each case launches."""
 import json
 import os
@@ -70,6 +70,12 @@ def test_contiguous_operands_take_the_fast_path(dtype):
     got, kernels = _run(lambda: db[1:2, 3:4] / da)   # a one-element view, broadcast
     np.testing.assert_array_equal(got, b[1:2, 3:4] / a)
     assert kernels == {"elementwise.zip_contig_kernel"}
+    got, kernels = _run(lambda: da + db[2])   # a bias row repeated along the rows
+    np.testing.assert_array_equal(got, a + b[2])
+    assert kernels == {"elementwise.zip_contig_kernel"}
+    got, kernels = _run(lambda: xp.reshape(db[:1], (1, 1, 5)) * xp.reshape(da, (3, 1, 5)))
+    np.testing.assert_array_equal(got, b[:1].reshape(1, 1, 5) * a.reshape(3, 1, 5))
+    assert kernels == {"elementwise.zip_contig_kernel"}
     got, kernels = _run(lambda: xp.exp(da))
     np.testing.assert_allclose(got, np.exp(a), rtol=1e-6)
     assert kernels == {"elementwise.map_contig_kernel"}
@@ -83,14 +89,14 @@ def test_contiguous_operands_take_the_fast_path(dtype):
 
 def test_strided_or_broadcast_operands_take_the_strided_kernels():
     a = np.arange(12.0, dtype=np.float32).reshape(3, 4)
-    row = np.arange(4.0, dtype=np.float32)
-    da, drow = xp.from_numpy(a), xp.from_numpy(row)
+    col = np.arange(3.0, dtype=np.float32).reshape(3, 1)
+    da, dcol = xp.from_numpy(a), xp.from_numpy(col)
     xp.transpose(da) + 1
     got, kernels = _run(lambda: xp.transpose(da) + 1)
     np.testing.assert_array_equal(got, a.T + 1)
     assert kernels == {"elementwise.zip_kernel"}
-    got, kernels = _run(lambda: da * drow)   # a row broadcast over the rows: not one element
-    np.testing.assert_array_equal(got, a * row)
+    got, kernels = _run(lambda: da * dcol)   # a column broadcast along the rows
+    np.testing.assert_array_equal(got, a * col)
     assert kernels == {"elementwise.zip_kernel"}
     got, kernels = _run(lambda: xp.exp(da[:, ::2]))
     np.testing.assert_allclose(got, np.exp(a[:, ::2]), rtol=1e-6)
