@@ -326,7 +326,8 @@ def binary(op: str, a, b, out=None):
     different dtypes are cast to the result dtype first, except a bool mask in a float ``MASK_OPS``
     op (``relu``'s gradient ``(x > 0) * g``), which the kernel converts in registers."""
     dt = np.result_type(a.dtype, b.dtype)
-    if not (op in MASK_OPS and dt.kind == "f" and {np.dtype(a.dtype), np.dtype(b.dtype)} == {dt, np.dtype(np.bool_)}):
+    mask = op in MASK_OPS and dt.kind == "f" and {np.dtype(a.dtype), np.dtype(b.dtype)} == {dt, np.dtype(np.bool_)}
+    if not mask:
         dt, (a, b) = _common(a, b)
     shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
     y = _out(shape, np.bool_ if op in COMPARISONS else dt, out)

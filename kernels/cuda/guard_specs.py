@@ -191,8 +191,8 @@ def _indexed_specs():
         out.append(Spec("indexed", "_pad_kernel", None, None,
                         (array(dt), array(dt), int64, dims, dims, dims, dims, dims, scalar(dt)), dt.name))
         out.append(Spec("indexed", "_take_kernel", None, None,
-                        (array(dt), array(dt), array(i64), int64, dims, dims, dims, int64, int64, int64, scalar(dt)),
-                        dt.name))
+                        (array(dt), array(dt), array(i64), int64, dims, dims, dims, int64, int64, int64,
+                         scalar(dt)), dt.name))
         out.append(Spec("indexed", "_put_kernel", None, None,
                         (array(dt), array(dt), array(i64), int64, dims, dims, dims, dims, int64, int64, int64),
                         dt.name))

@@ -1,7 +1,8 @@
 """The contiguous fast path of the elementwise, copy and cast kernels: taken when every operand is
 C-contiguous with the output's shape (or one element, or a row repeated along it), it indexes
-flat with 32-bit math and no stride decoding. Shown by design on the sm_90 PTX (no 64-bit division or remainder, which the
-strided kernel has), and by results against NumPy and the kernel each case launches."""
+flat with 32-bit math and no stride decoding. Shown by design on the sm_90 PTX (no 64-bit
+division or remainder, which the strided kernel has), and by results against NumPy and the
+kernel each case launches."""
 import json
 import os
 import re

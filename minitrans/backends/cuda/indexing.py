@@ -1,7 +1,9 @@
 """Shape functions (views, ``concatenate``, ``split_at``, ``sum_to``) and indexing of the
-CUDA backend: ``a[idx]`` / ``a[idx] = v`` / ``add_at``. Basic indices give views; integer
-index arrays go through ``kernels/cuda/array.py`` (``index_linear`` then ``gather`` /
-``scatter``). A bool mask on the device is the one documented host read (``np.nonzero``).
+CUDA backend: ``a[idx]`` / ``a[idx] = v`` / ``add_at`` / ``index_grad``. Basic indices give views; one
+int64 index array is read in place by ``kernels/cuda/indexed.py`` (``take`` / ``put``: one
+launch); several go through ``kernels/cuda/array.py`` (``index_linear`` into an offset array,
+then ``gather`` / ``scatter``). A bool mask on the device is the one documented host read
+(``np.nonzero``).
 """
 from __future__ import annotations
 
