@@ -35,14 +35,14 @@ def _launch(n: int) -> tuple[int, int]:
 
 
 @cuda.jit(device=True)
-def _index_offset(idx, i, shape, is_, size, stride, base):
+def _index_offset(idx, i, shape, idx_strides, size, stride, base):
     """The storage offset that cell ``i`` of the index space selects (``base`` plus the wrapped
     index times ``stride``), or -1 when its index is outside ``[-size, size)``."""
     off = 0
     rem = i
     for k in range(MAX_DIMS - 1, -1, -1):
         n = shape[k]
-        off += (rem % n) * is_[k]
+        off += (rem % n) * idx_strides[k]
         rem //= n
     v = idx[off]
     if v < 0:
@@ -75,12 +75,12 @@ def _pad_kernel(out, g, n, shape, starts, steps, counts, gs, zero):
 
 
 @cuda.jit
-def _take_kernel(out, x, idx, n, shape, xs, is_, size, stride, base, zero):
+def _take_kernel(out, x, idx, n, shape, xs, idx_strides, size, stride, base, zero):
     """out[i] = x[offset_of(i, shape, xs) + index offset of cell i] (``zero`` for an index out of
     range). Launch `_launch(n)` over out; one idx and one x read per cell, out written once."""
     i = cuda.grid(1)
     while i < n:
-        at = _index_offset(idx, i, shape, is_, size, stride, base)
+        at = _index_offset(idx, i, shape, idx_strides, size, stride, base)
         if at < 0:
             out[i] = zero
         else:
@@ -94,13 +94,13 @@ def _take_kernel(out, x, idx, n, shape, xs, is_, size, stride, base, zero):
 
 
 @cuda.jit
-def _put_kernel(dst, src, idx, n, shape, ds, ss, is_, size, stride, base):
+def _put_kernel(dst, src, idx, n, shape, ds, ss, idx_strides, size, stride, base):
     """dst[offset_of(i, shape, ds) + index offset] = src[offset_of(i, shape, ss)] (a repeated target
     gets one of its values; out-of-range indices skipped). Launch `_launch(n)` over the indexed
     cells; src and idx read once per cell."""
     i = cuda.grid(1)
     while i < n:
-        at = _index_offset(idx, i, shape, is_, size, stride, base)
+        at = _index_offset(idx, i, shape, idx_strides, size, stride, base)
         if at >= 0:
             rem = i
             s = 0
@@ -115,13 +115,13 @@ def _put_kernel(dst, src, idx, n, shape, ds, ss, is_, size, stride, base):
 
 
 @cuda.jit
-def _put_add_kernel(dst, src, idx, n, shape, ds, ss, is_, size, stride, base):
+def _put_add_kernel(dst, src, idx, n, shape, ds, ss, idx_strides, size, stride, base):
     """dst[offset_of(i, shape, ds) + index offset] += src[offset_of(i, shape, ss)] with
     ``cuda.atomic.add`` (repeats summed in hardware order; out-of-range indices skipped). Launch
     `_launch(n)` over the indexed cells; src and idx read once per cell. Numeric dtypes only."""
     i = cuda.grid(1)
     while i < n:
-        at = _index_offset(idx, i, shape, is_, size, stride, base)
+        at = _index_offset(idx, i, shape, idx_strides, size, stride, base)
         if at >= 0:
             rem = i
             s = 0
@@ -159,22 +159,26 @@ def index_pad(shape, dtype, g, selection):
     return out
 
 
-def take(x_flat, idx, size, stride, base, shape, xs, is_, dtype):
-    """out[i] = x_flat[offset_of(i, shape, xs) + base + wrap(idx[offset_of(i, shape, is_)]) * stride]
-    (0 where the index is outside ``[-size, size)``): ``idx`` is an int64 device array."""
+def take(x_flat, where, dtype):
+    """out[i] = x_flat[offset_of(i, shape, xs) + base + wrap(idx[offset_of(i, shape, idx_strides)]) *
+    stride] (0 where the index is outside ``[-size, size)``), ``where`` = ``(idx, size, stride, base,
+    shape, xs, idx_strides)`` with ``idx`` an int64 device array."""
+    idx, size, stride, base, shape, xs, idx_strides = where
     shape = tuple(shape)
     out = device_array(shape, dtype)
     n = element_count(shape)
     if n:
         idf, _ = flat_view(idx)
-        launch(_take_kernel, *_launch(n), out.reshape(n), x_flat, idf, n, pad(shape, 1), pad(xs), pad(is_),
-               int(size), int(stride), int(base), np.dtype(dtype).type(0))
+        launch(_take_kernel, *_launch(n), out.reshape(n), x_flat, idf, n, pad(shape, 1), pad(xs),
+               pad(idx_strides), int(size), int(stride), int(base), np.dtype(dtype).type(0))
     return out
 
 
-def put(dst_flat, src, idx, size, stride, base, shape, ds, is_, accumulate: bool):
+def put(dst_flat, where, src, accumulate: bool):
     """dst_flat[offset_of(i, shape, ds) + base + wrap(idx[...]) * stride] (+)= src[i] with ``src``
-    broadcast to ``shape`` (cells whose index is out of range skipped)."""
+    broadcast to ``shape``, ``where`` = ``(idx, size, stride, base, shape, ds, idx_strides)`` (cells
+    whose index is out of range skipped)."""
+    idx, size, stride, base, shape, ds, idx_strides = where
     shape = tuple(shape)
     n = element_count(shape)
     if not n:
@@ -185,4 +189,4 @@ def put(dst_flat, src, idx, size, stride, base, shape, ds, is_, accumulate: bool
     ss = broadcast_strides(tuple(src.shape), st, shape)
     idf, _ = flat_view(idx)
     launch(_put_add_kernel if accumulate else _put_kernel, *_launch(n), dst_flat, sf, idf, n, pad(shape, 1),
-           pad(ds), pad(ss), pad(is_), int(size), int(stride), int(base))
+           pad(ds), pad(ss), pad(idx_strides), int(size), int(stride), int(base))

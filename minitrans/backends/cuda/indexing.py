@@ -103,8 +103,8 @@ def _index_plan(a: CudaArray, idx):
     """Split ``a[idx]`` into (offset, kept dims) and, if there are index arrays, the
     linear-offset array. Returns ``("view", off, shape, strides)`` or
     ``("adv", lin, out_shape, x_strides, lin_strides)`` (see kernels/cuda/array.py), or for one
-    int64 index array ``("take", idx, axis size, axis stride, offset, out_shape, x_strides,
-    idx_strides)`` (see kernels/cuda/indexed.py)."""
+    int64 index array ``("take", (idx, axis size, axis stride, offset, out_shape, x_strides,
+    idx_strides))`` (see kernels/cuda/indexed.py)."""
     classified = []  # the entries of idx, classified for layout.index_slots
     for it in (idx if isinstance(idx, tuple) else (idx,)):
         if isinstance(it, list):
@@ -151,9 +151,9 @@ def _index_plan(a: CudaArray, idx):
     if len(arrays) == 1 and arrays[0][0].dtype == np.int64:
         # one index array (an embedding lookup): the kernels read it in place, no offset array
         arr, n, stride = arrays[0]
-        out_shape, xs, ids = advanced_layout(slots, arr.shape, arr._elem_strides)
+        out_shape, xs, idx_strides = advanced_layout(slots, arr.shape, arr._elem_strides)
         _check_rank(out_shape)
-        return ("take", arr._device_array, n, stride, offset, out_shape, xs, ids)
+        return ("take", (arr._device_array, n, stride, offset, out_shape, xs, idx_strides))
     out_shape, xs, ls = advanced_layout(slots, bshape)
     _check_rank(out_shape)
     lin = array_kernels.full(bshape, offset, np.int64)
@@ -177,10 +177,10 @@ def _getitem(a: CudaArray, idx) -> CudaArray:
     if plan[0] == "view":
         return a._view(plan[1], plan[2], plan[3])
     if plan[0] == "take":
-        _, idx_arr, n, stride, base, shape, xs, ids = plan
+        shape = plan[1][4]
         if a.size == 0 or element_count(shape) == 0:
             return CudaArray(device_array(tuple(shape), a.dtype))
-        return CudaArray(indexed_kernels.take(_flat_all(a), idx_arr, n, stride, base, shape, xs, ids, a.dtype))
+        return CudaArray(indexed_kernels.take(_flat_all(a), plan[1], a.dtype))
     _, lin, shape, xs, ls = plan
     if a.size == 0 or element_count(shape) == 0:
         return CudaArray(device_array(tuple(shape), a.dtype))
@@ -204,8 +204,7 @@ def _setitem(a: CudaArray, idx, value) -> None:
             array_kernels.copy_into(dst._device_array, _value(value, a.dtype))
         return
     if plan[0] == "take":
-        _, idx_arr, n, stride, base, shape, xs, ids = plan
-        indexed_kernels.put(_flat_all(a), _value(value, a.dtype), idx_arr, n, stride, base, shape, xs, ids, False)
+        indexed_kernels.put(_flat_all(a), plan[1], _value(value, a.dtype), accumulate=False)
         return
     _, lin, shape, xs, ls = plan
     if element_count(shape):
@@ -222,8 +221,7 @@ def add_at(a: CudaArray, idx, b) -> None:
             array_kernels.copy_into(dst._device_array, r._device_array)
         return
     if plan[0] == "take":
-        _, idx_arr, n, stride, base, shape, xs, ids = plan
-        indexed_kernels.put(_flat_all(a), _value(b, a.dtype), idx_arr, n, stride, base, shape, xs, ids, True)
+        indexed_kernels.put(_flat_all(a), plan[1], _value(b, a.dtype), accumulate=True)
         return
     _, lin, shape, xs, ls = plan
     if element_count(shape):
