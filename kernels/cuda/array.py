@@ -110,17 +110,17 @@ def arange(n: int, start, step, dtype):
 
 
 def copy_into(dst, src):
-    """``dst[...] = src`` (broadcast): ``dst`` is any non-negative strided view, written in place
-    (by ``elementwise``'s contiguous identity kernel when both are C-contiguous of one shape and
-    float dtype).
+    """``dst[...] = src`` (broadcast): ``dst`` is any non-negative strided view, written in place.
+    A C-contiguous ``dst`` of ``src``'s shape and dtype is written by ``elementwise``'s identity
+    map (its contiguous fast path when ``src`` is contiguous too, else one index decoding per
+    element, for ``src`` only); other destinations take ``_copy_kernel`` (both decoded).
 
     ``dst`` must not overlap itself (no zero strides) nor ``src``.
     """
     shape = tuple(dst.shape)
     n = element_count(shape)
-    if n and tuple(src.shape) == shape and src.dtype == dst.dtype and dst.is_c_contiguous() \
-            and src.is_c_contiguous() and elementwise.fast_path_dtype(src.dtype, n):
-        elementwise.unary("identity", src, out=dst)   # the contiguous fast path: flat 32-bit indices
+    if n and tuple(src.shape) == shape and src.dtype == dst.dtype and dst.is_c_contiguous():
+        elementwise.unary("identity", src, out=dst)
     elif n:
         df, ds = flat_view(dst)
         sf, ss = _operand(src, shape)

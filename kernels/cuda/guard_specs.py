@@ -114,9 +114,8 @@ def _elementwise_specs():
         for dst in NUMS:
             if src != dst:
                 map_spec("identity", src, dst)
-    for dt in FLOATS:  # contiguous copies (array.copy_into) take the identity fast path
-        out.append(Spec("elementwise", "_map_contig_kernel", ("identity", dt), None,
-                        (array(dt), array(dt), uint32), dt.name))
+    for dt in ALL:  # copies into a contiguous destination (array.copy_into) are identity maps
+        map_spec("identity", dt, dt)
     arith = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
     for dt in NUMS:
         for op in arith:

@@ -102,6 +102,17 @@ def test_strided_or_broadcast_operands_take_the_strided_kernels():
     got, kernels = _run(lambda: xp.exp(da[:, ::2]))
     np.testing.assert_allclose(got, np.exp(a[:, ::2]), rtol=1e-6)
     assert kernels == {"elementwise.map_kernel"}
+    got, kernels = _run(lambda: xp.copy(xp.transpose(da)))   # into a contiguous array: source decoded only
+    np.testing.assert_array_equal(got, a.T)
+    assert kernels == {"elementwise.map_kernel"}
+    dst = xp.zeros((3, 6), np.float32)
+
+    def copy_into_a_view():
+        dst[:, 1:5] = da
+        return dst
+    got, kernels = _run(copy_into_a_view)   # a strided destination: the copy kernel decodes both
+    np.testing.assert_array_equal(got[:, 1:5], a)
+    assert kernels == {"array._copy_kernel"}
     i = xp.from_numpy(np.arange(6).reshape(2, 3))   # integer inputs: the strided kernel
     i * 3
     got, kernels = _run(lambda: i * 3)
