@@ -109,6 +109,22 @@ def offset_of(flat_idx, shape, strides):
     return off
 
 
+FAST_LIMIT = 1 << 31  # index spaces below this take the 32-bit contiguous fast paths
+
+
+@cuda.jit(device=True)
+def flat_index32():
+    """This thread's flat index in a 1-D launch, in uint32 (no 64-bit multiply)."""
+    return np.uint32(np.uint32(cuda.blockIdx.x) * np.uint32(cuda.blockDim.x) + np.uint32(cuda.threadIdx.x))
+
+
+@cuda.jit(device=True)
+def flat_step32():
+    """The number of threads of a 1-D launch (a grid-stride loop's step), in uint32. With at
+    most MAX_BLOCKS x THREADS threads and an index below ``FAST_LIMIT`` the loop index never wraps."""
+    return np.uint32(np.uint32(cuda.gridDim.x) * np.uint32(cuda.blockDim.x))
+
+
 SUM, MAX, MIN = 0, 1, 2  # the reductions of ``combine`` / ``block_reduce``
 
 

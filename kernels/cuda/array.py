@@ -32,6 +32,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from . import elementwise
 from ._util import cdiv, device_array, flat_view, launch, nb_dtype, offset_of, pad
 from .layout import broadcast_strides, element_count
 
@@ -110,12 +111,17 @@ def arange(n: int, start, step, dtype):
 
 def copy_into(dst, src):
     """``dst[...] = src`` (broadcast): ``dst`` is any non-negative strided view, written in place.
+    A C-contiguous ``dst`` of ``src``'s shape and dtype is written by ``elementwise``'s identity
+    map (its contiguous fast path when ``src`` is contiguous too, else one index decoding per
+    element, for ``src`` only); other destinations take ``_copy_kernel`` (both decoded).
 
     ``dst`` must not overlap itself (no zero strides) nor ``src``.
     """
     shape = tuple(dst.shape)
     n = element_count(shape)
-    if n:
+    if n and tuple(src.shape) == shape and src.dtype == dst.dtype and dst.is_c_contiguous():
+        elementwise.unary("identity", src, out=dst)
+    elif n:
         df, ds = flat_view(dst)
         sf, ss = _operand(src, shape)
         launch(_copy_kernel, *_launch(n), df, sf, n, pad(shape, 1), pad(ds), ss)
@@ -332,7 +338,8 @@ def dropout_mask(shape, p: float, seed: int, dtype):
 
 
 # ------------------------------------------------------------------ many copies in one launch
-MANY = 16  # arrays per launch of copy_many (a compile-time tuple length: one specialisation)
+MANY = 24  # arrays per launch of copy_many (a compile-time tuple length: one specialisation; 2 x 24
+#           array arguments of 56 bytes each stay well inside the 4 KiB kernel-parameter limit)
 
 
 @cuda.jit

@@ -3,13 +3,19 @@
 Launch shape: 1-D grid-stride loop, ``THREADS`` threads per block,
 ``min(ceil(n / THREADS), MAX_BLOCKS)`` blocks; thread ``i`` writes output elements
 ``i, i + gridsize, ...``.
-Memory plan: every input is a flat view of its own memory plus per-dim element strides
-(0 on broadcast dims, see ``_util.flat_view``); each thread decodes its flat C-order
-output index once into one offset per input, reads each input cell once and writes the
-(C-contiguous) output once. When every input is C-contiguous with the output's shape (the
-common case) the kernel takes its ``contig`` path: ``x[i]``, no index decoding (no 64-bit
-divisions). No shared memory. Shapes/strides are by-value int64 tuples padded to
-``MAX_DIMS`` = 6, so one compiled kernel serves every rank.
+Memory plan: each input cell is read once and the (C-contiguous) output written once; no
+shared memory. Two kernels per (op, dtype):
+
+* the contiguous fast path (``_map_contig_kernel`` / ``_zip_contig_kernel``, float inputs):
+  every operand C-contiguous with the output's shape, or C-contiguous and repeating along it
+  (one element, a bias row: shaped like the output's trailing dims, read at ``i % size``), and
+  fewer than 2**31 elements; thread index, loop and offsets in uint32, ``x[i]``: no stride
+  decoding and no 64-bit division (``tests/cuda/test_fast_path.py`` checks the sm_90 PTX);
+* the strided kernels (``_map_kernel`` / ``_zip_kernel``): every input a flat view of its
+  memory plus per-dim element strides (0 on broadcast dims, see ``_util.flat_view``); each
+  thread decodes its flat C-order index into one offset per input (a 64-bit division and
+  remainder per dim). Shapes/strides are by-value int64 tuples padded to ``MAX_DIMS`` = 6, so
+  one compiled kernel serves every rank.
 Kernels are compiled per (op, dtype), the operands of a binary op / ``where`` share one dtype
 (``binary`` / ``where`` cast first), and a kernel's constants have its float dtype, so a float32
 kernel has no double-precision instruction (checked by ``guard``). Comparisons return bool.
@@ -22,7 +28,7 @@ import math
 import numpy as np
 from numba import cuda
 
-from ._util import cdiv, device_array, flat_view, launch, offset_of, pad
+from ._util import FAST_LIMIT, cdiv, device_array, flat_index32, flat_step32, flat_view, launch, offset_of, pad
 from .layout import broadcast_strides
 
 THREADS = 256
@@ -102,55 +108,106 @@ def _binary_fns() -> dict:
 UNARY = tuple(_unary_fns(np.float64))
 BINARY = tuple(_binary_fns())
 COMPARISONS = frozenset({"eq", "ne", "lt", "le", "gt", "ge"})
+MASK_OPS = frozenset({"mul"})  # float ops that take a bool operand as it is (no cast launch)
 
 
 # ---------------------------------------------------------------- kernels (one per op and dtype)
 @functools.lru_cache(maxsize=None)
 def _map_kernel(op: str, dtype):
-    """The kernel of unary ``op`` for inputs of ``dtype`` (constants typed by ``_ftype``)."""
+    """The strided kernel of unary ``op`` for inputs of ``dtype`` (constants typed by ``_ftype``)."""
     f = _unary_fns(np.dtype(dtype))[op]
 
     @cuda.jit
-    def map_kernel(out, x, n, shape, xs, contig):
-        """out[i] = f(x[offset_of(i, shape, xs)]) for the unary ``op``; ``contig``: x is C-contiguous,
-        read as x[i] with no index decoding. Launch `_launch(n)`: 1-D grid-stride loop,
-        min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS, thread i owns i, i + gridsize, ...;
-        each input cell read once, the C-contiguous out written once; no shared memory."""
+    def map_kernel(out, x, n, shape, xs):
+        """out[i] = f(x[offset_of(i, shape, xs)]) for the unary ``op`` (any strided x). Launch
+        `_launch(n)`: 1-D grid-stride loop, min(ceil(n / THREADS), MAX_BLOCKS) blocks x THREADS,
+        thread i owns i, i + gridsize, ...; each input cell read once, the C-contiguous out written
+        once; no shared memory. 64-bit index decoding: MAX_DIMS divisions per element."""
         i = cuda.grid(1)
-        if contig:
-            while i < n:
-                out[i] = f(x[i])
-                i += cuda.gridsize(1)
-        else:
-            while i < n:
-                out[i] = f(x[offset_of(i, shape, xs)])
-                i += cuda.gridsize(1)
+        while i < n:
+            out[i] = f(x[offset_of(i, shape, xs)])
+            i += cuda.gridsize(1)
 
     return map_kernel
 
 
 @functools.lru_cache(maxsize=None)
-def _zip_kernel(op: str, dtype):
-    """The kernel of binary ``op`` for two inputs of ``dtype``."""
-    f = _binary_fns()[op]
+def _map_contig_kernel(op: str, dtype):
+    """The contiguous fast path of unary ``op`` (also the cast / copy kernel: ``identity``)."""
+    f = _unary_fns(np.dtype(dtype))[op]
 
     @cuda.jit
-    def zip_kernel(out, a, b, n, shape, as_, bs, contig):
-        """out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)]) for the binary ``op``
-        (broadcast strides); ``contig``: a and b are C-contiguous of the output's shape, read as
-        a[i], b[i]. Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS; each input cell
-        read once, the C-contiguous out written once; no shared memory."""
+    def map_contig_kernel(out, x, n):
+        """out[i] = f(x[i]) for C-contiguous x and out of n < 2**31 elements. Launch `_launch(n)`
+        (1-D grid-stride, THREADS x <= MAX_BLOCKS); flat uint32 index math (no stride decoding, no
+        64-bit multiply or division); each cell read once and written once; no shared memory."""
+        i = flat_index32()
+        step = flat_step32()
+        while i < n:
+            out[i] = f(x[i])
+            i = np.uint32(i + step)
+
+    return map_contig_kernel
+
+
+def _to_compute(dtype):
+    """The conversion of an operand to the compute dtype inside a binary kernel: a float kernel
+    may take a bool mask operand (``MASK_OPS``) and converts its cells in registers; other
+    kernels take operands of their own dtype."""
+    dtype = np.dtype(dtype)
+    return dtype.type if dtype.kind == "f" else _same
+
+
+_same = cuda.jit(device=True)(lambda v: v)
+
+
+@functools.lru_cache(maxsize=None)
+def _zip_kernel(op: str, dtype):
+    """The strided kernel of binary ``op`` for two inputs of ``dtype``."""
+    f = _binary_fns()[op]
+    to = _to_compute(dtype)
+
+    @cuda.jit
+    def zip_kernel(out, a, b, n, shape, as_, bs):
+        """out[i] = f(to(a[offset_of(i, shape, as_)]), to(b[offset_of(i, shape, bs)])) for the binary ``op``
+        (broadcast strides). Launch `_launch(n)`: 1-D grid-stride, THREADS x <= MAX_BLOCKS; each
+        input cell read once, the C-contiguous out written once; no shared memory. 64-bit index
+        decoding: 2 x MAX_DIMS divisions per element."""
         i = cuda.grid(1)
-        if contig:
-            while i < n:
-                out[i] = f(a[i], b[i])
-                i += cuda.gridsize(1)
-        else:
-            while i < n:
-                out[i] = f(a[offset_of(i, shape, as_)], b[offset_of(i, shape, bs)])
-                i += cuda.gridsize(1)
+        while i < n:
+            out[i] = f(to(a[offset_of(i, shape, as_)]), to(b[offset_of(i, shape, bs)]))
+            i += cuda.gridsize(1)
 
     return zip_kernel
+
+
+@functools.lru_cache(maxsize=None)
+def _zip_contig_kernel(op: str, dtype):
+    """The contiguous fast path of binary ``op`` for two inputs of ``dtype``."""
+    f = _binary_fns()[op]
+    to = _to_compute(dtype)
+
+    @cuda.jit
+    def zip_contig_kernel(out, a, b, n, a_period, b_period):
+        """out[i] = f(a[i % a_period], b[i % b_period]), n < 2**31: an operand's period is n (C-contiguous
+        with the output's shape: read at i, no remainder), its size when it repeats along the output
+        (C-contiguous, shaped like the output's trailing dims: a bias row, a one-element operand).
+        Launch `_launch(n)` (1-D grid-stride, THREADS x <= MAX_BLOCKS); flat uint32 index math (at
+        most one 32-bit remainder per repeating operand), no stride decoding; each output cell
+        written once; no shared memory."""
+        i = flat_index32()
+        step = flat_step32()
+        while i < n:
+            ja = i
+            if a_period != n:
+                ja = np.uint32(i % a_period)
+            jb = i
+            if b_period != n:
+                jb = np.uint32(i % b_period)
+            out[i] = f(to(a[ja]), to(b[jb]))
+            i = np.uint32(i + step)
+
+    return zip_contig_kernel
 
 
 @cuda.jit
@@ -214,9 +271,27 @@ def _operands(out_shape, *xs):
     return views
 
 
-def _contig(shape, *xs) -> bool:
-    """All of ``xs`` are C-contiguous with exactly ``shape`` (the kernels' fast path)."""
-    return all(tuple(x.shape) == tuple(shape) and x.is_c_contiguous() for x in xs)
+def fast_path_dtype(dtype, n: int) -> bool:
+    """The contiguous fast path is compiled for float inputs (the arrays of training; integer and
+    bool inputs take the strided kernels, which keeps the compile guard's list short) and index
+    spaces that 32-bit index math covers."""
+    return np.dtype(dtype).kind == "f" and n < FAST_LIMIT
+
+
+def _flat_period(x, shape, n: int):
+    """x as a flat array and its fast-path period: n if x is C-contiguous with ``shape``, x's size if
+    x is C-contiguous and shaped like trailing dims of ``shape`` (leading 1s aside: it repeats along
+    the flat output), e.g. a bias row or one element; None when the fast path cannot read it."""
+    xshape = tuple(x.shape)
+    if xshape == tuple(shape) and x.is_c_contiguous():
+        return x.reshape(n), n
+    if x.size == 1:
+        return flat_view(x)[0], 1
+    while xshape and xshape[0] == 1:
+        xshape = xshape[1:]
+    if xshape and xshape == tuple(shape)[len(shape) - len(xshape):] and x.is_c_contiguous():
+        return flat_view(x)[0], x.size
+    return None
 
 
 def _common(*xs):
@@ -232,28 +307,41 @@ def _common(*xs):
 
 
 def unary(op: str, x, out=None):
-    """``op(x)`` elementwise; ``x`` may be any strided view. Returns a C-contiguous array."""
-    kern = _map_kernel(op, np.dtype(x.dtype))
+    """``op(x)`` elementwise; ``x`` may be any strided view. Returns a C-contiguous array (``out``
+    if given: then also a cast or a copy, with ``identity``)."""
+    dt = np.dtype(x.dtype)
     shape = tuple(x.shape)
     y = _out(shape, x.dtype, out)
     n = int(np.prod(shape, dtype=np.int64))
-    if n:
+    if n and fast_path_dtype(dt, n) and x.is_c_contiguous():
+        launch(_map_contig_kernel(op, dt), *_launch(n), y.reshape(n), x.reshape(n), np.uint32(n))
+    elif n:
         ((xf, xs),) = _operands(shape, x)
-        launch(kern, *_launch(n), y.reshape(n), xf, n, pad(shape, 1), xs, _contig(shape, x))
+        launch(_map_kernel(op, dt), *_launch(n), y.reshape(n), xf, n, pad(shape, 1), xs)
     return y
 
 
 def binary(op: str, a, b, out=None):
     """``op(a, b)`` with NumPy broadcasting and dtype rules (comparisons give bool); operands of
-    different dtypes are cast to the result dtype first."""
-    dt, (a, b) = _common(a, b)
-    kern = _zip_kernel(op, dt)
+    different dtypes are cast to the result dtype first, except a bool mask in a float ``MASK_OPS``
+    op (``relu``'s gradient ``(x > 0) * g``), which the kernel converts in registers."""
+    dt = np.result_type(a.dtype, b.dtype)
+    mask = op in MASK_OPS and dt.kind == "f" and {np.dtype(a.dtype), np.dtype(b.dtype)} == {dt, np.dtype(np.bool_)}
+    if not mask:
+        dt, (a, b) = _common(a, b)
     shape = np.broadcast_shapes(tuple(a.shape), tuple(b.shape))
     y = _out(shape, np.bool_ if op in COMPARISONS else dt, out)
     n = int(np.prod(shape, dtype=np.int64))
-    if n:
+    if not n:
+        return y
+    fast = (_flat_period(a, shape, n), _flat_period(b, shape, n)) if fast_path_dtype(dt, n) else (None, None)
+    if None not in fast:
+        (af, a_period), (bf, b_period) = fast
+        launch(_zip_contig_kernel(op, dt), *_launch(n), y.reshape(n), af, bf, np.uint32(n), np.uint32(a_period),
+               np.uint32(b_period))
+    else:
         (af, as_), (bf, bs) = _operands(shape, a, b)
-        launch(kern, *_launch(n), y.reshape(n), af, bf, n, pad(shape, 1), as_, bs, _contig(shape, a, b))
+        launch(_zip_kernel(op, dt), *_launch(n), y.reshape(n), af, bf, n, pad(shape, 1), as_, bs)
     return y
 
 

@@ -85,14 +85,24 @@ def _elementwise_specs():
     array, scalar, int64, boolean, dims = _types()
     out = []
 
+    from numba import types
+
+    uint32 = types.uint32
+
     def map_spec(op, src, dst):
         out.append(Spec("elementwise", "_map_kernel", (op, src), None,
-                        (array(dst), array(src), int64, dims, dims, boolean), src.name,
-                        _cast_reason(src, dst)))
+                        (array(dst), array(src), int64, dims, dims), src.name, _cast_reason(src, dst)))
+        if src.kind == "f":   # the contiguous fast path (float inputs)
+            out.append(Spec("elementwise", "_map_contig_kernel", (op, src), None,
+                            (array(dst), array(src), uint32), src.name, _cast_reason(src, dst)))
 
-    def zip_spec(op, dt, res):
+    def zip_spec(op, dt, res, a_dt=None, b_dt=None):
+        a, b = array(a_dt or dt), array(b_dt or dt)
         out.append(Spec("elementwise", "_zip_kernel", (op, dt), None,
-                        (array(res), array(dt), array(dt), int64, dims, dims, dims, boolean), dt.name))
+                        (array(res), a, b, int64, dims, dims, dims), dt.name))
+        if dt.kind == "f":
+            out.append(Spec("elementwise", "_zip_contig_kernel", (op, dt), None,
+                            (array(res), a, b, uint32, uint32, uint32), dt.name))
 
     for dt in FLOATS:
         for op in elementwise.UNARY:
@@ -104,12 +114,18 @@ def _elementwise_specs():
         for dst in NUMS:
             if src != dst:
                 map_spec("identity", src, dst)
+    for dt in ALL:  # copies into a contiguous destination (array.copy_into) are identity maps
+        map_spec("identity", dt, dt)
     arith = ("add", "sub", "mul", "div", "pow", "maximum", "minimum")
     for dt in NUMS:
         for op in arith:
             zip_spec(op, dt, np.dtype(np.float64) if (op == "div" and dt.kind == "i") else dt)
     for op in ("add", "mul", "maximum", "minimum"):
         zip_spec(op, np.dtype(np.bool_), np.dtype(np.bool_))
+    for op in sorted(elementwise.MASK_OPS):   # a float op with a bool mask operand, either side
+        for dt in FLOATS:
+            zip_spec(op, dt, dt, a_dt=np.dtype(np.bool_))
+            zip_spec(op, dt, dt, b_dt=np.dtype(np.bool_))
     for dt in ALL:
         for op in sorted(elementwise.COMPARISONS):
             zip_spec(op, dt, np.dtype(np.bool_))
@@ -163,18 +179,43 @@ def _array_specs():
     for dt in INTS:
         out.append(Spec("array", "_index_linear_kernel", None, None,
                         (array(i64), array(dt), int64, int64, int64, dims, dims), dt.name))
+    return out + _indexed_specs()
+
+
+def _indexed_specs():
+    array, scalar, int64, boolean, dims = _types()
+    i64 = np.dtype(np.int64)
+    out = []
+    for dt in ALL:
+        out.append(Spec("indexed", "_pad_kernel", None, None,
+                        (array(dt), array(dt), int64, dims, dims, dims, dims, dims, scalar(dt)), dt.name))
+        out.append(Spec("indexed", "_take_kernel", None, None,
+                        (array(dt), array(dt), array(i64), int64, dims, dims, dims, int64, int64, int64,
+                         scalar(dt)), dt.name))
+        out.append(Spec("indexed", "_put_kernel", None, None,
+                        (array(dt), array(dt), array(i64), int64, dims, dims, dims, dims, int64, int64, int64),
+                        dt.name))
+    for dt in NUMS:
+        out.append(Spec("indexed", "_put_add_kernel", None, None,
+                        (array(dt), array(dt), array(i64), int64, dims, dims, dims, dims, int64, int64, int64),
+                        dt.name))
     return out
 
 
 def _reduce_specs():
     reduce_module = _mod("reduce")
+    from ._util import SUM
 
     array, scalar, int64, boolean, dims = _types()
     out = []
-    for dt in (np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)):
-        for code in sorted(set(reduce_module._OPS.values())):
-            out.append(Spec("reduce", "_reduce_kernel", (code, reduce_module.THREADS, dt), None,
-                            (array(dt), array(dt), int64, scalar(dt), dims, dims, dims, dims), dt.name))
+    i64 = np.dtype(np.int64)
+    pairs = [(code, dt, dt) for dt in (np.dtype(np.float32), np.dtype(np.float64), i64)
+             for code in sorted(set(reduce_module._OPS.values()))]
+    pairs += [(SUM, i64, src) for src in reduce_module.SUM_TO_INT64]   # bool / int32 sums in int64
+    for code, dt, src in pairs:
+        out.append(Spec("reduce", "_reduce_kernel", (code, reduce_module.THREADS, dt, src), None,
+                        (array(dt), array(src), int64, int64, scalar(dt), dims, dims, dims, dims, boolean),
+                        src.name))
     for dt in ALL:
         out.append(Spec("reduce", "_argmax_kernel", (reduce_module.THREADS, dt), None,
                         (array(np.int64), array(dt), int64, dims, dims, int64), dt.name))

@@ -170,17 +170,71 @@ def index_slots(shape, strides, items):
     return offset, slots
 
 
-def advanced_layout(slots, index_shape):
+def advanced_layout(slots, index_shape, index_strides=None):
     """Where the result of an advanced index lies, from ``index_slots``' slots and the broadcast
     shape of the index arrays: ``(out_shape, source_strides, offset_strides)``. As in NumPy, the
     index axes replace the indexed axes in place when those are adjacent, else they go first;
     ``source_strides`` walk the source over the basic axes (0 on index axes) and
-    ``offset_strides`` walk the C-contiguous array of per-cell offsets (0 on basic axes)."""
+    ``offset_strides`` walk the C-contiguous array of per-cell offsets (0 on basic axes), or an
+    array of ``index_shape`` with ``index_strides`` when those are given."""
     positions = [k for k, sl in enumerate(slots) if sl[0] == "adv"]
     adjacent = positions == list(range(positions[0], positions[-1] + 1))
     basic = [(sl[1], sl[2]) for sl in slots if sl[0] == "basic"]
     lead = sum(1 for k, sl in enumerate(slots) if sl[0] == "basic" and k < positions[0]) if adjacent else 0
     out_shape = [n for n, _ in basic[:lead]] + list(index_shape) + [n for n, _ in basic[lead:]]
     source_strides = [s for _, s in basic[:lead]] + [0] * len(index_shape) + [s for _, s in basic[lead:]]
-    offset_strides = [0] * lead + list(c_strides(index_shape)) + [0] * (len(basic) - lead)
+    inner = c_strides(index_shape) if index_strides is None else index_strides
+    offset_strides = [0] * lead + list(inner) + [0] * (len(basic) - lead)
     return out_shape, source_strides, offset_strides
+
+
+def basic_selection(shape, idx):
+    """Where ``a[idx]`` lies in ``a`` (of ``shape``) for a basic index (ints, slices with a
+    positive step, ``None``, one ``Ellipsis``), per axis of ``a``: ``(starts, steps, counts,
+    result_axes, result_ndim)``. Axis ``k`` selects ``starts[k] + steps[k] * t`` for ``t`` in
+    ``[0, counts[k])``, which is axis ``result_axes[k]`` of the result (-1 for an int index: the
+    axis is dropped). None when ``idx`` is not such an index (arrays, bools, negative steps); the
+    errors of ``index_slots`` for too many indices or an int out of range."""
+    items = idx if isinstance(idx, tuple) else (idx,)
+    for it in items:
+        if not (it is None or it is Ellipsis or isinstance(it, slice)
+                or (isinstance(it, int) and not isinstance(it, bool))):
+            return None
+        if isinstance(it, slice) and it.step is not None and it.step < 0:
+            return None
+    ndim = len(shape)
+    ncons = sum(1 for it in items if it is not None and it is not Ellipsis)
+    nell = sum(1 for it in items if it is Ellipsis)
+    if nell > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if ncons > ndim:
+        raise IndexError(f"too many indices for array: array is {ndim}-dimensional, but {ncons} were indexed")
+    fill = [slice(None)] * (ndim - ncons)
+    if nell:
+        k = [it is Ellipsis for it in items].index(True)
+        items = list(items[:k]) + fill + list(items[k + 1:])
+    else:
+        items = list(items) + fill
+    starts, steps, counts, axes = [], [], [], []
+    result = axis = 0
+    for it in items:
+        if it is None:
+            result += 1
+            continue
+        n = int(shape[axis])
+        if isinstance(it, slice):
+            start, stop, step = it.indices(n)
+            starts.append(start)
+            steps.append(step)
+            counts.append(max(0, -(-(stop - start) // step)))
+            axes.append(result)
+            result += 1
+        else:
+            if not -n <= it < n:
+                raise IndexError(f"index {it} is out of bounds for axis {axis} with size {n}")
+            starts.append(it % n)
+            steps.append(1)
+            counts.append(1)
+            axes.append(-1)
+        axis += 1
+    return starts, steps, counts, axes, result

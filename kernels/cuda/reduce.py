@@ -1,15 +1,23 @@
 """Axis reductions: sum / mean / max / min over any set of axes (keepdims), argmax over one axis.
 
-Launch shape: one block of ``THREADS`` threads per output element (grid = number of outputs).
+Launch shape: blocks of ``THREADS`` threads. With many outputs, one block per output element
+(grid = number of outputs). With few outputs and long rows (a full sum, a bias gradient's
+column sums over many rows) one block per output cannot fill the GPU, so the reduction runs in
+two stages: each output's row is cut into ``splits`` slices (``_splits``: enough blocks in all
+to fill the device, at least ``ROW_CHUNK`` elements per block), stage 1 launches ``outputs x
+splits`` blocks that each write one partial result, and stage 2 reduces each output's
+``splits`` partials (contiguous) with one block per output, applying the mean's scale.
 Memory plan: the wrapper splits the input's dims into kept dims (indexed by the block) and
-reduced dims (indexed by the thread loop), each with its own shape/stride tuple, so any
-axis set of any strided view reduces without a transpose. Thread ``t`` folds reduced
-elements ``t, t + THREADS, ...`` (each input cell read once) into a register of the
-input dtype (float32 sums in float32, as PyTorch; int64 sums in int64, exact), then a
-shared-memory tree (``THREADS`` slots of that dtype, plus ``THREADS`` int64 slots for
-argmax) combines the block; thread 0 writes the single output. Deterministic (fixed order).
-Kernels are compiled per (op, dtype).
-Argmax ties resolve to the smallest index, as NumPy.
+reduced dims (indexed by the thread loop), each with its own shape/stride tuple, so any axis
+set of any strided view reduces without a transpose; when the reduced dims are C-contiguous
+(a row) the loop reads ``x[base + r]`` with no index decoding. Thread ``t`` of slice ``c``
+folds reduced elements ``c * THREADS + t``, then every ``splits * THREADS`` (each input cell
+read once) into a register of the accumulator dtype (float32 sums in float32, as PyTorch;
+integer and bool sums in int64, exact), then a shared-memory tree (``THREADS`` slots of that
+dtype, plus ``THREADS`` int64 slots for argmax) combines the block; thread 0 writes the block's
+result. Stage 1's partials are ``outputs x splits`` accumulator cells of pooled device memory.
+Deterministic (fixed order for given sizes). Kernels are compiled per (op, accumulator dtype,
+input dtype). Argmax ties resolve to the smallest index, as NumPy (argmax is one stage).
 """
 from __future__ import annotations
 
@@ -20,9 +28,15 @@ import numba
 import numpy as np
 from numba import cuda
 
-from ._util import MAX, MIN, SUM, block_reduce, combine, device_array, flat_view, launch, nb_dtype, offset_of, pad
+from ._util import (
+    MAX, MIN, SUM, block_reduce, cdiv, combine, device_array, flat_view, launch, nb_dtype, offset_of, pad,
+)
+from .layout import is_c_contiguous
 
 THREADS = 128  # power of two
+TARGET_BLOCKS = 1024  # blocks a two-stage reduction aims at (several per SM of a large GPU)
+ROW_CHUNK = 4096  # at least this many reduced cells per block of a two-stage reduction
+MAX_SPLITS = 1024  # slices per output (stage 2 folds them with one block)
 
 _OPS = {"sum": SUM, "mean": SUM, "max": MAX, "min": MIN}
 
@@ -46,28 +60,39 @@ def _highest(dtype):
 
 
 @functools.lru_cache(maxsize=None)
-def _reduce_kernel(code: int, threads: int, dtype):
+def _reduce_kernel(code: int, threads: int, dtype, in_dtype):
+    """The reduction ``code`` accumulating in ``dtype`` over inputs of ``in_dtype``."""
     dtype = np.dtype(dtype)
     acct = nb_dtype(dtype)
+    to_acc = dtype.type   # each input cell converted to the accumulator dtype (a no-op when they agree)
     init = dtype.type(0) if code == SUM else (_lowest(dtype) if code == MAX else _highest(dtype))
 
     @cuda.jit
-    def reduce_kernel(out, x, nred, scale, kshape, kstrides, rshape, rstrides):
-        """out[blockIdx.x] = sum / max / min (``code``; * ``scale`` for mean) over the nred reduced cells
-        of kept index blockIdx.x. Grid = number of outputs, ``threads`` (THREADS) per block; thread t
-        folds t, t + threads, ... into a register of the input dtype, then a tree in a ``threads``-slot
-        shared array of that dtype; each input cell read once, thread 0 writes the output."""
+    def reduce_kernel(out, x, nred, splits, scale, kshape, kstrides, rshape, rstrides, row):
+        """out[b] = sum / max / min (``code``; * ``scale`` for mean) over slice b % splits of the nred
+        reduced cells of kept index b // splits: cells c * threads + t, then every splits * threads.
+        Grid = outputs x splits, ``threads`` (THREADS) per block; thread t folds its cells into a
+        register of the accumulator dtype (``row``: the reduced cells are contiguous, read as
+        x[base + r]), then a tree in a ``threads``-slot shared array of that dtype; each input cell
+        read once, thread 0 writes the block's result."""
         sh = cuda.shared.array(threads, acct)
         tid = cuda.threadIdx.x
-        base = offset_of(cuda.blockIdx.x, kshape, kstrides)
+        b = cuda.blockIdx.x
+        base = offset_of(b // splits, kshape, kstrides)
+        step = splits * threads
         acc = init
-        r = tid
-        while r < nred:
-            acc = combine(acc, x[base + offset_of(r, rshape, rstrides)], code)
-            r += threads
+        r = (b % splits) * threads + tid
+        if row:
+            while r < nred:
+                acc = combine(acc, to_acc(x[base + r]), code)
+                r += step
+        else:
+            while r < nred:
+                acc = combine(acc, to_acc(x[base + offset_of(r, rshape, rstrides)]), code)
+                r += step
         total = block_reduce(sh, acc, tid, threads, code)
         if tid == 0:
-            out[cuda.blockIdx.x] = total * scale
+            out[b] = total * scale
 
     return reduce_kernel
 
@@ -131,22 +156,46 @@ def _split(x, axes):
     return (flat, kshape, [st[d] for d in kept], rshape, [st[d] for d in axes])
 
 
-def reduce(op: str, x, axes=None, keepdims: bool = False):
-    """``np.<op>(x, axis=axes, keepdims=keepdims)`` for op in sum, mean, max, min."""
+def _splits(nout: int, nred: int) -> int:
+    """How many slices each output's row is cut into (1: one stage, one block per output)."""
+    if nout >= TARGET_BLOCKS // 2:
+        return 1   # enough outputs to fill the device with one block each
+    return max(1, min(cdiv(nred, ROW_CHUNK), cdiv(TARGET_BLOCKS, nout), MAX_SPLITS))
+
+
+#: input dtypes whose sums accumulate in int64 inside the kernel (no cast launch first)
+SUM_TO_INT64 = (np.dtype(np.bool_), np.dtype(np.int32))
+
+
+def reduce(op: str, x, axes=None, keepdims: bool = False, dtype=None):
+    """``np.<op>(x, axis=axes, keepdims=keepdims)`` for op in sum, mean, max, min, accumulated and
+    returned in ``dtype`` (default x's; a sum of ``SUM_TO_INT64`` inputs may ask for int64)."""
     axes = _norm_axes(axes, x.ndim)
     flat, kshape, kst, rshape, rst = _split(x, axes)
     nout = int(np.prod(kshape, dtype=np.int64))
     nred = int(np.prod(rshape, dtype=np.int64))
     out_shape = tuple(1 if d in axes else x.shape[d] for d in range(x.ndim)) if keepdims else tuple(kshape)
-    y = device_array(out_shape, x.dtype)
-    if nout:
-        dt = np.dtype(x.dtype)
-        if op == "mean" and dt.kind != "f":
-            raise TypeError(f"mean of {dt.name} on cuda: cast to a float dtype first")
-        scale = dt.type(1.0 / nred if op == "mean" else 1)
-        kern = _reduce_kernel(_OPS[op], THREADS, dt)
-        launch(kern, nout, THREADS, y.reshape(nout), flat, nred, scale, pad(kshape, 1), pad(kst),
-               pad(rshape, 1), pad(rst))
+    dt, in_dt = np.dtype(x.dtype if dtype is None else dtype), np.dtype(x.dtype)
+    if in_dt != dt and not (op == "sum" and dt == np.int64 and in_dt in SUM_TO_INT64):
+        raise TypeError(f"reduce: {op} of {in_dt.name} accumulated in {dt.name} is not compiled on cuda")
+    y = device_array(out_shape, dt)
+    if not nout:
+        return y
+    if op == "mean" and dt.kind != "f":
+        raise TypeError(f"mean of {dt.name} on cuda: cast to a float dtype first")
+    scale = dt.type(1.0 / nred if op == "mean" else 1)
+    code, row = _OPS[op], is_c_contiguous(rshape, rst)
+    kern = _reduce_kernel(code, THREADS, dt, in_dt)
+    splits = _splits(nout, nred)
+    if splits == 1:
+        launch(kern, nout, THREADS, y.reshape(nout), flat, nred, 1, scale, pad(kshape, 1), pad(kst),
+               pad(rshape, 1), pad(rst), row)
+        return y
+    partial = device_array((nout * splits,), dt)
+    launch(kern, nout * splits, THREADS, partial, flat, nred, splits, dt.type(1), pad(kshape, 1), pad(kst),
+           pad(rshape, 1), pad(rst), row)
+    launch(_reduce_kernel(code, THREADS, dt, dt), nout, THREADS, y.reshape(nout), partial, splits, 1, scale,
+           pad((nout,), 1), pad((splits,)), pad((splits,), 1), pad((1,)), True)
     return y
 
 

@@ -17,7 +17,7 @@ SIM_TILES = {  # module of minitrans.kernels.cuda -> {constant: value under the 
     "layer_norm": dict(THREADS=2, COL_THREADS=4),
     "matmul": dict(TILE_M=8, TILE_N=8, TILE_K=4, MICRO_M=4, MICRO_N=4),
     "attention": dict(BLOCK_Q=4, BLOCK_K=4, ROWDOT_THREADS=4), "clip": dict(THREADS=4),
-    "index_range": dict(THREADS=4),
+    "index_range": dict(THREADS=4), "indexed": dict(THREADS=4, MAX_BLOCKS=2),
 }
 
 

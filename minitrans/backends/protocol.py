@@ -279,6 +279,20 @@ class Backend:
         a device this is one launch and one read of two numbers back to the host."""
 
     @classmethod
+    def index_grad(cls, shape, dtype, idx, g):
+        """Zeros of ``shape`` / ``dtype`` with ``g`` placed at ``idx``, summed where an index
+        array repeats a cell: the gradient of ``a[idx]`` with respect to ``a``. Written once over
+        ``zeros``, item assignment and ``add_at``; a device may bind a version with fewer
+        launches (the CUDA backend writes a basic index's gradient in one)."""
+        out = cls.zeros(shape, dtype)
+        items = idx if isinstance(idx, tuple) else (idx,)
+        if all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items):
+            out[idx] = g   # a basic index selects each cell at most once
+        else:
+            cls.add_at(out, idx, g)
+        return out
+
+    @classmethod
     def check_index_range(cls, idx, n: int, what: str) -> None:
         """Raise ``IndexError("<what>: index out of range: indices must be in [0, n), got min a,
         max b")`` unless every element of the int64 array ``idx`` is in [0, n). Written once, over

@@ -68,14 +68,8 @@ class Expand(_View):
         return g, None
 
 
-def _is_basic(idx) -> bool:
-    """True when indexing selects each element at most once (ints, slices, None, Ellipsis)."""
-    items = idx if isinstance(idx, tuple) else (idx,)
-    return all(i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in items)
-
-
 class GetItem(_View):
-    """a[idx]; backward scatter-adds, so repeated integer indices accumulate"""
+    """a[idx]; backward places g at idx in zeros (``index_grad``), so repeated integer indices accumulate"""
 
     @staticmethod
     def forward(ctx, a, idx):
@@ -87,13 +81,7 @@ class GetItem(_View):
 
     @staticmethod
     def backward(ctx, g):
-        xp = ctx.xp
-        out = xp.zeros(ctx.shape, ctx.dtype)
-        if _is_basic(ctx.idx):
-            out[ctx.idx] = g
-        else:
-            xp.add_at(out, ctx.idx, g)
-        return out, None
+        return ctx.xp.index_grad(ctx.shape, ctx.dtype, ctx.idx, g), None
 
 
 def describe_index(idx) -> str:

@@ -1,7 +1,8 @@
 """The public API gives the same results, dtypes, errors and version-counter behaviour on every
 device. One test per behaviour the devices have been seen to disagree on: embedding index
 checks, a matmul with an empty contraction, an in-place edit of a saved view, gradient
-clipping, the choice of reference kernels, where dropout masks are drawn, and clamping.
+clipping, the choice of reference kernels, where dropout masks are drawn, clamping, and the
+gradient of an index (``index_grad``, one launch on cuda for a basic index).
 
 Each test runs once per device of the ``device`` fixture (cpu, and cuda under Numba's
 simulator where numba-cuda is installed); expected values are NumPy expressions written here.
@@ -293,3 +294,22 @@ def test_clamp_without_bounds_raises_the_same_error(device):
     t = mt.tensor(np.zeros(2), device=device)
     assert _error(lambda: t.clamp()) == (ValueError, "clamp: at least one of min and max must be given")
     assert _error(lambda: t.clamp_()) == (ValueError, "clamp: at least one of min and max must be given")
+
+
+# ----------------------------------------------------------------------------- index gradient
+@pytest.mark.parametrize("idx", [(slice(1, None, 2), 0), (None, Ellipsis, slice(0, 2)), ([2, 0, 2],)],
+                         ids=["slices and an int", "none and ellipsis", "repeated index array"])
+def test_index_grad_places_the_gradient_on_every_device(device, idx):
+    xp = mt.device(device).backend
+    shape = (4, 3)
+    probe = np.zeros(shape)
+    sel = tuple(np.array(i) if isinstance(i, list) else i for i in idx)
+    g = np.arange(1.0, 1.0 + probe[sel].size).reshape(probe[sel].shape)
+    want = np.zeros(shape, np.float32)
+    np.add.at(want, sel, g)   # a basic index selects each cell once: the same as want[sel] = g
+    dev_sel = tuple(xp.from_numpy(i) if isinstance(i, np.ndarray) else i for i in sel)
+    got = xp.index_grad(shape, np.float32, dev_sel, xp.from_numpy(g))
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(xp.to_numpy(got), want)
+    assert _error(lambda: xp.index_grad(shape, np.float32, (5,), xp.from_numpy(np.ones(3)))) == (
+        IndexError, "index 5 is out of bounds for axis 0 with size 4")

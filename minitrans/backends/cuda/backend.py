@@ -15,7 +15,9 @@ from .. import check_kernel_choice
 from ..protocol import Backend
 from . import reference as host_reference
 from .array import CudaArray, from_numpy, shares_storage, to_numpy
-from .indexing import add_at, broadcast_to, concatenate, moveaxis, reshape, split_at, sum_to, transpose
+from .indexing import (
+    add_at, broadcast_to, concatenate, index_grad, moveaxis, reshape, split_at, sum_to, transpose,
+)
 from .ops import (
     _as_cuda, _shape_arg, _unary, all_, amax, amin, any_, arange, argmax, argmin, asarray,
     ascontiguousarray, astype, clip, copy, empty, errstate, full, isfinite, logical_not, maximum, minimum,
@@ -252,6 +254,7 @@ class CUDABackend(Backend):
     split_at = staticmethod(split_at)
     moveaxis = staticmethod(moveaxis)
     add_at = staticmethod(add_at)
+    index_grad = staticmethod(index_grad)
     copy = staticmethod(copy)
 
     matmul = staticmethod(matmul)

@@ -1,15 +1,20 @@
 """Shape functions (views, ``concatenate``, ``split_at``, ``sum_to``) and indexing of the
-CUDA backend: ``a[idx]`` / ``a[idx] = v`` / ``add_at``. Basic indices give views; integer
-index arrays go through ``kernels/cuda/array.py`` (``index_linear`` then ``gather`` /
-``scatter``). A bool mask on the device is the one documented host read (``np.nonzero``).
+CUDA backend: ``a[idx]`` / ``a[idx] = v`` / ``add_at`` / ``index_grad``. Basic indices give views; one
+int64 index array is read in place by ``kernels/cuda/indexed.py`` (``take`` / ``put``: one
+launch); several go through ``kernels/cuda/array.py`` (``index_linear`` into an offset array,
+then ``gather`` / ``scatter``). A bool mask on the device is the one documented host read
+(``np.nonzero``).
 """
 from __future__ import annotations
 
 import numpy as np
 
 from ...kernels.cuda import array as array_kernels
+from ...kernels.cuda import indexed as indexed_kernels
 from ...kernels.cuda._util import MAX_DIMS, device_array, flat_view
-from ...kernels.cuda.layout import advanced_layout, broadcast_strides, element_count, index_slots, moveaxis_order
+from ...kernels.cuda.layout import (
+    advanced_layout, basic_selection, broadcast_strides, element_count, index_slots, moveaxis_order,
+)
 from ..cpu import _sum_to
 from .array import CudaArray, _Scalar, from_numpy, to_numpy
 from .ops import _binary, _const, _as_cuda, _norm_scalar, _shape_arg, astype
@@ -97,7 +102,9 @@ def sum_to(g, shape) -> CudaArray:
 def _index_plan(a: CudaArray, idx):
     """Split ``a[idx]`` into (offset, kept dims) and, if there are index arrays, the
     linear-offset array. Returns ``("view", off, shape, strides)`` or
-    ``("adv", lin, out_shape, x_strides, lin_strides)`` (see kernels/cuda/array.py)."""
+    ``("adv", lin, out_shape, x_strides, lin_strides)`` (see kernels/cuda/array.py), or for one
+    int64 index array ``("take", (idx, axis size, axis stride, offset, out_shape, x_strides,
+    idx_strides))`` (see kernels/cuda/indexed.py)."""
     classified = []  # the entries of idx, classified for layout.index_slots
     for it in (idx if isinstance(idx, tuple) else (idx,)):
         if isinstance(it, list):
@@ -141,13 +148,23 @@ def _index_plan(a: CudaArray, idx):
     except ValueError:
         raise IndexError("shape mismatch: indexing arrays could not be broadcast together with shapes "
                          + " ".join(str(arr.shape) for arr, _, _ in arrays)) from None
+    if len(arrays) == 1 and arrays[0][0].dtype == np.int64:
+        # one index array (an embedding lookup): the kernels read it in place, no offset array
+        arr, n, stride = arrays[0]
+        out_shape, xs, idx_strides = advanced_layout(slots, arr.shape, arr._elem_strides)
+        _check_rank(out_shape)
+        return ("take", (arr._device_array, n, stride, offset, out_shape, xs, idx_strides))
     out_shape, xs, ls = advanced_layout(slots, bshape)
-    if len(out_shape) > MAX_DIMS:
-        raise NotImplementedError(f"indexing results of more than {MAX_DIMS} dims are not supported on cuda")
+    _check_rank(out_shape)
     lin = array_kernels.full(bshape, offset, np.int64)
     for arr, n, stride in arrays:
         array_kernels.index_linear(lin, arr._device_array, n, stride)
     return ("adv", lin, out_shape, xs, ls)
+
+
+def _check_rank(out_shape) -> None:
+    if len(out_shape) > MAX_DIMS:
+        raise NotImplementedError(f"indexing results of more than {MAX_DIMS} dims are not supported on cuda")
 
 
 def _flat_all(a: CudaArray):
@@ -159,6 +176,11 @@ def _getitem(a: CudaArray, idx) -> CudaArray:
     plan = _index_plan(a, idx)
     if plan[0] == "view":
         return a._view(plan[1], plan[2], plan[3])
+    if plan[0] == "take":
+        shape = plan[1][4]
+        if a.size == 0 or element_count(shape) == 0:
+            return CudaArray(device_array(tuple(shape), a.dtype))
+        return CudaArray(indexed_kernels.take(_flat_all(a), plan[1], a.dtype))
     _, lin, shape, xs, ls = plan
     if a.size == 0 or element_count(shape) == 0:
         return CudaArray(device_array(tuple(shape), a.dtype))
@@ -181,6 +203,9 @@ def _setitem(a: CudaArray, idx, value) -> None:
         if dst.size:
             array_kernels.copy_into(dst._device_array, _value(value, a.dtype))
         return
+    if plan[0] == "take":
+        indexed_kernels.put(_flat_all(a), plan[1], _value(value, a.dtype), accumulate=False)
+        return
     _, lin, shape, xs, ls = plan
     if element_count(shape):
         array_kernels.scatter(_flat_all(a), _value(value, a.dtype), lin, shape, xs, ls, accumulate=False)
@@ -195,6 +220,23 @@ def add_at(a: CudaArray, idx, b) -> None:
             r = _binary("add", dst, b)
             array_kernels.copy_into(dst._device_array, r._device_array)
         return
+    if plan[0] == "take":
+        indexed_kernels.put(_flat_all(a), plan[1], _value(b, a.dtype), accumulate=True)
+        return
     _, lin, shape, xs, ls = plan
     if element_count(shape):
         array_kernels.scatter(_flat_all(a), _value(b, a.dtype), lin, shape, xs, ls, accumulate=True)
+
+
+def index_grad(shape, dtype, idx, g) -> CudaArray:
+    """Zeros of ``shape`` with ``g`` placed at ``idx`` (summed over repeats): the gradient of
+    ``a[idx]``. A basic index takes one launch (``indexed.index_pad``) instead of a fill and a
+    strided copy."""
+    dtype = np.dtype(dtype)
+    shape = _shape_arg(shape)
+    selection = basic_selection(shape, idx)
+    if selection is None:
+        out = CudaArray(array_kernels.full(shape, 0, dtype))
+        add_at(out, idx, g)
+        return out
+    return CudaArray(indexed_kernels.index_pad(shape, dtype, _value(g, dtype), selection))

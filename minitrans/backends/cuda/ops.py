@@ -12,6 +12,7 @@ import math
 import numpy as np
 from ...kernels import cuda as kernels
 from ...kernels.cuda import array as array_kernels
+from ...kernels.cuda.reduce import SUM_TO_INT64
 from ...kernels.cuda._util import device_array
 from .array import CudaArray, _Scalar, from_numpy, shares_storage
 
@@ -293,11 +294,14 @@ def _axes(axis, ndim):
 
 def sum_(a, axis=None, keepdims=False, dtype=None) -> CudaArray:
     a = _as_cuda(a)
+    acc = None
     if dtype is not None:
         a = astype(a, dtype, False)    # summed in the asked dtype, as NumPy's dtype= does
+    elif a.dtype in SUM_TO_INT64:
+        acc = np.int64                 # accumulated in int64 by the kernel itself: no cast launch
     elif a.dtype.kind in "biu":
         a = astype(a, np.int64, False)
-    return CudaArray(kernels.reduce("sum", a._device_array, _axes(axis, a.ndim), bool(keepdims)))
+    return CudaArray(kernels.reduce("sum", a._device_array, _axes(axis, a.ndim), bool(keepdims), acc))
 
 
 def mean(a, axis=None, keepdims=False) -> CudaArray:
