@@ -1,0 +1,242 @@
+"""Incremental decoding without autograd: a cached transformer stack run on backend arrays.
+
+A decode step of a 4-layer model through the layers' Tensor code is ~175 autograd ops (~30 µs
+of Python each), several times the arithmetic of one token. Under ``no_grad`` with dropout
+inactive nothing needs a graph, so ``TransformerEncoder`` / ``TransformerDecoder`` called with
+``use_cache=True`` run this instead: per layer one matmul for q, k and v of the new tokens,
+their keys/values written in place into the growing cache buffers (``KVCache.append``), one
+attention call that reads the cache in place (on host memory the Numba kernel of
+``kernels/cpu/decode.py``; elsewhere the backend's fused kernel on a copy), and each residual
+add fused with the LayerNorm that follows it. The results equal the Tensor path's (the same
+arithmetic, summed in another order: within float32 rounding).
+
+Anything unusual (hooks on a layer, an activation other than ReLU, masks other than a source
+padding mask, dropout active, mismatched dtypes or shapes) makes ``plan`` return None and the
+caller uses the Tensor path, which also raises the errors for bad input.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .. import autograd
+from ..kernels.cpu import decode as host_kernels
+from . import functional as F
+from .attention import _as_bias
+from ..tensor import Tensor
+from .kv_cache import KVCache, KVStore, grown_capacity
+
+#: steps of at most this many new tokens use the cached-attention kernel on host memory; longer
+#: ones (a prompt) the backend's tiled kernel, whose matrix products beat row-by-row dot products
+FEW_QUERIES = 16
+
+
+def _plain(module) -> bool:
+    """No hooks on ``module`` and its dropout off (eval mode or p = 0)."""
+    d = module.__dict__
+    return "_hooks_tables" not in d and not (d["training"] and d.get("p", 0))
+
+
+class _Norm:
+    """A LayerNorm's arrays."""
+    __slots__ = ("weight", "bias", "eps")
+
+    def __init__(self, norm, E: int) -> None:
+        p = norm.__dict__["_parameters"]
+        if not _plain(norm) or norm.normalized_shape != (E,) or p.get("weight") is None or p.get("bias") is None:
+            raise _Unsupported
+        self.weight, self.bias, self.eps = p["weight"]._data, p["bias"]._data, norm.eps
+
+
+class _Attention:
+    """A MultiheadAttention's arrays and the module itself (its cache checks and rotary)."""
+    __slots__ = ("module", "heads", "head_dim", "w_in", "b_in", "w_out", "b_out", "rotary", "dtype", "device")
+
+    def __init__(self, attn, E: int) -> None:
+        d = attn.__dict__
+        p, out = d["_parameters"], d["_modules"]["out_proj"]
+        if not (_plain(attn) and _plain(out) and d["batch_first"] and d["embed_dim"] == E
+                and not (d["training"] and d["dropout"])):
+            raise _Unsupported
+        op = out.__dict__["_parameters"]
+        w = p["in_proj_weight"]
+        self.module, self.heads, self.head_dim, self.rotary = attn, d["num_heads"], d["head_dim"], d["_modules"].get(
+            "rotary")
+        self.w_in, self.b_in = w._data, _array(p.get("in_proj_bias"))
+        self.w_out, self.b_out = op["weight"]._data, _array(op.get("bias"))
+        self.dtype, self.device = w.dtype, w.device
+
+
+class _Layer:
+    """One encoder or decoder layer: pre- or post-LN, its norms, attentions and feed-forward arrays."""
+    __slots__ = ("pre", "norms", "self_attn", "cross_attn", "w1", "b1", "w2", "b2")
+
+    def __init__(self, layer, E: int, decoder: bool) -> None:
+        d = layer.__dict__
+        mods = d["_modules"]
+        drops = ("dropout", "dropout1", "dropout2") + (("dropout3",) if decoder else ())
+        if not (_plain(layer) and d.get("activation") is F.relu and all(_plain(mods[n]) for n in drops)):
+            raise _Unsupported
+        self.pre = d["norm_first"]
+        self.norms = [_Norm(mods[n], E) for n in (("norm1", "norm2", "norm3") if decoder else ("norm1", "norm2"))]
+        self.self_attn = _Attention(mods["self_attn"], E)
+        self.cross_attn = _Attention(mods["multihead_attn"], E) if decoder else None
+        l1, l2 = mods["linear1"], mods["linear2"]
+        if not (_plain(l1) and _plain(l2)):
+            raise _Unsupported
+        p1, p2 = l1.__dict__["_parameters"], l2.__dict__["_parameters"]
+        self.w1, self.b1, self.w2, self.b2 = p1["weight"]._data, _array(p1.get("bias")), p2["weight"]._data, \
+            _array(p2.get("bias"))
+
+
+class _Unsupported(Exception):
+    """Raised while reading a stack that this path does not cover."""
+
+
+def _array(p):
+    return None if p is None else p._data
+
+
+def plan(stack, x, decoder: bool):
+    """The arrays of ``stack`` (a TransformerEncoder/Decoder) for a step on input ``x``, or None when
+    this path does not apply (gradients on, hooks, dropout active, another activation, ...)."""
+    if autograd.is_grad_enabled() or x.ndim != 3 or not _plain(stack):
+        return None
+    E = x.shape[-1]
+    mods = stack.__dict__["_modules"]
+    try:
+        layers = [_Layer(la, E, decoder) for la in mods["layers"].__dict__["_modules"].values()]
+        norm = mods.get("norm")
+        final = None if norm is None else _Norm(norm, E)
+    except _Unsupported:
+        return None
+    if not layers or x._data.dtype != layers[0].w1.dtype:
+        return None
+    return layers, final
+
+
+def memory_ok(memory, pad, tgt) -> bool:
+    """The encoder memory (B, S, E) and its padding mask (B, S) fit the target ``tgt`` (B, T, E)."""
+    return (isinstance(memory, Tensor) and memory.ndim == 3 and memory.shape[0] == tgt.shape[0]
+            and memory.shape[2] == tgt.shape[2] and memory.dtype is tgt.dtype
+            and (pad is None or (isinstance(pad, Tensor) and pad.shape == memory.shape[:2])))
+
+
+# ----------------------------------------------------------------------------- array pieces
+def linear(xp, x, weight, bias):
+    """x (..., in) @ weightᵀ + bias on backend arrays (weight (out, in) as a Linear stores it)."""
+    y = xp.matmul(x.reshape(-1, x.shape[-1]), xp.transpose(weight))
+    if bias is not None:
+        y += bias
+    return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+
+def _add_norm(xp, x, delta, norm: _Norm):
+    """x += delta (in place; None adds nothing), then norm(x): the residual add and the LayerNorm
+    after it in one pass on host memory."""
+    w, b = norm.weight, norm.bias
+    if xp.host_memory:                       # the Numba kernel reads host arrays
+        return host_kernels.add_layer_norm(x, delta, w, b, norm.eps)
+    if delta is not None:
+        x += delta
+    return xp.layer_norm_forward(x.reshape(-1, x.shape[-1]), w, b, norm.eps)[0].reshape(x.shape)
+
+
+def _attend(xp, q, cache: KVCache, past: int, causal: bool, key_bias, scale: float):
+    """q (B, T, H, hd) against the cache's rows; query t sits at position past + t. -> (B, T, H·hd)."""
+    B, T, H, hd = q.shape
+    store, L = cache.store, cache.length
+    if xp.host_memory and T <= FEW_QUERIES:   # the Numba kernel reads the buffers in place
+        o = host_kernels.cached_attention(q, store.key, store.value, L, past, causal, key_bias, scale)
+        return o.reshape(B, T, H * hd)
+
+    def heads(a, n):                          # (B, H, n, hd) view -> contiguous (B·H, n, hd)
+        return xp.ascontiguousarray(a).reshape(B * H, n, hd)
+
+    qh = heads(xp.transpose(q, (0, 2, 1, 3)), T)
+    kh, vh = heads(store.key[:, :, :L], L), heads(store.value[:, :, :L], L)
+    whole = causal and past == 0 and T == L    # the plain causal square: the kernel's own mask
+    bias = None
+    if causal and not whole:                    # query t may see keys 0 .. past + t
+        bias = xp.asarray(np.triu(np.full((T, L), -np.inf, q.dtype), k=past + 1))
+    if key_bias is not None:
+        kb = key_bias.reshape(B, 1, 1, L)
+        bias = kb if bias is None else kb + bias
+    if bias is not None:
+        bias = xp.ascontiguousarray(xp.broadcast_to(bias, (B, H, T, L))).reshape(B * H, T, L)
+    o, _ = xp.attention_forward(qh, kh, vh, bias, whole, scale)
+    return xp.ascontiguousarray(xp.transpose(o.reshape(B, H, T, hd), (0, 2, 1, 3))).reshape(B, T, H * hd)
+
+
+def _self_attention(xp, attn: _Attention, a, past, causal: bool):
+    """Causal (or not) self-attention of the new tokens a (B, T, E) over the cache and themselves."""
+    B, T, E = a.shape
+    H, hd = attn.heads, attn.head_dim
+    past = attn.module._check_past(past, B, False)
+    P = 0 if past is None else past.length
+    qkv = linear(xp, a, attn.w_in, attn.b_in).reshape(B, T, 3, H, hd)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                  # (B, T, H, hd) views
+    if attn.rotary is not None:
+        q, k = (attn.rotary.rotate_rows(t, P, attn.dtype, attn.device) for t in (q, k))
+    if past is None:
+        store = KVStore(*(xp.empty((B, H, grown_capacity(T), hd), qkv.dtype) for _ in range(2)), 0)
+        past = KVCache.of_store(store, 0, attn.module, False, attn.device)
+    cache = past.append(k, v)
+    o = _attend(xp, q, cache, P, causal, None, 1.0 / math.sqrt(hd))
+    return linear(xp, o, attn.w_out, attn.b_out), cache
+
+
+def _cross_attention(xp, attn: _Attention, a, memory, past, key_bias):
+    """Attention of a (B, T, E) over the encoder memory, whose keys/values the cache holds after
+    the first call (computed from ``memory`` then, one matmul for both)."""
+    B, T, E = a.shape
+    H, hd = attn.heads, attn.head_dim
+    W, b = attn.w_in, attn.b_in
+    past = attn.module._check_past(past, B, True)
+    if past is None:
+        S = memory.shape[1]
+        kv = linear(xp, memory, W[E:], None if b is None else b[E:]).reshape(B, S, 2, H, hd)
+        store = KVStore(*(xp.empty((B, H, S, hd), kv.dtype) for _ in range(2)), 0)
+        past = KVCache.of_store(store, 0, attn.module, True, attn.device).append(kv[:, :, 0], kv[:, :, 1])
+    q = linear(xp, a, W[:E], None if b is None else b[:E]).reshape(B, T, H, hd)
+    o = _attend(xp, q, past, 0, False, key_bias, 1.0 / math.sqrt(hd))
+    return linear(xp, o, attn.w_out, attn.b_out), past
+
+
+def _feed_forward(xp, layer: _Layer, a):
+    h = linear(xp, a, layer.w1, layer.b1)
+    return linear(xp, xp.maximum(h, h.dtype.type(0)), layer.w2, layer.b2)
+
+
+# ----------------------------------------------------------------------------- stacks
+def run_stack(stack_plan, x, slots: list, causal: bool, memory=None, memory_pad=None):
+    """The layers and final norm of ``stack_plan`` (from ``plan``) on x (B, T, E) (a backend array
+    this call may overwrite). Encoder layers when ``memory`` is None, else decoder layers
+    attending to ``memory`` (B, S, E) with the source padding mask ``memory_pad`` (B, S)
+    (True = padding). ``slots``: per layer {"self": cache or None} (encoder) or {"self": ...,
+    "cross": ...} (decoder). Returns (output array, the new caches: one per layer, or a
+    (self, cross) pair per layer)."""
+    layers, final = stack_plan
+    xp = layers[0].self_attn.device.backend
+    decoder = memory is not None
+    key_bias = _as_bias(memory_pad, x.dtype, "memory_key_padding_mask") if decoder else None
+    pending, presents = None, []                # pre-LN: the sublayer output not yet added to x
+    for layer, slot in zip(layers, slots):
+        pre, norms = layer.pre, layer.norms
+        a = _add_norm(xp, x, pending, norms[0]) if pre else x
+        out, sa_cache = _self_attention(xp, layer.self_attn, a, slot["self"], causal)
+        x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[0]), None)
+        if decoder:
+            a = _add_norm(xp, x, pending, norms[1]) if pre else x
+            out, ca_cache = _cross_attention(xp, layer.cross_attn, a, memory, slot["cross"], key_bias)
+            x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[1]), None)
+        a = _add_norm(xp, x, pending, norms[-1]) if pre else x
+        out = _feed_forward(xp, layer, a)
+        x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[-1]), None)
+        presents.append((sa_cache, ca_cache) if decoder else sa_cache)
+    if final is not None:
+        x = _add_norm(xp, x, pending, final)
+    elif pending is not None:
+        x += pending
+    return x, presents
