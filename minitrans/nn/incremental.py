@@ -51,7 +51,7 @@ class _Norm:
 
 class _Attention:
     """A MultiheadAttention's arrays and the module itself (its cache checks and rotary)."""
-    __slots__ = ("module", "heads", "head_dim", "w_in", "b_in", "w_out", "b_out", "rotary", "dtype", "device")
+    __slots__ = ("module", "heads", "head_dim", "w_in", "b_in", "w_out", "b_out", "rotary", "weight")
 
     def __init__(self, attn, E: int) -> None:
         d = attn.__dict__
@@ -65,7 +65,7 @@ class _Attention:
             "rotary")
         self.w_in, self.b_in = w._data, _array(p.get("in_proj_bias"))
         self.w_out, self.b_out = op["weight"]._data, _array(op.get("bias"))
-        self.dtype, self.device = w.dtype, w.device
+        self.weight = w                                   # its dtype and device, when they are needed
 
 
 class _Layer:
@@ -113,7 +113,7 @@ def plan(stack, x, decoder: bool):
         return None
     if not layers or x._data.dtype != layers[0].w1.dtype:
         return None
-    return layers, final
+    return layers, final, x.device
 
 
 def memory_ok(memory, pad, tgt) -> bool:
@@ -124,12 +124,35 @@ def memory_ok(memory, pad, tgt) -> bool:
 
 
 # ----------------------------------------------------------------------------- array pieces
-def linear(xp, x, weight, bias):
-    """x (..., in) @ weightᵀ + bias on backend arrays (weight (out, in) as a Linear stores it)."""
-    y = xp.matmul(x.reshape(-1, x.shape[-1]), xp.transpose(weight))
+def linear(matmul, x, weight, bias):
+    """x (..., in) @ weightᵀ + bias on backend arrays (weight (out, in) as a Linear stores it), by
+    ``matmul`` (``matmul_for``)."""
+    y = matmul(x.reshape(-1, x.shape[-1]), weight.T)
     if bias is not None:
         y += bias
     return y.reshape(x.shape[:-1] + (weight.shape[0],))
+
+
+def plain(module) -> bool:
+    """True when ``module`` may be bypassed by array code: no hooks, dropout off."""
+    return _plain(module)
+
+
+def output_head(head, h):
+    """head(h) for a Linear ``head`` on the Tensor h (B, T, in), on arrays under ``no_grad``
+    (None when the Tensor path must run: gradients on, hooks)."""
+    if autograd.is_grad_enabled() or not _plain(head) or h.ndim != 3 or h.dtype is not head.weight.dtype:
+        return None
+    xp = h.device.backend
+    p = head.__dict__["_parameters"]
+    y = linear(matmul_for(xp, h.shape[0] * h.shape[1]), h._data, p["weight"]._data, _array(p.get("bias")))
+    return Tensor._wrap(y, h.device)
+
+
+def matmul_for(xp, rows: int):
+    """The backend's matmul, or NumPy's for a few rows on host memory: products of a decode step are
+    far below the size where the backend splits them over threads, so skip its dispatch."""
+    return np.matmul if xp.host_memory and rows <= FEW_QUERIES else xp.matmul
 
 
 def _add_norm(xp, x, delta, norm: _Norm):
@@ -169,25 +192,26 @@ def _attend(xp, q, cache: KVCache, past: int, causal: bool, key_bias, scale: flo
     return xp.ascontiguousarray(xp.transpose(o.reshape(B, H, T, hd), (0, 2, 1, 3))).reshape(B, T, H * hd)
 
 
-def _self_attention(xp, attn: _Attention, a, past, causal: bool):
+def _self_attention(xp, mm, attn: _Attention, a, past, causal: bool):
     """Causal (or not) self-attention of the new tokens a (B, T, E) over the cache and themselves."""
     B, T, E = a.shape
     H, hd = attn.heads, attn.head_dim
     past = attn.module._check_past(past, B, False)
     P = 0 if past is None else past.length
-    qkv = linear(xp, a, attn.w_in, attn.b_in).reshape(B, T, 3, H, hd)
+    qkv = linear(mm, a, attn.w_in, attn.b_in).reshape(B, T, 3, H, hd)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                  # (B, T, H, hd) views
     if attn.rotary is not None:
-        q, k = (attn.rotary.rotate_rows(t, P, attn.dtype, attn.device) for t in (q, k))
+        w = attn.weight
+        q, k = (attn.rotary.rotate_rows(t, P, w.dtype, w.device) for t in (q, k))
     if past is None:
         store = KVStore(*(xp.empty((B, H, grown_capacity(T), hd), qkv.dtype) for _ in range(2)), 0)
-        past = KVCache.of_store(store, 0, attn.module, False, attn.device)
+        past = KVCache.of_store(store, 0, attn.module, False, attn.weight.device)
     cache = past.append(k, v)
     o = _attend(xp, q, cache, P, causal, None, 1.0 / math.sqrt(hd))
-    return linear(xp, o, attn.w_out, attn.b_out), cache
+    return linear(mm, o, attn.w_out, attn.b_out), cache
 
 
-def _cross_attention(xp, attn: _Attention, a, memory, past, key_bias):
+def _cross_attention(xp, mm, attn: _Attention, a, memory, past, key_bias):
     """Attention of a (B, T, E) over the encoder memory, whose keys/values the cache holds after
     the first call (computed from ``memory`` then, one matmul for both)."""
     B, T, E = a.shape
@@ -196,17 +220,17 @@ def _cross_attention(xp, attn: _Attention, a, memory, past, key_bias):
     past = attn.module._check_past(past, B, True)
     if past is None:
         S = memory.shape[1]
-        kv = linear(xp, memory, W[E:], None if b is None else b[E:]).reshape(B, S, 2, H, hd)
+        kv = linear(xp.matmul, memory, W[E:], None if b is None else b[E:]).reshape(B, S, 2, H, hd)
         store = KVStore(*(xp.empty((B, H, S, hd), kv.dtype) for _ in range(2)), 0)
-        past = KVCache.of_store(store, 0, attn.module, True, attn.device).append(kv[:, :, 0], kv[:, :, 1])
-    q = linear(xp, a, W[:E], None if b is None else b[:E]).reshape(B, T, H, hd)
+        past = KVCache.of_store(store, 0, attn.module, True, attn.weight.device).append(kv[:, :, 0], kv[:, :, 1])
+    q = linear(mm, a, W[:E], None if b is None else b[:E]).reshape(B, T, H, hd)
     o = _attend(xp, q, past, 0, False, key_bias, 1.0 / math.sqrt(hd))
-    return linear(xp, o, attn.w_out, attn.b_out), past
+    return linear(mm, o, attn.w_out, attn.b_out), past
 
 
-def _feed_forward(xp, layer: _Layer, a):
-    h = linear(xp, a, layer.w1, layer.b1)
-    return linear(xp, xp.maximum(h, h.dtype.type(0)), layer.w2, layer.b2)
+def _feed_forward(xp, mm, layer: _Layer, a):
+    h = linear(mm, a, layer.w1, layer.b1)
+    return linear(mm, xp.maximum(h, h.dtype.type(0)), layer.w2, layer.b2)
 
 
 # ----------------------------------------------------------------------------- stacks
@@ -217,22 +241,23 @@ def run_stack(stack_plan, x, slots: list, causal: bool, memory=None, memory_pad=
     (True = padding). ``slots``: per layer {"self": cache or None} (encoder) or {"self": ...,
     "cross": ...} (decoder). Returns (output array, the new caches: one per layer, or a
     (self, cross) pair per layer)."""
-    layers, final = stack_plan
-    xp = layers[0].self_attn.device.backend
+    layers, final, device = stack_plan
+    xp = device.backend
+    mm = matmul_for(xp, x.shape[0] * x.shape[1])
     decoder = memory is not None
     key_bias = _as_bias(memory_pad, x.dtype, "memory_key_padding_mask") if decoder else None
     pending, presents = None, []                # pre-LN: the sublayer output not yet added to x
     for layer, slot in zip(layers, slots):
         pre, norms = layer.pre, layer.norms
         a = _add_norm(xp, x, pending, norms[0]) if pre else x
-        out, sa_cache = _self_attention(xp, layer.self_attn, a, slot["self"], causal)
+        out, sa_cache = _self_attention(xp, mm, layer.self_attn, a, slot["self"], causal)
         x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[0]), None)
         if decoder:
             a = _add_norm(xp, x, pending, norms[1]) if pre else x
-            out, ca_cache = _cross_attention(xp, layer.cross_attn, a, memory, slot["cross"], key_bias)
+            out, ca_cache = _cross_attention(xp, mm, layer.cross_attn, a, memory, slot["cross"], key_bias)
             x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[1]), None)
         a = _add_norm(xp, x, pending, norms[-1]) if pre else x
-        out = _feed_forward(xp, layer, a)
+        out = _feed_forward(xp, mm, layer, a)
         x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[-1]), None)
         presents.append((sa_cache, ca_cache) if decoder else sa_cache)
     if final is not None:

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .. import autograd
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -51,6 +52,10 @@ class PositionalEncoding(Module):
             raise ValueError(f"PositionalEncoding(d_model={self.d_model}) got input of shape {tuple(x.shape)}")
         if offset + T > self.max_len:
             raise ValueError(f"PositionalEncoding: sequence length {offset + T} exceeds max_len={self.max_len}")
+        if not autograd.is_grad_enabled() and self.batch_first and incremental.plain(self.dropout):
+            # inference: the same sum on arrays, without a graph
+            return Tensor._wrap(x._data + self.pe._data[offset:offset + T].astype(x._data.dtype, copy=False),
+                                x.device)
         pe = self.pe[offset:offset + T].astype(x.dtype)                # (T, d)
         return self.dropout(x + (pe if self.batch_first else pe.unsqueeze(1)))
 
