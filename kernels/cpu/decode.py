@@ -57,6 +57,9 @@ def _cached_attention(q, k, v, length, past, causal, key_bias, has_bias, scale, 
                 orow[c] += w * vrow[c]
 
 
+_NO_BIAS: dict = {}        # a (1, 1) placeholder per dtype for the kernel's unused bias argument
+
+
 def cached_attention(q, k, v, length: int, past: int, causal: bool, key_bias, scale: float, out=None):
     """softmax(q·kᵀ·scale + key_bias [causal]) · v for q (B, T, H, d) against k[:, :, :length],
     v[:, :, :length] (buffers (B, H, capacity, d), any strides); returns ``out`` (B, T, H, d).
@@ -66,7 +69,7 @@ def cached_attention(q, k, v, length: int, past: int, causal: bool, key_bias, sc
     if out is None:
         out = np.empty(q.shape, q.dtype)
     has_bias = key_bias is not None
-    bias = key_bias if has_bias else np.zeros((1, 1), q.dtype)
+    bias = key_bias if has_bias else _NO_BIAS.setdefault(q.dtype, np.zeros((1, 1), q.dtype))
     _cached_attention(q, k, v, length, past, bool(causal), bias, has_bias, q.dtype.type(scale), out)
     return out
 

@@ -84,7 +84,7 @@ class GPT(nn.Module):
                              f"{self.config.block_size}")
 
     def _embed(self, idx: Tensor, offset: int = 0) -> Tensor:
-        h = scaled(self.embed(idx), math.sqrt(self.config.n_embd))          # (B, T, C)
+        h = scaled(incremental.embedding_rows(self.embed, idx), math.sqrt(self.config.n_embd))   # (B, T, C)
         return h if self.pos is None else self.pos(h, offset)
 
     def _logits(self, h: Tensor) -> Tensor:

@@ -58,7 +58,7 @@ class Seq2Seq(nn.Module):
         if tokens.ndim != 2 or tokens.dtype.is_floating_point:
             raise ValueError(f"Seq2Seq expects token ids of shape (batch, time) and an integer dtype, "
                              f"got shape {tuple(tokens.shape)} and {tokens.dtype}")
-        h = scaled(self.embed(tokens), math.sqrt(self.config.d_model))
+        h = scaled(incremental.embedding_rows(self.embed, tokens), math.sqrt(self.config.d_model))
         return self.pos(h, offset) if isinstance(self.pos, nn.PositionalEncoding) else h
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:

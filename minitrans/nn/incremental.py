@@ -20,7 +20,7 @@ import math
 
 import numpy as np
 
-from .. import autograd
+from .. import _dtype, autograd
 from ..kernels.cpu import decode as host_kernels
 from . import functional as F
 from .attention import _as_bias
@@ -136,6 +136,17 @@ def linear(matmul, x, weight, bias):
 def plain(module) -> bool:
     """True when ``module`` may be bypassed by array code: no hooks, dropout off."""
     return _plain(module)
+
+
+def embedding_rows(embedding, idx):
+    """embedding(idx) for int64 ids (B, T); under ``no_grad`` the rows are gathered on arrays after
+    the same index check (the Tensor path otherwise, which also raises for bad ids)."""
+    w = embedding.__dict__["_parameters"]["weight"]
+    if (autograd.is_grad_enabled() or not _plain(embedding) or not isinstance(idx, Tensor)
+            or idx.dtype is not _dtype.int64 or idx.device != w.device):
+        return embedding(idx)
+    idx.device.backend.check_index_range(idx._data, w.shape[0], "embedding")
+    return Tensor._wrap(w._data[idx._data], idx.device)
 
 
 def output_head(head, h):
