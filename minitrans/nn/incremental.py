@@ -1,7 +1,7 @@
 """Incremental decoding without autograd: a cached transformer stack run on backend arrays.
 
-A decode step of a 4-layer model through the layers' Tensor code is ~175 autograd ops (~30 µs
-of Python each), several times the arithmetic of one token. Under ``no_grad`` with dropout
+A decode step of a 4-layer model through the layers' Tensor code is ~175 autograd ops, whose
+Python dispatch costs more than the arithmetic of one token. Under ``no_grad`` with dropout
 inactive nothing needs a graph, so ``TransformerEncoder`` / ``TransformerDecoder`` called with
 ``use_cache=True`` run this instead: per layer one matmul for q, k and v of the new tokens,
 their keys/values written in place into the growing cache buffers (``KVCache.append``), one
@@ -31,9 +31,12 @@ from .kv_cache import KVCache, KVStore, grown_capacity
 #: ones (a prompt) the backend's tiled kernel, whose matrix products beat row-by-row dot products
 FEW_QUERIES = 16
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))     # the dtypes the kernels are written for
 
-def _plain(module) -> bool:
-    """No hooks on ``module`` and its dropout off (eval mode or p = 0)."""
+
+def plain(module) -> bool:
+    """True when array code may stand in for ``module``: no hooks on it, and its dropout off (eval
+    mode or p = 0)."""
     d = module.__dict__
     return "_hooks_tables" not in d and not (d["training"] and d.get("p", 0))
 
@@ -44,7 +47,7 @@ class _Norm:
 
     def __init__(self, norm, E: int) -> None:
         p = norm.__dict__["_parameters"]
-        if not _plain(norm) or norm.normalized_shape != (E,) or p.get("weight") is None or p.get("bias") is None:
+        if not plain(norm) or norm.normalized_shape != (E,) or p.get("weight") is None or p.get("bias") is None:
             raise _Unsupported
         self.weight, self.bias, self.eps = p["weight"]._data, p["bias"]._data, norm.eps
 
@@ -56,7 +59,7 @@ class _Attention:
     def __init__(self, attn, E: int) -> None:
         d = attn.__dict__
         p, out = d["_parameters"], d["_modules"]["out_proj"]
-        if not (_plain(attn) and _plain(out) and d["batch_first"] and d["embed_dim"] == E
+        if not (plain(attn) and plain(out) and d["batch_first"] and d["embed_dim"] == E
                 and not (d["training"] and d["dropout"])):
             raise _Unsupported
         op = out.__dict__["_parameters"]
@@ -76,14 +79,14 @@ class _Layer:
         d = layer.__dict__
         mods = d["_modules"]
         drops = ("dropout", "dropout1", "dropout2") + (("dropout3",) if decoder else ())
-        if not (_plain(layer) and d.get("activation") is F.relu and all(_plain(mods[n]) for n in drops)):
+        if not (plain(layer) and d.get("activation") is F.relu and all(plain(mods[n]) for n in drops)):
             raise _Unsupported
         self.pre = d["norm_first"]
         self.norms = [_Norm(mods[n], E) for n in (("norm1", "norm2", "norm3") if decoder else ("norm1", "norm2"))]
         self.self_attn = _Attention(mods["self_attn"], E)
         self.cross_attn = _Attention(mods["multihead_attn"], E) if decoder else None
         l1, l2 = mods["linear1"], mods["linear2"]
-        if not (_plain(l1) and _plain(l2)):
+        if not (plain(l1) and plain(l2)):
             raise _Unsupported
         p1, p2 = l1.__dict__["_parameters"], l2.__dict__["_parameters"]
         self.w1, self.b1, self.w2, self.b2 = p1["weight"]._data, _array(p1.get("bias")), p2["weight"]._data, \
@@ -101,7 +104,7 @@ def _array(p):
 def plan(stack, x, decoder: bool):
     """The arrays of ``stack`` (a TransformerEncoder/Decoder) for a step on input ``x``, or None when
     this path does not apply (gradients on, hooks, dropout active, another activation, ...)."""
-    if autograd.is_grad_enabled() or x.ndim != 3 or not _plain(stack):
+    if autograd.is_grad_enabled() or x.ndim != 3 or not plain(stack):
         return None
     E = x.shape[-1]
     mods = stack.__dict__["_modules"]
@@ -111,7 +114,7 @@ def plan(stack, x, decoder: bool):
         final = None if norm is None else _Norm(norm, E)
     except _Unsupported:
         return None
-    if not layers or x._data.dtype != layers[0].w1.dtype:
+    if not layers or x._data.dtype != layers[0].w1.dtype or x._data.dtype not in _FLOATS:
         return None
     return layers, final, x.device
 
@@ -119,8 +122,9 @@ def plan(stack, x, decoder: bool):
 def memory_ok(memory, pad, tgt) -> bool:
     """The encoder memory (B, S, E) and its padding mask (B, S) fit the target ``tgt`` (B, T, E)."""
     return (isinstance(memory, Tensor) and memory.ndim == 3 and memory.shape[0] == tgt.shape[0]
-            and memory.shape[2] == tgt.shape[2] and memory.dtype is tgt.dtype
-            and (pad is None or (isinstance(pad, Tensor) and pad.shape == memory.shape[:2])))
+            and memory.shape[2] == tgt.shape[2] and memory.dtype is tgt.dtype and memory.device == tgt.device
+            and (pad is None or (isinstance(pad, Tensor) and pad.shape == memory.shape[:2]
+                                 and pad.device == tgt.device)))
 
 
 # ----------------------------------------------------------------------------- array pieces
@@ -133,16 +137,11 @@ def linear(matmul, x, weight, bias):
     return y.reshape(x.shape[:-1] + (weight.shape[0],))
 
 
-def plain(module) -> bool:
-    """True when ``module`` may be bypassed by array code: no hooks, dropout off."""
-    return _plain(module)
-
-
 def embedding_rows(embedding, idx):
     """embedding(idx) for int64 ids (B, T); under ``no_grad`` the rows are gathered on arrays after
     the same index check (the Tensor path otherwise, which also raises for bad ids)."""
     w = embedding.__dict__["_parameters"]["weight"]
-    if (autograd.is_grad_enabled() or not _plain(embedding) or not isinstance(idx, Tensor)
+    if (autograd.is_grad_enabled() or not plain(embedding) or not isinstance(idx, Tensor)
             or idx.dtype is not _dtype.int64 or idx.device != w.device):
         return embedding(idx)
     idx.device.backend.check_index_range(idx._data, w.shape[0], "embedding")
@@ -152,7 +151,7 @@ def embedding_rows(embedding, idx):
 def output_head(head, h):
     """head(h) for a Linear ``head`` on the Tensor h (B, T, in), on arrays under ``no_grad``
     (None when the Tensor path must run: gradients on, hooks)."""
-    if autograd.is_grad_enabled() or not _plain(head) or h.ndim != 3 or h.dtype is not head.weight.dtype:
+    if autograd.is_grad_enabled() or not plain(head) or h.ndim != 3 or h.dtype is not head.weight.dtype:
         return None
     xp = h.device.backend
     p = head.__dict__["_parameters"]
@@ -260,6 +259,9 @@ def run_stack(stack_plan, x, slots: list, causal: bool, memory=None, memory_pad=
     pending, presents = None, []                # pre-LN: the sublayer output not yet added to x
     for layer, slot in zip(layers, slots):
         pre, norms = layer.pre, layer.norms
+        if not pre and pending is not None:     # a post-LN layer after a pre-LN one
+            x += pending
+            pending = None
         a = _add_norm(xp, x, pending, norms[0]) if pre else x
         out, sa_cache = _self_attention(xp, mm, layer.self_attn, a, slot["self"], causal)
         x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[0]), None)

@@ -112,9 +112,11 @@ def spy(monkeypatch):
 CUTS = [0, 20, 21, 24, 25]
 
 
-@pytest.mark.parametrize("norm_first, rotary", [(True, False), (False, False), (True, True)])
+@pytest.mark.parametrize("norm_first, rotary", [(True, False), (False, False), (True, True), ("mixed", False)])
 def test_encoder_stack_steps_equal_the_whole_sequence(spy, norm_first, rotary):
-    stack = _stack(False, norm_first, rotary)
+    stack = _stack(False, norm_first is True, rotary)
+    if norm_first == "mixed":                                              # pre-LN, then post-LN
+        stack.layers[0].norm_first = True
     x = _x((2, CUTS[-1], 16), 1)
     causal = nn.Transformer.generate_square_subsequent_mask(CUTS[-1], dtype=mt.float64)
     with mt.no_grad():
