@@ -129,3 +129,156 @@ def add_layer_norm_reference(x, delta, weight, bias, eps):
     mu = s.mean(-1, keepdims=True)
     var = ((s - mu) ** 2).mean(-1, keepdims=True)
     return s.astype(x.dtype), ((s - mu) / np.sqrt(var + eps) * weight + bias).astype(x.dtype)
+
+
+# ----------------------------------------------------------------------------- one whole layer
+@njit(inline="always", fastmath=FASTMATH)
+def _affine(w, b, x, y):
+    """y[m] = w·x[m] + b for the rows m of x (out, in) weights as a Linear stores them: each weight
+    row is read once for all rows of x (a decode step has a few rows: memory-bound)."""
+    n_out, n_in = w.shape
+    for o in range(n_out):
+        wr = w[o]
+        for m in range(x.shape[0]):
+            xr = x[m]
+            acc = zero(y)
+            for i in range(n_in):
+                acc += wr[i] * xr[i]
+            y[m, o] = acc + b[o]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _norm_rows(x, w, b, eps, y):
+    for m in range(x.shape[0]):
+        xr, yr = x[m], y[m]
+        d = xr.shape[0]
+        s = 0.0
+        for j in range(d):
+            s += xr[j]
+        mu = s / d
+        var = 0.0
+        for j in range(d):
+            t = xr[j] - mu
+            var += t * t
+        r = 1.0 / np.sqrt(var / d + eps)
+        for j in range(d):
+            yr[j] = (xr[j] - mu) * r * w[j] + b[j]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _residual(x, out, pre, w, b, eps):
+    """Pre-LN: x += out. Post-LN: x = LayerNorm(x + out)."""
+    x += out
+    if not pre:
+        _norm_rows(x, w, b, eps, x)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _attend_row(q, k, v, n, bias, has_bias, scale, scores, ib, o):
+    """o = softmax(q·k[:n]ᵀ·scale + bias[:n])·v[:n] for one head (zeros if every key is masked)."""
+    best = -np.inf
+    for j in range(n):
+        kr = k[j]
+        acc = zero(scores)
+        for c in range(q.shape[0]):
+            acc += q[c] * kr[c]
+        acc *= scale
+        if has_bias:
+            acc += bias[j]
+        scores[j] = acc
+        best = max(best, acc)
+    o[:] = 0
+    if best == -np.inf:
+        return
+    inv = recip(exp_inplace(scores[:n], best, ib))
+    for j in range(n):
+        wgt = scores[j] * inv
+        vr = v[j]
+        for c in range(o.shape[0]):
+            o[c] += wgt * vr[c]
+
+
+@njit(cache=True, nogil=True, fastmath=FASTMATH)
+def _decode_layer(x, batch, heads, pre, eps, scale, n1w, n1b, w_in, b_in, w_out, b_out, kbuf, vbuf, past, causal,
+                  cos, sin, rotary, cross, n2w, n2b, cw_q, cb_q, cw_out, cb_out, ckbuf, cvbuf, clen, key_bias,
+                  has_bias, nfw, nfb, w1, b1, w2, b2):
+    N, E = x.shape
+    T, hd = N // batch, E // heads
+    half = hd // 2
+    a, o, out = np.empty_like(x), np.empty_like(x), np.empty_like(x)
+    scores = np.empty(max(past + T, clen), x.dtype)
+    ib = int_scratch(scores.shape[0], scores)
+    # self-attention: q, k, v of the new rows; k, v written into the cache rows past .. past+T-1
+    if pre:
+        _norm_rows(x, n1w, n1b, eps, a)
+    qkv = np.empty((N, 3 * E), x.dtype)
+    _affine(w_in, b_in, a if pre else x, qkv)
+    for m in range(N):
+        bi, t = m // T, m % T
+        for h in range(heads):
+            for part in range(2 if rotary else 0):          # rotate q and k by position past + t
+                r = qkv[m, part * E + h * hd: part * E + (h + 1) * hd]
+                for i in range(half):
+                    x1, x2 = r[i], r[i + half]
+                    r[i] = x1 * cos[t, i] - x2 * sin[t, i]
+                    r[i + half] = x2 * cos[t, i + half] + x1 * sin[t, i + half]
+            kbuf[bi, h, past + t] = qkv[m, E + h * hd: E + (h + 1) * hd]
+            vbuf[bi, h, past + t] = qkv[m, 2 * E + h * hd: 2 * E + (h + 1) * hd]
+    for m in range(N):
+        bi, t = m // T, m % T
+        n = past + t + 1 if causal else past + T
+        for h in range(heads):
+            _attend_row(qkv[m, h * hd:(h + 1) * hd], kbuf[bi, h], vbuf[bi, h], n, key_bias[0], False, scale,
+                        scores, ib, o[m, h * hd:(h + 1) * hd])
+    _affine(w_out, b_out, o, out)
+    _residual(x, out, pre, n1w, n1b, eps)
+    # cross-attention over the encoder memory's cached keys/values
+    if cross:
+        if pre:
+            _norm_rows(x, n2w, n2b, eps, a)
+        q = np.empty_like(x)
+        _affine(cw_q, cb_q, a if pre else x, q)
+        for m in range(N):
+            bi = m // T
+            for h in range(heads):
+                _attend_row(q[m, h * hd:(h + 1) * hd], ckbuf[bi, h], cvbuf[bi, h], clen, key_bias[bi], has_bias,
+                            scale, scores, ib, o[m, h * hd:(h + 1) * hd])
+        _affine(cw_out, cb_out, o, out)
+        _residual(x, out, pre, n2w, n2b, eps)
+    # feed-forward (ReLU)
+    if pre:
+        _norm_rows(x, nfw, nfb, eps, a)
+    hidden = np.empty((N, w1.shape[0]), x.dtype)
+    _affine(w1, b1, a if pre else x, hidden)
+    for m in range(N):
+        for j in range(hidden.shape[1]):
+            hidden[m, j] = max(hidden[m, j], 0)
+    _affine(w2, b2, hidden, out)
+    _residual(x, out, pre, nfw, nfb, eps)
+
+
+def decode_layer(x, batch: int, heads: int, pre: bool, eps: float, norms, self_attn, cache_rows, past: int,
+                 causal: bool, rotary_tables, cross, ff):
+    """One transformer layer for a few new rows x (B·T, E) (updated in place, the residual stream),
+    in one call: its norms, the q/k/v matmul, the new keys/values written into the cache buffers
+    at rows past .. past+T-1, attention over them (causal: query t sees keys up to past + t), the
+    output projection, the optional cross-attention and the ReLU feed-forward. Pre-LN when ``pre``.
+
+    norms: the (weight, bias) pairs of norm1, norm2 (and norm3 with ``cross``); self_attn:
+    (w_in, b_in, w_out, b_out); cache_rows: the (key, value) buffers (B, H, capacity, hd);
+    rotary_tables: (cos, sin) (T, hd) for positions past .., or None; cross: None or (w_q, b_q,
+    w_out, b_out, key buffer, value buffer, length, key_bias (B, length) or None); ff: (w1, b1, w2, b2)."""
+    dt = x.dtype
+    empty2, empty4 = np.zeros((1, 1), dt), np.zeros((1, 1, 1, 1), dt)
+    cos, sin = rotary_tables if rotary_tables is not None else (empty2, empty2)
+    (n1w, n1b), (n2w, n2b) = norms[0], norms[1]
+    nfw, nfb = norms[-1]
+    if cross is None:
+        cw_q, cb_q, cw_out, cb_out, ckbuf, cvbuf, clen, key_bias = (empty2, n1b, empty2, n1b, empty4, empty4, 0,
+                                                                    None)
+    else:
+        cw_q, cb_q, cw_out, cb_out, ckbuf, cvbuf, clen, key_bias = cross
+    has_bias = key_bias is not None
+    _decode_layer(x, batch, heads, pre, float(eps), dt.type(1.0 / np.sqrt(x.shape[1] // heads)), n1w, n1b, *self_attn, cache_rows[0], cache_rows[1], past,
+                  bool(causal), cos, sin, rotary_tables is not None, cross is not None, n2w, n2b, cw_q, cb_q, cw_out,
+                  cb_out, ckbuf, cvbuf, clen, key_bias if has_bias else empty2, has_bias, nfw, nfb, *ff)

@@ -31,6 +31,9 @@ from .kv_cache import KVCache, KVStore, grown_capacity
 #: ones (a prompt) the backend's tiled kernel, whose matrix products beat row-by-row dot products
 FEW_QUERIES = 16
 
+#: a step of a few rows on host memory runs each layer as one kernel call (``decode_layer``)
+FUSE_LAYERS = True
+
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))     # the dtypes the kernels are written for
 
 
@@ -227,20 +230,61 @@ def _cross_attention(xp, mm, attn: _Attention, a, memory, past, key_bias):
     B, T, E = a.shape
     H, hd = attn.heads, attn.head_dim
     W, b = attn.w_in, attn.b_in
-    past = attn.module._check_past(past, B, True)
-    if past is None:
-        S = memory.shape[1]
-        kv = linear(xp.matmul, memory, W[E:], None if b is None else b[E:]).reshape(B, S, 2, H, hd)
-        store = KVStore(*(xp.empty((B, H, S, hd), kv.dtype) for _ in range(2)), 0)
-        past = KVCache.of_store(store, 0, attn.module, True, attn.weight.device).append(kv[:, :, 0], kv[:, :, 1])
+    past = _cross_cache(xp, attn, memory, attn.module._check_past(past, B, True))
     q = linear(mm, a, W[:E], None if b is None else b[:E]).reshape(B, T, H, hd)
     o = _attend(xp, q, past, 0, False, key_bias, 1.0 / math.sqrt(hd))
     return linear(mm, o, attn.w_out, attn.b_out), past
 
 
+def _cross_cache(xp, attn: _Attention, memory, past):
+    """``past``, or on the first step the cache of the memory's keys and values (one matmul)."""
+    if past is not None:
+        return past
+    B, S, E = memory.shape
+    H, hd, b = attn.heads, attn.head_dim, attn.b_in
+    kv = linear(xp.matmul, memory, attn.w_in[E:], None if b is None else b[E:]).reshape(B, S, 2, H, hd)
+    store = KVStore(*(xp.empty((B, H, S, hd), kv.dtype) for _ in range(2)), 0)
+    return KVCache.of_store(store, 0, attn.module, True, attn.weight.device).append(kv[:, :, 0], kv[:, :, 1])
+
+
 def _feed_forward(xp, mm, layer: _Layer, a):
     h = linear(mm, a, layer.w1, layer.b1)
     return linear(mm, xp.maximum(h, h.dtype.type(0)), layer.w2, layer.b2)
+
+
+def _fusable(layer: _Layer) -> bool:
+    """Every projection has a bias (the one-call layer kernel is written for that case)."""
+    attns = (layer.self_attn,) if layer.cross_attn is None else (layer.self_attn, layer.cross_attn)
+    return (layer.b1 is not None and layer.b2 is not None
+            and all(a.b_in is not None and a.b_out is not None for a in attns))
+
+
+def _fused_layer(xp, layer: _Layer, x, sa_past, ca_past, causal: bool, memory, key_bias):
+    """The whole layer in one call of the host kernel ``decode_layer`` (x updated in place);
+    returns the new (self, cross) caches."""
+    B, T, E = x.shape
+    sa = layer.self_attn
+    sa_past = sa.module._check_past(sa_past, B, False)
+    if sa_past is None:
+        store = KVStore(*(xp.empty((B, sa.heads, grown_capacity(T), sa.head_dim), x.dtype) for _ in range(2)), 0)
+        sa_past = KVCache.of_store(store, 0, sa.module, False, sa.weight.device)
+    P = sa_past.length
+    cache = sa_past.extend(T)
+    tables = None
+    if sa.rotary is not None:
+        cos, sin = sa.rotary.tables(P, T, sa.weight.dtype, sa.weight.device)
+        tables = (cos._data, sin._data)
+    cross = None
+    if layer.cross_attn is not None:
+        ca, E_ = layer.cross_attn, x.shape[2]
+        ca_past = _cross_cache(xp, ca, memory, ca.module._check_past(ca_past, B, True))
+        cross = (ca.w_in[:E_], ca.b_in[:E_], ca.w_out, ca.b_out, ca_past.store.key, ca_past.store.value,
+                 ca_past.length, key_bias)
+    host_kernels.decode_layer(x.reshape(B * T, E), B, sa.heads, layer.pre, layer.norms[0].eps,
+                              [(n.weight, n.bias) for n in layer.norms], (sa.w_in, sa.b_in, sa.w_out, sa.b_out),
+                              (cache.store.key, cache.store.value), P, causal, tables, cross,
+                              (layer.w1, layer.b1, layer.w2, layer.b2))
+    return cache, ca_past
 
 
 # ----------------------------------------------------------------------------- stacks
@@ -257,11 +301,17 @@ def run_stack(stack_plan, x, slots: list, causal: bool, memory=None, memory_pad=
     decoder = memory is not None
     key_bias = _as_bias(memory_pad, x.dtype, "memory_key_padding_mask") if decoder else None
     pending, presents = None, []                # pre-LN: the sublayer output not yet added to x
+    fuse = FUSE_LAYERS and xp.host_memory and x.shape[0] * x.shape[1] <= FEW_QUERIES
     for layer, slot in zip(layers, slots):
         pre, norms = layer.pre, layer.norms
-        if not pre and pending is not None:     # a post-LN layer after a pre-LN one
+        if (fuse or not pre) and pending is not None:     # the layer adds its input's residual itself
             x += pending
             pending = None
+        if fuse and _fusable(layer):
+            presents.append(_fused_layer(xp, layer, x, slot["self"], slot.get("cross"), causal, memory, key_bias))
+            if not decoder:
+                presents[-1] = presents[-1][0]
+            continue
         a = _add_norm(xp, x, pending, norms[0]) if pre else x
         out, sa_cache = _self_attention(xp, mm, layer.self_attn, a, slot["self"], causal)
         x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[0]), None)

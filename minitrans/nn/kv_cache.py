@@ -79,17 +79,24 @@ class KVCache:
     def _rows(self, buf):
         return buf if buf.shape[2] == self.length else buf[:, :, :self.length]
 
-    def append(self, key, value) -> "KVCache":
-        """The cache with ``key``, ``value`` (B, T, H, head_dim) backend arrays appended as rows
-        L .. L+T-1, written into the buffer in place when it has room and no other cache has
-        continued this one; otherwise into a new buffer (see the module docstring)."""
-        store, L, T = self.store, self.length, key.shape[1]
+    def extend(self, T: int) -> "KVCache":
+        """The cache of this one's rows and T more, whose rows L .. L+T-1 the caller writes next:
+        in this buffer when it has room and no other cache has continued this one, otherwise in
+        a new buffer holding a copy of rows 0 .. L-1 (see the module docstring)."""
+        store, L = self.store, self.length
         if store.filled != L or store.capacity < L + T:
             store = self._copy_rows(None, grown_capacity(L + T))
-        store.key[:, :, L:L + T] = key.transpose(0, 2, 1, 3)
-        store.value[:, :, L:L + T] = value.transpose(0, 2, 1, 3)
         store.filled = L + T
         return KVCache.of_store(store, L + T, self.owner, self.static, self.device)
+
+    def append(self, key, value) -> "KVCache":
+        """The cache with ``key``, ``value`` (B, T, H, head_dim) backend arrays appended as rows
+        L .. L+T-1 (by ``extend``)."""
+        L, T = self.length, key.shape[1]
+        new = self.extend(T)
+        new.store.key[:, :, L:L + T] = key.transpose(0, 2, 1, 3)
+        new.store.value[:, :, L:L + T] = value.transpose(0, 2, 1, 3)
+        return new
 
     def _copy_rows(self, index, capacity: int) -> KVStore:
         """A new store of ``capacity`` rows holding this cache's rows (of batch rows ``index``, a

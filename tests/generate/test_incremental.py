@@ -74,11 +74,11 @@ def _x(shape, seed):
     return mt.tensor(np.random.default_rng(seed).standard_normal(shape), dtype=mt.float64)
 
 
-def _stack(decoder, norm_first, rotary, seed=0):
+def _stack(decoder, norm_first, rotary, seed=0, bias=True):
     mt.manual_seed(seed)
     cls_layer, cls_stack = (nn.TransformerDecoderLayer, nn.TransformerDecoder) if decoder else \
         (nn.TransformerEncoderLayer, nn.TransformerEncoder)
-    layer = cls_layer(16, 4, 32, 0.1, batch_first=True, norm_first=norm_first)
+    layer = cls_layer(16, 4, 32, 0.1, batch_first=True, norm_first=norm_first, bias=bias)
     stack = cls_stack(layer, 2, nn.LayerNorm(16) if norm_first else None).to(mt.float64).eval()
     if rotary:
         for la in stack.layers:
@@ -93,6 +93,13 @@ def _steps(run, x, cuts):
         out, past = run(x[:, a:b], past)
         outs.append(out.numpy())
     return np.concatenate(outs, 1), past
+
+
+@pytest.fixture(params=["one kernel per layer", "array ops"])
+def fused(request, monkeypatch):
+    """Steps of a few rows run each layer as one host kernel call, or as the per-op array code
+    (the path of layers without biases and of other devices): both must hold."""
+    monkeypatch.setattr(incremental, "FUSE_LAYERS", request.param == "one kernel per layer")
 
 
 @pytest.fixture
@@ -113,7 +120,7 @@ CUTS = [0, 20, 21, 24, 25]
 
 
 @pytest.mark.parametrize("norm_first, rotary", [(True, False), (False, False), (True, True), ("mixed", False)])
-def test_encoder_stack_steps_equal_the_whole_sequence(spy, norm_first, rotary):
+def test_encoder_stack_steps_equal_the_whole_sequence(spy, fused, norm_first, rotary):
     stack = _stack(False, norm_first is True, rotary)
     if norm_first == "mixed":                                              # pre-LN, then post-LN
         stack.layers[0].norm_first = True
@@ -127,8 +134,9 @@ def test_encoder_stack_steps_equal_the_whole_sequence(spy, norm_first, rotary):
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
-def test_decoder_stack_steps_equal_the_whole_sequence_with_source_padding(spy, norm_first):
-    stack = _stack(True, norm_first, False, seed=1)
+@pytest.mark.parametrize("bias", [True, False])
+def test_decoder_stack_steps_equal_the_whole_sequence_with_source_padding(spy, fused, norm_first, bias):
+    stack = _stack(True, norm_first, False, seed=1, bias=bias)
     tgt, mem = _x((3, CUTS[-1], 16), 2), _x((3, 7, 16), 3)
     pad = mt.tensor(np.array([[False] * 7, [False] * 4 + [True] * 3, [True] * 7]))   # the last row: all padding
     causal = nn.Transformer.generate_square_subsequent_mask(CUTS[-1], dtype=mt.float64)
