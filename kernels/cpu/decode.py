@@ -58,6 +58,7 @@ def _cached_attention(q, k, v, length, past, causal, key_bias, has_bias, scale, 
 
 
 _NO_BIAS: dict = {}        # a (1, 1) placeholder per dtype for the kernel's unused bias argument
+_NO_CROSS: dict = {}       # a (1, 1, 1, 1) placeholder per dtype for decode_layer's unused cross-attention cache
 
 
 def cached_attention(q, k, v, length: int, past: int, causal: bool, key_bias, scale: float, out=None):
@@ -269,7 +270,8 @@ def decode_layer(x, batch: int, heads: int, pre: bool, eps: float, norms, self_a
     rotary_tables: (cos, sin) (T, hd) for positions past .., or None; cross: None or (w_q, b_q,
     w_out, b_out, key buffer, value buffer, length, key_bias (B, length) or None); ff: (w1, b1, w2, b2)."""
     dt = x.dtype
-    empty2, empty4 = np.zeros((1, 1), dt), np.zeros((1, 1, 1, 1), dt)
+    empty2 = _NO_BIAS.setdefault(dt, np.zeros((1, 1), dt))               # placeholders of unused arguments
+    empty4 = _NO_CROSS.setdefault(dt, np.zeros((1, 1, 1, 1), dt))
     cos, sin = rotary_tables if rotary_tables is not None else (empty2, empty2)
     (n1w, n1b), (n2w, n2b) = norms[0], norms[1]
     nfw, nfb = norms[-1]
