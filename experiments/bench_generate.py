@@ -6,8 +6,10 @@ and PyTorch generating from the same weights with its own cached loop.
 
 For each context length L a random-weight GPT (sinusoidal positions, pre-LN) is given an L-token
 prompt; the cached figure is the time of --new greedy steps after the prompt (one query row each,
-against a cache of about L keys; the prompt's cache is built once, untimed) divided by --new; the
-uncached figure recomputes the whole L-token context for one step. The PyTorch side is a
+against a cache of about L keys; the prompt's cache is built once, untimed, and each repetition
+continues its own copy of it, also made untimed) divided by --new; the uncached figure recomputes
+the whole L-token context for one step. Under no_grad minitrans's cached steps run the layers on
+arrays (minitrans.nn.incremental: one Numba call per layer, the cache read in place). The PyTorch side is a
 hand-written cached loop over the same weights (torch.nn.functional.scaled_dot_product_attention
 on the cached keys/values), first checked to give the same logits. minitrans and torch run with the same thread count and take
 turns (A/B/A/B); figures are medians, with the best repetition beside them (on a loaded machine
