@@ -35,7 +35,7 @@ def _cached_attention(q, k, v, length, past, causal, key_bias, has_bias, scale, 
         if n <= 0:
             continue
         scores = np.empty(n, q.dtype)
-        ib = int_scratch(n, scores)
+        exp_scratch = int_scratch(n, scores)
         best = -np.inf
         for j in range(n):
             krow = k[b, h, j]
@@ -49,7 +49,7 @@ def _cached_attention(q, k, v, length, past, causal, key_bias, has_bias, scale, 
             best = max(best, acc)
         if best == -np.inf:                      # every key masked: attend to nothing
             continue
-        inv = recip(exp_inplace(scores, best, ib))
+        inv = recip(exp_inplace(scores, best, exp_scratch))
         for j in range(n):
             w = scores[j] * inv
             vrow = v[b, h, j]
@@ -175,7 +175,7 @@ def _residual(x, out, pre, w, b, eps):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _attend_row(q, k, v, n, bias, has_bias, scale, scores, ib, o):
+def _attend_row(q, k, v, n, bias, has_bias, scale, scores, exp_scratch, o):
     """o = softmax(q·k[:n]ᵀ·scale + bias[:n])·v[:n] for one head (zeros if every key is masked)."""
     best = -np.inf
     for j in range(n):
@@ -191,7 +191,7 @@ def _attend_row(q, k, v, n, bias, has_bias, scale, scores, ib, o):
     o[:] = 0
     if best == -np.inf:
         return
-    inv = recip(exp_inplace(scores[:n], best, ib))
+    inv = recip(exp_inplace(scores[:n], best, exp_scratch))
     for j in range(n):
         wgt = scores[j] * inv
         vr = v[j]
@@ -200,18 +200,18 @@ def _attend_row(q, k, v, n, bias, has_bias, scale, scores, ib, o):
 
 
 @njit(cache=True, nogil=True, fastmath=FASTMATH)
-def _decode_layer(x, batch, heads, pre, eps, scale, n1w, n1b, w_in, b_in, w_out, b_out, kbuf, vbuf, past, causal,
-                  cos, sin, rotary, cross, n2w, n2b, cw_q, cb_q, cw_out, cb_out, ckbuf, cvbuf, clen, key_bias,
-                  has_bias, nfw, nfb, w1, b1, w2, b2):
+def _decode_layer(x, batch, heads, pre, eps, scale, norm1_w, norm1_b, w_in, b_in, w_out, b_out, keys, values,
+                  past, causal, cos, sin, rotary, cross, norm2_w, norm2_b, cross_wq, cross_bq, cross_wo, cross_bo,
+                  cross_keys, cross_values, cross_len, key_bias, has_bias, ffnorm_w, ffnorm_b, w1, b1, w2, b2):
     N, E = x.shape
     T, hd = N // batch, E // heads
     half = hd // 2
     a, o, out = np.empty_like(x), np.empty_like(x), np.empty_like(x)
-    scores = np.empty(max(past + T, clen), x.dtype)
-    ib = int_scratch(scores.shape[0], scores)
+    scores = np.empty(max(past + T, cross_len), x.dtype)
+    exp_scratch = int_scratch(scores.shape[0], scores)
     # self-attention: q, k, v of the new rows; k, v written into the cache rows past .. past+T-1
     if pre:
-        _norm_rows(x, n1w, n1b, eps, a)
+        _norm_rows(x, norm1_w, norm1_b, eps, a)
     qkv = np.empty((N, 3 * E), x.dtype)
     _affine(w_in, b_in, a if pre else x, qkv)
     for m in range(N):
@@ -223,39 +223,39 @@ def _decode_layer(x, batch, heads, pre, eps, scale, n1w, n1b, w_in, b_in, w_out,
                     x1, x2 = r[i], r[i + half]
                     r[i] = x1 * cos[t, i] - x2 * sin[t, i]
                     r[i + half] = x2 * cos[t, i + half] + x1 * sin[t, i + half]
-            kbuf[bi, h, past + t] = qkv[m, E + h * hd: E + (h + 1) * hd]
-            vbuf[bi, h, past + t] = qkv[m, 2 * E + h * hd: 2 * E + (h + 1) * hd]
+            keys[bi, h, past + t] = qkv[m, E + h * hd: E + (h + 1) * hd]
+            values[bi, h, past + t] = qkv[m, 2 * E + h * hd: 2 * E + (h + 1) * hd]
     for m in range(N):
         bi, t = m // T, m % T
         n = past + t + 1 if causal else past + T
         for h in range(heads):
-            _attend_row(qkv[m, h * hd:(h + 1) * hd], kbuf[bi, h], vbuf[bi, h], n, key_bias[0], False, scale,
-                        scores, ib, o[m, h * hd:(h + 1) * hd])
+            _attend_row(qkv[m, h * hd:(h + 1) * hd], keys[bi, h], values[bi, h], n, key_bias[0], False, scale,
+                        scores, exp_scratch, o[m, h * hd:(h + 1) * hd])
     _affine(w_out, b_out, o, out)
-    _residual(x, out, pre, n1w, n1b, eps)
+    _residual(x, out, pre, norm1_w, norm1_b, eps)
     # cross-attention over the encoder memory's cached keys/values
     if cross:
         if pre:
-            _norm_rows(x, n2w, n2b, eps, a)
+            _norm_rows(x, norm2_w, norm2_b, eps, a)
         q = np.empty_like(x)
-        _affine(cw_q, cb_q, a if pre else x, q)
+        _affine(cross_wq, cross_bq, a if pre else x, q)
         for m in range(N):
             bi = m // T
             for h in range(heads):
-                _attend_row(q[m, h * hd:(h + 1) * hd], ckbuf[bi, h], cvbuf[bi, h], clen, key_bias[bi], has_bias,
-                            scale, scores, ib, o[m, h * hd:(h + 1) * hd])
-        _affine(cw_out, cb_out, o, out)
-        _residual(x, out, pre, n2w, n2b, eps)
+                _attend_row(q[m, h * hd:(h + 1) * hd], cross_keys[bi, h], cross_values[bi, h], cross_len,
+                            key_bias[bi], has_bias, scale, scores, exp_scratch, o[m, h * hd:(h + 1) * hd])
+        _affine(cross_wo, cross_bo, o, out)
+        _residual(x, out, pre, norm2_w, norm2_b, eps)
     # feed-forward (ReLU)
     if pre:
-        _norm_rows(x, nfw, nfb, eps, a)
+        _norm_rows(x, ffnorm_w, ffnorm_b, eps, a)
     hidden = np.empty((N, w1.shape[0]), x.dtype)
     _affine(w1, b1, a if pre else x, hidden)
     for m in range(N):
         for j in range(hidden.shape[1]):
             hidden[m, j] = max(hidden[m, j], 0)
     _affine(w2, b2, hidden, out)
-    _residual(x, out, pre, nfw, nfb, eps)
+    _residual(x, out, pre, ffnorm_w, ffnorm_b, eps)
 
 
 def decode_layer(x, batch: int, heads: int, pre: bool, eps: float, norms, self_attn, cache_rows, past: int,
@@ -268,19 +268,18 @@ def decode_layer(x, batch: int, heads: int, pre: bool, eps: float, norms, self_a
     norms: the (weight, bias) pairs of norm1, norm2 (and norm3 with ``cross``); self_attn:
     (w_in, b_in, w_out, b_out); cache_rows: the (key, value) buffers (B, H, capacity, hd);
     rotary_tables: (cos, sin) (T, hd) for positions past .., or None; cross: None or (w_q, b_q,
-    w_out, b_out, key buffer, value buffer, length, key_bias (B, length) or None); ff: (w1, b1, w2, b2)."""
+    w_out, b_out, key buffer, value buffer, length, key_bias (B, length) or None);
+    ff: (w1, b1, w2, b2)."""
     dt = x.dtype
     empty2 = _NO_BIAS.setdefault(dt, np.zeros((1, 1), dt))               # placeholders of unused arguments
     empty4 = _NO_CROSS.setdefault(dt, np.zeros((1, 1, 1, 1), dt))
     cos, sin = rotary_tables if rotary_tables is not None else (empty2, empty2)
-    (n1w, n1b), (n2w, n2b) = norms[0], norms[1]
-    nfw, nfb = norms[-1]
-    if cross is None:
-        cw_q, cb_q, cw_out, cb_out, ckbuf, cvbuf, clen, key_bias = (empty2, n1b, empty2, n1b, empty4, empty4, 0,
-                                                                    None)
-    else:
-        cw_q, cb_q, cw_out, cb_out, ckbuf, cvbuf, clen, key_bias = cross
+    (norm1_w, norm1_b), (norm2_w, norm2_b) = norms[0], norms[1]
+    ffnorm_w, ffnorm_b = norms[-1]
+    has_cross = cross is not None
+    *cross_arrays, key_bias = cross if has_cross else (empty2, norm1_b, empty2, norm1_b, empty4, empty4, 0, None)
     has_bias = key_bias is not None
-    _decode_layer(x, batch, heads, pre, float(eps), dt.type(1.0 / np.sqrt(x.shape[1] // heads)), n1w, n1b, *self_attn, cache_rows[0], cache_rows[1], past,
-                  bool(causal), cos, sin, rotary_tables is not None, cross is not None, n2w, n2b, cw_q, cb_q, cw_out,
-                  cb_out, ckbuf, cvbuf, clen, key_bias if has_bias else empty2, has_bias, nfw, nfb, *ff)
+    scale = dt.type(1.0 / np.sqrt(x.shape[1] // heads))
+    _decode_layer(x, batch, heads, pre, float(eps), scale, norm1_w, norm1_b, *self_attn, cache_rows[0],
+                  cache_rows[1], past, bool(causal), cos, sin, rotary_tables is not None, has_cross, norm2_w, norm2_b,
+                  *cross_arrays, key_bias if has_bias else empty2, has_bias, ffnorm_w, ffnorm_b, *ff)

@@ -205,13 +205,13 @@ def _attend(xp, q, cache: KVCache, past: int, causal: bool, key_bias, scale: flo
     return xp.ascontiguousarray(xp.transpose(o.reshape(B, H, T, hd), (0, 2, 1, 3))).reshape(B, T, H * hd)
 
 
-def _self_attention(xp, mm, attn: _Attention, a, past, causal: bool):
+def _self_attention(xp, matmul, attn: _Attention, a, past, causal: bool):
     """Causal (or not) self-attention of the new tokens a (B, T, E) over the cache and themselves."""
     B, T, E = a.shape
     H, hd = attn.heads, attn.head_dim
     past = attn.module._check_past(past, B, False)
     P = 0 if past is None else past.length
-    qkv = linear(mm, a, attn.w_in, attn.b_in).reshape(B, T, 3, H, hd)
+    qkv = linear(matmul, a, attn.w_in, attn.b_in).reshape(B, T, 3, H, hd)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                  # (B, T, H, hd) views
     if attn.rotary is not None:
         w = attn.weight
@@ -221,19 +221,19 @@ def _self_attention(xp, mm, attn: _Attention, a, past, causal: bool):
         past = KVCache.of_store(store, 0, attn.module, False, attn.weight.device)
     cache = past.append(k, v)
     o = _attend(xp, q, cache, P, causal, None, 1.0 / math.sqrt(hd))
-    return linear(mm, o, attn.w_out, attn.b_out), cache
+    return linear(matmul, o, attn.w_out, attn.b_out), cache
 
 
-def _cross_attention(xp, mm, attn: _Attention, a, memory, past, key_bias):
+def _cross_attention(xp, matmul, attn: _Attention, a, memory, past, key_bias):
     """Attention of a (B, T, E) over the encoder memory, whose keys/values the cache holds after
     the first call (computed from ``memory`` then, one matmul for both)."""
     B, T, E = a.shape
     H, hd = attn.heads, attn.head_dim
     W, b = attn.w_in, attn.b_in
     past = _cross_cache(xp, attn, memory, attn.module._check_past(past, B, True))
-    q = linear(mm, a, W[:E], None if b is None else b[:E]).reshape(B, T, H, hd)
+    q = linear(matmul, a, W[:E], None if b is None else b[:E]).reshape(B, T, H, hd)
     o = _attend(xp, q, past, 0, False, key_bias, 1.0 / math.sqrt(hd))
-    return linear(mm, o, attn.w_out, attn.b_out), past
+    return linear(matmul, o, attn.w_out, attn.b_out), past
 
 
 def _cross_cache(xp, attn: _Attention, memory, past):
@@ -247,9 +247,9 @@ def _cross_cache(xp, attn: _Attention, memory, past):
     return KVCache.of_store(store, 0, attn.module, True, attn.weight.device).append(kv[:, :, 0], kv[:, :, 1])
 
 
-def _feed_forward(xp, mm, layer: _Layer, a):
-    h = linear(mm, a, layer.w1, layer.b1)
-    return linear(mm, xp.maximum(h, h.dtype.type(0)), layer.w2, layer.b2)
+def _feed_forward(xp, matmul, layer: _Layer, a):
+    h = linear(matmul, a, layer.w1, layer.b1)
+    return linear(matmul, xp.maximum(h, h.dtype.type(0)), layer.w2, layer.b2)
 
 
 def _fusable(layer: _Layer) -> bool:
@@ -259,32 +259,32 @@ def _fusable(layer: _Layer) -> bool:
             and all(a.b_in is not None and a.b_out is not None for a in attns))
 
 
-def _fused_layer(xp, layer: _Layer, x, sa_past, ca_past, causal: bool, memory, key_bias):
+def _fused_layer(xp, layer: _Layer, x, self_past, cross_past, causal: bool, memory, key_bias):
     """The whole layer in one call of the host kernel ``decode_layer`` (x updated in place);
     returns the new (self, cross) caches."""
     B, T, E = x.shape
-    sa = layer.self_attn
-    sa_past = sa.module._check_past(sa_past, B, False)
-    if sa_past is None:
-        store = KVStore(*(xp.empty((B, sa.heads, grown_capacity(T), sa.head_dim), x.dtype) for _ in range(2)), 0)
-        sa_past = KVCache.of_store(store, 0, sa.module, False, sa.weight.device)
-    P = sa_past.length
-    cache = sa_past.extend(T)
+    attn, cross_attn = layer.self_attn, layer.cross_attn
+    self_past = attn.module._check_past(self_past, B, False)
+    if self_past is None:
+        shape = (B, attn.heads, grown_capacity(T), attn.head_dim)
+        store = KVStore(xp.empty(shape, x.dtype), xp.empty(shape, x.dtype), 0)
+        self_past = KVCache.of_store(store, 0, attn.module, False, attn.weight.device)
+    P = self_past.length
+    cache = self_past.extend(T)
     tables = None
-    if sa.rotary is not None:
-        cos, sin = sa.rotary.tables(P, T, sa.weight.dtype, sa.weight.device)
+    if attn.rotary is not None:
+        cos, sin = attn.rotary.tables(P, T, attn.weight.dtype, attn.weight.device)
         tables = (cos._data, sin._data)
     cross = None
-    if layer.cross_attn is not None:
-        ca, E_ = layer.cross_attn, x.shape[2]
-        ca_past = _cross_cache(xp, ca, memory, ca.module._check_past(ca_past, B, True))
-        cross = (ca.w_in[:E_], ca.b_in[:E_], ca.w_out, ca.b_out, ca_past.store.key, ca_past.store.value,
-                 ca_past.length, key_bias)
-    host_kernels.decode_layer(x.reshape(B * T, E), B, sa.heads, layer.pre, layer.norms[0].eps,
-                              [(n.weight, n.bias) for n in layer.norms], (sa.w_in, sa.b_in, sa.w_out, sa.b_out),
-                              (cache.store.key, cache.store.value), P, causal, tables, cross,
-                              (layer.w1, layer.b1, layer.w2, layer.b2))
-    return cache, ca_past
+    if cross_attn is not None:
+        cross_past = _cross_cache(xp, cross_attn, memory, cross_attn.module._check_past(cross_past, B, True))
+        cross = (cross_attn.w_in[:E], cross_attn.b_in[:E], cross_attn.w_out, cross_attn.b_out,
+                 cross_past.store.key, cross_past.store.value, cross_past.length, key_bias)
+    host_kernels.decode_layer(x.reshape(B * T, E), B, attn.heads, layer.pre, layer.norms[0].eps,
+                              [(n.weight, n.bias) for n in layer.norms],
+                              (attn.w_in, attn.b_in, attn.w_out, attn.b_out), (cache.store.key, cache.store.value),
+                              P, causal, tables, cross, (layer.w1, layer.b1, layer.w2, layer.b2))
+    return cache, cross_past
 
 
 # ----------------------------------------------------------------------------- stacks
@@ -297,7 +297,7 @@ def run_stack(stack_plan, x, slots: list, causal: bool, memory=None, memory_pad=
     (self, cross) pair per layer)."""
     layers, final, device = stack_plan
     xp = device.backend
-    mm = matmul_for(xp, x.shape[0] * x.shape[1])
+    matmul = matmul_for(xp, x.shape[0] * x.shape[1])
     decoder = memory is not None
     key_bias = _as_bias(memory_pad, x.dtype, "memory_key_padding_mask") if decoder else None
     pending, presents = None, []                # pre-LN: the sublayer output not yet added to x
@@ -313,14 +313,14 @@ def run_stack(stack_plan, x, slots: list, causal: bool, memory=None, memory_pad=
                 presents[-1] = presents[-1][0]
             continue
         a = _add_norm(xp, x, pending, norms[0]) if pre else x
-        out, sa_cache = _self_attention(xp, mm, layer.self_attn, a, slot["self"], causal)
+        out, sa_cache = _self_attention(xp, matmul, layer.self_attn, a, slot["self"], causal)
         x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[0]), None)
         if decoder:
             a = _add_norm(xp, x, pending, norms[1]) if pre else x
-            out, ca_cache = _cross_attention(xp, mm, layer.cross_attn, a, memory, slot["cross"], key_bias)
+            out, ca_cache = _cross_attention(xp, matmul, layer.cross_attn, a, memory, slot["cross"], key_bias)
             x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[1]), None)
         a = _add_norm(xp, x, pending, norms[-1]) if pre else x
-        out = _feed_forward(xp, mm, layer, a)
+        out = _feed_forward(xp, matmul, layer, a)
         x, pending = (x, out) if pre else (_add_norm(xp, x, out, norms[-1]), None)
         presents.append((sa_cache, ca_cache) if decoder else sa_cache)
     if final is not None:
