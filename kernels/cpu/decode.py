@@ -61,6 +61,14 @@ _NO_BIAS: dict = {}        # a (1, 1) placeholder per dtype for the kernel's unu
 _NO_CROSS: dict = {}       # a (1, 1, 1, 1) placeholder per dtype for decode_layer's unused cross-attention cache
 
 
+def _placeholder(table: dict, dtype, ndim: int):
+    """A zero array of shape (1,) * ndim and ``dtype``, made on first use and kept in ``table``."""
+    a = table.get(dtype)
+    if a is None:
+        a = table[dtype] = np.zeros((1,) * ndim, dtype)
+    return a
+
+
 def cached_attention(q, k, v, length: int, past: int, causal: bool, key_bias, scale: float, out=None):
     """softmax(q·kᵀ·scale + key_bias [causal]) · v for q (B, T, H, d) against k[:, :, :length],
     v[:, :, :length] (buffers (B, H, capacity, d), any strides); returns ``out`` (B, T, H, d).
@@ -70,7 +78,7 @@ def cached_attention(q, k, v, length: int, past: int, causal: bool, key_bias, sc
     if out is None:
         out = np.empty(q.shape, q.dtype)
     has_bias = key_bias is not None
-    bias = key_bias if has_bias else _NO_BIAS.setdefault(q.dtype, np.zeros((1, 1), q.dtype))
+    bias = key_bias if has_bias else _placeholder(_NO_BIAS, q.dtype, 2)
     _cached_attention(q, k, v, length, past, bool(causal), bias, has_bias, q.dtype.type(scale), out)
     return out
 
@@ -265,17 +273,16 @@ def decode_layer(x, batch: int, heads: int, pre: bool, eps: float, norms, self_a
     at rows past .. past+T-1, attention over them (causal: query t sees keys up to past + t), the
     output projection, the optional cross-attention and the ReLU feed-forward. Pre-LN when ``pre``.
 
-    norms: the (weight, bias) pairs of norm1, norm2 (and norm3 with ``cross``); self_attn:
+    norms: (weight, bias, eps) of norm1, norm2 (and norm3 with ``cross``); self_attn:
     (w_in, b_in, w_out, b_out); cache_rows: the (key, value) buffers (B, H, capacity, hd);
     rotary_tables: (cos, sin) (T, hd) for positions past .., or None; cross: None or (w_q, b_q,
     w_out, b_out, key buffer, value buffer, length, key_bias (B, length) or None);
     ff: (w1, b1, w2, b2)."""
     dt = x.dtype
-    empty2 = _NO_BIAS.setdefault(dt, np.zeros((1, 1), dt))               # placeholders of unused arguments
-    empty4 = _NO_CROSS.setdefault(dt, np.zeros((1, 1, 1, 1), dt))
+    empty2, empty4 = _placeholder(_NO_BIAS, dt, 2), _placeholder(_NO_CROSS, dt, 4)   # for unused arguments
     cos, sin = rotary_tables if rotary_tables is not None else (empty2, empty2)
-    (norm1_w, norm1_b), (norm2_w, norm2_b) = norms[0], norms[1]
-    ffnorm_w, ffnorm_b = norms[-1]
+    (norm1_w, norm1_b, _), (norm2_w, norm2_b, _) = norms[0], norms[1]
+    ffnorm_w, ffnorm_b, _ = norms[-1]
     has_cross = cross is not None
     *cross_arrays, key_bias = cross if has_cross else (empty2, norm1_b, empty2, norm1_b, empty4, empty4, 0, None)
     has_bias = key_bias is not None

@@ -44,15 +44,13 @@ def plain(module) -> bool:
     return "_hooks_tables" not in d and not (d["training"] and d.get("p", 0))
 
 
-class _Norm:
-    """A LayerNorm's arrays."""
-    __slots__ = ("weight", "bias", "eps")
-
-    def __init__(self, norm, E: int) -> None:
-        p = norm.__dict__["_parameters"]
-        if not plain(norm) or norm.normalized_shape != (E,) or p.get("weight") is None or p.get("bias") is None:
-            raise _Unsupported
-        self.weight, self.bias, self.eps = p["weight"]._data, p["bias"]._data, norm.eps
+def _norm(norm, E: int) -> tuple:
+    """A LayerNorm's (weight, bias, eps)."""
+    p = norm.__dict__["_parameters"]
+    weight, bias = p.get("weight"), p.get("bias")
+    if not plain(norm) or norm.normalized_shape != (E,) or weight is None or bias is None:
+        raise _Unsupported
+    return weight._data, bias._data, norm.eps
 
 
 class _Attention:
@@ -85,7 +83,7 @@ class _Layer:
         if not (plain(layer) and d.get("activation") is F.relu and all(plain(mods[n]) for n in drops)):
             raise _Unsupported
         self.pre = d["norm_first"]
-        self.norms = [_Norm(mods[n], E) for n in (("norm1", "norm2", "norm3") if decoder else ("norm1", "norm2"))]
+        self.norms = [_norm(mods[n], E) for n in (("norm1", "norm2", "norm3") if decoder else ("norm1", "norm2"))]
         self.self_attn = _Attention(mods["self_attn"], E)
         self.cross_attn = _Attention(mods["multihead_attn"], E) if decoder else None
         l1, l2 = mods["linear1"], mods["linear2"]
@@ -114,7 +112,7 @@ def plan(stack, x, decoder: bool):
     try:
         layers = [_Layer(la, E, decoder) for la in mods["layers"].__dict__["_modules"].values()]
         norm = mods.get("norm")
-        final = None if norm is None else _Norm(norm, E)
+        final = None if norm is None else _norm(norm, E)
     except _Unsupported:
         return None
     if not layers or x._data.dtype != layers[0].w1.dtype or x._data.dtype not in _FLOATS:
@@ -168,15 +166,15 @@ def matmul_for(xp, rows: int):
     return np.matmul if xp.host_memory and rows <= FEW_QUERIES else xp.matmul
 
 
-def _add_norm(xp, x, delta, norm: _Norm):
-    """x += delta (in place; None adds nothing), then norm(x): the residual add and the LayerNorm
-    after it in one pass on host memory."""
-    w, b = norm.weight, norm.bias
+def _add_norm(xp, x, delta, norm: tuple):
+    """x += delta (in place; None adds nothing), then norm(x) for ``norm`` = (weight, bias, eps):
+    the residual add and the LayerNorm after it in one pass on host memory."""
+    w, b, eps = norm
     if xp.host_memory:                       # the Numba kernel reads host arrays
-        return host_kernels.add_layer_norm(x, delta, w, b, norm.eps)
+        return host_kernels.add_layer_norm(x, delta, w, b, eps)
     if delta is not None:
         x += delta
-    return xp.layer_norm_forward(x.reshape(-1, x.shape[-1]), w, b, norm.eps)[0].reshape(x.shape)
+    return xp.layer_norm_forward(x.reshape(-1, x.shape[-1]), w, b, eps)[0].reshape(x.shape)
 
 
 def _attend(xp, q, cache: KVCache, past: int, causal: bool, key_bias, scale: float):
@@ -280,8 +278,7 @@ def _fused_layer(xp, layer: _Layer, x, self_past, cross_past, causal: bool, memo
         cross_past = _cross_cache(xp, cross_attn, memory, cross_attn.module._check_past(cross_past, B, True))
         cross = (cross_attn.w_in[:E], cross_attn.b_in[:E], cross_attn.w_out, cross_attn.b_out,
                  cross_past.store.key, cross_past.store.value, cross_past.length, key_bias)
-    host_kernels.decode_layer(x.reshape(B * T, E), B, attn.heads, layer.pre, layer.norms[0].eps,
-                              [(n.weight, n.bias) for n in layer.norms],
+    host_kernels.decode_layer(x.reshape(B * T, E), B, attn.heads, layer.pre, layer.norms[0][2], layer.norms,
                               (attn.w_in, attn.b_in, attn.w_out, attn.b_out), (cache.store.key, cache.store.value),
                               P, causal, tables, cross, (layer.w1, layer.b1, layer.w2, layer.b2))
     return cache, cross_past
