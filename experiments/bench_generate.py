@@ -6,8 +6,10 @@ and PyTorch generating from the same weights with its own cached loop.
 
 For each context length L a random-weight GPT (sinusoidal positions, pre-LN) is given an L-token
 prompt; the cached figure is the time of --new greedy steps after the prompt (one query row each,
-against a cache of about L keys; the prompt's cache is built once, untimed) divided by --new; the
-uncached figure recomputes the whole L-token context for one step. The PyTorch side is a
+against a cache of about L keys; the prompt's cache is built once, untimed, and each repetition
+continues its own copy of it, also made untimed) divided by --new; the uncached figure recomputes
+the whole L-token context for one step. Under no_grad minitrans's cached steps run the layers on
+arrays (minitrans.nn.incremental: one Numba call per layer, the cache read in place). The PyTorch side is a
 hand-written cached loop over the same weights (torch.nn.functional.scaled_dot_product_attention
 on the cached keys/values), first checked to give the same logits. minitrans and torch run with the same thread count and take
 turns (A/B/A/B); figures are medians, with the best repetition beside them (on a loaded machine
@@ -47,13 +49,16 @@ def set_threads(n: int) -> int:
 def interleave(sides: dict, warmup: int, reps: int) -> dict:
     """Seconds per call of each side, the sides taking turns (A/B/A/B) ``reps`` times after ``warmup`` turns.
 
+    A side is ``fn`` (timed) or ``(setup, fn)``: ``fn(setup())`` with only ``fn`` timed.
     Both libraries share this process (the cache loop needs the same weights in memory), so the
     runs use one thread per side, where the two thread pools cannot take cores from each other."""
     times = {name: [] for name in sides}
     for r in range(warmup + reps):
-        for name, fn in sides.items():
+        for name, side in sides.items():
+            setup, fn = side if isinstance(side, tuple) else (None, side)
+            args = () if setup is None else (setup(),)
             t0 = time.perf_counter()
-            fn()
+            fn(*args)
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return times
@@ -97,15 +102,21 @@ def torch_generator(model: GPT):
 
 
 def bench_context(model: GPT, L: int, new: int, reps: int, rng) -> dict:
-    """Time --new greedy steps from an L-token prompt whose cache was built once, untimed (a cache is
-    never modified in place, so every repetition starts from the same one)."""
+    """Time --new greedy steps from an L-token prompt whose cache was built once, untimed. Each
+    repetition continues its own copy of that cache, made untimed before it: minitrans appends a
+    step's keys/values in place into spare capacity, and a second continuation of one cache copies
+    it first (so that the first stays valid); the copy belongs to the setup, not to the steps."""
     prompt = rng.integers(0, model.config.vocab_size, (1, L))
     x = mt.tensor(prompt)
     with mt.no_grad():
         logits0, cache0 = model(x, use_cache=True)
+    rows = mt.tensor(np.arange(prompt.shape[0]))
 
-    def mt_cached(keep=None):
-        logits, cache = logits0, cache0
+    def fresh_cache():
+        return cache0.reorder(rows)                               # every row, in order: a copy
+
+    def mt_cached(start=None, keep=None):
+        logits, cache = logits0, cache0 if start is None else start
         for _ in range(new):
             nxt = mt.tensor(logits[:, -1].numpy().argmax(-1)[:, None])
             logits, cache = model(nxt, past_key_values=cache, use_cache=True)
@@ -115,7 +126,7 @@ def bench_context(model: GPT, L: int, new: int, reps: int, rng) -> dict:
     def mt_uncached():
         model(x)[:, -1].numpy()
 
-    sides = {"cached": mt_cached, "uncached": mt_uncached}
+    sides = {"cached": (fresh_cache, mt_cached), "uncached": mt_uncached}
     check = None
     if torch is not None:
         run = torch_generator(model)
@@ -133,7 +144,7 @@ def bench_context(model: GPT, L: int, new: int, reps: int, rng) -> dict:
         kept, ours = [], []
         torch_cached(kept)
         with mt.no_grad():
-            mt_cached(ours)
+            mt_cached(fresh_cache(), ours)
         check = float(np.max(np.abs(np.concatenate(kept) - np.concatenate(ours))))
         sides["torch_cached"] = torch_cached
     with mt.no_grad():

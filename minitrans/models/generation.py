@@ -32,7 +32,7 @@ class GenerationCache:
     @property
     def batch_size(self) -> int:
         first = self.layers[0]
-        return (first[0] if isinstance(first, tuple) else first).key.shape[0]
+        return (first[0] if isinstance(first, tuple) else first).batch_size
 
     def check(self, model, batch: int) -> None:
         if self.owner is not model:

@@ -9,6 +9,7 @@ import numpy as np
 from .. import autograd
 from ..tensor import Tensor
 from .. import nn
+from ..nn import incremental
 from .generation import GenerationCache, as_ids, check_ids, check_sampling, decode_loop, eval_mode
 
 POS_ENCODINGS = ("sinusoidal", "rotary")
@@ -38,6 +39,13 @@ def scaled_embedding(vocab_size: int, d: int) -> nn.Embedding:
     embed = nn.Embedding(vocab_size, d)
     nn.init.normal_(embed.weight, 0.0, d ** -0.5)
     return embed
+
+
+def scaled(h: Tensor, factor: float) -> Tensor:
+    """h * factor; under no_grad on the array (one op less per decode step, the same product)."""
+    if autograd.is_grad_enabled():
+        return h * factor
+    return Tensor._wrap(h._data * factor, h.device)
 
 
 def add_rotary(attns, head_dim: int) -> None:
@@ -76,8 +84,12 @@ class GPT(nn.Module):
                              f"{self.config.block_size}")
 
     def _embed(self, idx: Tensor, offset: int = 0) -> Tensor:
-        h = self.embed(idx) * math.sqrt(self.config.n_embd)               # (B, T, C)
+        h = scaled(incremental.embedding_rows(self.embed, idx), math.sqrt(self.config.n_embd))   # (B, T, C)
         return h if self.pos is None else self.pos(h, offset)
+
+    def _logits(self, h: Tensor) -> Tensor:
+        out = incremental.output_head(self.head, h)                      # on arrays under no_grad
+        return self.head(h) if out is None else out
 
     def forward(self, idx: Tensor, past_key_values: GenerationCache | None = None, use_cache: bool = False):
         """idx (B, T) -> logits (B, T, vocab); with ``use_cache=True`` -> (logits, cache), and a cache
@@ -91,10 +103,10 @@ class GPT(nn.Module):
         self._check(idx, P)
         h = self._embed(idx, P)
         if not use_cache:
-            return self.head(self.blocks(h, is_causal=True))                # (B, T, vocab)
+            return self._logits(self.blocks(h, is_causal=True))             # (B, T, vocab)
         h, layers = self.blocks(h, is_causal=True, use_cache=True,
                                 past_key_values=None if past_key_values is None else past_key_values.layers)
-        return self.head(h), GenerationCache(self, layers, P + idx.shape[1])
+        return self._logits(h), GenerationCache(self, layers, P + idx.shape[1])
 
     @autograd.no_grad()
     def generate(self, idx: Tensor, max_new_tokens: int, *, temperature: float = 1.0, top_k: int | None = None,

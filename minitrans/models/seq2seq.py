@@ -7,10 +7,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import autograd, nn
+from ..nn import incremental
 from ..tensor import Tensor
 from .beam import beam_search
 from .generation import GenerationCache, as_ids, check_ids, check_sampling, decode_loop, eval_mode
-from .gpt import add_rotary, check_pos_encoding, scaled_embedding
+from .gpt import add_rotary, check_pos_encoding, scaled, scaled_embedding
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Seq2Seq(nn.Module):
         if tokens.ndim != 2 or tokens.dtype.is_floating_point:
             raise ValueError(f"Seq2Seq expects token ids of shape (batch, time) and an integer dtype, "
                              f"got shape {tuple(tokens.shape)} and {tokens.dtype}")
-        h = self.embed(tokens) * math.sqrt(self.config.d_model)
+        h = scaled(incremental.embedding_rows(self.embed, tokens), math.sqrt(self.config.d_model))
         return self.pos(h, offset) if isinstance(self.pos, nn.PositionalEncoding) else h
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
@@ -76,7 +77,7 @@ class Seq2Seq(nn.Module):
             causal = nn.Transformer.generate_square_subsequent_mask(T).to(tgt_in.device)
             h = self.transformer.decoder(self._embed(tgt_in), memory, tgt_mask=causal,
                                          memory_key_padding_mask=src_pad)
-            return self.head(h)                                          # (B, T, vocab)
+            return self._logits(h)                                       # (B, T, vocab)
         P = 0
         if past_key_values is not None:
             past_key_values.check(self, tgt_in.shape[0])
@@ -84,7 +85,11 @@ class Seq2Seq(nn.Module):
         h, layers = self.transformer.decoder(
             self._embed(tgt_in, P), memory, tgt_is_causal=True, memory_key_padding_mask=src_pad, use_cache=True,
             past_key_values=None if past_key_values is None else past_key_values.layers)
-        return self.head(h), GenerationCache(self, layers, P + tgt_in.shape[1])
+        return self._logits(h), GenerationCache(self, layers, P + tgt_in.shape[1])
+
+    def _logits(self, h: Tensor) -> Tensor:
+        out = incremental.output_head(self.head, h)                      # on arrays under no_grad
+        return self.head(h) if out is None else out
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:
         """src (B, S), tgt_in (B, T) token ids -> logits (B, T, vocab)."""

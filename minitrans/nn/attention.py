@@ -1,8 +1,6 @@
 """MultiheadAttention: Q/K/V projections split into heads, one fused attention, an output projection."""
 from __future__ import annotations
 
-import weakref
-
 import numpy as np
 
 from .. import _dtype
@@ -10,6 +8,7 @@ from .._functions import cat
 from ..tensor import Tensor, tensor, zeros
 from . import functional as F
 from . import init
+from .kv_cache import KVCache
 from .layers import Linear
 from .module import Module, Parameter
 
@@ -26,34 +25,6 @@ def _as_bias(mask: Tensor | None, dtype, name: str):
     if mask.dtype.is_floating_point:
         return mask._data.astype(dtype, copy=False)
     raise TypeError(f"MultiheadAttention: {name} must be bool or float, got {mask.dtype}")
-
-
-class KVCache:
-    """Keys and values one attention module has seen: ``key``, ``value`` (B, H, L, head_dim).
-
-    ``static`` marks cross-attention keys/values (computed once per source). ``reorder(index)``
-    picks batch rows (beam search keeps the surviving hypotheses). The cache remembers the
-    module that made it, so passing it to another module is an error, not a silent mix-up.
-    """
-
-    def __init__(self, key: Tensor, value: Tensor, owner: Module, static: bool = False) -> None:
-        self.key, self.value, self.static = key, value, static
-        self._owner = weakref.ref(owner)
-
-    @property
-    def owner(self):
-        return self._owner()
-
-    @property
-    def length(self) -> int:
-        return self.key.shape[2]
-
-    def reorder(self, index: Tensor) -> "KVCache":
-        """A cache of the batch rows ``index`` (an int64 Tensor), in that order."""
-        return KVCache(self.key[index], self.value[index], self.owner, self.static)
-
-    def __repr__(self) -> str:
-        return f"KVCache(batch={self.key.shape[0]}, length={self.length}, static={self.static})"
 
 
 class MultiheadAttention(Module):
@@ -168,8 +139,8 @@ class MultiheadAttention(Module):
         if past.static != static_kv:
             kind = "fixed cross-attention" if past.static else "growing self-attention"
             raise ValueError(f"MultiheadAttention: the cache holds {kind} keys/values but static_kv={static_kv}")
-        if past.key.shape[0] != B:
-            raise ValueError(f"MultiheadAttention: the cache holds a batch of {past.key.shape[0]}, the query has {B}")
+        if past.batch_size != B:
+            raise ValueError(f"MultiheadAttention: the cache holds a batch of {past.batch_size}, the query has {B}")
         return past
 
     def _bias(self, attn_mask, key_padding_mask, B, Tq, Tk, ref: Tensor):

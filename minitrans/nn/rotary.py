@@ -52,5 +52,13 @@ class RotaryEmbedding(Module):
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + cat([-x2, x1], dim=-1) * sin                # x·cos + rotate_half(x)·sin
 
+    def rotate_rows(self, x, offset: int, dtype, device):
+        """The same rotation on a backend array x (B, T, H, head_dim) (time second, heads third, as
+        a projection's output splits), without autograd: the inference path of cached decoding."""
+        cos, sin = self.tables(int(offset), x.shape[1], dtype, device)
+        half = self.head_dim // 2
+        rotated = device.backend.concatenate([-x[..., half:], x[..., :half]], axis=-1)
+        return x * cos._data[:, None, :] + rotated * sin._data[:, None, :]
+
     def extra_repr(self) -> str:
         return f"head_dim={self.head_dim}, base={self.base:g}"

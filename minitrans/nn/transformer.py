@@ -11,9 +11,11 @@ import math
 
 import numpy as np
 
+from .. import autograd
 from ..tensor import Tensor
 from . import functional as F
 from . import init
+from . import incremental
 from .attention import MultiheadAttention
 from .layers import Dropout, LayerNorm, Linear, ModuleList
 from .module import Module
@@ -50,6 +52,10 @@ class PositionalEncoding(Module):
             raise ValueError(f"PositionalEncoding(d_model={self.d_model}) got input of shape {tuple(x.shape)}")
         if offset + T > self.max_len:
             raise ValueError(f"PositionalEncoding: sequence length {offset + T} exceeds max_len={self.max_len}")
+        if not autograd.is_grad_enabled() and self.batch_first and incremental.plain(self.dropout):
+            # inference: the same sum on arrays, without a graph
+            return Tensor._wrap(x._data + self.pe._data[offset:offset + T].astype(x._data.dtype, copy=False),
+                                x.device)
         pe = self.pe[offset:offset + T].astype(x.dtype)                # (T, d)
         return self.dropout(x + (pe if self.batch_first else pe.unsqueeze(1)))
 
@@ -211,8 +217,15 @@ class TransformerEncoder(Module):
 
     def forward(self, src: Tensor, mask=None, src_key_padding_mask=None, is_causal: bool = False, *,
                 past_key_values=None, use_cache: bool = False):
-        """``use_cache=True`` returns (output, [one KVCache per layer])."""
+        """``use_cache=True`` returns (output, [one KVCache per layer]); under ``no_grad`` with
+        dropout inactive that runs on arrays, without autograd (``minitrans.nn.incremental``)."""
         x, pasts, presents = src, _layer_pasts(past_key_values, use_cache, len(self.layers)), []
+        fast = incremental.plan(self, src, False) if use_cache and mask is None and src_key_padding_mask is None \
+            else None
+        if fast is not None:
+            slots = [_cache_slots(p, True, ("self",)) for p in pasts]
+            y, presents = incremental.run_stack(fast, src._data.copy(), slots, bool(is_causal))
+            return Tensor._wrap(y, src.device), presents
         for layer, past in zip(self.layers, pasts):
             r = layer(x, src_mask=mask, src_key_padding_mask=src_key_padding_mask, is_causal=is_causal,
                       past_key_value=past, use_cache=use_cache)
@@ -233,8 +246,17 @@ class TransformerDecoder(Module):
     def forward(self, tgt: Tensor, memory: Tensor, tgt_mask=None, memory_mask=None, tgt_key_padding_mask=None,
                 memory_key_padding_mask=None, tgt_is_causal: bool = False, memory_is_causal: bool = False, *,
                 past_key_values=None, use_cache: bool = False):
-        """``use_cache=True`` returns (output, [one (self, cross) KVCache pair per layer])."""
+        """``use_cache=True`` returns (output, [one (self, cross) KVCache pair per layer]); under
+        ``no_grad`` with dropout inactive that runs on arrays (``minitrans.nn.incremental``)."""
         x, pasts, presents = tgt, _layer_pasts(past_key_values, use_cache, len(self.layers)), []
+        fast = incremental.plan(self, tgt, True) if (
+            use_cache and tgt_mask is None and memory_mask is None and tgt_key_padding_mask is None
+            and not memory_is_causal and incremental.memory_ok(memory, memory_key_padding_mask, tgt)) else None
+        if fast is not None:
+            slots = [_cache_slots(p, True, ("self", "cross")) for p in pasts]
+            y, presents = incremental.run_stack(fast, tgt._data.copy(), slots, bool(tgt_is_causal), memory._data,
+                                                memory_key_padding_mask)
+            return Tensor._wrap(y, tgt.device), presents
         for layer, past in zip(self.layers, pasts):
             r = layer(x, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
                       tgt_key_padding_mask=tgt_key_padding_mask, memory_key_padding_mask=memory_key_padding_mask,
