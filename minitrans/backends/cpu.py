@@ -14,6 +14,7 @@ import numpy as np
 from ..kernels import cpu as numba_kernels
 from ..kernels import reference as reference_kernels
 from ..kernels.cpu.matmul import matmul as threaded_matmul
+from ..kernels.cpu.scatter import add_at as row_scatter_add_at
 from . import check_kernel_choice, get_kernels as chosen_kernels
 from .protocol import Backend
 
@@ -116,7 +117,7 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
 
     sum_to = staticmethod(_sum_to)
     split_at = staticmethod(np.split)
-    add_at = staticmethod(np.add.at)
+    add_at = staticmethod(row_scatter_add_at)   # np.add.at; row scatters (embedding backward) compiled
     matmul = staticmethod(threaded_matmul)    # np.matmul, large products split over minitrans's threads
 
     @staticmethod
