@@ -6,7 +6,9 @@ process by process (minitrans, torch, [jax], minitrans, torch, … over ``--roun
 the same thread settings (``--threads``: Numba, OpenBLAS, OpenMP, MKL and XLA all get the same
 count through the environment and each framework's own call; minitrans then puts OpenBLAS on one
 thread and splits large products over its own threads, the setting docs/performance.md recommends
-for training); a figure is the median over rounds
+for training; ``--products blas`` leaves OpenBLAS on ``--threads`` threads instead, which wins on
+the W1 step when other processes load the cores, since OpenBLAS's waiting threads keep theirs,
+and loses badly on the tiled attention of long sequences); a figure is the median over rounds
 of each process's median after warm-up. W1 uses the same batches and the same initial weights on
 every side (the first minitrans process writes them, the others load them) and the first two
 losses are compared. Every table records the load average before and after and the GFLOP/s of a
@@ -18,6 +20,7 @@ their FLOP count and the fraction of that peak they reach). ratio = minitrans ti
     python experiments/bench.py --quick --rounds 1       # plumbing check, a minute
     python experiments/bench.py --threads 2 --rounds 3   # the tables
     python experiments/bench.py --threads 1 --rounds 3 --only W1,W3,W4,W5
+    python experiments/bench.py --threads 2 --rounds 3 --only W1 --products blas
     python experiments/bench.py --sweep --rounds 3       # W1 over d_model and sequence, W2 over n
     python experiments/bench.py --profile-w1             # cProfile of W1 steps -> results/w1_profile.txt
 """
@@ -365,7 +368,9 @@ def _header(info: dict) -> list[str]:
             f"same run: {info['gemm_before']:.0f} GFLOP/s before, {info['gemm_after']:.0f} after (peak used for "
             f"the %-of-peak columns: {info['gemm_gflops']:.0f})",
             f"- {info['threads']} thread(s) for every side (Numba, OpenBLAS, OpenMP/torch, XLA; minitrans with "
-            "OpenBLAS on one thread and large products split over its own threads), Numba threading "
+            + ("OpenBLAS on one thread and large products split over its own threads" if info.get(
+                "minitrans_products", "split") == "split" else "OpenBLAS parallelising each product itself")
+            + "), Numba threading "
             f"layer `{info['numba_layer']}`, minitrans with `retain_freed_memory()`: "
             f"{'yes' if info.get('minitrans_retain_freed_memory', True) else 'no'}; versions: python {info['python']}, numpy {info['numpy']}, numba "
             f"{info['numba']}, torch {info['torch']}, jax {info['jax']}, minitrans {info['minitrans']}",
@@ -535,6 +540,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of alternating processes (>= 3 for a table)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every side")
     ap.add_argument("--layer", default="workqueue", help="Numba threading layer for minitrans (see minitrans.threads)")
+    ap.add_argument("--products", choices=("split", "blas"), default="split",
+                    help="how minitrans's matrix products use the threads: split over its own threads, each "
+                         "block a one-thread OpenBLAS call (the default), or OpenBLAS on --threads threads")
     ap.add_argument("--no-retain", action="store_true",
                     help="minitrans without retain_freed_memory() (the allocator returns freed blocks to the OS)")
     ap.add_argument("--sweep", action="store_true", help="the W1/W2 scaling sweeps instead of the W1-W6 tables")
@@ -552,7 +560,8 @@ def main(argv=None) -> dict:
 
         mt.set_threading_layer(a.layer)
         mt.set_num_threads(a.threads)
-        mt.threads.set_blas_num_threads(1)       # as bench_worker: minitrans splits the products itself
+        if a.products == "split":                 # as bench_worker: minitrans splits the products itself
+            mt.threads.set_blas_num_threads(1)
         if not a.no_retain:
             mt.backends.cpu.retain_freed_memory()
         with tempfile.TemporaryDirectory() as tmp:
@@ -560,8 +569,10 @@ def main(argv=None) -> dict:
             return profile_w1(step, a.profile_steps, Path(a.profile_out), a)
     only = [w.strip().upper() for w in a.only.split(",")]
     EXTRA_ENV["MT_BENCH_RETAIN"] = "0" if a.no_retain else "1"
+    EXTRA_ENV["MT_BENCH_PRODUCTS"] = a.products
     info = machine_info(a.threads, a.layer)
     info["minitrans_retain_freed_memory"] = not a.no_retain
+    info["minitrans_products"] = a.products
     info.update(rounds=a.rounds, load_before=loadavg())
     info["gemm_before"] = gemm_gflops(a.threads, a.layer)
     rows, raw = [], {}

@@ -65,3 +65,16 @@ def test_worker_failure_is_reported_with_its_error(tmp_path):
     job = dict(workload="W3", n=-1, seed=0, warmup=1, reps=1)        # a negative matrix size
     with pytest.raises(RuntimeError, match=r"(?s)the numpy worker failed \(exit 1\):.*negative dimensions"):
         bench.run_process("numpy", [job], 1, "workqueue")
+
+
+def test_products_option_reaches_the_minitrans_worker(tmp_path, monkeypatch):
+    """--products blas leaves OpenBLAS on the worker's thread count; the default puts it on one thread."""
+    job = dict(workload="W1", weights=str(tmp_path / "w.npz"), **TINY)
+    seen = {}
+    for products in ("split", "blas"):
+        monkeypatch.setitem(bench.EXTRA_ENV, "MT_BENCH_PRODUCTS", products)
+        info = bench.race({"minitrans": [job]}, rounds=1, threads=2, layer="workqueue", label="tiny")["minitrans"]["info"]
+        seen[products] = (info["products"], info["blas_threads"])
+    if seen["split"][1] is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS minitrans.threads can reach")
+    assert seen == {"split": ("split", 1), "blas": ("blas", 2)}
