@@ -48,6 +48,6 @@ def add_at(out, idx, values) -> None:
     """``np.add.at(out, idx, values)``; row scatters run one compiled pass (see the module docstring)."""
     if _is_row_scatter(out, idx, values):
         rows = out.reshape(out.shape[0], -1)
-        if _add_rows(rows, idx.astype(np.int64, copy=False), values.reshape(idx.shape[0], -1)) < 0:
+        if _add_rows(rows, idx.astype(np.int64, copy=False), values.reshape(idx.shape[0], rows.shape[1])) < 0:
             return
     np.add.at(out, idx, values)

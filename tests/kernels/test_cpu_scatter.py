@@ -26,6 +26,15 @@ def test_row_scatter_matches_numpy_bit_for_bit(dtype, row_shape):
     np.testing.assert_array_equal(ours, numpy_result)
 
 
+@pytest.mark.parametrize("row_shape", [(), (3,)])
+def test_no_indices_change_nothing(row_shape):
+    out = RNG.standard_normal((2,) + row_shape)
+    idx = np.array([], np.int64)
+    ours, numpy_result = _both(out, idx, np.zeros((0,) + row_shape))
+    np.testing.assert_array_equal(ours, numpy_result)
+    np.testing.assert_array_equal(ours, out)
+
+
 def test_embedding_sized_scatter_accumulates_every_row():
     out = np.zeros((64, 8), np.float32)
     idx = RNG.integers(0, 64, 2048)
