@@ -489,6 +489,57 @@ def profile_group(path: str, line: int, func: str) -> str:
     return "other"
 
 
+def _function_classes():
+    from minitrans.autograd.function import Function
+
+    todo, seen = [Function], []
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.append(sub)
+                todo.append(sub)
+    return seen
+
+
+def op_times(step, n_steps: int, clock) -> tuple[dict, float]:
+    """{(op, "forward" | "backward"): (ms per step, calls per step)} of every autograd op over
+    ``n_steps`` steps, and the step's own ms: each op's ``forward``/``backward`` is wrapped for the
+    run (and restored), timed with ``clock``; what the step spends outside them (the engine,
+    Function.apply, the optimizer, Python) is the difference."""
+    totals: dict = {}
+    plan = []        # found before any wrapping, so that no wrapper wraps another
+    for cls in _function_classes():
+        for name in ("forward", "backward"):
+            owner = next(c for c in cls.__mro__ if name in c.__dict__)
+            if owner.__name__ == "Function":
+                continue
+            raw = owner.__dict__[name]
+            fn = raw.__get__(None, cls)          # a staticmethod's function, a classmethod bound to cls
+            plan.append((cls, name, fn, cls.__dict__.get(name)))
+    for cls, name, fn, _ in plan:
+        def timed_call(*args, _fn=fn, _key=(cls.__name__, name), **kwargs):
+            t0 = clock()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                spent, calls = totals.get(_key, (0.0, 0))
+                totals[_key] = (spent + clock() - t0, calls + 1)
+
+        setattr(cls, name, staticmethod(timed_call))
+    try:
+        t0 = clock()
+        for _ in range(n_steps):
+            step()
+        whole = clock() - t0
+    finally:
+        for cls, name, _, own in plan:
+            if own is None:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, own)
+    return ({k: (v * 1e3 / n_steps, c / n_steps) for k, (v, c) in totals.items()}, whole * 1e3 / n_steps)
+
+
 def profile_w1(step, n_steps: int, out: Path, a) -> dict:
     import cProfile
     import io
@@ -524,12 +575,20 @@ def profile_w1(step, n_steps: int, out: Path, a) -> dict:
              f"{'group':<58}{'ms/step':>9}{'share':>8}"]
     for g, tt in sorted(groups.items(), key=lambda kv: -kv[1]):
         lines.append(f"{g:<58}{tt / n_steps * 1e3:>9.1f}{tt / total:>8.1%}")
+    ops, whole = op_times(step, n_steps, clock)
+    inside = sum(ms for ms, _ in ops.values())
+    lines += ["", f"per op ({a.profile_clock} clock, no profiler): step {whole:.1f} ms, inside the ops' forward/backward "
+              f"{inside:.1f} ms, outside them (engine, Function.apply, optimizer, Python) {whole - inside:.1f} ms", "",
+              f"{'op':<44}{'ms/step':>9}{'calls':>7}"]
+    for (op, phase), (ms, calls) in sorted(ops.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"{op + '.' + phase:<44}{ms:>9.2f}{calls:>7.0f}")
     text = "\n".join(lines) + "\n\n" + buf.getvalue()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print("\n".join(text.splitlines()[:len(lines) + 22]))
     print(f"wrote {out}")
-    return dict(groups_ms_per_step={g: tt / n_steps * 1e3 for g, tt in groups.items()})
+    return dict(groups_ms_per_step={g: tt / n_steps * 1e3 for g, tt in groups.items()},
+                ops_ms_per_step={f"{op}.{phase}": ms for (op, phase), (ms, _) in ops.items()})
 
 
 # --------------------------------------------------------------------------- main

@@ -78,3 +78,20 @@ def test_products_option_reaches_the_minitrans_worker(tmp_path, monkeypatch):
     if seen["split"][1] is None:
         pytest.skip("NumPy's BLAS is not an OpenBLAS minitrans.threads can reach")
     assert seen == {"split": ("split", 1), "blas": ("blas", 2)}
+
+
+def test_op_times_counts_each_op_and_puts_the_classes_back(tmp_path):
+    import time
+
+    from minitrans.ops.elementwise import Relu
+    from minitrans.ops.linalg import Linear
+
+    step = bench_worker.w1_minitrans(dict(TINY, weights=str(tmp_path / "w.npz")), tmp_path / "w.npz")
+    step()
+    before = {cls: dict(vars(cls)) for cls in bench._function_classes()}
+    ops, whole = bench.op_times(step, 2, time.perf_counter)
+    assert ops[("Linear", "forward")][1] == ops[("Linear", "backward")][1] == 1 * 4 + 1   # 1 layer: 4, head: 1
+    assert ops[("Relu", "forward")][1] == 1                  # an op whose forward a mixin defines
+    assert whole >= sum(ms for ms, _ in ops.values()) > 0
+    assert {cls: dict(vars(cls)) for cls in bench._function_classes()} == before
+    assert "forward" not in vars(Relu) and isinstance(vars(Linear)["forward"], staticmethod)
