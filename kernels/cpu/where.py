@@ -1,14 +1,14 @@
 """``np.where(cond, array, scalar)`` (or ``(cond, scalar, array)``) in one compiled pass.
 
-Gradients that pass through a mask — ReLU's ``where(out > 0, g, 0)``, dropout's, ``masked_fill`` —
-select between an array and a constant. NumPy runs that form through its general broadcasting
-loop: 4 ms for a (2048, 512) float32 array on one core, where a pass over it takes 0.15 ms, and the
-multiply ``g * mask`` that ReLU used instead costs 0.6 ms with its bool-to-float cast. ``where``
-takes the compiled pass when the call is exactly that form — a C-contiguous bool ``cond``, a
-float array of the same shape, and a Python int/float or a NumPy scalar of the array's dtype, so
-the result dtype is the array's as NumPy's promotion rules give it — and of at least ``MIN_SIZE``
-elements (below it NumPy is as fast); operands in another layout are copied to C order first
-(0.3 ms at that size, still far below NumPy's loop). Every other call is ``np.where`` itself.
+A gradient that passes through a mask, such as ReLU's ``where(out > 0, g, 0)``, selects between an
+array and a constant. NumPy runs that form through its general broadcasting loop: 4 ms for a
+(2048, 512) float32 array on one core, where the compiled pass below takes 0.3 ms (and the multiply
+``g * mask`` that ReLU used before 0.6 ms, with its bool-to-float cast). ``where`` takes the
+compiled pass when the call is exactly that form — a bool ``cond``, a float32 or float64 array of
+the same shape, and a Python int/float or a NumPy scalar of the array's dtype, so that the result
+dtype is the array's under NumPy's promotion rules — with at least ``MIN_SIZE`` elements (below it
+NumPy is as fast); operands in another layout are first copied to C order (0.3 ms at that size).
+Every other call is ``np.where`` itself.
 Large arrays are split over Numba's threads (``prange``); each element is written once, so the
 result does not depend on the thread count.
 """
@@ -18,6 +18,7 @@ import numpy as np
 from numba import njit, prange
 
 MIN_SIZE = 1 << 14
+_COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @njit(parallel=True, cache=True)
@@ -49,7 +50,7 @@ def _fast_form(cond, a, b):
     if not (isinstance(cond, np.ndarray) and cond.dtype == np.bool_ and cond.size >= MIN_SIZE):
         return None
     for arr, other, when_true in ((a, b, True), (b, a, False)):
-        if isinstance(arr, np.ndarray) and arr.dtype.kind == "f" and arr.shape == cond.shape:
+        if isinstance(arr, np.ndarray) and arr.dtype in _COMPILED_DTYPES and arr.shape == cond.shape:
             const = _constant_for(other, arr.dtype)
             if const is not None:
                 return arr, const, when_true

@@ -43,7 +43,7 @@ def test_other_layouts_take_the_fast_form_after_a_copy(layout):
 
 
 @pytest.mark.parametrize("case", ["small", "other dtype scalar", "broadcast cond", "two arrays", "int array",
-                                  "int cond", "float overflowing float32"])
+                                  "int cond", "float overflowing float32", "float16 array"])
 def test_other_calls_are_numpys(case):
     arr = RNG.standard_normal(SHAPE).astype(np.float32)
     cond, a, b = RNG.random(SHAPE) > 0.5, arr, 0
@@ -59,6 +59,8 @@ def test_other_calls_are_numpys(case):
         a = (arr * 10).astype(np.int32)
     elif case == "int cond":
         cond = cond.astype(np.int8)
+    elif case == "float16 array":
+        a = arr.astype(np.float16)
     else:
         b = 1e300
     assert _fast_form(cond, a, b) is None
