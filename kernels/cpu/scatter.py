@@ -5,7 +5,7 @@ gradient per index. ``np.add.at`` does that through a generic per-element loop: 
 2,048 × 128 gradient of the W1 step's embedding on one core, where one pass over the rows takes
 about 0.05 ms. ``add_at`` runs that pass (a serial Numba loop: rows with the same index would race
 in a parallel one) when the call is a plain row scatter — a 1-D integer index into the first axis
-of a C-contiguous ``out``, ``values`` of shape ``(len(idx),) + out.shape[1:]`` and ``out``'s dtype —
+of a C-contiguous float32 or float64 ``out``, ``values`` of shape ``(len(idx),) + out.shape[1:]`` and ``out``'s dtype —
 and hands every other call, and every index out of range, to ``np.add.at`` itself, so results and
 errors are NumPy's. Rows are added in index order, as ``np.add.at`` does, so the sums are the same
 bit for bit.
@@ -38,7 +38,7 @@ def _add_rows(out, idx, values):
 
 def _is_row_scatter(out, idx, values) -> bool:
     return (isinstance(out, np.ndarray) and isinstance(idx, np.ndarray) and isinstance(values, np.ndarray)
-            and out.ndim >= 1 and idx.ndim == 1 and idx.dtype.kind == "i" and out.dtype.kind == "f"
+            and out.ndim >= 1 and idx.ndim == 1 and idx.dtype.kind == "i" and out.dtype in (np.float32, np.float64)
             and values.dtype == out.dtype and values.shape == idx.shape + out.shape[1:]
             and out.flags.c_contiguous and out.flags.writeable and values.flags.c_contiguous
             and out.size > 0)

@@ -55,7 +55,7 @@ def test_out_of_range_index_raises_numpys_error_and_changes_nothing(bad):
 
 
 @pytest.mark.parametrize("case", [
-    "tuple index", "bool index", "broadcast values", "int out", "strided out", "scalar-like index"])
+    "tuple index", "bool index", "broadcast values", "int out", "float16 out", "strided out", "scalar-like index"])
 def test_other_calls_go_to_numpy(case):
     out = RNG.standard_normal((4, 3))
     idx, values = np.array([0, 2, 2]), RNG.standard_normal((3, 3))
@@ -67,6 +67,8 @@ def test_other_calls_go_to_numpy(case):
         values = np.array([1.0, 2.0, 3.0])
     elif case == "int out":
         out, values = np.zeros((4, 3), np.int64), np.ones((3, 3), np.int64)
+    elif case == "float16 out":
+        out, values = out.astype(np.float16), values.astype(np.float16)
     elif case == "strided out":
         out = RNG.standard_normal((3, 4)).T
     else:
