@@ -14,6 +14,7 @@ import numpy as np
 from ..kernels import cpu as numba_kernels
 from ..kernels import reference as reference_kernels
 from ..kernels.cpu.matmul import matmul as threaded_matmul
+from ..kernels.cpu.reduce import sum as compiled_sum
 from ..kernels.cpu.scatter import add_at as row_scatter_add_at
 from ..kernels.cpu.where import where as compiled_where
 from . import check_kernel_choice, get_kernels as chosen_kernels
@@ -91,7 +92,7 @@ NUMPY_PRIMITIVES = ("asarray", "ascontiguousarray", "zeros", "ones", "full", "em
                     "ones_like",
                     "exp", "log", "sqrt", "abs", "tanh", "sign", "maximum", "minimum", "power",
                     "isfinite", "logical_not", "errstate",
-                    "sum", "max", "min", "argmax", "argmin", "any", "all",
+                    "max", "min", "argmax", "argmin", "any", "all",
                     "reshape", "transpose", "broadcast_to", "broadcast_shapes", "concatenate", "moveaxis")
 NumpyPrimitives = type("NumpyPrimitives", (), {name: staticmethod(getattr(np, name)) for name in NUMPY_PRIMITIVES})
 
@@ -120,6 +121,7 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
     split_at = staticmethod(np.split)
     add_at = staticmethod(row_scatter_add_at)   # np.add.at; row scatters (embedding backward) compiled
     where = staticmethod(compiled_where)        # np.where; array-or-constant selections compiled
+    sum = staticmethod(compiled_sum)            # np.sum; column sums (bias gradients) compiled, split over threads
     matmul = staticmethod(threaded_matmul)    # np.matmul, large products split over minitrans's threads
 
     @staticmethod
