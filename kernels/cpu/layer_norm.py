@@ -5,11 +5,12 @@ chunks (a few per thread): each chunk writes its rows of dx and accumulates its 
 partial dweight / dbias row, and the (chunks, D) partials are summed at the end, so
 no two tasks write the same memory.
 Memory plan: forward reads x once (mean and variance on the cached row, accumulated
-in float64) and writes y, mean, rstd once. The per-element passes that write y and dx run
-in the input's precision (the row statistics rounded to it once per row): float64
-arithmetic there made the float32 kernels about twice as slow (W1's (2048, 128) rows on one
-core: forward 0.155 -> 0.08 ms, backward 0.19 -> 0.14 ms) for differences of one float32 ulp. Backward reads dy and x once, writes dx
+in float64) and writes y, mean, rstd once. Backward reads dy and x once, writes dx
 once, plus 2 * chunks * D floats of partial sums.
+Precision: the sums stay in float64, but the per-element passes that write y and dx run in
+the input's precision (the row statistics rounded to it once per row): float64 arithmetic
+there made the float32 kernels up to twice as slow (W1's (2048, 128) rows on one core:
+forward 0.155 -> 0.08 ms, backward 0.19 -> 0.15 ms) for differences of a few float32 ulps.
 """
 from __future__ import annotations
 
