@@ -6,7 +6,9 @@ process by process (minitrans, torch, [jax], minitrans, torch, … over ``--roun
 the same thread settings (``--threads``: Numba, OpenBLAS, OpenMP, MKL and XLA all get the same
 count through the environment and each framework's own call; minitrans then puts OpenBLAS on one
 thread and splits large products over its own threads, the setting docs/performance.md recommends
-for training); a figure is the median over rounds
+for training; ``--products blas`` leaves OpenBLAS on ``--threads`` threads instead, which wins on
+the W1 step when other processes load the cores, since OpenBLAS's waiting threads keep theirs,
+and loses badly on the tiled attention of long sequences); a figure is the median over rounds
 of each process's median after warm-up. W1 uses the same batches and the same initial weights on
 every side (the first minitrans process writes them, the others load them) and the first two
 losses are compared. Every table records the load average before and after and the GFLOP/s of a
@@ -18,6 +20,7 @@ their FLOP count and the fraction of that peak they reach). ratio = minitrans ti
     python experiments/bench.py --quick --rounds 1       # plumbing check, a minute
     python experiments/bench.py --threads 2 --rounds 3   # the tables
     python experiments/bench.py --threads 1 --rounds 3 --only W1,W3,W4,W5
+    python experiments/bench.py --threads 2 --rounds 3 --only W1 --products blas
     python experiments/bench.py --sweep --rounds 3       # W1 over d_model and sequence, W2 over n
     python experiments/bench.py --profile-w1             # cProfile of W1 steps -> results/w1_profile.txt
 """
@@ -365,7 +368,9 @@ def _header(info: dict) -> list[str]:
             f"same run: {info['gemm_before']:.0f} GFLOP/s before, {info['gemm_after']:.0f} after (peak used for "
             f"the %-of-peak columns: {info['gemm_gflops']:.0f})",
             f"- {info['threads']} thread(s) for every side (Numba, OpenBLAS, OpenMP/torch, XLA; minitrans with "
-            "OpenBLAS on one thread and large products split over its own threads), Numba threading "
+            + ("OpenBLAS on one thread and large products split over its own threads" if info.get(
+                "minitrans_products", "split") == "split" else "OpenBLAS parallelising each product itself")
+            + "), Numba threading "
             f"layer `{info['numba_layer']}`, minitrans with `retain_freed_memory()`: "
             f"{'yes' if info.get('minitrans_retain_freed_memory', True) else 'no'}; versions: python {info['python']}, numpy {info['numpy']}, numba "
             f"{info['numba']}, torch {info['torch']}, jax {info['jax']}, minitrans {info['minitrans']}",
@@ -484,6 +489,57 @@ def profile_group(path: str, line: int, func: str) -> str:
     return "other"
 
 
+def _function_classes():
+    from minitrans.autograd.function import Function
+
+    todo, seen = [Function], []
+    while todo:
+        for sub in todo.pop().__subclasses__():
+            if sub not in seen:
+                seen.append(sub)
+                todo.append(sub)
+    return seen
+
+
+def op_times(step, n_steps: int, clock) -> tuple[dict, float]:
+    """{(op, "forward" | "backward"): (ms per step, calls per step)} of every autograd op over
+    ``n_steps`` steps, and the step's own ms: each op's ``forward``/``backward`` is wrapped for the
+    run (and restored), timed with ``clock``; what the step spends outside them (the engine,
+    Function.apply, the optimizer, Python) is the difference."""
+    totals: dict = {}
+    plan = []        # found before any wrapping, so that no wrapper wraps another
+    for cls in _function_classes():
+        for name in ("forward", "backward"):
+            owner = next(c for c in cls.__mro__ if name in c.__dict__)
+            if owner.__name__ == "Function":
+                continue
+            raw = owner.__dict__[name]
+            fn = raw.__get__(None, cls)          # a staticmethod's function, a classmethod bound to cls
+            plan.append((cls, name, fn, cls.__dict__.get(name)))
+    for cls, name, fn, _ in plan:
+        def timed_call(*args, _fn=fn, _key=(cls.__name__, name), **kwargs):
+            t0 = clock()
+            try:
+                return _fn(*args, **kwargs)
+            finally:
+                spent, calls = totals.get(_key, (0.0, 0))
+                totals[_key] = (spent + clock() - t0, calls + 1)
+
+        setattr(cls, name, staticmethod(timed_call))
+    try:
+        t0 = clock()
+        for _ in range(n_steps):
+            step()
+        whole = clock() - t0
+    finally:
+        for cls, name, _, own in plan:
+            if own is None:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, own)
+    return ({k: (v * 1e3 / n_steps, c / n_steps) for k, (v, c) in totals.items()}, whole * 1e3 / n_steps)
+
+
 def profile_w1(step, n_steps: int, out: Path, a) -> dict:
     import cProfile
     import io
@@ -519,12 +575,20 @@ def profile_w1(step, n_steps: int, out: Path, a) -> dict:
              f"{'group':<58}{'ms/step':>9}{'share':>8}"]
     for g, tt in sorted(groups.items(), key=lambda kv: -kv[1]):
         lines.append(f"{g:<58}{tt / n_steps * 1e3:>9.1f}{tt / total:>8.1%}")
+    ops, whole = op_times(step, n_steps, clock)
+    inside = sum(ms for ms, _ in ops.values())
+    lines += ["", f"per op ({a.profile_clock} clock, no profiler): step {whole:.1f} ms, inside the ops' forward/backward "
+              f"{inside:.1f} ms, outside them (engine, Function.apply, optimizer, Python) {whole - inside:.1f} ms", "",
+              f"{'op':<44}{'ms/step':>9}{'calls':>7}"]
+    for (op, phase), (ms, calls) in sorted(ops.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"{op + '.' + phase:<44}{ms:>9.2f}{calls:>7.0f}")
     text = "\n".join(lines) + "\n\n" + buf.getvalue()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     print("\n".join(text.splitlines()[:len(lines) + 22]))
     print(f"wrote {out}")
-    return dict(groups_ms_per_step={g: tt / n_steps * 1e3 for g, tt in groups.items()})
+    return dict(groups_ms_per_step={g: tt / n_steps * 1e3 for g, tt in groups.items()},
+                ops_ms_per_step={f"{op}.{phase}": ms for (op, phase), (ms, _) in ops.items()})
 
 
 # --------------------------------------------------------------------------- main
@@ -535,6 +599,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of alternating processes (>= 3 for a table)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every side")
     ap.add_argument("--layer", default="workqueue", help="Numba threading layer for minitrans (see minitrans.threads)")
+    ap.add_argument("--products", choices=("split", "blas"), default="split",
+                    help="how minitrans's matrix products use the threads: split over its own threads, each "
+                         "block a one-thread OpenBLAS call (the default), or OpenBLAS on --threads threads")
     ap.add_argument("--no-retain", action="store_true",
                     help="minitrans without retain_freed_memory() (the allocator returns freed blocks to the OS)")
     ap.add_argument("--sweep", action="store_true", help="the W1/W2 scaling sweeps instead of the W1-W6 tables")
@@ -552,7 +619,8 @@ def main(argv=None) -> dict:
 
         mt.set_threading_layer(a.layer)
         mt.set_num_threads(a.threads)
-        mt.threads.set_blas_num_threads(1)       # as bench_worker: minitrans splits the products itself
+        if a.products == "split":                 # as bench_worker: minitrans splits the products itself
+            mt.threads.set_blas_num_threads(1)
         if not a.no_retain:
             mt.backends.cpu.retain_freed_memory()
         with tempfile.TemporaryDirectory() as tmp:
@@ -560,8 +628,10 @@ def main(argv=None) -> dict:
             return profile_w1(step, a.profile_steps, Path(a.profile_out), a)
     only = [w.strip().upper() for w in a.only.split(",")]
     EXTRA_ENV["MT_BENCH_RETAIN"] = "0" if a.no_retain else "1"
+    EXTRA_ENV["MT_BENCH_PRODUCTS"] = a.products
     info = machine_info(a.threads, a.layer)
     info["minitrans_retain_freed_memory"] = not a.no_retain
+    info["minitrans_products"] = a.products
     info.update(rounds=a.rounds, load_before=loadavg())
     info["gemm_before"] = gemm_gflops(a.threads, a.layer)
     rows, raw = [], {}

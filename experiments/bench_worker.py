@@ -371,13 +371,16 @@ def setup_threads(fw: str, threads: int) -> dict:
         import minitrans as mt
 
         mt.set_threading_layer(os.environ.get("NUMBA_THREADING_LAYER", "default"))
-        mt.set_num_threads(threads)
-        # minitrans splits its large products and attention tiles over its own threads, each block a
-        # one-thread BLAS call (docs/performance.md): the explicit setting that needs
-        mt.threads.set_blas_num_threads(1)
+        mt.set_num_threads(threads)     # Numba and OpenBLAS on ``threads`` threads
+        if os.environ.get("MT_BENCH_PRODUCTS", "split") == "split":
+            # minitrans splits its large products and attention tiles over its own threads, each block a
+            # one-thread BLAS call (docs/performance.md): the explicit setting that needs. Otherwise
+            # (MT_BENCH_PRODUCTS=blas) OpenBLAS keeps the ``threads`` threads and parallelises each product
+            mt.threads.set_blas_num_threads(1)
         # what a minitrans user does for training speed (docs/performance.md): keep freed blocks for reuse
         retained = mt.backends.cpu.retain_freed_memory() if os.environ.get("MT_BENCH_RETAIN", "1") == "1" else False
         info.update(numba_threads=mt.get_num_threads(), blas_threads=mt.threads.get_blas_num_threads(),
+                    products=os.environ.get("MT_BENCH_PRODUCTS", "split"),
                     layer=mt.threading_layer(), retain_freed_memory=retained)
     elif fw == "torch":
         import torch

@@ -65,3 +65,33 @@ def test_worker_failure_is_reported_with_its_error(tmp_path):
     job = dict(workload="W3", n=-1, seed=0, warmup=1, reps=1)        # a negative matrix size
     with pytest.raises(RuntimeError, match=r"(?s)the numpy worker failed \(exit 1\):.*negative dimensions"):
         bench.run_process("numpy", [job], 1, "workqueue")
+
+
+def test_products_option_reaches_the_minitrans_worker(tmp_path, monkeypatch):
+    """--products blas leaves OpenBLAS on the worker's thread count; the default puts it on one thread."""
+    job = dict(workload="W1", weights=str(tmp_path / "w.npz"), **TINY)
+    seen = {}
+    for products in ("split", "blas"):
+        monkeypatch.setitem(bench.EXTRA_ENV, "MT_BENCH_PRODUCTS", products)
+        info = bench.race({"minitrans": [job]}, rounds=1, threads=2, layer="workqueue", label="tiny")["minitrans"]["info"]
+        seen[products] = (info["products"], info["blas_threads"])
+    if seen["split"][1] is None:
+        pytest.skip("NumPy's BLAS is not an OpenBLAS minitrans.threads can reach")
+    assert seen == {"split": ("split", 1), "blas": ("blas", 2)}
+
+
+def test_op_times_counts_each_op_and_puts_the_classes_back(tmp_path):
+    import time
+
+    from minitrans.ops.elementwise import Relu
+    from minitrans.ops.linalg import Linear
+
+    step = bench_worker.w1_minitrans(dict(TINY, weights=str(tmp_path / "w.npz")), tmp_path / "w.npz")
+    step()
+    before = {cls: dict(vars(cls)) for cls in bench._function_classes()}
+    ops, whole = bench.op_times(step, 2, time.perf_counter)
+    assert ops[("Linear", "forward")][1] == ops[("Linear", "backward")][1] == 1 * 4 + 1   # 1 layer: 4, head: 1
+    assert ops[("Relu", "forward")][1] == 1                  # an op whose forward a mixin defines
+    assert whole >= sum(ms for ms, _ in ops.values()) > 0
+    assert {cls: dict(vars(cls)) for cls in bench._function_classes()} == before
+    assert "forward" not in vars(Relu) and isinstance(vars(Linear)["forward"], staticmethod)

@@ -7,13 +7,31 @@ no two tasks write the same memory.
 Memory plan: forward reads x once (mean and variance on the cached row, accumulated
 in float64) and writes y, mean, rstd once. Backward reads dy and x once, writes dx
 once, plus 2 * chunks * D floats of partial sums.
+Precision: the sums stay in float64, but the per-element passes that write y and dx run in
+the input's precision (the row statistics rounded to it once per row): float64 arithmetic
+there made the float32 kernels up to twice as slow (W1's (2048, 128) rows on one core:
+forward 0.155 -> 0.08 ms, backward 0.19 -> 0.15 ms) for differences of a few float32 ulps.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, get_num_threads
+from numba import njit, prange, get_num_threads, types
+from numba.extending import overload
 
 from .softmax import FASTMATH
+
+
+def in_dtype_of(row, value):  # pragma: no cover - replaced by the overload below
+    """``value`` rounded to row's float dtype (Numba keeps a float64 scalar otherwise, and every
+    float32 element it meets is then widened)."""
+    raise NotImplementedError
+
+
+@overload(in_dtype_of, inline="always")
+def _in_dtype_of_ov(row, value):
+    if row.dtype == types.float32:
+        return lambda row, value: np.float32(value)
+    return lambda row, value: np.float64(value)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -35,8 +53,9 @@ def _ln_fwd(x, w, b, has_w, has_b, eps, y, mean, rstd):
         r = 1.0 / np.sqrt(v / d + eps)
         mean[i] = mu
         rstd[i] = r
+        mu_row, r_row = in_dtype_of(xr, mu), in_dtype_of(xr, r)
         for j in range(d):
-            h = (xr[j] - mu) * r
+            h = (xr[j] - mu_row) * r_row
             if has_w:
                 h = h * w[j]
             if has_b:
@@ -66,12 +85,11 @@ def _ln_bwd(dy, x, w, has_w, mean, rstd, dx, pw, pb):
                 sgx += g * h
                 pwr[j] += gr[j] * h
                 pbr[j] += gr[j]
-            sg /= d
-            sgx /= d
+            sg_row, sgx_row = in_dtype_of(xr, sg / d), in_dtype_of(xr, sgx / d)
             for j in range(d):
                 h = (xr[j] - mu) * r
                 g = gr[j] * w[j] if has_w else gr[j]
-                dr[j] = r * (g - sg - h * sgx)
+                dr[j] = r * (g - sg_row - h * sgx_row)
 
 
 def _check2d(*arrays: np.ndarray) -> None:

@@ -14,6 +14,9 @@ import numpy as np
 from ..kernels import cpu as numba_kernels
 from ..kernels import reference as reference_kernels
 from ..kernels.cpu.matmul import matmul as threaded_matmul
+from ..kernels.cpu.reduce import sum as compiled_sum
+from ..kernels.cpu.scatter import add_at as row_scatter_add_at
+from ..kernels.cpu.where import where as compiled_where
 from . import check_kernel_choice, get_kernels as chosen_kernels
 from .protocol import Backend
 
@@ -87,9 +90,9 @@ def _owner(a):
 # primitives that are the NumPy function of the same name, with NumPy's semantics
 NUMPY_PRIMITIVES = ("asarray", "ascontiguousarray", "zeros", "ones", "full", "empty", "arange", "zeros_like",
                     "ones_like",
-                    "exp", "log", "sqrt", "abs", "tanh", "sign", "maximum", "minimum", "where", "power",
+                    "exp", "log", "sqrt", "abs", "tanh", "sign", "maximum", "minimum", "power",
                     "isfinite", "logical_not", "errstate",
-                    "sum", "max", "min", "argmax", "argmin", "any", "all",
+                    "max", "min", "argmax", "argmin", "any", "all",
                     "reshape", "transpose", "broadcast_to", "broadcast_shapes", "concatenate", "moveaxis")
 NumpyPrimitives = type("NumpyPrimitives", (), {name: staticmethod(getattr(np, name)) for name in NUMPY_PRIMITIVES})
 
@@ -116,7 +119,9 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
 
     sum_to = staticmethod(_sum_to)
     split_at = staticmethod(np.split)
-    add_at = staticmethod(np.add.at)
+    add_at = staticmethod(row_scatter_add_at)   # np.add.at; row scatters (embedding backward) compiled
+    where = staticmethod(compiled_where)        # np.where; array-or-constant selections compiled
+    sum = staticmethod(compiled_sum)            # np.sum; column sums (bias gradients) compiled, split over threads
     matmul = staticmethod(threaded_matmul)    # np.matmul, large products split over minitrans's threads
 
     @staticmethod

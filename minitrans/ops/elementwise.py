@@ -224,10 +224,15 @@ class Sigmoid(_FromOutput, Function):
 
 
 class Relu(_FromOutput, Function):
-    """max(a, 0); the gradient passes where the output is positive"""
+    """max(a, 0); the gradient passes where the output is positive (elsewhere it is 0, even where
+    the incoming gradient is inf or nan, as in PyTorch)"""
 
     compute = staticmethod(lambda xp, a: xp.maximum(a, 0))
-    grad_from_output = staticmethod(lambda g, out: g * (out > 0))
+
+    @staticmethod
+    def backward(ctx, g):
+        (out,) = ctx.saved_arrays
+        return ctx.xp.where(out > 0, g, 0)
 
 
 class Gelu(Function):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -69,11 +70,53 @@ def _spy_on_blas_calls(monkeypatch):
 
 def test_blocks_run_on_the_worker_threads_when_blas_is_single_threaded(three_threads, monkeypatch):
     seen = _spy_on_blas_calls(monkeypatch)
+    workers_started = threading.Semaphore(0)
+    spy = mm.np.matmul
+
+    def caller_waits_for_the_workers(a, b, out=None):
+        if threading.current_thread().name.startswith("minitrans-worker"):
+            workers_started.release()
+        else:          # the calling thread's own block: hold it until both workers have taken theirs
+            assert workers_started.acquire(timeout=30) and workers_started.acquire(timeout=30)
+        return spy(a, b, out=out)
+
+    monkeypatch.setattr(mm.np, "matmul", caller_waits_for_the_workers)
     a, b = np.ones((10, 4), np.float32), np.ones((4, 3), np.float32)
     with threads.limit_blas_threads(1):
         assert (mm.matmul(a, b) == 4).all()
     assert sorted(s[2] for s in seen) == [2, 4, 4]                       # rows 0-3, 4-7, 8-9
     assert sum(s[0].startswith("minitrans-worker") for s in seen) == 2    # two blocks on the pool
+    assert all(s[1] == 1 for s in seen)                                  # each a one-thread BLAS call
+
+
+class _NeverStartedFuture(Future):
+    def result(self, timeout=None):
+        raise AssertionError("the caller waited for a block that no worker had started")
+
+
+class _PoolThatNeverStarts:
+    """A worker pool whose workers never get a core: submitted blocks stay pending."""
+
+    def __init__(self):
+        self.futures = []
+
+    def submit(self, fn, *args):
+        self.futures.append(_NeverStartedFuture())
+        return self.futures[-1]
+
+
+def test_blocks_no_worker_has_started_are_computed_by_the_caller(three_threads, monkeypatch):
+    seen = _spy_on_blas_calls(monkeypatch)
+    pool = _PoolThatNeverStarts()
+    monkeypatch.setattr(mm, "worker_pool", lambda n: pool)
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((10, 4)).astype(np.float32), rng.standard_normal((4, 3)).astype(np.float32)
+    with threads.limit_blas_threads(1):
+        got = mm.matmul(a, b)
+    np.testing.assert_array_equal(got, np.concatenate([a[:4] @ b, a[4:8] @ b, a[8:] @ b]))
+    assert [s[2] for s in seen] == [4, 4, 2]                             # all three blocks, in order
+    assert {s[0] for s in seen} == {threading.current_thread().name}
+    assert len(pool.futures) == 2 and all(f.cancelled() for f in pool.futures)
 
 
 def test_multithreaded_blas_gets_the_whole_product_and_keeps_its_count(three_threads, monkeypatch):
