@@ -175,7 +175,8 @@ def _walk(tensor: TensorBase, g0, retain_graph: bool, pending: list) -> None:
                     continue
                 if gi.shape != shape:
                     gi = _reduce(n, gi, shape)
-                if gi.dtype != dt:
+                gdt = gi.dtype
+                if gdt is not dt and gdt != dt:     # identity first: NumPy's dtype == is slower
                     gi = gi.astype(dt)
                 if isinstance(p, Function):
                     prev = grads.get(p)
