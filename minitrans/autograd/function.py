@@ -22,7 +22,12 @@ class Function:
     """
 
     __slots__ = ("xp", "saved", "needs_input_grad", "parents", "shapes", "dtypes", "_versions",
-                 "_hooks", "_retain", "_freed", "_trace", "__dict__")
+                 "_freed", "_trace", "__dict__")
+    # hooks on the node's output and a retain_grad() reference: rare, so they default here and are
+    # stored in the instance only when set (the engine clears the instance's attributes once the
+    # node has run, as it frees the saved arrays)
+    _hooks = None
+    _retain = None
 
     @staticmethod
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
@@ -95,8 +100,6 @@ class Function:
         if req and STATE.enabled:
             t.requires_grad = True
             ctx.parents, ctx.shapes, ctx.dtypes = _edges(args, raw, needs)
-            ctx._hooks = None
-            ctx._retain = None
             saved = ctx.saved
             ctx._versions = _saved_versions(args, saved, xp, out, t) if saved else None
             if STATE.anomaly:
