@@ -15,9 +15,10 @@ def normalize_dim(dim, ndim: int, who: str) -> int:
     Raises ``TypeError`` when ``dim`` is not an integer and ``IndexError`` naming ``who`` when it is
     out of range: ``"who: dim D is out of range for a tensor with N dimensions"``.
     """
-    if not isinstance(dim, Integral):
-        raise TypeError(f"{who}: dim must be an int, got {type(dim).__name__}")
-    dim = int(dim)
+    if type(dim) is not int:        # a plain int skips the (slow) abstract Integral check
+        if not isinstance(dim, Integral):
+            raise TypeError(f"{who}: dim must be an int, got {type(dim).__name__}")
+        dim = int(dim)
     size = ndim if ndim > 0 else 1
     if not -size <= dim < size:
         raise IndexError(f"{who}: dim {dim} is out of range for a tensor with {ndim} dimensions")

@@ -64,18 +64,31 @@ def promote(a: TensorBase, b, div: bool):
 
 
 def _binary(fn, name):
-    """``(self <op> other, other <op> self)`` for the elementwise Function ``fn``."""
+    """``(self <op> other, other <op> self)`` for the elementwise Function ``fn``.
+
+    A float tensor meeting a Python float or int, or another float tensor, needs no promotion
+    (``promote`` only changes int/bool operands), so that common case goes straight to ``fn.apply``.
+    """
     div = name == "truediv"
 
     def op(self, other):
-        other = as_operand(self, other)
-        if div or self._data.dtype.kind != "f" or (isinstance(other, TensorBase) and other._data.dtype.kind != "f"):
-            self, other = promote(self, other, div)
+        kind = type(other)
+        if kind is not float and kind is not int:
+            other = as_operand(self, other)
+            if isinstance(other, TensorBase) and other._data.dtype.kind != "f":
+                return fn.apply(*promote(self, other, div))
+        if self._data.dtype.kind != "f":
+            return fn.apply(*promote(self, other, div))
         return fn.apply(self, other)
 
     def reflected(self, other):
-        other = as_operand(self, other)
-        if div or self._data.dtype.kind != "f" or (isinstance(other, TensorBase) and other._data.dtype.kind != "f"):
+        kind = type(other)
+        if kind is not float and kind is not int:
+            other = as_operand(self, other)
+            if isinstance(other, TensorBase) and other._data.dtype.kind != "f":
+                self, other = promote(self, other, div)
+                return fn.apply(other, self)
+        if self._data.dtype.kind != "f":
             self, other = promote(self, other, div)
         return fn.apply(other, self)
 

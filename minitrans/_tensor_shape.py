@@ -16,6 +16,11 @@ def sizes_from_args(shape) -> tuple:
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     for s in shape:
+        if type(s) is not int:      # plain ints (the common case) need no conversion
+            break
+    else:
+        return tuple(shape)
+    for s in shape:
         if not isinstance(s, (int, np.integer)):
             raise TypeError(f"shape entries must be ints, got {shape!r}")
     return tuple(int(s) for s in shape)
@@ -102,11 +107,11 @@ class ShapeMixin:
 
     def permute(self, *dims) -> TensorBase:
         dims = sizes_from_args(dims)
-        n = self.ndim
-        if len(dims) != n or any(not -n <= d < n for d in dims) or \
-                sorted(d % max(n, 1) for d in dims) != list(range(n)):
+        n = self._data.ndim
+        axes = [d + n if d < 0 else d for d in dims if -n <= d < n]
+        if len(axes) != n or len(dims) != n or len(set(axes)) != n:
             raise ValueError(f"permute: dims {dims} are not a permutation of the {n} dims of shape {tuple(self.shape)}")
-        return shape_ops.Permute.apply(self, tuple(d % n for d in dims))
+        return shape_ops.Permute.apply(self, tuple(axes))
 
     def transpose(self, dim0: int, dim1: int) -> TensorBase:
         d0, d1 = normalize_dim(dim0, self.ndim, "transpose"), normalize_dim(dim1, self.ndim, "transpose")

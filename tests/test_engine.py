@@ -490,3 +490,22 @@ def test_detect_anomaly_quiet_on_finite_values_and_restores_state():
     from minitrans.autograd.grad_mode import STATE
 
     assert STATE.anomaly is False
+
+
+def test_node_hooks_and_retain_grad_last_across_retained_passes_and_stay_on_their_node():
+    """A non-leaf's hook and retain_grad() are stored on its node only: they run on every retained
+    backward pass, and another node of the same op gets neither."""
+    x = mt.tensor([1.0, 2.0], requires_grad=True)
+    y = x * 3.0
+    seen = []
+    y.register_hook(lambda g: seen.append(g.tolist()))
+    y.retain_grad()
+    z = (y * y).sum()
+    z.backward(retain_graph=True)
+    z.backward()
+    assert seen == [[6.0, 12.0], [6.0, 12.0]]       # dz/dy = 2y = 6x, each pass
+    assert y.grad.tolist() == [12.0, 24.0]           # retained gradient summed over the two passes
+    assert x.grad.tolist() == [36.0, 72.0]           # dz/dx = 18x, twice
+    w = x * 3.0
+    w.sum().backward()
+    assert seen == [[6.0, 12.0], [6.0, 12.0]] and w.grad is None

@@ -27,12 +27,14 @@ OPERANDS = {
     "float64": _RNG.uniform(0.5, 2.0, (3,)),
     "py_float": 1.5,
     "py_int": 2,
+    "np_float64": np.float64(1.25),     # NumPy scalars act as Python numbers: never float64 for a float32 tensor
+    "np_int64": np.int64(3),
 }
 _CATEGORY = {"b": 0, "i": 1, "f": 2}
 
 
 def _is_scalar(name):
-    return name.startswith("py_")
+    return not isinstance(OPERANDS[name], np.ndarray)
 
 
 def expected_dtype(op, x, y):

@@ -290,3 +290,22 @@ def test_assigning_a_graph_value_into_a_view_of_a_plain_tensor_is_refused():
     detached_view = base.detach()[1:3]
     with pytest.raises(RuntimeError, match="assigning into a view"):
         detached_view.detach()[0] = w[0]
+
+
+def test_dims_and_sizes_given_as_numpy_integers_or_negative_ints_act_as_plain_ints():
+    """Plain ints take a fast path in the dim and size checks; every other integer type must still work."""
+    x = mt.tensor(np.arange(24.0).reshape(2, 3, 4))
+    ref = np.arange(24.0).reshape(2, 3, 4)
+    assert x.permute(np.int64(2), -3, np.int32(1)).shape == (4, 2, 3)
+    np.testing.assert_array_equal(x.permute(-1, 0, 1).numpy(), ref.transpose(2, 0, 1))
+    np.testing.assert_array_equal(x.transpose(np.int64(0), -1).numpy(), ref.transpose(2, 1, 0))
+    np.testing.assert_array_equal(x.sum(np.int64(-1)).numpy(), ref.sum(-1))
+    y = x.reshape(np.int64(6), 4)
+    assert y.shape == (6, 4) and all(type(s) is int for s in y.shape)
+    with pytest.raises(TypeError, match="shape entries must be ints"):
+        x.reshape(6.0, 4)
+    with pytest.raises(TypeError, match="dim must be an int"):
+        x.sum(1.0)
+    for bad in [(0, 1), (0, 1, 1), (0, 1, 3), (0, 1, -4), (0, 1, 2, 0)]:
+        with pytest.raises(ValueError, match="not a permutation"):
+            x.permute(*bad)

@@ -131,13 +131,12 @@ def _walk(tensor: TensorBase, g0, retain_graph: bool, pending: list) -> None:
                         deps[p] = c + 1
                 else:
                     leaf_deps[id(p)] = leaf_deps.get(id(p), 0) + 1
-        grads = {root: g0}
+        grads: dict = {}                      # node -> gradient summed so far, while more edges into it remain
         leaves: dict = {}                     # id(leaf) -> (leaf, gradient summed so far)
-        ready = [root]
+        ready = [(root, g0)]                  # nodes whose gradient is complete, with it
         anomaly = STATE.anomaly
         while ready:
-            n = ready.pop()
-            g = grads.pop(n)
+            n, g = ready.pop()
             if n._hooks:
                 g = _run_hooks(n._hooks, g, dev)
             if n._retain is not None:
@@ -175,15 +174,18 @@ def _walk(tensor: TensorBase, g0, retain_graph: bool, pending: list) -> None:
                     continue
                 if gi.shape != shape:
                     gi = _reduce(n, gi, shape)
-                if gi.dtype != dt:
+                gdt = gi.dtype
+                if gdt is not dt and gdt != dt:     # identity first: NumPy's dtype == is slower
                     gi = gi.astype(dt)
                 if isinstance(p, Function):
-                    prev = grads.get(p)
-                    grads[p] = gi if prev is None else prev + gi
                     c = deps[p] - 1
-                    deps[p] = c
-                    if c == 0:
-                        ready.append(p)
+                    if c == 0:                # its last edge: the gradient is complete (one edge: no dict)
+                        prev = grads.pop(p, None)
+                        ready.append((p, gi if prev is None else prev + gi))
+                    else:
+                        deps[p] = c
+                        prev = grads.get(p)
+                        grads[p] = gi if prev is None else prev + gi
                 else:
                     k = id(p)
                     prev = leaves.get(k)
