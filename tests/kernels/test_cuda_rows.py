@@ -48,11 +48,6 @@ def small_groups():
         setattr(m, k, v)
 
 
-@pytest.fixture
-def rng(request):
-    return np.random.default_rng(abs(hash(request.node.name)) % 2**32)
-
-
 def dev(a):
     return cuda.to_device(np.ascontiguousarray(a))
 
