@@ -36,7 +36,7 @@ from minitrans.threads import blas_is_single_threaded, worker_pool
 MIN_FLOPS = 1 << 22        # below ~4 MFLOP a product runs whole: the hand-over (~20 µs) would not pay
 
 
-def batch_blocks(n: int, parts: int) -> list[tuple[int, int]]:
+def _blocks(n: int, parts: int) -> list[tuple[int, int]]:
     step = -(-n // parts)
     return [(i, min(n, i + step)) for i in range(0, n, step)]
 
@@ -80,7 +80,7 @@ def _product(a, b, bias):
             or not blas_is_single_threaded() or (bias is not None and a.ndim != 2):
         return _with_bias(np.matmul(a, b), bias)
     out = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)
-    blocks = batch_blocks(split, min(nt, split))
+    blocks = _blocks(split, min(nt, split))
     if a.ndim == 2:
         def run(r0, r1):
             block = np.matmul(a[r0:r1], b, out=out[r0:r1])
@@ -88,16 +88,6 @@ def _product(a, b, bias):
                 block += bias
     else:
         run = lambda r0, r1: np.matmul(a[r0:r1], b[r0:r1], out=out[r0:r1])  # noqa: E731
-    run_blocks(run, blocks)
-    return out
-
-
-def run_blocks(run, blocks) -> None:
-    """run(start, stop) for every block: the first on the calling thread, the others handed to the
-    worker pool; a block no worker has started when the caller is done is taken back and run here."""
-    if len(blocks) == 1:
-        run(*blocks[0])
-        return
     pool = worker_pool(len(blocks) - 1)
     futures = [pool.submit(run, r0, r1) for r0, r1 in blocks[1:]]
     run(*blocks[0])
@@ -106,3 +96,4 @@ def run_blocks(run, blocks) -> None:
             run(*block)
         else:
             f.result()
+    return out

@@ -12,7 +12,6 @@ import pytest
 
 from minitrans.kernels import cpu, reference as ref
 from minitrans.kernels.cpu import attention as cpu_attention
-from minitrans.kernels.cpu import attention_small as cpu_small
 
 DTYPES = [np.float32, np.float64]
 
@@ -277,38 +276,6 @@ def _make_bias(rng, kind, B, Tq, Tk):
     bias[rng.random(bias.shape) < 0.3] = -np.inf
     bias[0, Tq // 2, :] = -np.inf
     return bias
-
-
-@pytest.mark.parametrize("dt", DTYPES)
-@pytest.mark.parametrize("case", [c for c in ATTN_CASES if c[0] > 1])
-def test_short_path_split_over_threads_matches_one_block(rng, monkeypatch, dt, case):
-    """The short-sequence path cut into blocks of sequences for three threads gives the very bits
-    of the whole batch on one thread (forward and backward), so results do not depend on the
-    thread count."""
-    monkeypatch.setattr(cpu_attention, "SMALL_T", 10**9)
-    B, Tq, Tk, d, dv, causal, kind = case
-    q, k = rng.standard_normal((B, Tq, d)).astype(dt), rng.standard_normal((B, Tk, d)).astype(dt)
-    v, do = rng.standard_normal((B, Tk, dv)).astype(dt), rng.standard_normal((B, Tq, dv)).astype(dt)
-    bias = _make_bias(rng, kind, B, Tq, Tk)
-    scale = 1.0 / np.sqrt(d)
-
-    def run():
-        o, lse = cpu.attention_forward(q, k, v, bias, causal, scale)
-        return (o, lse) + tuple(cpu.attention_backward(q, k, v, o, lse, do, bias, causal, scale))
-
-    monkeypatch.setattr(cpu_small, "get_num_threads", lambda: 1)
-    whole = run()
-    monkeypatch.setattr(cpu_small, "get_num_threads", lambda: 3)
-    monkeypatch.setattr(cpu_small, "MIN_FLOPS", 0)
-    monkeypatch.setattr(cpu_small, "blas_is_single_threaded", lambda: True)
-    cuts = []
-    real_run_blocks = cpu_small.run_blocks
-    monkeypatch.setattr(cpu_small, "run_blocks", lambda fn, blocks: (cuts.append(len(blocks)),
-                                                                     real_run_blocks(fn, blocks)))
-    split = run()
-    assert cuts == [min(3, B)] * 2
-    for a, b in zip(whole, split):
-        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("blocks", ["default", "small", "short-path"])
