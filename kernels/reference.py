@@ -244,6 +244,11 @@ def matmul(a, b, trans_a=False, trans_b=False):
     return np.matmul(a, b)
 
 
+def addmm(bias, a, b):
+    """a @ b + bias (a Linear layer's forward)."""
+    return np.matmul(a, b) + bias
+
+
 def embedding_forward(weight, idx):
     return weight[idx]
 

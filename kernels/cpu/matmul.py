@@ -43,9 +43,29 @@ def _blocks(n: int, parts: int) -> list[tuple[int, int]]:
 
 def matmul(a, b):
     """``np.matmul(a, b)``, split over minitrans's threads when that pays (see the module docstring)."""
+    return _product(a, b, None)
+
+
+def addmm(bias, a, b):
+    """``a @ b + bias`` for 2-D ``a`` (m, k), ``b`` (k, n) and ``bias`` (n,), as ``y = a @ b; y += bias``.
+
+    The addition runs inside each thread's block of rows, right after its product, while those rows
+    are still in cache: as a separate pass it ran on the calling thread alone, over the whole output
+    (W1's nine Linear layers: ~0.9 ms of one core per step). Each element is computed by the same
+    two operations as before, so the result is the same bit for bit."""
+    return _product(a, b, bias)
+
+
+def _with_bias(y, bias):
+    if bias is not None:
+        y += bias
+    return y
+
+
+def _product(a, b, bias):
     nt = get_num_threads()
     if nt == 1 or threading.current_thread().name.startswith("minitrans-"):
-        return np.matmul(a, b)
+        return _with_bias(np.matmul(a, b), bias)
     if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
         m, k = a.shape
         n = b.shape[1]
@@ -54,15 +74,18 @@ def matmul(a, b):
         split, m, k = a.shape
         n = b.shape[2]
         m *= split
-    else:
-        return np.matmul(a, b)          # everything else (and every bad shape) as NumPy does it
+    else:                   # everything else (and every bad shape) as NumPy does it
+        return _with_bias(np.matmul(a, b), bias)
     if 2 * m * n * k < MIN_FLOPS or split < 2 or a.dtype != b.dtype or a.dtype.kind != "f" \
-            or not blas_is_single_threaded():
-        return np.matmul(a, b)
+            or not blas_is_single_threaded() or (bias is not None and a.ndim != 2):
+        return _with_bias(np.matmul(a, b), bias)
     out = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)
     blocks = _blocks(split, min(nt, split))
     if a.ndim == 2:
-        run = lambda r0, r1: np.matmul(a[r0:r1], b, out=out[r0:r1])  # noqa: E731
+        def run(r0, r1):
+            block = np.matmul(a[r0:r1], b, out=out[r0:r1])
+            if bias is not None:
+                block += bias
     else:
         run = lambda r0, r1: np.matmul(a[r0:r1], b[r0:r1], out=out[r0:r1])  # noqa: E731
     pool = worker_pool(len(blocks) - 1)

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..kernels import cpu as numba_kernels
 from ..kernels import reference as reference_kernels
+from ..kernels.cpu.matmul import addmm as threaded_addmm
 from ..kernels.cpu.matmul import matmul as threaded_matmul
 from ..kernels.cpu.reduce import sum as compiled_sum
 from ..kernels.cpu.scatter import add_at as row_scatter_add_at
@@ -123,6 +124,7 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
     where = staticmethod(compiled_where)        # np.where; array-or-constant selections compiled
     sum = staticmethod(compiled_sum)            # np.sum; column sums (bias gradients) compiled, split over threads
     matmul = staticmethod(threaded_matmul)    # np.matmul, large products split over minitrans's threads
+    addmm = staticmethod(threaded_addmm)      # a @ b + bias, the addition inside each thread's block
 
     @staticmethod
     def to_numpy(a):

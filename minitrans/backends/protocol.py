@@ -43,7 +43,7 @@ PRIMITIVES = (
     # gather / scatter
     "add_at", "index_extremes",
     # linear algebra
-    "matmul",
+    "matmul", "addmm",
     # random
     "dropout_mask",
     # many arrays per call
@@ -307,6 +307,12 @@ class Backend:
     def matmul(a, b):
         """NumPy ``matmul``: batched, broadcast over leading axes; 1-D operands promoted and the
         added axis removed; a zero-length contraction (K = 0) gives zeros."""
+
+    @staticmethod
+    def addmm(bias, a, b):
+        """``a @ b + bias`` for 2-D ``a`` (m, k), ``b`` (k, n) and a ``bias`` (n,) of their dtype:
+        a Linear layer's forward, the bias added as part of the product (same values as
+        ``y = matmul(a, b); y += bias``)."""
 
     # ------------------------------------------------------------ random
     @staticmethod

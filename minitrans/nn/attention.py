@@ -5,6 +5,7 @@ import numpy as np
 
 from .. import _dtype
 from .._functions import cat
+from ..ops import attention as attention_ops
 from ..tensor import Tensor, tensor, zeros
 from . import functional as F
 from . import init
@@ -86,6 +87,13 @@ class MultiheadAttention(Module):
                              f"{tuple(value.shape)} must share batch size, and key/value their length")
         H, hd = self.num_heads, self.head_dim
         past = self._check_past(past_key_value, B, static_kv)
+        p_drop = self.dropout if self.training else 0.0
+        if past is None and not (use_cache or need_weights or p_drop or key_padding_mask is not None) \
+                and query is key is value and self.rotary is None:
+            out = self._packed_self_attention(query, attn_mask, is_causal)
+            if out is not None:
+                out = self.out_proj(out)
+                return (out if self.batch_first else out.transpose(0, 1)), None
         P = 0 if past is None or static_kv else past.length      # positions already in the cache
         if past is not None and static_kv:                         # cross-attention: K/V made once
             q = F.linear(query, self.in_proj_weight[:E], None if self.in_proj_bias is None else self.in_proj_bias[:E])
@@ -113,7 +121,6 @@ class MultiheadAttention(Module):
                 lim = tensor(lim, device=query.device)
                 bias = lim if bias is None else bias + lim
             is_causal = False                                   # one query row: every cached key is visible
-        p_drop = self.dropout if self.training else 0.0
         weights = None
         if need_weights:
             out, weights = self._with_weights(q, k, v, bias, is_causal, p_drop)
@@ -126,6 +133,28 @@ class MultiheadAttention(Module):
         if not self.batch_first:
             out = out.transpose(0, 1)
         return (out, weights, present) if use_cache else (out, weights)
+
+    def _packed_self_attention(self, x: Tensor, attn_mask, is_causal: bool):
+        """Self-attention of x (B, T, E) as one op on the packed Q/K/V projection (see
+        ``PackedSelfAttention``), before the output projection; None where it does not apply
+        (a mask that needs a gradient or one per batch item, a non-float input)."""
+        if not x.dtype.is_floating_point or (attn_mask is not None and attn_mask.requires_grad):
+            return None
+        B, T, _ = x.shape
+        H = self.num_heads
+        bias = self._bias(attn_mask, None, B, T, T, x)
+        if bias is not None:
+            m = bias._data
+            if m.shape[:2] == (1, 1):
+                m = x.device.backend.broadcast_to(m.reshape(1, T, T), (B * H, T, T))
+            elif m.shape[:2] == (B, H):
+                m = m.reshape(B * H, T, T)
+            else:
+                return None
+            bias = m
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        scale = 1.0 / float(np.sqrt(self.head_dim))
+        return attention_ops.PackedSelfAttention.apply(qkv, H, bias, bool(is_causal), scale)
 
     def _check_past(self, past, B: int, static_kv: bool):
         if past is None:

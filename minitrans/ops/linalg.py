@@ -56,9 +56,7 @@ class Linear(Function):
     def forward(ctx, x, w, b):
         xp = ctx.xp   # shapes are checked once, by F.linear
         x2 = x.reshape(-1, x.shape[-1])
-        y = xp.matmul(x2, xp.transpose(w))
-        if b is not None:
-            y += b
+        y = xp.matmul(x2, xp.transpose(w)) if b is None else xp.addmm(b, x2, xp.transpose(w))
         ctx.save_for_backward(x2, w)
         ctx.xshape = x.shape
         return y.reshape(x.shape[:-1] + (w.shape[0],))

@@ -313,3 +313,16 @@ def test_index_grad_places_the_gradient_on_every_device(device, idx):
     np.testing.assert_array_equal(xp.to_numpy(got), want)
     assert _error(lambda: xp.index_grad(shape, np.float32, (5,), xp.from_numpy(np.ones(3)))) == (
         IndexError, "index 5 is out of bounds for axis 0 with size 4")
+
+
+# ----------------------------------------------------------------------------- addmm (Linear forward)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_addmm_is_the_product_plus_the_bias_on_every_device(device, dtype):
+    rng = np.random.default_rng(5)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype is np.float32 else dict(rtol=1e-12, atol=1e-12)
+    a, w, bias = (rng.standard_normal(s).astype(dtype) for s in ((6, 4), (3, 4), (3,)))
+    xp = mt.device(device).backend
+    got = xp.addmm(xp.asarray(bias), xp.asarray(a), xp.transpose(xp.asarray(w)))
+    np.testing.assert_allclose(xp.to_numpy(got), a @ w.T + bias, **tol)
+    out = F.linear(mt.tensor(a, device=device), mt.tensor(w, device=device), mt.tensor(bias, device=device))
+    np.testing.assert_allclose(out.numpy(), a @ w.T + bias, **tol)

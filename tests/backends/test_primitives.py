@@ -141,6 +141,9 @@ VALUE_CASES = {
                (lambda B, a, b: B.matmul(a, b), np.matmul, [F64, F64[0].copy()]),
                (lambda B, a, b: B.matmul(a, b), np.matmul, [np.zeros((2, 0)), np.zeros((0, 3))]),
                (lambda B, a, b: B.matmul(a, b), np.matmul, [F32, F64.T.copy()])],
+    "addmm": [(lambda B, c, a, b: B.addmm(c, a, b), lambda c, a, b: a @ b + c, [F64[0, :2].copy(), F64, F64.T.copy()]),
+              (lambda B, c, a, b: B.addmm(c, a, b), lambda c, a, b: a @ b + c,
+               [F32[1], F32.T.copy(), F32.copy()])],
     "copy_many": [(lambda B, d1, d2, s1, s2: (B.copy_many([d1, d2], [s1, s2]), (d1, d2))[1],
                    lambda d1, d2, s1, s2: (s1, s2), [np.zeros((2, 3)), np.zeros(3, np.float32), F64, F32[0]])],
     "clip_grad_norm_flat": [

@@ -2,6 +2,7 @@
 (2-D rows, 3-D batches), awkward and length-1 sizes, non-contiguous operands, both float dtypes."""
 from __future__ import annotations
 
+import contextlib
 import threading
 from concurrent.futures import Future
 
@@ -141,3 +142,23 @@ def test_mixed_dtypes_and_bad_shapes_behave_as_numpy(three_threads):
     assert mm.matmul(a32, b64).dtype == np.float64
     with pytest.raises(ValueError):
         mm.matmul(np.ones((4, 3)), np.ones((2, 5)))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("m, k, n", [(1, 3, 2), (7, 13, 5), (301, 128, 96)])
+@pytest.mark.parametrize("lb", ["c", "t"])
+def test_addmm_adds_the_bias_in_every_block_bit_for_bit(three_threads, dt, m, k, n, lb):
+    """addmm gives exactly what the product then ``+= bias`` gave (the bias added once, to every row,
+    whichever thread computed it), whether minitrans's threads or OpenBLAS run the product; and
+    a @ b + bias within rounding of the NumPy reference."""
+    rng = np.random.default_rng(m + k + n)
+    a, b = _views(rng, (m, k), dt, "c"), _views(rng, (k, n), dt, lb)
+    bias = rng.standard_normal(n).astype(dt)
+    for blas_one_thread in (True, False):
+        with threads.limit_blas_threads(1) if blas_one_thread else contextlib.nullcontext():
+            want = mm.matmul(a, b)
+            want += bias
+            got = mm.addmm(bias, a, b)
+        assert got.dtype == a.dtype
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_allclose(got, reference.addmm(bias, a, b), rtol=TOL[dt], atol=TOL[dt] * k)

@@ -258,6 +258,12 @@ class CUDABackend(Backend):
     copy = staticmethod(copy)
 
     matmul = staticmethod(matmul)
+
+    @staticmethod
+    def addmm(bias, a, b):
+        y = matmul(a, b)
+        y += bias
+        return y
     sigmoid = staticmethod(sigmoid)
 
     softmax_forward = staticmethod(softmax_forward)
