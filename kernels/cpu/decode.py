@@ -100,26 +100,33 @@ def cached_attention_reference(q, k, v, length, past, causal, key_bias, scale):
     return (p @ vh).transpose(0, 2, 1, 3).astype(q.dtype)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _norm_row(xr, w, b, eps, yr):
+    """yr = LayerNorm(xr) * w + b for one row (moments summed in float64)."""
+    d = xr.shape[0]
+    s = 0.0
+    for j in range(d):
+        s += xr[j]
+    mu = s / d
+    var = 0.0
+    for j in range(d):
+        t = xr[j] - mu
+        var += t * t
+    r = 1.0 / np.sqrt(var / d + eps)
+    for j in range(d):
+        yr[j] = (xr[j] - mu) * r * w[j] + b[j]
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def _add_layer_norm(x, delta, has_delta, w, b, eps, y):
     n, d = x.shape
     for i in range(n):
-        xr, yr = x[i], y[i]
+        xr = x[i]
         if has_delta:
             dr = delta[i]
             for j in range(d):
                 xr[j] += dr[j]
-        s = 0.0
-        for j in range(d):
-            s += xr[j]
-        mu = s / d
-        var = 0.0
-        for j in range(d):
-            t = xr[j] - mu
-            var += t * t
-        r = 1.0 / np.sqrt(var / d + eps)
-        for j in range(d):
-            yr[j] = (xr[j] - mu) * r * w[j] + b[j]
+        _norm_row(xr, w, b, eps, y[i])
 
 
 def add_layer_norm(x, delta, weight, bias, eps: float):
@@ -159,19 +166,7 @@ def _affine(w, b, x, y):
 @njit(inline="always", fastmath=FASTMATH)
 def _norm_rows(x, w, b, eps, y):
     for m in range(x.shape[0]):
-        xr, yr = x[m], y[m]
-        d = xr.shape[0]
-        s = 0.0
-        for j in range(d):
-            s += xr[j]
-        mu = s / d
-        var = 0.0
-        for j in range(d):
-            t = xr[j] - mu
-            var += t * t
-        r = 1.0 / np.sqrt(var / d + eps)
-        for j in range(d):
-            yr[j] = (xr[j] - mu) * r * w[j] + b[j]
+        _norm_row(x[m], w, b, eps, y[m])
 
 
 @njit(inline="always", fastmath=FASTMATH)
