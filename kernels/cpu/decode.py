@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .layer_norm import row_moments
 from .softmax import FASTMATH, exp_inplace, int_scratch, recip, zero
 
 
@@ -103,17 +104,8 @@ def cached_attention_reference(q, k, v, length, past, causal, key_bias, scale):
 @njit(inline="always", fastmath=FASTMATH)
 def _norm_row(xr, w, b, eps, yr):
     """yr = LayerNorm(xr) * w + b for one row (moments summed in float64)."""
-    d = xr.shape[0]
-    s = 0.0
-    for j in range(d):
-        s += xr[j]
-    mu = s / d
-    var = 0.0
-    for j in range(d):
-        t = xr[j] - mu
-        var += t * t
-    r = 1.0 / np.sqrt(var / d + eps)
-    for j in range(d):
+    mu, r = row_moments(xr, eps)
+    for j in range(xr.shape[0]):
         yr[j] = (xr[j] - mu) * r * w[j] + b[j]
 
 

@@ -34,6 +34,21 @@ def _in_dtype_of_ov(row, value):
     return lambda row, value: np.float64(value)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def row_moments(xr, eps):
+    """(mean, 1 / sqrt(var + eps)) of one row, summed in float64 (two passes over the row)."""
+    d = xr.shape[0]
+    s = 0.0
+    for j in range(d):
+        s += xr[j]
+    mu = s / d
+    v = 0.0
+    for j in range(d):
+        t = xr[j] - mu
+        v += t * t
+    return mu, 1.0 / np.sqrt(v / d + eps)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _ln_fwd(x, w, b, has_w, has_b, eps, y, mean, rstd):
     """y = (x - mean) * rstd (* w) (+ b) per row, saving mean and rstd (float64 sums).
@@ -42,15 +57,7 @@ def _ln_fwd(x, w, b, has_w, has_b, eps, y, mean, rstd):
     n, d = x.shape
     for i in prange(n):
         xr, yr = x[i], y[i]
-        s = 0.0
-        for j in range(d):
-            s += xr[j]
-        mu = s / d
-        v = 0.0
-        for j in range(d):
-            t = xr[j] - mu
-            v += t * t
-        r = 1.0 / np.sqrt(v / d + eps)
+        mu, r = row_moments(xr, eps)
         mean[i] = mu
         rstd[i] = r
         mu_row, r_row = in_dtype_of(xr, mu), in_dtype_of(xr, r)
