@@ -14,6 +14,7 @@ import numpy as np
 
 from ...kernels.cuda._util import counters, device_array, strided_view
 from ...kernels.cuda.layout import c_strides, element_count, is_c_contiguous, nocopy_strides, permutation, span
+from .pending_checks import PENDING
 
 _Scalar = (numbers.Number, np.generic)
 
@@ -265,9 +266,12 @@ def from_numpy(a, copy: bool = False) -> CudaArray:
 
 
 def to_numpy(a) -> np.ndarray:
-    """Copy a device array to the host (the device->host entry point)."""
+    """Copy a device array to the host (the device->host entry point). Every host read the user
+    asks for passes here, so here the pending index-range checks are read back (one more
+    transfer, only when some are pending) and a failed one raises its IndexError."""
     if not isinstance(a, CudaArray):
         return np.asarray(a)
+    PENDING.raise_first_violation()
     if a.size == 0:
         return np.empty(a.shape, a.dtype)
     c = a if a._is_contiguous() else copy(a)
