@@ -284,6 +284,18 @@ def test_check_index_range_waits_for_nothing_until_a_read_which_brings_every_che
     assert counters.syncs - before == 3
 
 
+@pytest.mark.parametrize("host", [np.array(True), np.array([-1, 2, 3], np.int64), np.array(2.5),
+                                  np.arange(16, dtype=np.float32).reshape(4, 4), np.arange(12, dtype=np.int8)[::3]])
+def test_a_small_read_with_checks_pending_returns_the_value_in_the_same_transfer(host):
+    CU.check_index_range(_dev(np.array([0, 1], np.int64)), 2, "embedding")
+    dev = _dev(np.arange(12, dtype=np.int8))[::3] if host.dtype == np.int8 else _dev(host)
+    before = counters.syncs
+    got = CU.to_numpy(dev)
+    assert counters.syncs - before == 1
+    assert got.dtype == host.dtype and got.shape == host.shape
+    np.testing.assert_array_equal(got, host)
+
+
 def test_check_index_range_reads_early_only_when_every_slot_is_taken():
     from minitrans.backends.cuda.pending_checks import SLOTS
 
