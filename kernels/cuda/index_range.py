@@ -3,8 +3,9 @@
 ``index_extremes(idx, ignore)`` returns a (2,) int64 device array ``[min, max]`` of the 1-D
 C-contiguous ``idx`` (non-empty), leaving out entries equal to ``ignore`` when it is not None (a
 loss's ``ignore_index``); with every entry left out it is ``[INT64_MAX, INT64_MIN]``. The backend
-reads those two numbers back in one transfer: embedding lookups and cross-entropy targets are
-checked on every device with one launch and one small read each.
+writes them into a slot of its pending-checks buffer and reads every pending slot back in one
+transfer at the next host read (``minitrans/backends/cuda/pending_checks.py``): embedding
+lookups and cross-entropy targets are checked with one launch each and no wait inside a step.
 
 Launch shape: ONE block of ``THREADS`` threads; thread ``t`` folds entries ``t, t + THREADS, ...``
 into two registers and two shared trees combine them. Index arrays are small (a batch of token
@@ -50,12 +51,14 @@ def _extremes_kernel(threads: int):
     return extremes_kernel
 
 
-def index_extremes(idx, ignore=None):
+def index_extremes(idx, ignore=None, out=None):
     """``[min, max]`` of the non-empty 1-D C-contiguous int64 device array ``idx`` without the entries
-    equal to ``ignore`` (a (2,) device array)."""
+    equal to ``ignore``, written into ``out`` (a (2,) int64 device array: a new one when None, or a
+    slot of the CUDA backend's pending-checks buffer, read back later) and returned."""
     if len(idx.shape) != 1 or not idx.is_c_contiguous() or np.dtype(idx.dtype) != np.int64 or idx.shape[0] == 0:
         raise ValueError("index_extremes expects a non-empty 1-D C-contiguous int64 array")
-    out = device_array((2,), np.int64)
+    if out is None:
+        out = device_array((2,), np.int64)
     launch(_extremes_kernel(THREADS), 1, THREADS, out, idx, int(idx.shape[0]), np.int64(0 if ignore is None else ignore),
            ignore is not None)
     return out

@@ -293,14 +293,14 @@ class Backend:
         return out
 
     @classmethod
-    def check_index_range(cls, idx, n: int, what: str) -> None:
-        """Raise ``IndexError("<what>: index out of range: indices must be in [0, n), got min a,
-        max b")`` unless every element of the int64 array ``idx`` is in [0, n). Written once, over
-        ``index_extremes``, for every backend."""
-        extremes = cls.index_extremes(idx)
-        if extremes is not None and (extremes[0] < 0 or extremes[1] >= n):
-            raise IndexError(f"{what}: index out of range: indices must be in [0, {n}), got min {extremes[0]}, "
-                             f"max {extremes[1]}")
+    def check_index_range(cls, idx, n: int, what: str, ignore=None) -> None:
+        """Raise ``index_range_error(what, n, min, max, ignore)`` unless every element of the int64
+        array ``idx`` other than ``ignore`` is in [0, n): eager here, over ``index_extremes``; a
+        device may raise the same error at its next read back to the host instead."""
+        extremes = cls.index_extremes(idx, ignore)
+        error = None if extremes is None else index_range_error(what, n, extremes[0], extremes[1], ignore)
+        if error is not None:
+            raise error
 
     # ------------------------------------------------------------ linear algebra
     @staticmethod
@@ -388,3 +388,16 @@ class Backend:
     @staticmethod
     def get_kernels() -> str:
         """The current choice of ``set_kernels``."""
+
+
+def index_range_error(what: str, n: int, lo: int, hi: int, ignore=None):
+    """The IndexError for indices whose extremes are ``lo`` / ``hi`` when they must be in [0, n),
+    or None when they are (``lo > hi``: nothing was checked). With ``ignore`` (a loss's class
+    targets and ``ignore_index``) the text names target values. One text on every device."""
+    lo, hi = int(lo), int(hi)
+    if lo > hi or (lo >= 0 and hi < n):
+        return None
+    if ignore is None:
+        return IndexError(f"{what}: index out of range: indices must be in [0, {n}), got min {lo}, max {hi}")
+    return IndexError(f"{what}: target values must be in [0, {n}) or ignore_index={ignore}; "
+                      f"found {lo if lo < 0 else hi}")

@@ -40,11 +40,9 @@ def _class_target(name: str, input: Tensor, target: Tensor, ignore_index: int, w
             raise ValueError(f"{name}: weight must have shape ({C},) (one per class), got {tuple(weight.shape)}")
         if weight.device != input.device:
             raise RuntimeError(f"{name}: weight is on {weight.device} but input is on {input.device}")
-    # checked on every device (on a GPU: one launch and one read of [min, max] back to the host)
-    extremes = input.device.backend.index_extremes(target._data, ignore_index)
-    if extremes is not None and (extremes[0] < 0 or extremes[1] >= C):
-        raise IndexError(f"{name}: target values must be in [0, {C}) or ignore_index={ignore_index}; "
-                         f"found {extremes[0] if extremes[0] < 0 else extremes[1]}")
+    # checked on every device: eagerly on the CPU; on a GPU one launch and nothing read back until
+    # the next host read, where a bad target raises this same IndexError
+    input.device.backend.check_index_range(target._data, C, name, ignore_index)
     return input, target
 
 

@@ -248,20 +248,65 @@ def test_set_kernels_rejects_an_unknown_name_like_the_cpu():
 
 # ---------------------------------------------------------------- index range
 @pytest.mark.parametrize("idx", [[0, 3, 4], [-1, 2], [5]])
-def test_check_index_range_raises_the_cpu_message(idx):
+def test_check_index_range_raises_the_cpu_message_at_the_next_host_read(idx):
     idx = np.array(idx, np.int64)
     with pytest.raises(IndexError) as cpu:
         CPUBackend.check_index_range(idx, 4, "embedding")
+    CU.check_index_range(_dev(idx), 4, "embedding")  # queued: raises nothing yet
     with pytest.raises(IndexError) as cuda:
-        CU.check_index_range(_dev(idx), 4, "embedding")
+        CU.to_numpy(_dev(np.zeros(100)))  # a large read: the checks come back in a transfer of their own
     assert str(cuda.value) == str(cpu.value)
+    np.testing.assert_array_equal(CU.to_numpy(_dev(np.arange(3.0))), np.arange(3.0))  # the error is not sticky
 
 
-def test_check_index_range_accepts_valid_and_empty_indices_with_one_host_read():
+def test_check_index_range_with_ignore_raises_the_loss_message():
+    target = np.array([0, -100, 7], np.int64)
+    with pytest.raises(IndexError) as cpu:
+        CPUBackend.check_index_range(target, 3, "nll_loss", -100)
+    CU.check_index_range(_dev(target), 3, "nll_loss", -100)
+    with pytest.raises(IndexError) as cuda:
+        CU.to_numpy(_dev(np.zeros(1)))
+    assert str(cuda.value) == str(cpu.value) == "nll_loss: target values must be in [0, 3) or ignore_index=-100; found 7"
+    CU.check_index_range(_dev(np.array([-100, -100], np.int64)), 3, "nll_loss", -100)  # all ignored: fine
+    assert CU.to_numpy(_dev(np.ones(1))).tolist() == [1.0]
+
+
+def test_check_index_range_waits_for_nothing_until_a_read_which_brings_every_check_at_once():
     before = counters.syncs
-    CU.check_index_range(_dev(np.array([0, 3, 1], np.int64)), 4, "embedding")
-    assert counters.syncs - before == 1
+    for _ in range(3):
+        CU.check_index_range(_dev(np.array([0, 3, 1], np.int64)), 4, "embedding")
     CU.check_index_range(_dev(np.zeros(0, np.int64)), 4, "embedding")
+    assert counters.syncs - before == 0
+    assert CU.to_numpy(_dev(np.array([2.5]))).tolist() == [2.5]  # small: value and checks in one transfer
+    assert counters.syncs - before == 1
+    CU.check_index_range(_dev(np.array([1], np.int64)), 4, "embedding")
+    CU.to_numpy(_dev(np.zeros(1000)))  # large: one transfer for the checks, one for the value
+    assert counters.syncs - before == 3
+
+
+@pytest.mark.parametrize("host", [np.array(True), np.array([-1, 2, 3], np.int64), np.array(2.5),
+                                  np.arange(16, dtype=np.float32).reshape(4, 4), np.arange(12, dtype=np.int8)[::3]])
+def test_a_small_read_with_checks_pending_returns_the_value_in_the_same_transfer(host):
+    CU.check_index_range(_dev(np.array([0, 1], np.int64)), 2, "embedding")
+    dev = _dev(np.arange(12, dtype=np.int8))[::3] if host.dtype == np.int8 else _dev(host)
+    before = counters.syncs
+    got = CU.to_numpy(dev)
+    assert counters.syncs - before == 1
+    assert got.dtype == host.dtype and got.shape == host.shape
+    np.testing.assert_array_equal(got, host)
+
+
+def test_check_index_range_reads_early_only_when_every_slot_is_taken():
+    from minitrans.backends.cuda.pending_checks import SLOTS
+
+    before = counters.syncs
+    idx = _dev(np.array([0, 1], np.int64))
+    for _ in range(SLOTS):
+        CU.check_index_range(idx, 2, "embedding")
+    assert counters.syncs - before == 0
+    CU.check_index_range(idx, 2, "embedding")
+    assert counters.syncs - before == 1
+    CU.to_numpy(_dev(np.zeros(1)))
 
 
 # ---------------------------------------------------------------- from_numpy / dropout / many-array primitives

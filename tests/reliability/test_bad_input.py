@@ -596,3 +596,22 @@ def test_sigmoid_of_an_int_tensor_is_float32(device):
     out = mt.tensor([1, 3], device=device).sigmoid()
     assert out.dtype is mt.float32
     np.testing.assert_allclose(out.numpy(), 1 / (1 + np.exp(-np.array([1.0, 3.0]))), rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["embedding", "cross_entropy", "nll_loss"])
+def test_out_of_range_indices_raise_by_the_next_read_on_every_device(device, case):
+    """The same IndexError on every device: on the CPU at the call, on cuda at the next host
+    read (the check waits for nothing inside a step); the parameters and their .grad are as
+    they were either way."""
+    w = _with_grads(leaf((4, 3), device=device))[0]
+    if case == "embedding":
+        def call():
+            return F.embedding(mt.tensor([0, 4], device=device), w).numpy()
+        want = "embedding: index out of range: indices must be in [0, 4), got min 0, max 4"
+    else:
+        loss = F.cross_entropy if case == "cross_entropy" else F.nll_loss
+
+        def call():
+            return loss(w, mt.tensor([0, -100, -3, 2], device=device), reduction="sum").item()
+        want = f"{case}: target values must be in [0, 3) or ignore_index=-100; found -3"
+    assert _expect_clean_error(call, [w], [want], (IndexError,)) == want

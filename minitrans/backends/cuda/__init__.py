@@ -34,6 +34,10 @@ Design
 * Host reads that are unavoidable by design: indexing with a **bool mask** that lives on
   the device (the result's size is data-dependent: the mask is copied to the host for
   ``np.nonzero``). The training step of the library never does this.
+* Index-range checks (embedding indices, loss targets) wait for nothing: one launch writes
+  the indices' [min, max] into a device slot and the next host read brings every pending
+  slot back, in the same transfer as a small value (``.item()``), raising the CPU's
+  IndexError for the first failed check (``pending_checks``).
 * Dtype rules follow NumPy 2 (``np.result_type`` with weak Python scalars).
 * In-place operators (``+= -= *= /=``) write into the array's own memory (in the result
   dtype cast to the array's dtype); operands are assumed not to overlap the target.

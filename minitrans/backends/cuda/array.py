@@ -12,8 +12,9 @@ import numbers
 
 import numpy as np
 
-from ...kernels.cuda._util import counters, device_array, strided_view
+from ...kernels.cuda._util import counters, device_array, flat_view, strided_view
 from ...kernels.cuda.layout import c_strides, element_count, is_c_contiguous, nocopy_strides, permutation, span
+from .pending_checks import PENDING, VALUE_BYTES
 
 _Scalar = (numbers.Number, np.generic)
 
@@ -265,12 +266,18 @@ def from_numpy(a, copy: bool = False) -> CudaArray:
 
 
 def to_numpy(a) -> np.ndarray:
-    """Copy a device array to the host (the device->host entry point)."""
+    """Copy a device array to the host (the device->host entry point). Every host read the user
+    asks for passes here, so here the pending index-range checks are read back and a failed one
+    raises its IndexError: in the same transfer for a read of at most VALUE_BYTES (``.item()``),
+    else in one more, and only when some are pending."""
     if not isinstance(a, CudaArray):
         return np.asarray(a)
+    c = a if a._is_contiguous() or a.size == 0 else copy(a)
+    if len(PENDING) and 0 < a.nbytes <= VALUE_BYTES:  # .item(): the value travels with the checks
+        return PENDING.read_along(flat_view(c._device_array)[0]).reshape(a.shape)
+    PENDING.raise_first_violation()
     if a.size == 0:
         return np.empty(a.shape, a.dtype)
-    c = a if a._is_contiguous() else copy(a)
     counters.syncs += 1  # the host waits for the device: the copy follows all queued work
     return np.asarray(c._device_array.copy_to_host()).reshape(a.shape)
 

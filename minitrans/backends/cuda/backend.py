@@ -15,6 +15,7 @@ from .. import check_kernel_choice
 from ..protocol import Backend
 from . import reference as host_reference
 from .array import CudaArray, from_numpy, shares_storage, to_numpy
+from .pending_checks import PENDING
 from .indexing import (
     add_at, broadcast_to, concatenate, index_grad, moveaxis, reshape, split_at, sum_to, transpose,
 )
@@ -179,6 +180,15 @@ def index_extremes(idx, ignore=None):
     return None if lo > hi else (lo, hi)   # lo > hi: every entry was ``ignore``
 
 
+def check_index_range(idx, n, what, ignore=None) -> None:
+    """The contract's check without a host wait: one launch now, and the CPU's IndexError at the
+    next host read if an index (other than ``ignore``) is outside [0, n) (``pending_checks.py``)."""
+    idx = _as_cuda(idx)
+    if idx.size:
+        flat = ascontiguousarray(astype(idx.reshape(-1), np.int64, False))
+        PENDING.add(flat._device_array, n, what, ignore)
+
+
 _KERNEL_CHOICE = {"name": "numba"}
 
 
@@ -219,6 +229,7 @@ class CUDABackend(Backend):
     shares_storage = staticmethod(shares_storage)
     is_contiguous = staticmethod(is_contiguous)
     index_extremes = staticmethod(index_extremes)
+    check_index_range = staticmethod(check_index_range)
     set_kernels = staticmethod(set_kernels)
     get_kernels = staticmethod(get_kernels)
 
