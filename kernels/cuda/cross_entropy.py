@@ -11,7 +11,8 @@ are compiled per dtype and compute in it (no double precision in float32).
 loss[i] = (1-ls) * (lse[i] - x[i, t]) + ls * (lse[i] - mean_c x[i, c]); 0 where t == ignore_index.
 dlogits[i] = dloss[i] * (softmax(x[i]) - (1-ls) * onehot(t) - ls / C); 0 rows where ignored.
 A target outside [0, C) (other than ignore_index) is never read through: its loss is NaN
-(the CUDA backend does not validate targets on the host, see docs/kernels.md).
+(the CUDA backend checks the targets' range on the device and raises at the next host read,
+see minitrans/backends/cuda/pending_checks.py).
 """
 from __future__ import annotations
 

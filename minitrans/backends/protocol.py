@@ -22,6 +22,8 @@ every backend (the conformance suite in ``tests/backends`` checks this).
 """
 from __future__ import annotations
 
+from .index_errors import index_range_error
+
 #: Every name a backend must define: ``Backend.__init_subclass__`` refuses a backend that
 #: misses one, and ``tests/backends`` checks that each has the documented semantics.
 PRIMITIVES = (
@@ -388,16 +390,3 @@ class Backend:
     @staticmethod
     def get_kernels() -> str:
         """The current choice of ``set_kernels``."""
-
-
-def index_range_error(what: str, n: int, lo: int, hi: int, ignore=None):
-    """The IndexError for indices whose extremes are ``lo`` / ``hi`` when they must be in [0, n),
-    or None when they are (``lo > hi``: nothing was checked). With ``ignore`` (a loss's class
-    targets and ``ignore_index``) the text names target values. One text on every device."""
-    lo, hi = int(lo), int(hi)
-    if lo > hi or (lo >= 0 and hi < n):
-        return None
-    if ignore is None:
-        return IndexError(f"{what}: index out of range: indices must be in [0, {n}), got min {lo}, max {hi}")
-    return IndexError(f"{what}: target values must be in [0, {n}) or ignore_index={ignore}; "
-                      f"found {lo if lo < 0 else hi}")

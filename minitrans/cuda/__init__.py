@@ -69,7 +69,8 @@ def device_count() -> int:
 
 
 def synchronize() -> None:
-    """Block until every kernel queued on the current device has finished."""
+    """Block until every kernel queued on the current device has finished; raise the error of any
+    index-range check that failed meanwhile (see minitrans/backends/cuda/pending_checks.py)."""
     if not is_available():
         raise RuntimeError("minitrans.cuda.synchronize: no CUDA device is available")
     from numba import cuda
@@ -78,6 +79,11 @@ def synchronize() -> None:
 
     counters.syncs += 1
     cuda.synchronize()
+    # Like torch.cuda.synchronize surfacing a device-side assert: an index check queued on the
+    # device raises here if it failed (lazy: the module compiles CUDA kernels on first use).
+    from ..backends.cuda.pending_checks import PENDING
+
+    PENDING.raise_first_violation()
 
 
 __all__ = ["check_usable", "has_numba_cuda", "is_available", "is_simulated", "device_count", "synchronize"]

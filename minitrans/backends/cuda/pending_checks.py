@@ -8,7 +8,7 @@ only records what that slot means (the bound ``n``, the name for the message, ``
 Nothing is read back then. At the next read the user asks for (``to_numpy``, under ``.item()``
 / ``.numpy()`` / ``tolist``) every used slot is copied back, the slots are forgotten, and the
 first check that failed raises the IndexError the CPU raises eagerly
-(``protocol.index_range_error``). A small read (at most ``VALUE_BYTES``: ``.item()``) travels
+(``index_errors.index_range_error``). A small read (at most ``VALUE_BYTES``: ``.item()``) travels
 in the SAME transfer (``read_along``: one device copy of the value in front of the slots, one
 host wait in all); a larger one takes one more transfer (``raise_first_violation``). Until then the kernels that
 use the indices skip out-of-range ones (a gather reads 0, a scatter writes nothing, a
@@ -24,7 +24,7 @@ import numpy as np
 from ...kernels.cuda._util import counters, device_array
 from ...kernels.cuda.array import copy_into
 from ...kernels.cuda.index_range import index_extremes
-from ..protocol import index_range_error
+from ..index_errors import index_range_error
 
 SLOTS = 64  # checks recorded before the buffer must be read back
 VALUE_BYTES = 64  # reads this small travel with the slots: the buffer's first VALUE_BYTES bytes
