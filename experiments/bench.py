@@ -51,10 +51,10 @@ BENCH_HEAD = """## Benchmarks (docs/benchmarks.md W1–W6)
 
 Measured with `experiments/bench.py`: **each framework in its own process**, the sides alternated over 3
 rounds, the same thread count for every side, medians of the per-process medians, the machine's load and
-a same-run 2048³ GEMM figure beside each table (docs/performance.md explains the method). **These tables
-were taken on a loaded machine** (other engineers' jobs shared the 2 cores; the load averages are given):
-wall times are upper bounds and noisy, and the CPU-time figures in the notes (the process's CPU seconds
-per call, all threads) are the steadier comparison.
+a same-run 2048³ GEMM figure beside each table (docs/performance.md explains the method). The load
+average is printed with each table: above about 1.5 per core other jobs shared the machine, wall times
+are then upper bounds, and the CPU-time figures in the notes (the process's CPU seconds per call, all
+threads) are the steadier comparison.
 
 **What changed from the earlier tables, and why.** The tables that stood here before timed minitrans
 and PyTorch alternately inside one process. Their thread pools then slow each other (NumPy's OpenBLAS
