@@ -86,3 +86,12 @@ def test_the_first_failed_check_names_the_error_and_a_good_step_follows():
     assert all(np.isfinite(losses)), losses
     for p in params:
         assert np.all(np.isfinite(p.numpy()))
+
+
+def test_synchronize_raises_a_failed_check_like_a_device_assert():
+    expected = _cpu_message(lambda dev: _embedding_sum(dev, 7))
+    _embedding_sum("cuda", 7)
+    with pytest.raises(IndexError) as info:
+        mt.cuda.synchronize()
+    assert str(info.value) == expected
+    mt.cuda.synchronize()  # the failed check was reported once; nothing is pending now
