@@ -8,6 +8,12 @@ import os
 import sys
 
 os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
+    # The simulator runs each CUDA thread as a Python thread and polls them from the launching
+    # thread; at the default 5 ms GIL switch interval every hand-over (a barrier, a finished
+    # thread) waits out a slice: a training step of the tests' encoder-decoder took 29 s, with
+    # 50 µs slices 1.5 s. Only the interpreter's thread switching changes, not what runs.
+    sys.setswitchinterval(5e-5)
 
 from hypothesis import HealthCheck, settings
 

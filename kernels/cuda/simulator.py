@@ -9,6 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import sys
+
+# The simulator polls its Python threads from the launching one: at the default 5 ms GIL switch
+# interval each hand-over waits out a slice (a small training step: 29 s; at 50 µs: 1.5 s).
+SWITCH_INTERVAL = 5e-5
 
 SIM_TILES = {  # module of minitrans.kernels.cuda -> {constant: value under the simulator}
     "elementwise": dict(THREADS=4, MAX_BLOCKS=2), "array": dict(THREADS=4, MAX_BLOCKS=2),
@@ -23,8 +28,11 @@ SIM_TILES = {  # module of minitrans.kernels.cuda -> {constant: value under the 
 
 @contextlib.contextmanager
 def small_tiles():
-    """Set the ``SIM_TILES`` constants for the body of the ``with`` and restore the old values after it."""
+    """Set the ``SIM_TILES`` constants (and a short GIL switch interval) for the body of the ``with``
+    and restore the old values after it."""
     mods = {m: importlib.import_module(f"minitrans.kernels.cuda.{m}") for m in SIM_TILES}
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
     saved = {m: {k: getattr(mods[m], k) for k in kv} for m, kv in SIM_TILES.items()}
     for m, kv in SIM_TILES.items():
         for k, v in kv.items():
@@ -32,6 +40,7 @@ def small_tiles():
     try:
         yield
     finally:
+        sys.setswitchinterval(switch)
         for m, kv in saved.items():
             for k, v in kv.items():
                 setattr(mods[m], k, v)
