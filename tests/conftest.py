@@ -14,6 +14,13 @@ if os.environ["NUMBA_ENABLE_CUDASIM"] == "1":
     # thread) waits out a slice: a training step of the tests' encoder-decoder took 29 s, with
     # 50 µs slices 1.5 s. Only the interpreter's thread switching changes, not what runs.
     sys.setswitchinterval(5e-5)
+    # ... which also makes the simulator's unlocked first allocation of a shared array race:
+    try:
+        from minitrans.kernels.cuda.simulator import make_shared_arrays_thread_safe
+
+        make_shared_arrays_thread_safe()
+    except ImportError:  # numba-cuda (the cuda extra) is not installed: no simulator to mend
+        pass
 
 from hypothesis import HealthCheck, settings
 

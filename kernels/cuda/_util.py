@@ -109,6 +109,21 @@ def offset_of(flat_idx, shape, strides):
     return off
 
 
+@cuda.jit(device=True)
+def offsets_of(flat_idx, shape, a_strides, b_strides):
+    """``offset_of`` under two stride tuples at once (one decode of the index for both)."""
+    a = 0
+    b = 0
+    rem = flat_idx
+    for k in range(MAX_DIMS - 1, -1, -1):
+        n = shape[k]
+        j = rem % n
+        rem //= n
+        a += j * a_strides[k]
+        b += j * b_strides[k]
+    return a, b
+
+
 FAST_LIMIT = 1 << 31  # index spaces below this take the 32-bit contiguous fast paths
 
 

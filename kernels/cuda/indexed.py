@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numba import cuda
 
-from ._util import MAX_DIMS, cdiv, device_array, flat_view, launch, pad
+from ._util import MAX_DIMS, cdiv, device_array, flat_view, launch, offset_of, offsets_of, pad
 from .layout import broadcast_strides, element_count
 
 THREADS = 256
@@ -38,13 +38,7 @@ def _launch(n: int) -> tuple[int, int]:
 def _index_offset(idx, i, shape, idx_strides, size, stride, base):
     """The storage offset that cell ``i`` of the index space selects (``base`` plus the wrapped
     index times ``stride``), or -1 when its index is outside ``[-size, size)``."""
-    off = 0
-    rem = i
-    for k in range(MAX_DIMS - 1, -1, -1):
-        n = shape[k]
-        off += (rem % n) * idx_strides[k]
-        rem //= n
-    v = idx[off]
+    v = idx[offset_of(i, shape, idx_strides)]
     if v < 0:
         v += size
     if v < 0 or v >= size:
@@ -102,14 +96,8 @@ def _put_kernel(dst, src, idx, n, shape, ds, ss, idx_strides, size, stride, base
     while i < n:
         at = _index_offset(idx, i, shape, idx_strides, size, stride, base)
         if at >= 0:
-            rem = i
-            s = 0
-            for k in range(MAX_DIMS - 1, -1, -1):
-                m = shape[k]
-                j = rem % m
-                rem //= m
-                at += j * ds[k]
-                s += j * ss[k]
+            d, s = offsets_of(i, shape, ds, ss)
+            at += d
             dst[at] = src[s]
         i += cuda.gridsize(1)
 
@@ -123,14 +111,8 @@ def _put_add_kernel(dst, src, idx, n, shape, ds, ss, idx_strides, size, stride, 
     while i < n:
         at = _index_offset(idx, i, shape, idx_strides, size, stride, base)
         if at >= 0:
-            rem = i
-            s = 0
-            for k in range(MAX_DIMS - 1, -1, -1):
-                m = shape[k]
-                j = rem % m
-                rem //= m
-                at += j * ds[k]
-                s += j * ss[k]
+            d, s = offsets_of(i, shape, ds, ss)
+            at += d
             cuda.atomic.add(dst, at, src[s])
         i += cuda.gridsize(1)
 
