@@ -5,6 +5,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
@@ -68,7 +69,6 @@ def test_prepare_wheels_downloads_binary_cp312_wheels_and_records_what_to_instal
 
 
 def test_full_wheel_set_uses_the_pins_of_pyproject(gpu_check):
-    tomllib = pytest.importorskip("tomllib")
     project = tomllib.loads((PATH.parents[1] / "pyproject.toml").read_text())["project"]
     cuda_extra = project["optional-dependencies"]["cuda"]
     numba = next(d for d in project["dependencies"] if d.startswith("numba"))
