@@ -23,7 +23,7 @@ import numpy as np
 from numba import cuda
 
 from ._util import cdiv, device_array, launch, nb_dtype
-from .softmax import group_reductions, row_config
+from .softmax import group_reductions, row_config, row_constants
 
 LANES = 32          # threads per short row: one warp
 ROWS = 4            # short rows per block
@@ -40,8 +40,7 @@ def config(ncols: int, itemsize: int):
 @functools.lru_cache(maxsize=None)
 def _kernels(group: int, rows: int, cols: int, dtype):
     numba_dtype = nb_dtype(dtype)
-    in_dtype = np.dtype(dtype).type
-    zero, one, ninf, nan = in_dtype(0), in_dtype(1), in_dtype(-math.inf), in_dtype(math.nan)
+    zero, one, ninf, nan = row_constants(dtype)
     online, group_sum, group_max_sum, scratch_cols = group_reductions(group, np.dtype(dtype))
 
     @cuda.jit

@@ -149,12 +149,18 @@ def group_reductions(group: int, dtype):
     return online, group_sum, group_max_sum, 2 * nwarps
 
 
+def row_constants(dtype) -> tuple:
+    """(0, 1, -inf, nan) as scalars of ``dtype``: constants a row kernel closes over stay in its
+    precision (a Python float would make float32 kernels compute in double)."""
+    scalar = np.dtype(dtype).type
+    return scalar(0), scalar(1), scalar(-math.inf), scalar(math.nan)
+
+
 # ---------------------------------------------------------------- softmax kernels
 @functools.lru_cache(maxsize=None)
 def _kernels(group: int, rows: int, cols: int, dtype):
     numba_dtype = nb_dtype(dtype)
-    in_dtype = np.dtype(dtype).type
-    zero, one, ninf, nan = in_dtype(0), in_dtype(1), in_dtype(-math.inf), in_dtype(math.nan)
+    zero, one, ninf, nan = row_constants(dtype)
     online, group_sum, group_max_sum, scratch_cols = group_reductions(group, np.dtype(dtype))
 
     @cuda.jit
