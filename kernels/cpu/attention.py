@@ -48,6 +48,7 @@ from numba import get_num_threads, njit, prange
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
 from .attention_small import SMALL_T, small_backward, small_forward
+from .parallel import parallel_njit
 from .softmax import FASTMATH, exp_inplace, row_max
 
 BLOCK_Q = 256
@@ -129,7 +130,7 @@ def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec, ib):
             dr[j] = sr[j] * (dr[j] - di) * scale
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@parallel_njit(cache=True, fastmath=FASTMATH)
 def _row_dot(a, b, out):
     """out[i] = sum_j a[i, j] * b[i, j] (the backward's D = rowsum(dO * O) over B*Tq rows).
     `prange` over rows, one row per task; reads a and b once, writes out once; no scratch."""

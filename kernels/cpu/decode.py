@@ -21,10 +21,11 @@ import numpy as np
 from numba import njit, prange
 
 from .layer_norm import row_moments
+from .parallel import parallel_njit
 from .softmax import FASTMATH, exp_inplace, int_scratch, recip, zero
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@parallel_njit(cache=True, fastmath=FASTMATH)
 def _cached_attention(q, k, v, length, past, causal, key_bias, has_bias, scale, out):
     B, T, H, d = q.shape
     for unit in prange(B * H * T):

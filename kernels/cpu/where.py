@@ -15,13 +15,15 @@ result does not depend on the thread count.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from .parallel import parallel_njit
 
 MIN_SIZE = 1 << 14
 _COMPILED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
-@njit(parallel=True, cache=True)
+@parallel_njit(cache=True)
 def _select(cond, arr, const, out, arr_when_true):
     """out[i] = arr[i] if cond[i] else const (or the other way round); flat C-contiguous arrays."""
     for i in prange(cond.shape[0]):
