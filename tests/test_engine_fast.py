@@ -184,3 +184,17 @@ def test_a_leaf_used_several_times_gets_the_sum_in_a_private_array():
     x.grad.numpy()[...] = 0                 # the leaf's gradient is its own
     for kept in Keep.kept:
         np.testing.assert_array_equal(kept, np.full(SHAPE, 2.0, np.float32))
+
+
+@pytest.mark.parametrize("b_first", [True, False])
+def test_a_retained_gradient_passed_through_is_not_summed_into(b_first):
+    x = _leaf()
+    a = Probe.apply(x)
+    b = Probe.apply(a)                      # its backward hands its gradient (b.grad) on to a unchanged
+    b.retain_grad()
+    terms = [Scale.apply(b, 2.0), Scale.apply(a, 3.0)]
+    # the walk takes the last input first: with b's branch walked first, b.grad's array is the
+    # partial sum at a's node when the other gradient arrives
+    (terms[1] + terms[0] if b_first else terms[0] + terms[1]).sum().backward()
+    np.testing.assert_array_equal(b.grad.numpy(), np.full(SHAPE, 2.0, np.float32))
+    np.testing.assert_array_equal(x.grad.numpy(), np.full(SHAPE, 5.0, np.float32))
