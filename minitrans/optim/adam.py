@@ -10,7 +10,9 @@ update is element-wise, so one launch over the buffer computes exactly what one 
 parameter did, and ``state_dict`` has the same per-parameter form as before. Whatever replaces
 a packed array (``load_state_dict``, assigning ``.data``, moving the model) is copied back into
 the buffer on the next step. Parameters whose step counts differ (one skipped a step with no
-gradient) are updated one launch each, on their slices.
+gradient) are updated one launch each, on their slices. The usual step — the same parameters as
+the step before, their gradients already in the buffer, equal step counts — checks that by identity
+and launches at once, without the per-parameter bookkeeping (``Adam._steady``).
 """
 from __future__ import annotations
 
