@@ -10,6 +10,7 @@ never imports the layers above it.
 """
 from __future__ import annotations
 
+import math
 import weakref
 
 import numpy as np
@@ -73,7 +74,7 @@ class TensorBase:
         return self._data.ndim
 
     def numel(self) -> int:
-        return int(np.prod(self._data.shape, dtype=np.int64))
+        return math.prod(self._data.shape)     # a Python int, ~10x faster than np.prod (item() calls it)
 
     @property
     def dtype(self) -> _dtype.dtype:

@@ -6,6 +6,8 @@ shape here (so ops never undo broadcasting themselves), and accumulated into lea
 rest of the graph is still being walked: data-parallel training starts its gradient
 all-reduce there). Saved arrays are freed after use unless ``retain_graph=True``.
 Callbacks queued with ``queue_callback`` during a backward run once it has finished.
+Gradients meeting at a node (a residual stream) are summed in place into the first of them when
+nothing else holds it (NumPy's reuse of temporaries, see ``_walk``), else into a new array.
 
 A leaf can have a gradient buffer (``set_grad_buffer``; the optimizers register their
 parameters' slices of a flat buffer): its gradient is then written into that buffer — one
@@ -132,7 +134,7 @@ def _walk(tensor: TensorBase, g0, retain_graph: bool, pending: list) -> None:
                 else:
                     leaf_deps[id(p)] = leaf_deps.get(id(p), 0) + 1
         grads: dict = {}                      # node -> gradient summed so far, while more edges into it remain
-        leaves: dict = {}                     # id(leaf) -> (leaf, gradient summed so far)
+        leaf_grads: dict = {}                 # id(leaf) -> its gradient summed so far, while more edges remain
         ready = [(root, g0)]                  # nodes whose gradient is complete, with it
         anomaly = STATE.anomaly
         while ready:
@@ -170,36 +172,43 @@ def _walk(tensor: TensorBase, g0, retain_graph: bool, pending: list) -> None:
                     continue
                 if gi is None:
                     if not isinstance(p, Function):
-                        _leaf_edge_done(p, leaves, leaf_deps, dev, pending)
+                        _leaf_edge_done(p, leaf_grads, leaf_deps, dev, pending)
                     continue
                 if gi.shape != shape:
                     gi = _reduce(n, gi, shape)
                 gdt = gi.dtype
                 if gdt is not dt and gdt != dt:     # identity first: NumPy's dtype == is slower
                     gi = gi.astype(dt)
+                # Sums are written ``partial.pop(key) + gi``: the partial sum is then a temporary, and
+                # NumPy adds into it in place (no new array) when nothing else references it and it
+                # owns its memory — a sum made here, or a gradient that no op, hook, retained .grad
+                # or caller holds. Anything still held gets a new array, as before.
                 if isinstance(p, Function):
                     c = deps[p] - 1
-                    if c == 0:                # its last edge: the gradient is complete (one edge: no dict)
-                        prev = grads.pop(p, None)
-                        ready.append((p, gi if prev is None else prev + gi))
+                    if c == 0:                # its last edge: the gradient is complete
+                        ready.append((p, grads.pop(p) + gi if p in grads else gi))
                     else:
                         deps[p] = c
-                        prev = grads.get(p)
-                        grads[p] = gi if prev is None else prev + gi
+                        grads[p] = grads.pop(p) + gi if p in grads else gi
                 else:
                     k = id(p)
-                    prev = leaves.get(k)
-                    leaves[k] = (p, gi if prev is None else prev[1] + gi)
-                    _leaf_edge_done(p, leaves, leaf_deps, dev, pending)
+                    c = leaf_deps[k] - 1
+                    leaf_deps[k] = c
+                    if k in leaf_grads:
+                        gi = leaf_grads.pop(k) + gi
+                    if c == 0:                # its last edge: the leaf's gradient is final
+                        _accumulate(p, gi, dev, pending)
+                    else:
+                        leaf_grads[k] = gi
 
 
-def _leaf_edge_done(p: TensorBase, leaves: dict, leaf_deps: dict, dev, pending: list) -> None:
-    """One edge into leaf ``p`` was walked; after the last one its summed gradient is final."""
+def _leaf_edge_done(p: TensorBase, leaf_grads: dict, leaf_deps: dict, dev, pending: list) -> None:
+    """An edge into leaf ``p`` brought no gradient; after its last edge the summed gradient is final."""
     k = id(p)
     c = leaf_deps[k] - 1
     leaf_deps[k] = c
-    if c == 0 and k in leaves:
-        _accumulate(*leaves.pop(k), dev, pending)
+    if c == 0 and k in leaf_grads:
+        _accumulate(p, leaf_grads.pop(k), dev, pending)
 
 
 def _reduce(n: Function, gi, shape):

@@ -10,7 +10,9 @@ update is element-wise, so one launch over the buffer computes exactly what one 
 parameter did, and ``state_dict`` has the same per-parameter form as before. Whatever replaces
 a packed array (``load_state_dict``, assigning ``.data``, moving the model) is copied back into
 the buffer on the next step. Parameters whose step counts differ (one skipped a step with no
-gradient) are updated one launch each, on their slices.
+gradient) are updated one launch each, on their slices. The usual step — the same parameters as
+the step before, their gradients already in the buffer, equal step counts — checks that by identity
+and launches at once, without the per-parameter bookkeeping (``Adam._steady``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ class _Flat:
     def __init__(self, params, xp, dtype):
         self.params = params
         self.xp = xp
+        self.state = self.states = None   # the optimizer's state dict and the parameters' entries (Adam.step)
         sizes = [p.numel() for p in params]
         n = sum(sizes)
         self.bufs = [xp.zeros((n,), dtype) for _ in range(4)]
@@ -72,6 +75,7 @@ class Adam(Optimizer):
                              f"weight_decay={weight_decay}")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self._flat: dict = {}
+        self._last: dict = {}     # group index -> the _Flat its last step used, when it held the whole group
 
     def _bucket(self, gi: int, params) -> _Flat:
         p0 = params[0]
@@ -83,9 +87,41 @@ class Adam(Optimizer):
             fl = self._flat[key] = _Flat(params, p0.device.backend, p0._data.dtype)
         return fl
 
+    def _steady(self, gi: int, group: dict):
+        """The group's flat buffers when this step can skip the bookkeeping: the group's parameters are
+        those of its buffers, in order, each with a gradient, and every parameter, gradient and state
+        array is still its slice (all that ``sync`` would re-establish) at one step count. Else None."""
+        fl = self._last.get(gi)
+        if fl is None or fl.state is not self.state:
+            return None
+        params = group["params"]
+        if len(params) != len(fl.params):
+            return None
+        pv, gv, mv, vv = fl.views
+        step = None
+        for i, p in enumerate(params):
+            grad = p.grad
+            if p is not fl.params[i] or grad is None or grad._data is not gv[i] or p._data is not pv[i]:
+                return None
+            st = fl.states[i]
+            if (self.state.get(p) is not st or st["exp_avg"] is not mv[i] or st["exp_avg_sq"] is not vv[i]
+                    or (step is not None and st["step"] != step)):
+                return None
+            step = st["step"]
+        return fl
+
     def step(self) -> None:
         for gi, group in enumerate(self.param_groups):
             b1, b2 = group["betas"]
+            args = (group["lr"], b1, b2, group["eps"], group["weight_decay"])
+            fl = self._steady(gi, group)
+            if fl is not None:            # the usual step: one launch, no per-parameter bookkeeping
+                for st, p in zip(fl.states, fl.params):
+                    st["step"] += 1
+                    p._version_counter[0] += 1
+                fl.xp.adam_step(*fl.bufs, *args, fl.states[0]["step"], self.decoupled)
+                continue
+            self._last.pop(gi, None)
             buckets: dict = {}
             seen = set()
             for p in group["params"]:
@@ -106,7 +142,9 @@ class Adam(Optimizer):
                     st["step"] += 1
                     steps.add(st["step"])
                     p._version_counter[0] += 1
-                args = (group["lr"], b1, b2, group["eps"], group["weight_decay"])
+                if len(buckets) == 1 and len(params) == len(group["params"]):
+                    fl.state, fl.states = self.state, [self.state[p] for p in params]
+                    self._last[gi] = fl       # the next step may take the short way (_steady)
                 if len(steps) == 1:  # the usual case: one launch for the whole buffer
                     fl.xp.adam_step(*fl.bufs, *args, steps.pop(), self.decoupled)
                 else:
