@@ -33,6 +33,8 @@ from numba import get_num_threads
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
+from .reduce import column_sums_on_this_thread, sum as column_sums
+
 MIN_FLOPS = 1 << 22        # below ~4 MFLOP a product runs whole: the hand-over (~20 µs) would not pay
 
 
@@ -56,16 +58,54 @@ def addmm(bias, a, b):
     return _product(a, b, bias)
 
 
-def _with_bias(y, bias):
+def addmm_relu(bias, a, b):
+    """``max(a @ b + bias, 0)`` (``bias`` (n,) or None): a Linear layer followed by ReLU, as
+    ``y = a @ b; y += bias; np.maximum(y, 0, out=y)`` inside each thread's block of rows, while
+    they are in cache (the same values, bit for bit, as the three steps one after the other)."""
+    return _product(a, b, bias, relu=True)
+
+
+def linear_backward(g, x, w, needs_x=True, needs_w=True, needs_b=True):
+    """The gradients of ``y = x @ w.T + b`` for 2-D ``g`` (m, n), ``x`` (m, k), ``w`` (n, k):
+    ``(g @ w, g.T @ x, g.sum(axis=0))``, None for each one not needed.
+
+    With two products to compute and at least two threads, each runs whole, as one single-threaded
+    BLAS call on a thread of its own (a worker computes ``g.T @ x`` while the calling thread computes
+    ``g @ w`` and then the column sums): the two have the same FLOP count, and a whole product runs
+    at a higher rate than the halves that splitting each by rows gives, with one hand-over instead of
+    two. Every result is the one the single-threaded path gives, bit for bit, whatever the timing.
+    Otherwise each product is ``matmul`` (split by rows where that pays)."""
+    gw_job = None
+    if needs_x and needs_w and get_num_threads() > 1 and not _on_a_worker() and g.ndim == x.ndim == w.ndim == 2 \
+            and 2 * g.size * x.shape[1] >= MIN_FLOPS and g.dtype == x.dtype == w.dtype and g.dtype.kind == "f" \
+            and blas_is_single_threaded():
+        gw_job = worker_pool(1).submit(np.matmul, g.T, x)
+    if gw_job is None:
+        gx = _product(g, w, None) if needs_x else None
+        gw = _product(g.T, x, None) if needs_w else None
+        return gx, gw, column_sums(g, axis=0) if needs_b else None
+    gx = np.matmul(g, w)
+    gb = column_sums_on_this_thread(g) if needs_b else None
+    gw = np.matmul(g.T, x) if gw_job.cancel() else gw_job.result()   # not started: computed here
+    return gx, gw, gb
+
+
+def _finish(y, bias, relu=False):
     if bias is not None:
         y += bias
+    if relu:
+        np.maximum(y, 0, out=y)
     return y
 
 
-def _product(a, b, bias):
+def _on_a_worker() -> bool:
+    return threading.current_thread().name.startswith("minitrans-")
+
+
+def _product(a, b, bias, relu=False):
     nt = get_num_threads()
-    if nt == 1 or threading.current_thread().name.startswith("minitrans-"):
-        return _with_bias(np.matmul(a, b), bias)
+    if nt == 1 or _on_a_worker():
+        return _finish(np.matmul(a, b), bias, relu)
     if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
         m, k = a.shape
         n = b.shape[1]
@@ -75,17 +115,15 @@ def _product(a, b, bias):
         n = b.shape[2]
         m *= split
     else:                   # everything else (and every bad shape) as NumPy does it
-        return _with_bias(np.matmul(a, b), bias)
+        return _finish(np.matmul(a, b), bias, relu)
     if 2 * m * n * k < MIN_FLOPS or split < 2 or a.dtype != b.dtype or a.dtype.kind != "f" \
-            or not blas_is_single_threaded() or (bias is not None and a.ndim != 2):
-        return _with_bias(np.matmul(a, b), bias)
+            or not blas_is_single_threaded() or ((bias is not None or relu) and a.ndim != 2):
+        return _finish(np.matmul(a, b), bias, relu)
     out = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)
     blocks = _blocks(split, min(nt, split))
     if a.ndim == 2:
         def run(r0, r1):
-            block = np.matmul(a[r0:r1], b, out=out[r0:r1])
-            if bias is not None:
-                block += bias
+            _finish(np.matmul(a[r0:r1], b, out=out[r0:r1]), bias, relu)
     else:
         run = lambda r0, r1: np.matmul(a[r0:r1], b[r0:r1], out=out[r0:r1])  # noqa: E731
     pool = worker_pool(len(blocks) - 1)

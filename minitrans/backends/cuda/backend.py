@@ -275,6 +275,23 @@ class CUDABackend(Backend):
         y = matmul(a, b)
         y += bias
         return y
+
+    @staticmethod
+    def addmm_relu(bias, a, b):
+        y = matmul(a, b)
+        if bias is not None:
+            y += bias
+        return maximum(y, 0)
+
+    @staticmethod
+    def linear_backward(g, x, w, needs_x=True, needs_w=True, needs_b=True):
+        return (matmul(g, w) if needs_x else None, matmul(transpose(g), x) if needs_w else None,
+                sum_(g, axis=0) if needs_b else None)
+
+    @staticmethod
+    def relu_backward_column_sums(y, g, needs_sums=True):
+        gp = where(y > 0, g, 0)
+        return gp, sum_(gp, axis=0) if needs_sums else None
     sigmoid = staticmethod(sigmoid)
 
     softmax_forward = staticmethod(softmax_forward)

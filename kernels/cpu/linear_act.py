@@ -1,0 +1,68 @@
+"""The backward of ReLU fused with the column sums a Linear layer's bias gradient needs.
+
+For ``y = max(x @ w.T + b, 0)`` the gradient that reaches the product is ``gp = where(y > 0, g, 0)``
+and the bias gradient is ``gp.sum(axis=0)``. Done apart, these are two passes over a (tokens,
+features) array: one writing ``gp``, one reading it back. ``relu_backward_column_sums`` makes
+one pass that writes ``gp`` and adds each of its rows into the sums while the row is in registers,
+split over Numba's threads by runs of columns.
+
+Same values as the two passes, bit for bit: ``gp`` is 0 wherever ``y > 0`` is false (also where
+``g`` is inf or nan, as ``where`` and PyTorch give), and each column is summed in row order, the
+order of ``minitrans``'s compiled column sums (``kernels/cpu/reduce.py``) and of NumPy's
+``sum(axis=0)`` of a C-contiguous array, whatever the thread count.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import get_num_threads, njit, prange
+
+MIN_SIZE = 1 << 15            # below ~32k elements one thread: a parallel region would not pay
+MIN_COLUMNS_PER_TASK = 64
+
+
+@njit(inline="always")
+def _mask_and_sum(y, g, gp, sums, c0, c1):
+    """gp[:, c0:c1] = where(y > 0, g, 0) and sums[c0:c1] = its column sums in row order."""
+    acc = np.empty(c1 - c0, gp.dtype)      # a fresh array, so the inner loops vectorise
+    for i in range(y.shape[0]):
+        y_row, g_row, gp_row = y[i, c0:c1], g[i, c0:c1], gp[i, c0:c1]
+        for j in range(c1 - c0):
+            gp_row[j] = g_row[j] if y_row[j] > 0 else 0
+        if i == 0:
+            for j in range(c1 - c0):
+                acc[j] = gp_row[j]
+        else:
+            for j in range(c1 - c0):
+                acc[j] += gp_row[j]
+    sums[c0:c1] = acc
+
+
+@njit(parallel=True, cache=True)
+def _mask_and_sum_threads(y, g, gp, sums, ntasks):
+    n = y.shape[1]
+    per = (n + ntasks - 1) // ntasks
+    for t in prange(ntasks):
+        _mask_and_sum(y, g, gp, sums, t * per, min(n, (t + 1) * per))
+
+
+@njit(cache=True)
+def _mask_and_sum_one_thread(y, g, gp, sums):
+    _mask_and_sum(y, g, gp, sums, 0, y.shape[1])
+
+
+def relu_backward_column_sums(y, g, needs_sums=True):
+    """``(where(y > 0, g, 0), its sum over axis 0)`` for a ReLU output ``y`` (m, n) and the gradient
+    ``g`` (m, n) of the same float dtype; the sums are None when ``needs_sums`` is false."""
+    if not (y.ndim == 2 and y.shape == g.shape and y.dtype == g.dtype and y.dtype in (np.float32, np.float64)) \
+            or y.shape[0] == 0:
+        gp = np.where(y > 0, g, 0).astype(np.result_type(y, g), copy=False)
+        return gp, np.sum(gp, axis=0) if needs_sums else None
+    y, g = np.ascontiguousarray(y), np.ascontiguousarray(g)
+    gp = np.empty(y.shape, y.dtype)
+    sums = np.empty(y.shape[1], y.dtype)
+    ntasks = min(get_num_threads(), y.shape[1] // MIN_COLUMNS_PER_TASK)
+    if y.size < MIN_SIZE or ntasks < 2:
+        _mask_and_sum_one_thread(y, g, gp, sums)
+    else:
+        _mask_and_sum_threads(y, g, gp, sums, ntasks)
+    return gp, sums if needs_sums else None
