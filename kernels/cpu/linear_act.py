@@ -4,7 +4,9 @@ For ``y = max(x @ w.T + b, 0)`` the gradient that reaches the product is ``gp = 
 and the bias gradient is ``gp.sum(axis=0)``. Done apart, these are two passes over a (tokens,
 features) array: one writing ``gp``, one reading it back. ``relu_backward_column_sums`` makes
 one pass that writes ``gp`` and adds each of its rows into the sums while the row is in registers,
-split over Numba's threads by runs of columns.
+split by runs of columns over minitrans's worker threads (``minitrans.threads.worker_pool``, as the
+matrix products of ``matmul.py``: a block no worker has started when the calling thread is done
+with its own is taken back and done there, so a loaded machine does not make it wait).
 
 Same values as the two passes, bit for bit: ``gp`` is 0 wherever ``y > 0`` is false (also where
 ``g`` is inf or nan, as ``where`` and PyTorch give), and each column is summed in row order, the
@@ -13,8 +15,12 @@ order of ``minitrans``'s compiled column sums (``kernels/cpu/reduce.py``) and of
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit
+
+from minitrans.threads import worker_pool
 
 MIN_SIZE = 1 << 15            # below ~32k elements one thread: a parallel region would not pay
 MIN_COLUMNS_PER_TASK = 64
@@ -37,17 +43,10 @@ def _mask_and_sum(y, g, gp, sums, c0, c1):
     sums[c0:c1] = acc
 
 
-@njit(parallel=True, cache=True)
-def _mask_and_sum_threads(y, g, gp, sums, ntasks):
-    n = y.shape[1]
-    per = (n + ntasks - 1) // ntasks
-    for t in prange(ntasks):
-        _mask_and_sum(y, g, gp, sums, t * per, min(n, (t + 1) * per))
-
-
-@njit(cache=True)
-def _mask_and_sum_one_thread(y, g, gp, sums):
-    _mask_and_sum(y, g, gp, sums, 0, y.shape[1])
+@njit(cache=True, nogil=True)
+def _mask_and_sum_columns(y, g, gp, sums, c0, c1):
+    """``_mask_and_sum`` over columns [c0, c1), without the GIL: the blocks run on Python threads."""
+    _mask_and_sum(y, g, gp, sums, c0, c1)
 
 
 def relu_backward_column_sums(y, g, needs_sums=True):
@@ -60,9 +59,18 @@ def relu_backward_column_sums(y, g, needs_sums=True):
     y, g = np.ascontiguousarray(y), np.ascontiguousarray(g)
     gp = np.empty(y.shape, y.dtype)
     sums = np.empty(y.shape[1], y.dtype)
-    ntasks = min(get_num_threads(), y.shape[1] // MIN_COLUMNS_PER_TASK)
-    if y.size < MIN_SIZE or ntasks < 2:
-        _mask_and_sum_one_thread(y, g, gp, sums)
+    parts = min(get_num_threads(), y.shape[1] // MIN_COLUMNS_PER_TASK)
+    if y.size < MIN_SIZE or parts < 2 or threading.current_thread().name.startswith("minitrans-"):
+        _mask_and_sum_columns(y, g, gp, sums, 0, y.shape[1])
     else:
-        _mask_and_sum_threads(y, g, gp, sums, ntasks)
+        step = -(-y.shape[1] // parts)
+        blocks = [(c, min(y.shape[1], c + step)) for c in range(0, y.shape[1], step)]
+        pool = worker_pool(len(blocks) - 1)
+        futures = [pool.submit(_mask_and_sum_columns, y, g, gp, sums, c0, c1) for c0, c1 in blocks[1:]]
+        _mask_and_sum_columns(y, g, gp, sums, *blocks[0])
+        for f, (c0, c1) in zip(futures, blocks[1:]):
+            if f.cancel():          # no worker has started it (none got a core yet): do it here
+                _mask_and_sum_columns(y, g, gp, sums, c0, c1)
+            else:
+                f.result()
     return gp, sums if needs_sums else None

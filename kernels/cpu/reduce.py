@@ -59,7 +59,11 @@ def sum(a, axis=None, *args, **kwargs):  # noqa: A001 (NumPy's name)
     """``np.sum(a, axis, ...)``; column sums of large 2-D arrays compiled (see the module docstring)."""
     if not args and not kwargs and (axis == 0 or axis == -2) and type(axis) is int and _compiled(a):
         out = np.empty(a.shape[1], a.dtype)
-        _column_sums(a, out, max(1, min(get_num_threads(), a.shape[1] // MIN_COLUMNS_PER_TASK)))
+        ntasks = min(get_num_threads(), a.shape[1] // MIN_COLUMNS_PER_TASK)
+        if ntasks > 1:
+            _column_sums(a, out, ntasks)
+        else:               # one task: no parallel region (its hand-over to Numba's pool costs more)
+            _column_sums_one_thread(a, out)
         return out
     return np.sum(a, axis, *args, **kwargs)
 
