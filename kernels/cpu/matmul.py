@@ -33,6 +33,7 @@ from numba import get_num_threads
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
+from .linear_act import relu_backward_column_sums
 from .reduce import column_sums_on_this_thread, sum as column_sums
 
 MIN_FLOPS = 1 << 22        # below ~4 MFLOP a product runs whole: the hand-over (~20 µs) would not pay
@@ -65,16 +66,24 @@ def addmm_relu(bias, a, b):
     return _product(a, b, bias, relu=True)
 
 
-def linear_backward(g, x, w, needs_x=True, needs_w=True, needs_b=True):
+def linear_backward(g, x, w, needs=(True, True, True), relu_out=None):
     """The gradients of ``y = x @ w.T + b`` for 2-D ``g`` (m, n), ``x`` (m, k), ``w`` (n, k):
-    ``(g @ w, g.T @ x, g.sum(axis=0))``, None for each one not needed.
+    ``(g @ w, g.T @ x, g.sum(axis=0))``, None for each one whose ``needs`` entry is false. With
+    ``relu_out`` (``y`` of ``y = max(x @ w.T + b, 0)``), those of ``gp = where(relu_out > 0, g, 0)``,
+    the ReLU's gradient, which one pass makes together with its column sums (``linear_act.py``).
 
     With two products to compute and at least two threads, each runs whole, as one single-threaded
     BLAS call on a thread of its own (a worker computes ``g.T @ x`` while the calling thread computes
     ``g @ w`` and then the column sums): the two have the same FLOP count, and a whole product runs
     at a higher rate than the halves that splitting each by rows gives, with one hand-over instead of
-    two. Every result is the one the single-threaded path gives, bit for bit, whatever the timing.
-    Otherwise each product is ``matmul`` (split by rows where that pays)."""
+    two. Every result is the one the single-threaded path gives, bit for bit, whatever the timing
+    (a product no worker has started by then is computed by the calling thread). Otherwise each
+    product is ``matmul`` (split by rows where that pays)."""
+    needs_x, needs_w, needs_b = needs
+    gb = None
+    if relu_out is not None:
+        g, gb = relu_backward_column_sums(relu_out, g, needs_b)
+        needs_b = False
     gw_job = None
     if needs_x and needs_w and get_num_threads() > 1 and not _on_a_worker() and g.ndim == x.ndim == w.ndim == 2 \
             and 2 * g.size * x.shape[1] >= MIN_FLOPS and g.dtype == x.dtype == w.dtype and g.dtype.kind == "f" \
@@ -83,9 +92,9 @@ def linear_backward(g, x, w, needs_x=True, needs_w=True, needs_b=True):
     if gw_job is None:
         gx = _product(g, w, None) if needs_x else None
         gw = _product(g.T, x, None) if needs_w else None
-        return gx, gw, column_sums(g, axis=0) if needs_b else None
+        return gx, gw, column_sums(g, axis=0) if needs_b else gb
     gx = np.matmul(g, w)
-    gb = column_sums_on_this_thread(g) if needs_b else None
+    gb = column_sums_on_this_thread(g) if needs_b else gb
     gw = np.matmul(g.T, x) if gw_job.cancel() else gw_job.result()   # not started: computed here
     return gx, gw, gb
 

@@ -13,7 +13,6 @@ import numpy as np
 
 from ..kernels import cpu as numba_kernels
 from ..kernels import reference as reference_kernels
-from ..kernels.cpu.linear_act import relu_backward_column_sums
 from ..kernels.cpu.matmul import addmm as threaded_addmm
 from ..kernels.cpu.matmul import addmm_relu as threaded_addmm_relu
 from ..kernels.cpu.matmul import linear_backward as threaded_linear_backward
@@ -129,8 +128,7 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
     matmul = staticmethod(threaded_matmul)    # np.matmul, large products split over minitrans's threads
     addmm = staticmethod(threaded_addmm)      # a @ b + bias, the addition inside each thread's block
     addmm_relu = staticmethod(threaded_addmm_relu)    # and max(., 0), in the same blocks
-    linear_backward = staticmethod(threaded_linear_backward)    # the two products on two threads
-    relu_backward_column_sums = staticmethod(relu_backward_column_sums)
+    linear_backward = staticmethod(threaded_linear_backward)    # the two products on two threads at once
 
     @staticmethod
     def to_numpy(a):

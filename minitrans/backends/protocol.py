@@ -318,20 +318,11 @@ class Backend:
 
     @staticmethod
     def addmm_relu(bias, a, b):
-        """``max(a @ b + bias, 0)`` (``bias`` (n,) or None): a Linear layer followed by ReLU in one
-        primitive, the same values as ``maximum(addmm(bias, a, b), 0)`` (nan stays nan)."""
+        """``maximum(addmm(bias, a, b), 0)`` in one primitive (``bias`` may be None): Linear + ReLU."""
 
     @staticmethod
-    def linear_backward(g, x, w, needs_x=True, needs_w=True, needs_b=True):
-        """The gradients of ``y = x @ w.T + b`` for 2-D ``g`` (m, n), ``x`` (m, k), ``w`` (n, k):
-        ``(g @ w, g.T @ x, g.sum(axis=0))``, None in place of each one not needed. The same values
-        as those three calls, whatever order or concurrency the backend runs them in."""
-
-    @staticmethod
-    def relu_backward_column_sums(y, g, needs_sums=True):
-        """``(gp, gp.sum(axis=0))`` with ``gp = where(y > 0, g, 0)`` for a ReLU output ``y`` and
-        its gradient ``g``, both 2-D of one float dtype (the sums None unless ``needs_sums``): the
-        gradient at a fused Linear + ReLU's product, and its bias gradient."""
+    def linear_backward(g, x, w, needs=(True, True, True), relu_out=None):
+        """``(g @ w, g.T @ x, g.sum(0))``, None where ``needs`` is false; g masked by ``relu_out > 0`` if given."""
 
     # ------------------------------------------------------------ random
     @staticmethod

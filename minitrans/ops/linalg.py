@@ -64,8 +64,7 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, g):
         x2, w = ctx.saved_arrays
-        nx, nw, nb = ctx.needs_input_grad
-        gx, gw, gb = ctx.xp.linear_backward(g.reshape(-1, g.shape[-1]), x2, w, nx, nw, nb)
+        gx, gw, gb = ctx.xp.linear_backward(g.reshape(-1, g.shape[-1]), x2, w, ctx.needs_input_grad)
         return None if gx is None else gx.reshape(ctx.xshape), gw, gb
 
 
@@ -86,8 +85,5 @@ class LinearRelu(Function):
     @staticmethod
     def backward(ctx, g):
         x2, w, y = ctx.saved_arrays
-        xp = ctx.xp
-        nx, nw, nb = ctx.needs_input_grad
-        gp, gb = xp.relu_backward_column_sums(y, g.reshape(y.shape), nb)
-        gx, gw, _ = xp.linear_backward(gp, x2, w, nx, nw, False)
+        gx, gw, gb = ctx.xp.linear_backward(g.reshape(y.shape), x2, w, ctx.needs_input_grad, relu_out=y)
         return None if gx is None else gx.reshape(ctx.xshape), gw, gb

@@ -150,11 +150,24 @@ def test_linear_backward_gives_none_for_what_is_not_needed(split_everything):
     g, x, w = rng.standard_normal((6, 4)), rng.standard_normal((6, 3)), rng.standard_normal((4, 3))
     full = mm.linear_backward(g, x, w)
     for needs in [(True, False, False), (False, True, True), (False, False, True), (True, True, False)]:
-        got = mm.linear_backward(g, x, w, *needs)
+        got = mm.linear_backward(g, x, w, needs)
         for part, need, ref in zip(got, needs, full):
             assert (part is None) == (not need)
             if need:
                 np.testing.assert_array_equal(part, ref)
+
+
+@pytest.mark.parametrize("needs", [(True, True, True), (True, False, True), (False, True, False)])
+def test_linear_backward_of_a_relu_output_is_that_of_the_masked_gradient(split_everything, needs):
+    rng = np.random.default_rng(11)
+    g, x, w = rng.standard_normal((40, 70)), rng.standard_normal((40, 9)), rng.standard_normal((70, 9))
+    y = np.maximum(rng.standard_normal((40, 70)), 0)
+    got = mm.linear_backward(g, x, w, needs, relu_out=y)
+    want = mm.linear_backward(np.where(y > 0, g, 0), x, w, needs)
+    for part, ref, need in zip(got, want, needs):
+        assert (part is None) == (not need)
+        if need:
+            np.testing.assert_array_equal(part, ref)
 
 
 def _spy(monkeypatch):

@@ -284,14 +284,11 @@ class CUDABackend(Backend):
         return maximum(y, 0)
 
     @staticmethod
-    def linear_backward(g, x, w, needs_x=True, needs_w=True, needs_b=True):
-        return (matmul(g, w) if needs_x else None, matmul(transpose(g), x) if needs_w else None,
-                sum_(g, axis=0) if needs_b else None)
-
-    @staticmethod
-    def relu_backward_column_sums(y, g, needs_sums=True):
-        gp = where(y > 0, g, 0)
-        return gp, sum_(gp, axis=0) if needs_sums else None
+    def linear_backward(g, x, w, needs=(True, True, True), relu_out=None):
+        if relu_out is not None:
+            g = where(relu_out > 0, g, 0)
+        return (matmul(g, w) if needs[0] else None, matmul(transpose(g), x) if needs[1] else None,
+                sum_(g, axis=0) if needs[2] else None)
     sigmoid = staticmethod(sigmoid)
 
     softmax_forward = staticmethod(softmax_forward)
