@@ -23,6 +23,10 @@ alternated pairs: 71, 74, 72 ms per step before, 64, 47, 47 ms after; its CPU ti
 
 Blocks never overlap and every output element is computed by one BLAS call over the full inner
 dimension, so the result does not depend on the thread count's timing (run to run it is the same).
+
+A Linear layer's primitives live here too: ``addmm`` and ``addmm_relu`` (the bias, and ReLU, applied
+inside each block), and ``linear_backward``, whose two products run at once, each whole on its own
+thread, rather than one after the other split by rows (see its docstring).
 """
 from __future__ import annotations
 
