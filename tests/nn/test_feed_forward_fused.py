@@ -80,14 +80,27 @@ def test_fused_block_passes_float64_gradcheck():
     assert mt.autograd.gradcheck(fn, [x, no_bias.weight])
 
 
-def test_relu_gradient_at_exactly_zero_is_zero_as_in_pytorch():
-    lin = nn.Linear(2, 3).double()
-    with mt.no_grad():
-        lin.weight.copy_(mt.tensor(np.zeros((3, 2))))
-        lin.bias.copy_(mt.tensor(np.array([0.0, 1.0, -1.0])))
-    x = mt.tensor(np.ones((4, 2)), requires_grad=True)
-    linalg.LinearRelu.apply(x, lin.weight, lin.bias).sum().backward()
-    np.testing.assert_array_equal(lin.bias.grad.numpy(), [0.0, 4.0, 0.0])
+def test_relu_gradient_at_exactly_zero_is_zero_as_in_pytorch(device):
+    w = mt.tensor(np.zeros((3, 2)), device=device, requires_grad=True)
+    b = mt.tensor(np.array([0.0, 1.0, -1.0]), device=device, requires_grad=True)
+    x = mt.tensor(np.ones((4, 2)), device=device, requires_grad=True)
+    linalg.LinearRelu.apply(x, w, b).sum().backward()
+    np.testing.assert_array_equal(b.grad.numpy(), [0.0, 4.0, 0.0])
+    np.testing.assert_array_equal(w.grad.numpy(), [[0, 0], [4, 4], [0, 0]])
+
+
+def test_without_a_bias_on_every_device(device):
+    rng = np.random.default_rng(8)
+    x_np, w_np, g_np = rng.standard_normal((5, 3)), rng.standard_normal((4, 3)), rng.standard_normal((5, 4))
+    x = mt.tensor(x_np, device=device, requires_grad=True)
+    w = mt.tensor(w_np, device=device, requires_grad=True)
+    out = linalg.LinearRelu.apply(x, w, None)
+    (out * mt.tensor(g_np, device=device)).sum().backward()
+    h = x_np @ w_np.T
+    np.testing.assert_allclose(out.numpy(), np.maximum(h, 0), rtol=1e-12, atol=1e-12)
+    gp = g_np * (h > 0)
+    np.testing.assert_allclose(x.grad.numpy(), gp @ w_np, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(w.grad.numpy(), gp.T @ x_np, rtol=1e-12, atol=1e-12)
 
 
 def _hooked(ff):
