@@ -93,10 +93,10 @@ def linear_backward(g, x, w, needs=(True, True, True), relu_out=None):
             and 2 * g.size * x.shape[1] >= MIN_FLOPS and g.dtype == x.dtype == w.dtype and g.dtype.kind == "f" \
             and blas_is_single_threaded():
         gw_job = worker_pool(1).submit(np.matmul, g.T, x)
-    if gw_job is None:
+    if gw_job is None:      # the column sums first, while g (just written by the op before) is in cache
+        gb = column_sums(g, axis=0) if needs_b else gb
         gx = _product(g, w, None) if needs_x else None
-        gw = _product(g.T, x, None) if needs_w else None
-        return gx, gw, column_sums(g, axis=0) if needs_b else gb
+        return gx, _product(g.T, x, None) if needs_w else None, gb
     gx = np.matmul(g, w)
     gb = column_sums_on_this_thread(g) if needs_b else gb
     gw = np.matmul(g.T, x) if gw_job.cancel() else gw_job.result()   # not started: computed here
