@@ -289,6 +289,7 @@ class CUDABackend(Backend):
             g = where(relu_out > 0, g, 0)
         return (matmul(g, w) if needs[0] else None, matmul(transpose(g), x) if needs[1] else None,
                 sum_(g, axis=0) if needs[2] else None)
+
     sigmoid = staticmethod(sigmoid)
 
     softmax_forward = staticmethod(softmax_forward)
