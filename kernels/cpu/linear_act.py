@@ -1,4 +1,9 @@
-"""The backward of ReLU fused with the column sums a Linear layer's bias gradient needs.
+"""A Linear layer followed by ReLU: the forward's bias and clamp in one pass, and the backward of
+ReLU fused with the column sums the layer's bias gradient needs.
+
+``bias_relu_inplace(y, bias)`` is NumPy's ``y += bias; np.maximum(y, 0, out=y)`` bit for bit (nan
+stays nan, -0.0 becomes +0.0 as ``np.maximum(-0.0, 0)`` gives) in one pass over ``y`` instead of
+two; ``matmul.addmm_relu`` calls it on each block of rows right after the block's product.
 
 For ``y = max(x @ w.T + b, 0)`` the gradient that reaches the product is ``gp = where(y > 0, g, 0)``
 and the bias gradient is ``gp.sum(axis=0)``. Done apart, these are two passes over a (tokens,
@@ -47,6 +52,28 @@ def _mask_and_sum(y, g, gp, sums, c0, c1):
 def _mask_and_sum_columns(y, g, gp, sums, c0, c1):
     """``_mask_and_sum`` over columns [c0, c1), without the GIL: the blocks run on Python threads."""
     _mask_and_sum(y, g, gp, sums, c0, c1)
+
+
+@njit(cache=True, nogil=True)
+def _add_bias_and_clamp(y, bias):
+    for i in range(y.shape[0]):
+        row = y[i]
+        for j in range(y.shape[1]):
+            v = row[j] + bias[j]
+            row[j] = v if v > 0 or v != v else 0
+
+
+def bias_relu_inplace(y, bias):
+    """``y += bias; np.maximum(y, 0, out=y)`` (``bias`` (n,) or None) in place, the same bits in one
+    pass for a C-contiguous 2-D float ``y`` and a ``bias`` of its dtype; returns ``y``."""
+    if bias is not None and y.ndim == 2 and y.dtype in (np.float32, np.float64) and bias.dtype == y.dtype \
+            and bias.shape == (y.shape[1],) and y.flags.c_contiguous:
+        _add_bias_and_clamp(y, bias)
+        return y
+    if bias is not None:
+        y += bias
+    np.maximum(y, 0, out=y)
+    return y
 
 
 def relu_backward_column_sums(y, g, needs_sums=True):

@@ -37,7 +37,7 @@ from numba import get_num_threads
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
-from .linear_act import relu_backward_column_sums
+from .linear_act import bias_relu_inplace, relu_backward_column_sums
 from .reduce import column_sums_on_this_thread, sum as column_sums
 
 MIN_FLOPS = 1 << 22        # below ~4 MFLOP a product runs whole: the hand-over (~20 µs) would not pay
@@ -65,8 +65,9 @@ def addmm(bias, a, b):
 
 def addmm_relu(bias, a, b):
     """``max(a @ b + bias, 0)`` (``bias`` (n,) or None): a Linear layer followed by ReLU, as
-    ``y = a @ b; y += bias; np.maximum(y, 0, out=y)`` inside each thread's block of rows, while
-    they are in cache (the same values, bit for bit, as the three steps one after the other)."""
+    ``y = a @ b`` and then ``y += bias; np.maximum(y, 0, out=y)`` in one pass
+    (``linear_act.bias_relu_inplace``) inside each thread's block of rows, while they are in cache
+    (the same values, bit for bit, as the three steps one after the other)."""
     return _product(a, b, bias, relu=True)
 
 
@@ -104,10 +105,10 @@ def linear_backward(g, x, w, needs=(True, True, True), relu_out=None):
 
 
 def _finish(y, bias, relu=False):
+    if relu:
+        return bias_relu_inplace(y, bias)
     if bias is not None:
         y += bias
-    if relu:
-        np.maximum(y, 0, out=y)
     return y
 
 

@@ -76,6 +76,41 @@ def test_addmm_relu_keeps_nan_and_clamps_inf(split_everything):
     assert np.isnan(got[0, 0]) and got[1, 0] == 1 and got[2, 0] == 0 and got[3, 0] == np.inf
 
 
+def test_addmm_relu_turns_negative_zero_into_positive_zero_as_numpy_maximum(split_everything):
+    a, b = np.zeros((4, 3), np.float32), -np.ones((3, 5), np.float32)        # every product -0.0
+    for bias in (np.full(5, -0.0, np.float32), None):
+        got = mm.addmm_relu(bias, a, b)
+        want = np.maximum(a @ b + (0 if bias is None else bias), 0)
+        assert not np.signbit(got).any() and not np.signbit(want).any()
+
+
+def _numpy_bias_relu(y, bias):
+    out = np.array(y, copy=True)
+    if bias is not None:
+        out += bias
+    np.maximum(out, 0, out=out)
+    return out
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(1, 1), (3, 17), (64, 300)])
+def test_bias_relu_inplace_is_numpys_two_steps_bit_for_bit(dt, shape):
+    rng = np.random.default_rng(shape[1])
+    y = rng.standard_normal(shape).astype(dt)
+    specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0], dt)
+    y.flat[::3] = np.resize(specials, y.flat[::3].shape)
+    bias = rng.standard_normal(shape[1]).astype(dt)
+    bias[::4] = -0.0
+    cases = [(y.copy(), bias), (y.copy(), bias[::-1].copy()[::-1]), (y.copy(), None),   # strided bias, no bias
+             (np.asfortranarray(y), bias), (y.copy(), bias.astype(np.float16))]          # NumPy's own steps
+    for target, b in cases:
+        want = _numpy_bias_relu(target, b)
+        got = linear_act.bias_relu_inplace(target, b)
+        assert got is target and got.dtype == dt
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
 # ----------------------------------------------------------------------------- relu_backward_column_sums
 def _mask_reference(y, g):
     gp = np.where(y > 0, g.astype(np.float64), 0.0)
