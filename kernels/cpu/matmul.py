@@ -37,7 +37,7 @@ from numba import get_num_threads
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
-from .linear_act import bias_relu_inplace, relu_backward_column_sums
+from .linear_act import add_bias_inplace, bias_relu_inplace, relu_backward_column_sums
 from .reduce import column_sums_on_this_thread, sum as column_sums
 
 MIN_FLOPS = 1 << 22        # below ~4 MFLOP a product runs whole: the hand-over (~20 µs) would not pay
@@ -107,9 +107,7 @@ def linear_backward(g, x, w, needs=(True, True, True), relu_out=None):
 def _finish(y, bias, relu=False):
     if relu:
         return bias_relu_inplace(y, bias)
-    if bias is not None:
-        y += bias
-    return y
+    return y if bias is None else add_bias_inplace(y, bias)
 
 
 def _on_a_worker() -> bool:

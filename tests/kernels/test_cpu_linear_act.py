@@ -94,7 +94,7 @@ def _numpy_bias_relu(y, bias):
 
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 17), (64, 300)])
-def test_bias_relu_inplace_is_numpys_two_steps_bit_for_bit(dt, shape):
+def test_bias_relu_and_bias_inplace_are_numpys_steps_bit_for_bit(dt, shape):
     rng = np.random.default_rng(shape[1])
     y = rng.standard_normal(shape).astype(dt)
     specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0], dt)
@@ -109,6 +109,12 @@ def test_bias_relu_inplace_is_numpys_two_steps_bit_for_bit(dt, shape):
         assert got is target and got.dtype == dt
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+        if b is not None:
+            want = target + b
+            got = linear_act.add_bias_inplace(target, b)
+            assert got is target and got.dtype == dt
+            np.testing.assert_array_equal(got, want)
+            np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
 
 
 # ----------------------------------------------------------------------------- relu_backward_column_sums
