@@ -23,6 +23,10 @@ alternated pairs: 71, 74, 72 ms per step before, 64, 47, 47 ms after; its CPU ti
 
 Blocks never overlap and every output element is computed by one BLAS call over the full inner
 dimension, so the result does not depend on the thread count's timing (run to run it is the same).
+
+A Linear layer's primitives live here too: ``addmm`` and ``addmm_relu`` (the bias, and ReLU, applied
+inside each block), and ``linear_backward``, whose two products run at once, each whole on its own
+thread, rather than one after the other split by rows (see its docstring).
 """
 from __future__ import annotations
 
@@ -32,6 +36,9 @@ import numpy as np
 from numba import get_num_threads
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
+
+from .linear_act import add_bias_inplace, bias_relu_inplace, relu_backward_column_sums
+from .reduce import column_sums_on_this_thread, sum as column_sums
 
 MIN_FLOPS = 1 << 22        # below ~4 MFLOP a product runs whole: the hand-over (~20 µs) would not pay
 
@@ -56,16 +63,61 @@ def addmm(bias, a, b):
     return _product(a, b, bias)
 
 
-def _with_bias(y, bias):
-    if bias is not None:
-        y += bias
-    return y
+def addmm_relu(bias, a, b):
+    """``max(a @ b + bias, 0)`` (``bias`` (n,) or None): a Linear layer followed by ReLU, as
+    ``y = a @ b`` and then ``y += bias; np.maximum(y, 0, out=y)`` in one pass
+    (``linear_act.bias_relu_inplace``) inside each thread's block of rows, while they are in cache
+    (the same values, bit for bit, as the three steps one after the other)."""
+    return _product(a, b, bias, relu=True)
 
 
-def _product(a, b, bias):
+def linear_backward(g, x, w, needs=(True, True, True), relu_out=None):
+    """The gradients of ``y = x @ w.T + b`` for 2-D ``g`` (m, n), ``x`` (m, k), ``w`` (n, k):
+    ``(g @ w, g.T @ x, g.sum(axis=0))``, None for each one whose ``needs`` entry is false. With
+    ``relu_out`` (``y`` of ``y = max(x @ w.T + b, 0)``), those of ``gp = where(relu_out > 0, g, 0)``,
+    the ReLU's gradient, which one pass makes together with its column sums (``linear_act.py``).
+
+    With two products to compute and at least two threads, each runs whole, as one single-threaded
+    BLAS call on a thread of its own (a worker computes ``g.T @ x`` while the calling thread computes
+    ``g @ w`` and then the column sums): the two have the same FLOP count, and a whole product runs
+    at a higher rate than the halves that splitting each by rows gives, with one hand-over instead of
+    two. Every result is the one the single-threaded path gives, bit for bit, whatever the timing
+    (a product no worker has started by then is computed by the calling thread). Otherwise each
+    product is ``matmul`` (split by rows where that pays)."""
+    needs_x, needs_w, needs_b = needs
+    gb = None
+    if relu_out is not None:
+        g, gb = relu_backward_column_sums(relu_out, g, needs_b)
+        needs_b = False
+    gw_job = None
+    if needs_x and needs_w and get_num_threads() > 1 and not _on_a_worker() and g.ndim == x.ndim == w.ndim == 2 \
+            and 2 * g.size * x.shape[1] >= MIN_FLOPS and g.dtype == x.dtype == w.dtype and g.dtype.kind == "f" \
+            and blas_is_single_threaded():
+        gw_job = worker_pool(1).submit(np.matmul, g.T, x)
+    if gw_job is None:      # the column sums first, while g (just written by the op before) is in cache
+        gb = column_sums(g, axis=0) if needs_b else gb
+        gx = _product(g, w, None) if needs_x else None
+        return gx, _product(g.T, x, None) if needs_w else None, gb
+    gx = np.matmul(g, w)
+    gb = column_sums_on_this_thread(g) if needs_b else gb
+    gw = np.matmul(g.T, x) if gw_job.cancel() else gw_job.result()   # not started: computed here
+    return gx, gw, gb
+
+
+def _finish(y, bias, relu=False):
+    if relu:
+        return bias_relu_inplace(y, bias)
+    return y if bias is None else add_bias_inplace(y, bias)
+
+
+def _on_a_worker() -> bool:
+    return threading.current_thread().name.startswith("minitrans-")
+
+
+def _product(a, b, bias, relu=False):
     nt = get_num_threads()
-    if nt == 1 or threading.current_thread().name.startswith("minitrans-"):
-        return _with_bias(np.matmul(a, b), bias)
+    if nt == 1 or _on_a_worker():
+        return _finish(np.matmul(a, b), bias, relu)
     if a.ndim == 2 and b.ndim == 2 and a.shape[1] == b.shape[0]:
         m, k = a.shape
         n = b.shape[1]
@@ -75,17 +127,15 @@ def _product(a, b, bias):
         n = b.shape[2]
         m *= split
     else:                   # everything else (and every bad shape) as NumPy does it
-        return _with_bias(np.matmul(a, b), bias)
+        return _finish(np.matmul(a, b), bias, relu)
     if 2 * m * n * k < MIN_FLOPS or split < 2 or a.dtype != b.dtype or a.dtype.kind != "f" \
-            or not blas_is_single_threaded() or (bias is not None and a.ndim != 2):
-        return _with_bias(np.matmul(a, b), bias)
+            or not blas_is_single_threaded() or ((bias is not None or relu) and a.ndim != 2):
+        return _finish(np.matmul(a, b), bias, relu)
     out = np.empty(a.shape[:-1] + (b.shape[-1],), a.dtype)
     blocks = _blocks(split, min(nt, split))
     if a.ndim == 2:
         def run(r0, r1):
-            block = np.matmul(a[r0:r1], b, out=out[r0:r1])
-            if bias is not None:
-                block += bias
+            _finish(np.matmul(a[r0:r1], b, out=out[r0:r1]), bias, relu)
     else:
         run = lambda r0, r1: np.matmul(a[r0:r1], b[r0:r1], out=out[r0:r1])  # noqa: E731
     pool = worker_pool(len(blocks) - 1)

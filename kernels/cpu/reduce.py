@@ -42,12 +42,38 @@ def _column_sums(a, out, ntasks):
         out[c0:c1] = acc
 
 
+@njit(cache=True)
+def _column_sums_one_thread(a, out):
+    """``_column_sums`` on the calling thread alone (no parallel region)."""
+    acc = np.empty(a.shape[1], a.dtype)
+    _add_rows(a, acc, 0, a.shape[1])
+    out[:] = acc
+
+
+def _compiled(a) -> bool:
+    return isinstance(a, np.ndarray) and a.ndim == 2 and a.size >= MIN_SIZE \
+        and a.dtype in (np.float32, np.float64) and a.flags.c_contiguous
+
+
 def sum(a, axis=None, *args, **kwargs):  # noqa: A001 (NumPy's name)
     """``np.sum(a, axis, ...)``; column sums of large 2-D arrays compiled (see the module docstring)."""
-    if not args and not kwargs and (axis == 0 or axis == -2) and type(axis) is int \
-            and isinstance(a, np.ndarray) and a.ndim == 2 and a.size >= MIN_SIZE \
-            and a.dtype in (np.float32, np.float64) and a.flags.c_contiguous:
+    if not args and not kwargs and (axis == 0 or axis == -2) and type(axis) is int and _compiled(a):
         out = np.empty(a.shape[1], a.dtype)
-        _column_sums(a, out, max(1, min(get_num_threads(), a.shape[1] // MIN_COLUMNS_PER_TASK)))
+        ntasks = min(get_num_threads(), a.shape[1] // MIN_COLUMNS_PER_TASK)
+        if ntasks > 1:
+            _column_sums(a, out, ntasks)
+        else:               # one task: no parallel region (its hand-over to Numba's pool costs more)
+            _column_sums_one_thread(a, out)
         return out
     return np.sum(a, axis, *args, **kwargs)
+
+
+def column_sums_on_this_thread(a):
+    """``sum(a, axis=0)`` of a 2-D array, the same bits, computed on the calling thread alone: for
+    a caller whose other threads are busy (the concurrent products of a Linear layer's backward),
+    where a parallel region would wait for them."""
+    if _compiled(a):
+        out = np.empty(a.shape[1], a.dtype)
+        _column_sums_one_thread(a, out)
+        return out
+    return np.sum(a, axis=0)

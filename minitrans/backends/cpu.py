@@ -14,6 +14,8 @@ import numpy as np
 from ..kernels import cpu as numba_kernels
 from ..kernels import reference as reference_kernels
 from ..kernels.cpu.matmul import addmm as threaded_addmm
+from ..kernels.cpu.matmul import addmm_relu as threaded_addmm_relu
+from ..kernels.cpu.matmul import linear_backward as threaded_linear_backward
 from ..kernels.cpu.matmul import matmul as threaded_matmul
 from ..kernels.cpu.reduce import sum as compiled_sum
 from ..kernels.cpu.scatter import add_at as row_scatter_add_at
@@ -125,6 +127,8 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
     sum = staticmethod(compiled_sum)            # np.sum; column sums (bias gradients) compiled, split over threads
     matmul = staticmethod(threaded_matmul)    # np.matmul, large products split over minitrans's threads
     addmm = staticmethod(threaded_addmm)      # a @ b + bias, the addition inside each thread's block
+    addmm_relu = staticmethod(threaded_addmm_relu)    # and max(., 0), in the same blocks
+    linear_backward = staticmethod(threaded_linear_backward)    # the two products on two threads at once
 
     @staticmethod
     def to_numpy(a):

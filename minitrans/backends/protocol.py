@@ -316,6 +316,14 @@ class Backend:
         a Linear layer's forward, the bias added as part of the product (same values as
         ``y = matmul(a, b); y += bias``)."""
 
+    @staticmethod
+    def addmm_relu(bias, a, b):
+        """``maximum(addmm(bias, a, b), 0)`` in one primitive (``bias`` may be None): Linear + ReLU."""
+
+    @staticmethod
+    def linear_backward(g, x, w, needs=(True, True, True), relu_out=None):
+        """``(g @ w, g.T @ x, g.sum(0))``, None where ``needs`` is false; g masked by ``relu_out > 0`` if given."""
+
     # ------------------------------------------------------------ random
     @staticmethod
     def dropout_mask(shape, p: float, seed: int, dtype):

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .. import autograd
+from ..ops import linalg as linalg_ops
 from ..tensor import Tensor
 from . import functional as F
 from . import init
@@ -61,8 +62,25 @@ class PositionalEncoding(Module):
 
 
 def feed_forward(x: Tensor, linear1: Linear, linear2: Linear, activation, dropout: Dropout) -> Tensor:
-    """linear2(dropout(activation(linear1(x)))): the position-wise feed-forward block."""
+    """linear2(dropout(activation(linear1(x)))): the position-wise feed-forward block.
+
+    With ReLU and the dropout inactive, ``linear1`` and the ReLU run as one op (``LinearRelu``: the
+    bias and max(., 0) applied inside the product's blocks; in backward, one pass masks the gradient
+    and sums it for the bias), with the same values. Only where nothing can tell the difference:
+    a plain ``Linear`` and ``Dropout`` without hooks, and an input the layer accepts as it is (any
+    other input takes the unfused path, which raises the layer's own errors)."""
+    if activation is F.relu and _fusable(x, linear1) and type(dropout) is Dropout and incremental.plain(dropout):
+        return linear2(linalg_ops.LinearRelu.apply(x, linear1.weight, linear1.bias))
     return linear2(dropout(activation(linear1(x))))
+
+
+def _fusable(x, linear: Linear) -> bool:
+    """True when ``linear(x)`` is exactly the plain product: a hook-free ``Linear``, and ``x`` a
+    tensor of its weight's dtype and device with the right last dim."""
+    w, b = linear.weight, linear.bias
+    return type(linear) is Linear and incremental.plain(linear) and isinstance(x, Tensor) and x.ndim > 0 \
+        and x.shape[-1] == w.shape[1] and x.dtype is w.dtype and x.device == w.device \
+        and (b is None or b.dtype is w.dtype and b.device == w.device)
 
 
 class FeedForward(Module):

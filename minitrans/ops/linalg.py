@@ -64,10 +64,26 @@ class Linear(Function):
     @staticmethod
     def backward(ctx, g):
         x2, w = ctx.saved_arrays
-        xp = ctx.xp
-        nx, nw, nb = ctx.needs_input_grad
-        g2 = g.reshape(-1, g.shape[-1])
-        gx = xp.matmul(g2, w).reshape(ctx.xshape) if nx else None
-        gw = xp.matmul(xp.transpose(g2), x2) if nw else None
-        gb = xp.sum(g2, axis=0) if nb else None
-        return gx, gw, gb
+        gx, gw, gb = ctx.xp.linear_backward(g.reshape(-1, g.shape[-1]), x2, w, ctx.needs_input_grad)
+        return None if gx is None else gx.reshape(ctx.xshape), gw, gb
+
+
+class LinearRelu(Function):
+    """max(x·Wᵀ + b, 0): a Linear layer and ReLU as one op (``b`` may be None). The same values as
+    the two ops one after the other; the output alone serves backward (ReLU's mask is ``y > 0``),
+    and backward masks the gradient and sums it for the bias in one pass before the two products."""
+
+    @staticmethod
+    def forward(ctx, x, w, b):
+        xp = ctx.xp   # shapes, dtypes and devices are checked by the caller
+        x2 = x.reshape(-1, x.shape[-1])
+        y = xp.addmm_relu(b, x2, xp.transpose(w))
+        ctx.save_for_backward(x2, w, y)
+        ctx.xshape = x.shape
+        return y.reshape(x.shape[:-1] + (w.shape[0],))
+
+    @staticmethod
+    def backward(ctx, g):
+        x2, w, y = ctx.saved_arrays
+        gx, gw, gb = ctx.xp.linear_backward(g.reshape(y.shape), x2, w, ctx.needs_input_grad, relu_out=y)
+        return None if gx is None else gx.reshape(ctx.xshape), gw, gb

@@ -275,6 +275,21 @@ class CUDABackend(Backend):
         y = matmul(a, b)
         y += bias
         return y
+
+    @staticmethod
+    def addmm_relu(bias, a, b):
+        y = matmul(a, b)
+        if bias is not None:
+            y += bias
+        return maximum(y, 0)
+
+    @staticmethod
+    def linear_backward(g, x, w, needs=(True, True, True), relu_out=None):
+        if relu_out is not None:
+            g = where(relu_out > 0, g, 0)
+        return (matmul(g, w) if needs[0] else None, matmul(transpose(g), x) if needs[1] else None,
+                sum_(g, axis=0) if needs[2] else None)
+
     sigmoid = staticmethod(sigmoid)
 
     softmax_forward = staticmethod(softmax_forward)
