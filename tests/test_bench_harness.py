@@ -86,12 +86,23 @@ def test_op_times_counts_each_op_and_puts_the_classes_back(tmp_path):
     from minitrans.ops.elementwise import Relu
     from minitrans.ops.linalg import Linear
 
-    step = bench_worker.w1_minitrans(dict(TINY, weights=str(tmp_path / "w.npz")), tmp_path / "w.npz")
+    import minitrans as mt
+
+    w1_step = bench_worker.w1_minitrans(dict(TINY, weights=str(tmp_path / "w.npz")), tmp_path / "w.npz")
+    x = mt.ones(3, requires_grad=True)
+
+    def step():
+        w1_step()
+        x.relu().sum().backward()        # Relu: an op whose forward a mixin defines (W1 fuses its own ReLU)
+
     step()
     before = {cls: dict(vars(cls)) for cls in bench._function_classes()}
     ops, whole = bench.op_times(step, 2, time.perf_counter)
-    assert ops[("Linear", "forward")][1] == ops[("Linear", "backward")][1] == 1 * 4 + 1   # 1 layer: 4, head: 1
-    assert ops[("Relu", "forward")][1] == 1                  # an op whose forward a mixin defines
+    # 1 layer: in-projection, out-projection, second feed-forward layer; the head; the first
+    # feed-forward layer is fused with its ReLU
+    assert ops[("Linear", "forward")][1] == ops[("Linear", "backward")][1] == 1 * 3 + 1
+    assert ops[("LinearRelu", "forward")][1] == ops[("LinearRelu", "backward")][1] == 1
+    assert ops[("Relu", "forward")][1] == 1
     assert whole >= sum(ms for ms, _ in ops.values()) > 0
     assert {cls: dict(vars(cls)) for cls in bench._function_classes()} == before
     assert "forward" not in vars(Relu) and isinstance(vars(Linear)["forward"], staticmethod)

@@ -45,7 +45,7 @@ PRIMITIVES = (
     # gather / scatter
     "add_at", "index_extremes",
     # linear algebra
-    "matmul", "addmm",
+    "matmul", "addmm", "addmm_relu", "linear_backward",
     # random
     "dropout_mask",
     # many arrays per call
