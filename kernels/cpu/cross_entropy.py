@@ -2,7 +2,7 @@
 
 Each kernel exists twice, compiled from one inlined run-of-rows function: a serial version on
 the calling thread and a threaded one (`prange` over a few runs of rows per thread), chosen per
-call by `softmax.threaded`. A row is computed the same way in both, so results do not depend
+call by `softmax.row_tasks`. A row is computed the same way in both, so results do not depend
 on the thread count. The target range check happens inside the same pass: the kernels count
 the targets outside [0, C) (ignored rows aside) and the wrapper raises if any.
 
@@ -14,14 +14,9 @@ into dlogits.
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange
 
-from .softmax import FASTMATH, exp_into, int_scratch, row_max, threaded, zero
-
-#: tasks per thread of the threaded versions (a few, so that a thread slowed by other work is
-#: caught up by the rest)
-TASKS_PER_THREAD = 4
-
+from .softmax import FASTMATH, exp_into, int_scratch, row_max, row_tasks, zero
 
 @njit(inline="always", fastmath=FASTMATH)
 def _forward_rows(x, target, ignore_index, ls, loss, lse, start, stop):
@@ -126,10 +121,6 @@ def _raise_bad_target(t: np.ndarray, c: int, ignore_index: int):
     raise IndexError(f"target out of range [0, {c}) at rows {np.nonzero(bad)[0][:5]}")
 
 
-def _tasks(n: int) -> int:
-    return max(1, min(n, TASKS_PER_THREAD * get_num_threads()))
-
-
 def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, ignore_index: int,
                           label_smoothing: float):
     t = _check(logits, target)
@@ -137,8 +128,9 @@ def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, ignore_index: 
     loss = np.empty(n, logits.dtype)
     lse = np.empty(n, logits.dtype)
     if n:
-        kernel = _ce_fwd_threaded if threaded(logits.size) else _ce_fwd_serial
-        if kernel(logits, t, int(ignore_index), float(label_smoothing), loss, lse, _tasks(n)):
+        tasks = row_tasks(n, logits.size)
+        kernel = _ce_fwd_threaded if tasks else _ce_fwd_serial
+        if kernel(logits, t, int(ignore_index), float(label_smoothing), loss, lse, tasks):
             _raise_bad_target(t, c, ignore_index)
     return loss, lse
 
@@ -150,8 +142,9 @@ def cross_entropy_backward(logits: np.ndarray, target: np.ndarray, lse: np.ndarr
     dt = logits.dtype
     dx = np.empty_like(logits)
     if n:
-        kernel = _ce_bwd_threaded if threaded(logits.size) else _ce_bwd_serial
+        tasks = row_tasks(n, logits.size)
+        kernel = _ce_bwd_threaded if tasks else _ce_bwd_serial
         if kernel(logits, t, np.ascontiguousarray(lse, dt), np.ascontiguousarray(dloss, dt),
-                  int(ignore_index), float(label_smoothing), dx, _tasks(n)):
+                  int(ignore_index), float(label_smoothing), dx, tasks):
             _raise_bad_target(t, c, ignore_index)
     return dx

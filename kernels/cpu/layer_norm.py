@@ -1,7 +1,7 @@
 """LayerNorm over the last axis, forward and backward.
 
 Each kernel exists twice, compiled from one inlined row function: a serial version that runs
-on the calling thread and a threaded one (`prange`), chosen per call by `softmax.threaded`
+on the calling thread and a threaded one (`prange`), chosen per call by `softmax.row_tasks`
 (one Numba thread, or a small array: serial). Every row is computed by one task the same way
 in both, so the results do not depend on the thread count, bit for bit.
 
@@ -20,16 +20,14 @@ float64 and rounded once.
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange, types
+from numba import njit, prange, types
 from numba.extending import overload
 
-from .softmax import FASTMATH, threaded, zero
+from .softmax import FASTMATH, row_tasks, zero
 
 #: rows per backward task; fixed (not derived from the thread count) so that the partial sums,
 #: and hence dweight and dbias, are the same for any number of threads
 ROWS_PER_CHUNK = 64
-#: forward tasks per thread (a few, so that a thread slowed by other work is caught up by the rest)
-TASKS_PER_THREAD = 4
 
 
 def in_dtype_of(row, value):  # pragma: no cover - replaced by the overload below
@@ -186,9 +184,10 @@ def layer_norm_forward(x: np.ndarray, weight, bias, eps: float):
     y = np.empty_like(x)
     mean, rstd = np.empty(n, dt), np.empty(n, dt)
     if x.size:
-        kernel = _ln_fwd_threaded if threaded(x.size) else _ln_fwd_serial
+        tasks = row_tasks(n, x.size)
+        kernel = _ln_fwd_threaded if tasks else _ln_fwd_serial
         kernel(x, _vec(weight, d, dt), _vec(bias, d, dt), weight is not None, bias is not None,
-               float(eps), y, mean, rstd, min(n, TASKS_PER_THREAD * get_num_threads()))
+               float(eps), y, mean, rstd, tasks)
     return y, mean, rstd
 
 
@@ -202,7 +201,7 @@ def layer_norm_backward(dy: np.ndarray, x: np.ndarray, weight, mean: np.ndarray,
     if x.size:
         nchunks = -(-n // ROWS_PER_CHUNK)
         pw, pb = np.empty((nchunks, d), dt), np.empty((nchunks, d), dt)
-        kernel = _ln_bwd_threaded if threaded(x.size) else _ln_bwd_serial
+        kernel = _ln_bwd_threaded if row_tasks(n, x.size) else _ln_bwd_serial
         kernel(dy, x, _vec(weight, d, dt), weight is not None, np.ascontiguousarray(mean, dt),
                np.ascontiguousarray(rstd, dt), dx, pw, pb, dw, db)
     return dx, (dw if weight is not None else None), db
