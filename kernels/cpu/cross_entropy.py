@@ -57,10 +57,10 @@ def _ce_fwd_serial(x, target, ignore_index, ls, loss, lse, nchunks):
 def _ce_fwd_threaded(x, target, ignore_index, ls, loss, lse, nchunks):
     """As `_ce_fwd_serial`, `prange` over nchunks runs of rows."""
     n = x.shape[0]
-    bad = 0
+    bad = np.empty(nchunks, np.int64)        # per task (a scalar reduction of an inlined call trips parfors)
     for k in prange(nchunks):
-        bad += _forward_rows(x, target, ignore_index, ls, loss, lse, k * n // nchunks, (k + 1) * n // nchunks)
-    return bad
+        bad[k] = _forward_rows(x, target, ignore_index, ls, loss, lse, k * n // nchunks, (k + 1) * n // nchunks)
+    return bad.sum()
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -98,11 +98,11 @@ def _ce_bwd_serial(x, target, lse, dloss, ignore_index, ls, dx, nchunks):
 def _ce_bwd_threaded(x, target, lse, dloss, ignore_index, ls, dx, nchunks):
     """As `_ce_bwd_serial`, `prange` over nchunks runs of rows."""
     n = x.shape[0]
-    bad = 0
+    bad = np.empty(nchunks, np.int64)
     for k in prange(nchunks):
-        bad += _backward_rows(x, target, lse, dloss, ignore_index, ls, dx, k * n // nchunks,
-                              (k + 1) * n // nchunks)
-    return bad
+        bad[k] = _backward_rows(x, target, lse, dloss, ignore_index, ls, dx, k * n // nchunks,
+                                (k + 1) * n // nchunks)
+    return bad.sum()
 
 
 def _check(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
