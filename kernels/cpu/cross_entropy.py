@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .softmax import FASTMATH, exp_into, int_scratch, row_max, row_tasks, zero
+from .softmax import FASTMATH, exp_into, int_scratch, row_max, row_sum, row_tasks, zero
 
 @njit(inline="always", fastmath=FASTMATH)
 def _forward_rows(x, target, ignore_index, ls, loss, lse, start, stop):
@@ -33,7 +33,8 @@ def _forward_rows(x, target, ignore_index, ls, loss, lse, start, stop):
         total = zero(xr)
         for j in range(c):
             total += xr[j]
-        z = m + np.log(exp_into(xr, m, e, ib))
+        exp_into(xr, m, e, ib)
+        z = m + np.log(row_sum(e, c))    # summed inline, not by exp_into: see softmax.row_sum
         lse[i] = z
         t = target[i]
         if t == ignore_index:

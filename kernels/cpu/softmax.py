@@ -180,6 +180,22 @@ def row_max(r, n, init):
     return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def row_sum(r, n):
+    """sum(r[:n]), inlined into the calling kernel.
+
+    The cross-entropy kernels sum their exp row with this instead of taking `exp_into`'s return
+    value, because they exist twice (serial and threaded) and must agree bit for bit: exp_into
+    is compiled as a function of its own, and how LLVM vectorised its sum (hence the last bit)
+    was seen to change with the compile context; a kernel compiled in one process and its twin
+    loaded from Numba's cache then disagreed by an ulp. The inlined sum gave the same bits in
+    every combination tried."""
+    s = zero(r)
+    for j in range(n):
+        s += r[j]
+    return s
+
+
 # ----------------------------------------------------------------------------- kernels
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _softmax_fwd(x, y):
