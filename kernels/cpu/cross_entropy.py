@@ -18,6 +18,7 @@ from numba import njit, prange
 
 from .softmax import FASTMATH, exp_into, int_scratch, row_max, row_sum, row_tasks, zero
 
+
 @njit(inline="always", fastmath=FASTMATH)
 def _forward_rows(x, target, ignore_index, ls, loss, lse, start, stop):
     """For rows [start, stop): lse[i] = logsumexp(x[i]) and the label-smoothed NLL loss[i] (0 if

@@ -1,12 +1,13 @@
 """LayerNorm over the last axis, forward and backward.
 
-Each kernel exists twice, compiled from one inlined row function: a serial version that runs
-on the calling thread and a threaded one (`prange`), chosen per call by `softmax.row_tasks`
-(one Numba thread, or a small array: serial). Every row is computed by one task the same way
+Each kernel exists twice, compiled from one inlined function over a run of rows: a serial
+version on the calling thread and a threaded one (`prange` over runs of rows), chosen per call
+by `softmax.row_tasks` (one Numba thread, or under a million elements: serial, because waking
+Numba's pool costs more than it saves there). Every row is computed by one task the same way
 in both, so the results do not depend on the thread count, bit for bit.
 
-Forward: one task per row; the row (in L1) is read three times (sum, centred sum of squares,
-normalise) and y, mean, rstd written once. Backward: tasks are fixed chunks of
+Forward: each row (in L1) is read three times (sum, centred sum of squares, normalise) and
+y, mean, rstd written once. Backward: tasks are fixed chunks of
 ``ROWS_PER_CHUNK`` rows; each writes its rows of dx and its own partial dweight / dbias row,
 and the partial rows are then added in chunk order. The chunks do not depend on the thread
 count, so neither do dweight and dbias. Memory: x and dy read once, dx written once, plus
