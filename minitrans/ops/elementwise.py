@@ -55,10 +55,7 @@ class Mul(Function):
 
     @staticmethod
     def forward(ctx, a, b):
-        # as PyTorch: a is kept only for b's gradient and b only for a's, so that x * 2.0 or a
-        # product with a constant tensor does not hold x's array until the backward pass
-        na, nb = ctx.needs_input_grad
-        ctx.save_for_backward(a if nb else None, b if na else None)
+        ctx.save_for_backward(a, b)
         return _bcast("mul", a, b, lambda x, y: x * y)
 
     @staticmethod

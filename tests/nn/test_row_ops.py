@@ -67,22 +67,3 @@ def test_cross_entropy_float32_stays_float32():
     assert loss.dtype is mt.float32
     loss.backward()
     assert x.grad.dtype is mt.float32
-
-
-def test_mul_keeps_only_what_the_gradients_need():
-    """As PyTorch: x * c with a constant c saves c but not x, so x may change in place before
-    backward (and x's gradient is still c); changing c in place is then an error."""
-    x = mt.tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
-    h = x * 1.0                                          # a non-leaf that may be changed in place
-    c = mt.tensor(np.array([4.0, 5.0, 6.0]))
-    y = h * c
-    with mt.no_grad():
-        h.add_(10.0)
-    y.sum().backward()
-    np.testing.assert_array_equal(x.grad.numpy(), [4.0, 5.0, 6.0])
-    h2 = x * 1.0
-    y2 = h2 * c
-    with mt.no_grad():
-        c.mul_(2.0)
-    with pytest.raises(RuntimeError, match="modified by an in-place operation"):
-        y2.sum().backward()
