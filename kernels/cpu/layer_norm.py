@@ -1,24 +1,34 @@
 """LayerNorm over the last axis, forward and backward.
 
-Parallelisation: forward is a `prange` over rows. Backward is a `prange` over row
-chunks (a few per thread): each chunk writes its rows of dx and accumulates its own
-partial dweight / dbias row, and the (chunks, D) partials are summed at the end, so
-no two tasks write the same memory.
-Memory plan: forward reads x once (mean and variance on the cached row, accumulated
-in float64) and writes y, mean, rstd once. Backward reads dy and x once, writes dx
-once, plus 2 * chunks * D floats of partial sums.
-Precision: the sums stay in float64, but the per-element passes that write y and dx run in
-the input's precision (the row statistics rounded to it once per row): float64 arithmetic
-there made the float32 kernels up to twice as slow (W1's (2048, 128) rows on one core:
-forward 0.155 -> 0.08 ms, backward 0.19 -> 0.15 ms) for differences of a few float32 ulps.
+Each kernel exists twice, compiled from one inlined function over a run of rows: a serial
+version on the calling thread and a threaded one (`prange` over runs of rows), chosen per call
+by `softmax.row_tasks` (one Numba thread, or under a million elements: serial, because waking
+Numba's pool costs more than it saves there). Every row is computed by one task the same way
+in both, so the results do not depend on the thread count, bit for bit.
+
+Forward: each row (in L1) is read three times (sum, centred sum of squares, normalise) and
+y, mean, rstd written once. Backward: tasks are fixed chunks of
+``ROWS_PER_CHUNK`` rows; each writes its rows of dx and its own partial dweight / dbias row,
+and the partial rows are then added in chunk order. The chunks do not depend on the thread
+count, so neither do dweight and dbias. Memory: x and dy read once, dx written once, plus
+2 * ceil(N / ROWS_PER_CHUNK) * D floats of partial sums.
+
+Precision: everything runs in the input's dtype, sums included (float32 rows are summed in
+float32 by vectorised lanes; a float64 accumulator widened every element and made the
+float32 kernels up to twice as slow). Per-row scalars (1 / sqrt(var + eps)) are computed in
+float64 and rounded once.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, get_num_threads, types
+from numba import njit, prange, types
 from numba.extending import overload
 
-from .softmax import FASTMATH
+from .softmax import FASTMATH, row_tasks, zero
+
+#: rows per backward task; fixed (not derived from the thread count) so that the partial sums,
+#: and hence dweight and dbias, are the same for any number of threads
+ROWS_PER_CHUNK = 64
 
 
 def in_dtype_of(row, value):  # pragma: no cover - replaced by the overload below
@@ -36,67 +46,118 @@ def _in_dtype_of_ov(row, value):
 
 @njit(inline="always", fastmath=FASTMATH)
 def row_moments(xr, eps):
-    """(mean, 1 / sqrt(var + eps)) of one row, summed in float64 (two passes over the row)."""
+    """(mean, 1 / sqrt(var + eps)) of one row, both in the row's dtype: two vectorised passes
+    over the row (the sum, then the centred sum of squares), accumulated in the row's dtype."""
     d = xr.shape[0]
-    s = 0.0
+    s = zero(xr)
     for j in range(d):
         s += xr[j]
-    mu = s / d
-    v = 0.0
+    mu = s / in_dtype_of(xr, d)
+    v = zero(xr)
     for j in range(d):
         t = xr[j] - mu
         v += t * t
-    return mu, 1.0 / np.sqrt(v / d + eps)
+    return mu, in_dtype_of(xr, 1.0 / np.sqrt(v / d + eps))
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _ln_fwd(x, w, b, has_w, has_b, eps, y, mean, rstd):
-    """y = (x - mean) * rstd (* w) (+ b) per row, saving mean and rstd (float64 sums).
-    `prange` over the N rows, one row per task; the cached row is read three times and the
-    y row, mean[i], rstd[i] written once; no scratch."""
-    n, d = x.shape
-    for i in prange(n):
+@njit(inline="always", fastmath=FASTMATH)
+def _forward_rows(x, w, b, has_w, has_b, eps, y, mean, rstd, start, stop):
+    """y[i] = (x[i] - mean[i]) * rstd[i] (* w) (+ b) for rows [start, stop), saving mean and
+    rstd. One loop per case of (has_w, has_b), so that none of them branches per element.
+    (Inlined as a range of rows: an inlined one-row helper made LLVM's loops twice as slow.)"""
+    d = x.shape[1]
+    for i in range(start, stop):
         xr, yr = x[i], y[i]
         mu, r = row_moments(xr, eps)
         mean[i] = mu
         rstd[i] = r
-        mu_row, r_row = in_dtype_of(xr, mu), in_dtype_of(xr, r)
-        for j in range(d):
-            h = (xr[j] - mu_row) * r_row
-            if has_w:
-                h = h * w[j]
-            if has_b:
-                h = h + b[j]
-            yr[j] = h
+        if has_w and has_b:
+            for j in range(d):
+                yr[j] = (xr[j] - mu) * r * w[j] + b[j]
+        elif has_w:
+            for j in range(d):
+                yr[j] = (xr[j] - mu) * r * w[j]
+        elif has_b:
+            for j in range(d):
+                yr[j] = (xr[j] - mu) * r + b[j]
+        else:
+            for j in range(d):
+                yr[j] = (xr[j] - mu) * r
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _ln_fwd_serial(x, w, b, has_w, has_b, eps, y, mean, rstd, nchunks):
+    """LayerNorm of every row of x into y, mean, rstd, on the calling thread (nchunks unused:
+    the signature of `_ln_fwd_threaded`)."""
+    _forward_rows(x, w, b, has_w, has_b, eps, y, mean, rstd, 0, x.shape[0])
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _ln_bwd(dy, x, w, has_w, mean, rstd, dx, pw, pb):
-    """dx per row plus partial dweight / dbias: task c owns rows [c*per, (c+1)*per) and adds
-    into its own float64 rows pw[c], pb[c]. `prange` over the chunks; dy and x read once (two
-    passes over the cached row), dx written once; the (chunks, D) partials are the scratch."""
-    n, d = x.shape
-    nchunks = pw.shape[0]
-    per = (n + nchunks - 1) // nchunks
+def _ln_fwd_threaded(x, w, b, has_w, has_b, eps, y, mean, rstd, nchunks):
+    """As `_ln_fwd_serial`, `prange` over nchunks runs of rows (no scratch)."""
+    n = x.shape[0]
     for c in prange(nchunks):
+        _forward_rows(x, w, b, has_w, has_b, eps, y, mean, rstd, c * n // nchunks, (c + 1) * n // nchunks)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _backward_chunk(dy, x, w, has_w, mean, rstd, dx, pwr, pbr, start, stop):
+    """dx for rows [start, stop), and their dweight / dbias sums into pwr, pbr (zeroed here).
+    Per row: one pass for the two row sums and the partials, one pass writing dx."""
+    d = x.shape[1]
+    for j in range(d):
+        pwr[j] = 0
+        pbr[j] = 0
+    dinv = in_dtype_of(pwr, 1.0 / d)
+    for i in range(start, stop):
+        xr, gr, dr = x[i], dy[i], dx[i]
+        mu, r = mean[i], rstd[i]
+        sg = zero(xr)
+        sgx = zero(xr)
+        for j in range(d):
+            h = (xr[j] - mu) * r
+            g = gr[j] * w[j] if has_w else gr[j]
+            sg += g
+            sgx += g * h
+            pwr[j] += gr[j] * h
+            pbr[j] += gr[j]
+        mean_g, mean_gx = sg * dinv, sgx * dinv
+        for j in range(d):
+            h = (xr[j] - mu) * r
+            g = gr[j] * w[j] if has_w else gr[j]
+            dr[j] = r * (g - mean_g - h * mean_gx)
+
+
+@njit(inline="always")
+def _add_partials(pw, pb, dw, db):
+    """dw, db = the column sums of the partial rows pw, pb, added in chunk order."""
+    dw[:] = pw[0]
+    db[:] = pb[0]
+    for c in range(1, pw.shape[0]):
         pwr, pbr = pw[c], pb[c]
-        for i in range(c * per, min(n, (c + 1) * per)):
-            xr, gr, dr = x[i], dy[i], dx[i]
-            mu, r = mean[i], rstd[i]
-            sg = 0.0
-            sgx = 0.0
-            for j in range(d):
-                h = (xr[j] - mu) * r
-                g = gr[j] * w[j] if has_w else gr[j]
-                sg += g
-                sgx += g * h
-                pwr[j] += gr[j] * h
-                pbr[j] += gr[j]
-            sg_row, sgx_row = in_dtype_of(xr, sg / d), in_dtype_of(xr, sgx / d)
-            for j in range(d):
-                h = (xr[j] - mu) * r
-                g = gr[j] * w[j] if has_w else gr[j]
-                dr[j] = r * (g - sg_row - h * sgx_row)
+        for j in range(dw.shape[0]):
+            dw[j] += pwr[j]
+            db[j] += pbr[j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _ln_bwd_serial(dy, x, w, has_w, mean, rstd, dx, pw, pb, dw, db):
+    """dx, dweight (dw), dbias (db) on the calling thread, chunk after chunk."""
+    n = x.shape[0]
+    for c in range(pw.shape[0]):
+        _backward_chunk(dy, x, w, has_w, mean, rstd, dx, pw[c], pb[c],
+                        c * ROWS_PER_CHUNK, min(n, (c + 1) * ROWS_PER_CHUNK))
+    _add_partials(pw, pb, dw, db)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def _ln_bwd_threaded(dy, x, w, has_w, mean, rstd, dx, pw, pb, dw, db):
+    """As `_ln_bwd_serial`, `prange` over the chunks; the partials are added afterwards."""
+    n = x.shape[0]
+    for c in prange(pw.shape[0]):
+        _backward_chunk(dy, x, w, has_w, mean, rstd, dx, pw[c], pb[c],
+                        c * ROWS_PER_CHUNK, min(n, (c + 1) * ROWS_PER_CHUNK))
+    _add_partials(pw, pb, dw, db)
 
 
 def _check2d(*arrays: np.ndarray) -> None:
@@ -109,6 +170,7 @@ def _check2d(*arrays: np.ndarray) -> None:
 
 
 def _vec(a, d: int, dt) -> np.ndarray:
+    """a weight or bias as a contiguous (d,) array of dtype dt; a 1-element stand-in for None."""
     if a is None:
         return np.zeros(1, dt)
     if a.shape != (d,):
@@ -123,8 +185,10 @@ def layer_norm_forward(x: np.ndarray, weight, bias, eps: float):
     y = np.empty_like(x)
     mean, rstd = np.empty(n, dt), np.empty(n, dt)
     if x.size:
-        _ln_fwd(x, _vec(weight, d, dt), _vec(bias, d, dt), weight is not None,
-                bias is not None, float(eps), y, mean, rstd)
+        tasks = row_tasks(n, x.size)
+        kernel = _ln_fwd_threaded if tasks else _ln_fwd_serial
+        kernel(x, _vec(weight, d, dt), _vec(bias, d, dt), weight is not None, bias is not None,
+               float(eps), y, mean, rstd, tasks)
     return y, mean, rstd
 
 
@@ -134,11 +198,11 @@ def layer_norm_backward(dy: np.ndarray, x: np.ndarray, weight, mean: np.ndarray,
     n, d = x.shape
     dt = x.dtype
     dx = np.empty_like(x)
-    nchunks = max(1, min(n, 4 * get_num_threads()))
-    pw = np.zeros((nchunks, d), np.float64)
-    pb = np.zeros((nchunks, d), np.float64)
+    dw, db = np.zeros(d, dt), np.zeros(d, dt)
     if x.size:
-        _ln_bwd(dy, x, _vec(weight, d, dt), weight is not None,
-                np.ascontiguousarray(mean, dt), np.ascontiguousarray(rstd, dt), dx, pw, pb)
-    dweight = pw.sum(axis=0).astype(dt) if weight is not None else None
-    return dx, dweight, pb.sum(axis=0).astype(dt)
+        nchunks = -(-n // ROWS_PER_CHUNK)
+        pw, pb = np.empty((nchunks, d), dt), np.empty((nchunks, d), dt)
+        kernel = _ln_bwd_threaded if row_tasks(n, x.size) else _ln_bwd_serial
+        kernel(dy, x, _vec(weight, d, dt), weight is not None, np.ascontiguousarray(mean, dt),
+               np.ascontiguousarray(rstd, dt), dx, pw, pb, dw, db)
+    return dx, (dw if weight is not None else None), db

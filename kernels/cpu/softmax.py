@@ -19,7 +19,7 @@ fastmath: FASTMATH leaves out 'nnan' and 'ninf', because -inf is the mask value.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange, types
+from numba import get_num_threads, njit, prange, types
 from numba.extending import overload
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -180,6 +180,22 @@ def row_max(r, n, init):
     return max(max(max(m0, m1), max(m2, m3)), max(max(m4, m5), max(m6, m7)))
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def row_sum(r, n):
+    """sum(r[:n]), inlined into the calling kernel.
+
+    The cross-entropy kernels sum their exp row with this instead of taking `exp_into`'s return
+    value, because they exist twice (serial and threaded) and must agree bit for bit: exp_into
+    is compiled as a function of its own, and how LLVM vectorised its sum (hence the last bit)
+    was seen to change with the compile context; a kernel compiled in one process and its twin
+    loaded from Numba's cache then disagreed by an ulp. The inlined sum gave the same bits in
+    every combination tried."""
+    s = zero(r)
+    for j in range(n):
+        s += r[j]
+    return s
+
+
 # ----------------------------------------------------------------------------- kernels
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def _softmax_fwd(x, y):
@@ -273,3 +289,29 @@ def log_softmax_forward(x: np.ndarray) -> np.ndarray:
 
 def log_softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return _rowwise(_log_softmax_bwd, y, dy)
+
+
+# ------------------------------------------------------------------ serial or threaded
+#: Below this many elements a row kernel runs on the calling thread, even with more than one
+#: Numba thread: handing a call to Numba's pool wakes its threads, and on W1's 1 MB LayerNorm
+#: that cost more than the split saved (see `row_tasks`).
+THREADED_MIN_ELEMENTS = 1 << 20
+#: runs of rows per thread in a threaded row kernel: a few, so that a thread slowed by other
+#: work is caught up by the rest
+TASKS_PER_THREAD = 4
+
+
+def row_tasks(n_rows: int, n_elements: int) -> int:
+    """How a row kernel over ``n_rows`` rows (``n_elements`` in all) should run: 0 for its serial
+    version, otherwise the number of runs of rows its threaded (`prange`) version splits them into.
+
+    Serial with one Numba thread: a `parallel=True` kernel still hands its work to Numba's pool
+    and waits for it (under the workqueue layer every call wakes a pool thread: measured in the
+    W1 step, a (2048, 128) float32 LayerNorm forward took 0.27 ms that way and 0.08 ms serial).
+    With more threads, serial below ``THREADED_MIN_ELEMENTS``: with two threads on a loaded
+    2-core machine the serial version was also the faster one at W1's sizes. The row kernels
+    compute every row the same way in both versions, so the choice never changes a result bit."""
+    if n_elements < THREADED_MIN_ELEMENTS:
+        return 0
+    threads = get_num_threads()
+    return 0 if threads == 1 else min(n_rows, TASKS_PER_THREAD * threads)
