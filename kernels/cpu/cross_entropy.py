@@ -1,8 +1,8 @@
 """Fused cross-entropy (log-softmax + NLL + label smoothing), forward and backward.
 
-Each kernel exists twice, compiled from one inlined run-of-rows function: a serial version on
-the calling thread and a threaded one (`prange` over a few runs of rows per thread), chosen per
-call by `softmax.row_tasks`. A row is computed the same way in both, so results do not depend
+Each kernel is compiled twice by `parallel.parallel_njit`: a serial version on the calling
+thread and a threaded one (`prange` over a few runs of rows per thread), chosen per call by
+`softmax.row_tasks`. A row is computed the same way in both, so results do not depend
 on the thread count. The target range check happens inside the same pass: the kernels count
 the targets outside [0, C) (ignored rows aside) and the wrapper raises if any.
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from .parallel import parallel_njit
 from .softmax import FASTMATH, exp_into, int_scratch, row_max, row_sum, row_tasks, zero
 
 
@@ -48,16 +49,10 @@ def _forward_rows(x, target, ignore_index, ls, loss, lse, start, stop):
     return bad
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _ce_fwd_serial(x, target, ignore_index, ls, loss, lse, nchunks):
-    """Cross-entropy forward of every row on the calling thread (nchunks unused: the signature
-    of `_ce_fwd_threaded`); returns the number of out-of-range targets."""
-    return _forward_rows(x, target, ignore_index, ls, loss, lse, 0, x.shape[0])
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _ce_fwd_threaded(x, target, ignore_index, ls, loss, lse, nchunks):
-    """As `_ce_fwd_serial`, `prange` over nchunks runs of rows."""
+@parallel_njit(cache=True, fastmath=FASTMATH)
+def _ce_fwd(x, target, ignore_index, ls, loss, lse, nchunks):
+    """Cross-entropy forward, `prange` over nchunks runs of rows (``_ce_fwd.serial``: on the
+    calling thread); returns the number of out-of-range targets."""
     n = x.shape[0]
     bad = np.empty(nchunks, np.int64)        # per task (a scalar reduction of an inlined call trips parfors)
     for k in prange(nchunks):
@@ -89,16 +84,10 @@ def _backward_rows(x, target, lse, dloss, ignore_index, ls, dx, start, stop):
     return bad
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _ce_bwd_serial(x, target, lse, dloss, ignore_index, ls, dx, nchunks):
-    """Cross-entropy backward of every row on the calling thread; returns the number of
-    out-of-range targets."""
-    return _backward_rows(x, target, lse, dloss, ignore_index, ls, dx, 0, x.shape[0])
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _ce_bwd_threaded(x, target, lse, dloss, ignore_index, ls, dx, nchunks):
-    """As `_ce_bwd_serial`, `prange` over nchunks runs of rows."""
+@parallel_njit(cache=True, fastmath=FASTMATH)
+def _ce_bwd(x, target, lse, dloss, ignore_index, ls, dx, nchunks):
+    """Cross-entropy backward, `prange` over nchunks runs of rows (``_ce_bwd.serial``: on the
+    calling thread); returns the number of out-of-range targets."""
     n = x.shape[0]
     bad = np.empty(nchunks, np.int64)
     for k in prange(nchunks):
@@ -131,8 +120,8 @@ def cross_entropy_forward(logits: np.ndarray, target: np.ndarray, ignore_index: 
     lse = np.empty(n, logits.dtype)
     if n:
         tasks = row_tasks(n, logits.size)
-        kernel = _ce_fwd_threaded if tasks else _ce_fwd_serial
-        if kernel(logits, t, int(ignore_index), float(label_smoothing), loss, lse, tasks):
+        kernel = _ce_fwd.threaded if tasks else _ce_fwd.serial
+        if kernel(logits, t, int(ignore_index), float(label_smoothing), loss, lse, max(tasks, 1)):
             _raise_bad_target(t, c, ignore_index)
     return loss, lse
 
@@ -145,8 +134,8 @@ def cross_entropy_backward(logits: np.ndarray, target: np.ndarray, lse: np.ndarr
     dx = np.empty_like(logits)
     if n:
         tasks = row_tasks(n, logits.size)
-        kernel = _ce_bwd_threaded if tasks else _ce_bwd_serial
+        kernel = _ce_bwd.threaded if tasks else _ce_bwd.serial
         if kernel(logits, t, np.ascontiguousarray(lse, dt), np.ascontiguousarray(dloss, dt),
-                  int(ignore_index), float(label_smoothing), dx, tasks):
+                  int(ignore_index), float(label_smoothing), dx, max(tasks, 1)):
             _raise_bad_target(t, c, ignore_index)
     return dx

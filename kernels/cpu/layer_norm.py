@@ -1,7 +1,7 @@
 """LayerNorm over the last axis, forward and backward.
 
-Each kernel exists twice, compiled from one inlined function over a run of rows: a serial
-version on the calling thread and a threaded one (`prange` over runs of rows), chosen per call
+Each kernel is compiled twice by `parallel.parallel_njit`: a serial version on the calling
+thread and a threaded one (`prange` over runs of rows), chosen per call
 by `softmax.row_tasks` (one Numba thread, or under a million elements: serial, because waking
 Numba's pool costs more than it saves there). Every row is computed by one task the same way
 in both, so the results do not depend on the thread count, bit for bit.
@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
+from .parallel import parallel_njit
 from .softmax import FASTMATH, row_tasks, zero
 
 #: rows per backward task; fixed (not derived from the thread count) so that the partial sums,
@@ -85,16 +86,10 @@ def _forward_rows(x, w, b, has_w, has_b, eps, y, mean, rstd, start, stop):
                 yr[j] = (xr[j] - mu) * r
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _ln_fwd_serial(x, w, b, has_w, has_b, eps, y, mean, rstd, nchunks):
-    """LayerNorm of every row of x into y, mean, rstd, on the calling thread (nchunks unused:
-    the signature of `_ln_fwd_threaded`)."""
-    _forward_rows(x, w, b, has_w, has_b, eps, y, mean, rstd, 0, x.shape[0])
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _ln_fwd_threaded(x, w, b, has_w, has_b, eps, y, mean, rstd, nchunks):
-    """As `_ln_fwd_serial`, `prange` over nchunks runs of rows (no scratch)."""
+@parallel_njit(cache=True, fastmath=FASTMATH)
+def _ln_fwd(x, w, b, has_w, has_b, eps, y, mean, rstd, nchunks):
+    """LayerNorm of every row of x into y, mean, rstd: `prange` over nchunks runs of rows (no
+    scratch); ``_ln_fwd.serial`` runs them on the calling thread."""
     n = x.shape[0]
     for c in prange(nchunks):
         _forward_rows(x, w, b, has_w, has_b, eps, y, mean, rstd, c * n // nchunks, (c + 1) * n // nchunks)
@@ -140,19 +135,11 @@ def _add_partials(pw, pb, dw, db):
             db[j] += pbr[j]
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _ln_bwd_serial(dy, x, w, has_w, mean, rstd, dx, pw, pb, dw, db):
-    """dx, dweight (dw), dbias (db) on the calling thread, chunk after chunk."""
-    n = x.shape[0]
-    for c in range(pw.shape[0]):
-        _backward_chunk(dy, x, w, has_w, mean, rstd, dx, pw[c], pb[c],
-                        c * ROWS_PER_CHUNK, min(n, (c + 1) * ROWS_PER_CHUNK))
-    _add_partials(pw, pb, dw, db)
-
-
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _ln_bwd_threaded(dy, x, w, has_w, mean, rstd, dx, pw, pb, dw, db):
-    """As `_ln_bwd_serial`, `prange` over the chunks; the partials are added afterwards."""
+@parallel_njit(cache=True, fastmath=FASTMATH)
+def _ln_bwd(dy, x, w, has_w, mean, rstd, dx, pw, pb, dw, db):
+    """dx, dweight (dw), dbias (db): `prange` over the chunks of ROWS_PER_CHUNK rows, each into its
+    partial rows pw[c], pb[c], added afterwards in chunk order (``_ln_bwd.serial``: chunk after
+    chunk on the calling thread, the same sums)."""
     n = x.shape[0]
     for c in prange(pw.shape[0]):
         _backward_chunk(dy, x, w, has_w, mean, rstd, dx, pw[c], pb[c],
@@ -186,9 +173,9 @@ def layer_norm_forward(x: np.ndarray, weight, bias, eps: float):
     mean, rstd = np.empty(n, dt), np.empty(n, dt)
     if x.size:
         tasks = row_tasks(n, x.size)
-        kernel = _ln_fwd_threaded if tasks else _ln_fwd_serial
+        kernel = _ln_fwd.threaded if tasks else _ln_fwd.serial
         kernel(x, _vec(weight, d, dt), _vec(bias, d, dt), weight is not None, bias is not None,
-               float(eps), y, mean, rstd, tasks)
+               float(eps), y, mean, rstd, max(tasks, 1))
     return y, mean, rstd
 
 
@@ -202,7 +189,7 @@ def layer_norm_backward(dy: np.ndarray, x: np.ndarray, weight, mean: np.ndarray,
     if x.size:
         nchunks = -(-n // ROWS_PER_CHUNK)
         pw, pb = np.empty((nchunks, d), dt), np.empty((nchunks, d), dt)
-        kernel = _ln_bwd_threaded if row_tasks(n, x.size) else _ln_bwd_serial
+        kernel = _ln_bwd.threaded if row_tasks(n, x.size) else _ln_bwd.serial
         kernel(dy, x, _vec(weight, d, dt), weight is not None, np.ascontiguousarray(mean, dt),
                np.ascontiguousarray(rstd, dt), dx, pw, pb, dw, db)
     return dx, (dw if weight is not None else None), db

@@ -161,7 +161,7 @@ def test_layer_norm_serial_and_threaded_versions_agree_bitwise(rng, dt, n):
     x = (rng.standard_normal((n, d)) * 3 - 1).astype(dt)
     w, b = rng.standard_normal(d).astype(dt), rng.standard_normal(d).astype(dt)
     outs = []
-    for kernel, tasks in [(ln._ln_fwd_serial, 0), (ln._ln_fwd_threaded, 1), (ln._ln_fwd_threaded, min(n, 7))]:
+    for kernel, tasks in [(ln._ln_fwd.serial, 1), (ln._ln_fwd.threaded, 1), (ln._ln_fwd.threaded, min(n, 7))]:
         y, mean, rstd = np.empty_like(x), np.empty(n, dt), np.empty(n, dt)
         kernel(x, w, b, True, True, 1e-5, y, mean, rstd, tasks)
         outs.append((y, mean, rstd))
@@ -171,7 +171,7 @@ def test_layer_norm_serial_and_threaded_versions_agree_bitwise(rng, dt, n):
     y, mean, rstd = outs[0]
     dy = rng.standard_normal((n, d)).astype(dt)
     grads = []
-    for kernel in (ln._ln_bwd_serial, ln._ln_bwd_threaded):
+    for kernel in (ln._ln_bwd.serial, ln._ln_bwd.threaded):
         chunks = -(-n // ln.ROWS_PER_CHUNK)
         dx, dw, db = np.empty_like(x), np.empty(d, dt), np.empty(d, dt)
         kernel(dy, x, w, True, mean, rstd, dx, np.empty((chunks, d), dt), np.empty((chunks, d), dt), dw, db)
@@ -188,8 +188,8 @@ def test_cross_entropy_serial_and_threaded_versions_agree_bitwise(rng, dt):
     t[::5] = -100
     dloss = rng.standard_normal(n).astype(dt)
     fwd, bwd = [], []
-    for kf, kb, tasks in [(ce._ce_fwd_serial, ce._ce_bwd_serial, 0), (ce._ce_fwd_threaded, ce._ce_bwd_threaded, 1),
-                          (ce._ce_fwd_threaded, ce._ce_bwd_threaded, 9)]:
+    for kf, kb, tasks in [(ce._ce_fwd.serial, ce._ce_bwd.serial, 1), (ce._ce_fwd.threaded, ce._ce_bwd.threaded, 1),
+                          (ce._ce_fwd.threaded, ce._ce_bwd.threaded, 9)]:
         loss, lse = np.empty(n, dt), np.empty(n, dt)
         assert kf(x, t, -100, 0.1, loss, lse, tasks) == 0
         dx = np.empty_like(x)
