@@ -2,7 +2,7 @@
 
 Each kernel is compiled twice by `parallel.parallel_njit`: a serial version on the calling
 thread and a threaded one (`prange` over a few runs of rows per thread), chosen per call by
-`softmax.row_tasks`. A row is computed the same way in both, so results do not depend
+`parallel.row_tasks`. A row is computed the same way in both, so results do not depend
 on the thread count. The target range check happens inside the same pass: the kernels count
 the targets outside [0, C) (ignored rows aside) and the wrapper raises if any.
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from .parallel import parallel_njit
-from .softmax import FASTMATH, exp_into, int_scratch, row_max, row_sum, row_tasks, zero
+from .parallel import parallel_njit, row_tasks
+from .softmax import FASTMATH, exp_into, int_scratch, row_max, row_sum, zero
 
 
 @njit(inline="always", fastmath=FASTMATH)

@@ -2,7 +2,7 @@
 
 Each kernel is compiled twice by `parallel.parallel_njit`: a serial version on the calling
 thread and a threaded one (`prange` over runs of rows), chosen per call
-by `softmax.row_tasks` (one Numba thread, or under a million elements: serial, because waking
+by `parallel.row_tasks` (one Numba thread, or under a million elements: serial, because waking
 Numba's pool costs more than it saves there). Every row is computed by one task the same way
 in both, so the results do not depend on the thread count, bit for bit.
 
@@ -24,8 +24,8 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from .parallel import parallel_njit
-from .softmax import FASTMATH, row_tasks, zero
+from .parallel import parallel_njit, row_tasks
+from .softmax import FASTMATH, zero
 
 #: rows per backward task; fixed (not derived from the thread count) so that the partial sums,
 #: and hence dweight and dbias, are the same for any number of threads

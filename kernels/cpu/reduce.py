@@ -14,6 +14,8 @@ from __future__ import annotations
 import numpy as np
 from numba import get_num_threads, njit, prange
 
+from .parallel import THREADED_MIN_ELEMENTS, parallel_njit
+
 MIN_SIZE = 1 << 15
 MIN_COLUMNS_PER_TASK = 64
 
@@ -29,10 +31,11 @@ def _add_rows(a, acc, c0, c1):
             acc[j] += row[j]
 
 
-@njit(parallel=True, cache=True)
+@parallel_njit(cache=True)
 def _column_sums(a, out, ntasks):
     """out[j] = a[0, j] + a[1, j] + ... in row order; `prange` over ``ntasks`` runs of columns, each
-    summed into its own scratch row and copied out once."""
+    summed into its own scratch row and copied out once (``_column_sums.serial``: on the calling
+    thread, the same sums)."""
     m = a.shape[1]
     per = (m + ntasks - 1) // ntasks
     for t in prange(ntasks):
@@ -40,14 +43,6 @@ def _column_sums(a, out, ntasks):
         acc = np.empty(c1 - c0, a.dtype)
         _add_rows(a, acc, c0, c1)
         out[c0:c1] = acc
-
-
-@njit(cache=True)
-def _column_sums_one_thread(a, out):
-    """``_column_sums`` on the calling thread alone (no parallel region)."""
-    acc = np.empty(a.shape[1], a.dtype)
-    _add_rows(a, acc, 0, a.shape[1])
-    out[:] = acc
 
 
 def _compiled(a) -> bool:
@@ -60,10 +55,10 @@ def sum(a, axis=None, *args, **kwargs):  # noqa: A001 (NumPy's name)
     if not args and not kwargs and (axis == 0 or axis == -2) and type(axis) is int and _compiled(a):
         out = np.empty(a.shape[1], a.dtype)
         ntasks = min(get_num_threads(), a.shape[1] // MIN_COLUMNS_PER_TASK)
-        if ntasks > 1:
-            _column_sums(a, out, ntasks)
-        else:               # one task: no parallel region (its hand-over to Numba's pool costs more)
-            _column_sums_one_thread(a, out)
+        if ntasks > 1 and a.size >= THREADED_MIN_ELEMENTS:
+            _column_sums.threaded(a, out, ntasks)
+        else:       # one task, or too small to pay for waking Numba's pool: on the calling thread
+            _column_sums.serial(a, out, 1)
         return out
     return np.sum(a, axis, *args, **kwargs)
 
@@ -74,6 +69,6 @@ def column_sums_on_this_thread(a):
     where a parallel region would wait for them."""
     if _compiled(a):
         out = np.empty(a.shape[1], a.dtype)
-        _column_sums_one_thread(a, out)
+        _column_sums.serial(a, out, 1)
         return out
     return np.sum(a, axis=0)

@@ -19,7 +19,7 @@ fastmath: FASTMATH leaves out 'nnan' and 'ninf', because -inf is the mask value.
 from __future__ import annotations
 
 import numpy as np
-from numba import get_num_threads, njit, prange, types
+from numba import njit, prange, types
 from numba.extending import overload
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
@@ -289,29 +289,3 @@ def log_softmax_forward(x: np.ndarray) -> np.ndarray:
 
 def log_softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return _rowwise(_log_softmax_bwd, y, dy)
-
-
-# ------------------------------------------------------------------ serial or threaded
-#: Below this many elements a row kernel runs on the calling thread, even with more than one
-#: Numba thread: handing a call to Numba's pool wakes its threads, and on W1's 1 MB LayerNorm
-#: that cost more than the split saved (see `row_tasks`).
-THREADED_MIN_ELEMENTS = 1 << 20
-#: runs of rows per thread in a threaded row kernel: a few, so that a thread slowed by other
-#: work is caught up by the rest
-TASKS_PER_THREAD = 4
-
-
-def row_tasks(n_rows: int, n_elements: int) -> int:
-    """How a row kernel over ``n_rows`` rows (``n_elements`` in all) should run: 0 for its serial
-    version, otherwise the number of runs of rows its threaded (`prange`) version splits them into.
-
-    Serial with one Numba thread: a `parallel=True` kernel still hands its work to Numba's pool
-    and waits for it (under the workqueue layer every call wakes a pool thread: measured in the
-    W1 step, a (2048, 128) float32 LayerNorm forward took 0.27 ms that way and 0.08 ms serial).
-    With more threads, serial below ``THREADED_MIN_ELEMENTS``: with two threads on a loaded
-    2-core machine the serial version was also the faster one at W1's sizes. The row kernels
-    compute every row the same way in both versions, so the choice never changes a result bit."""
-    if n_elements < THREADED_MIN_ELEMENTS:
-        return 0
-    threads = get_num_threads()
-    return 0 if threads == 1 else min(n_rows, TASKS_PER_THREAD * threads)

@@ -14,6 +14,7 @@ RNG = np.random.default_rng(11)
 def test_column_sums_equal_numpys_bit_for_bit(dtype, shape, threads, monkeypatch):
     monkeypatch.setattr(reduce_module, "get_num_threads", lambda: threads)
     monkeypatch.setattr(reduce_module, "MIN_COLUMNS_PER_TASK", 1)      # split even narrow arrays
+    monkeypatch.setattr(reduce_module, "THREADED_MIN_ELEMENTS", 1)     # and small ones
     a = (RNG.standard_normal(shape) * 10.0 ** RNG.integers(-3, 4, shape)).astype(dtype)
     for axis in (0, -2):
         got = reduce_module.sum(a, axis=axis)

@@ -203,8 +203,8 @@ def test_cross_entropy_serial_and_threaded_versions_agree_bitwise(rng, dt):
 
 _ONE_VS_TWO_THREADS = textwrap.dedent("""
     import hashlib, numba, numpy as np
-    from minitrans.kernels.cpu import cross_entropy as ce, layer_norm as ln, softmax
-    softmax.THREADED_MIN_ELEMENTS = 1          # every call takes the threaded version with 2 threads
+    from minitrans.kernels.cpu import cross_entropy as ce, layer_norm as ln, parallel
+    parallel.THREADED_MIN_ELEMENTS = 1          # every call takes the threaded version with 2 threads
     rng = np.random.default_rng(5)
     x = rng.standard_normal((777, 96)).astype(np.float32)
     w, b = rng.standard_normal(96).astype(np.float32), rng.standard_normal(96).astype(np.float32)
@@ -212,7 +212,7 @@ _ONE_VS_TWO_THREADS = textwrap.dedent("""
     t = rng.integers(-1, 96, 777)
     for threads in (1, 2):
         numba.set_num_threads(threads)
-        assert softmax.row_tasks(777, x.size) == (0 if threads == 1 else 8)
+        assert parallel.row_tasks(777, x.size) == (0 if threads == 1 else 8)
         y, mean, rstd = ln.layer_norm_forward(x, w, b, 1e-5)
         outs = [y, mean, rstd, *ln.layer_norm_backward(dy, x, w, mean, rstd)]
         loss, lse = ce.cross_entropy_forward(x, t, -1, 0.1)
