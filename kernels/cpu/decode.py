@@ -10,8 +10,8 @@ vectorised exp of softmax.py, and the weighted sum of value rows into its output
 No (T, length) matrix is stored beyond one score row per unit. A query whose every key is
 masked gives a zero output row (as the training kernels do).
 
-``add_layer_norm``: x += delta in place, then y = LayerNorm(x) (float64 sums, as
-layer_norm.py); one pass over the residual stream instead of an add and a norm.
+``add_layer_norm``: x += delta in place, then y = LayerNorm(x) (row moments summed in the row's dtype,
+by layer_norm.row_moments); one pass over the residual stream instead of an add and a norm.
 
 The NumPy versions ``*_reference`` are the readable oracles the tests compare against.
 """
