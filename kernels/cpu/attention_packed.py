@@ -1,288 +1,176 @@
 """Multi-head self-attention read straight from the packed in-projection, for short sequences.
 
 ``qkv`` is (B, T, 3·E) laid out [Q | K | V], each part [head 0 | head 1 | ...] of ``hd = E / H``
-columns, as one in-projection GEMM makes it. The forward writes the heads' outputs side by side,
-(B, T, E), and the row log-sum-exp (B·H, T); the backward takes the gradient of that (B, T, E)
-output and writes the (B, T, 3·E) gradient of ``qkv``. There is no head split, merge or
-concatenation copy: each (batch, head) unit reads its columns of ``qkv`` and writes its columns of
-the result, so the units never write the same element.
+columns, as one in-projection GEMM makes it. The forward returns the heads' outputs side by side,
+(B, T, E), and the row log-sum-exp (B·H, T); the backward takes the gradient of that output and
+returns the (B, T, 3·E) gradient of ``qkv``.
 
-Why: for T ≤ SMALL_T the composed path (three strided copies out of ``qkv``, batched GEMMs of
-T×T scores, a row kernel per score row, a merge copy and a gradient concatenation) spends most of
-its time on copies and per-row overhead, not arithmetic.
+No copies of Q, K, V or of the results: Q, K and V are strided views of ``qkv`` as (B, H, T, hd)
+stacks (row stride 3·E, unit column stride), which BLAS reads as they are, and the products write
+straight into strided views of the (B, T, E) output and of the (B, T, 3·E) gradient. What the
+composed path spent on three head-split copies, the merge copy and the gradient concatenation
+(≈ 1.1 ms of its 5.5 ms per W1 layer at 1 thread) is gone.
 
-Parallelisation: `prange` over runs of the B·H units (a few runs per thread); each unit does the
-whole sequence. Per run, scratch allocated once: Kᵀ and Vᵀ (hd, T), V or K (T, hd), a score row
-and a probability row (T), and in the backward the dK, dV accumulators (T, hd) — a few KiB that
-stay in L1/L2. The inner loops all run over contiguous scratch so that they vectorise:
-score row  s[j] += q[i, c]·Kᵀ[c, j]  (over keys), output row  o[c] += p[j]·V[j, c]  (over head
-columns), and in the backward dQ[i] += dS[j]·K[j], dK[j] += dS[j]·q[i], dV[j] += P[j]·dO[i]
-(over head columns). Causal units never touch keys j > i. The exp is softmax.py's vectorised
-exp, in the input's precision (float32 stays float32).
+Forward, per chunk of batch items:  S = Q·Kᵀ (one GEMM per (batch, head) unit, BLAS);
+one Numba pass over the chunk's units turns S into P in place (scale, bias, causal mask, the row
+max subtracted, then ONE vectorised exp over the unit's whole T×T block — masked entries are −inf
+and give exactly 0 — then each row's sum, 1/sum and lse); O = P·V (BLAS) into the output view.
+Backward: S and dP = dO·Vᵀ recomputed (BLAS); one Numba pass makes P = exp(scale·S + bias − lse)
+(again one exp per unit) and dS·scale = scale·P ⊙ (dP − rowsum(dO ⊙ O)) in place; then
+dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO (BLAS) into the three column blocks of the gradient.
 
-Forward (per unit and query row i): s = (scale·q_i)·Kᵀ + bias_i (causal: keys j ≤ i only),
-P = exp(s − max)/Σ, o_i = P·V, lse_i = max + log Σ; a row with every key masked gives o_i = 0 and
-lse_i = −inf. Backward: s recomputed the same way, P = exp(s − lse_i), dP = dO_i·Vᵀ,
-D_i = dO_i·o_i, dS = P ⊙ (dP − D_i); dQ_i = scale·dS·K, dK += dSᵀ·(scale·q_i), dV += Pᵀ·dO_i.
+Why the exp over the whole unit: on rows of ~32 keys the per-row cost of the exp (two passes and
+their set-up) dominated the row kernel (0.68 ms per W1 layer); the causal half it computes in
+vain is cheaper than that overhead. Memory plan: the chunks are sized so that one chunk's score
+block (and dP) stays in L2 (``CHUNK_BYTES``) between the GEMM that writes it, the row pass and
+the GEMMs that read it. Threads: the chunks are spread over minitrans's threads (Numba's thread
+count), each chunk's BLAS calls single-threaded and the row passes `nogil`, as in matmul.py.
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit
+
+from minitrans.threads import blas_is_single_threaded, worker_pool
 
 from .attention_small import SMALL_T
-from .softmax import FASTMATH, exp_inplace, int_scratch, recip, row_max, zero
-
-
-@njit(inline="always")
-def one(x):
-    """1 in x's own float type."""
-    return x - x + 1
+from .softmax import FASTMATH, exp_inplace, int_scratch, recip
 
 __all__ = ["SMALL_T", "packed_attention_forward", "packed_attention_backward"]
 
-
-ROWS = 4               # query rows per block: the block's rows share every load of K, V (and of dK, dV)
-LANES = 8              # key counts are padded to a multiple of this (one float32 AVX2 vector)
-
-
-@njit(inline="always")
-def _unit_range(run, nruns, units):
-    """Units [start, stop) of `prange` task ``run`` when ``units`` are cut into ``nruns`` equal runs."""
-    per = (units + nruns - 1) // nruns
-    return run * per, min(units, (run + 1) * per)
-
-
-@njit(inline="always")
-def _padded(n, to):
-    return (n + to - 1) // to * to
+CHUNK_BYTES = 1 << 19      # score bytes per chunk of batch items: S (and dP) stay in L2 between passes
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _load_rows(src, b, col, hd, T, dst, factor):
-    """dst[:T] = factor · the head columns [col, col + hd) of sequence b; padding rows past T zeroed."""
-    for j in range(T):
-        srow, drow = src[b, j], dst[j]
-        for c in range(hd):
-            drow[c] = srow[col + c] * factor
-    for j in range(T, dst.shape[0]):
-        dst[j, :] = 0
-
-
-@njit(inline="always")
-def _load_transposed(src, b, col, hd, T, dst):
-    """dst[:, :T] = the head columns [col, col + hd) of sequence b, transposed; padding columns zeroed."""
-    for j in range(T):
-        srow = src[b, j]
-        for c in range(hd):
-            dst[c, j] = srow[col + c]
-    for c in range(hd):
-        dst[c, T:] = 0
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _block_times_t(out, a, i0, mt, kp, hd):
-    """out[r, :kp] = a[i0 + r, :hd]·mt[:hd, :kp] for the ROWS rows r: four rows share each mt row load,
-    and the loop over keys is innermost and contiguous."""
-    o0, o1, o2, o3 = out[0], out[1], out[2], out[3]
-    for j in range(kp):
-        o0[j] = 0
-        o1[j] = 0
-        o2[j] = 0
-        o3[j] = 0
-    for c in range(hd):
-        x0, x1, x2, x3 = a[i0, c], a[i0 + 1, c], a[i0 + 2, c], a[i0 + 3, c]
-        mrow = mt[c]
-        for j in range(kp):
-            m = mrow[j]
-            o0[j] += x0 * m
-            o1[j] += x1 * m
-            o2[j] += x2 * m
-            o3[j] += x3 * m
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _block_times(out, a, m, kp, hd):
-    """out[r, :hd] = a[r, :kp]·m[:kp, :hd] for the ROWS rows r (P·V, dS·K): the loop over head columns
-    is innermost; four rows share each m row load."""
-    o0, o1, o2, o3 = out[0], out[1], out[2], out[3]
-    for c in range(hd):
-        o0[c] = 0
-        o1[c] = 0
-        o2[c] = 0
-        o3[c] = 0
-    for j in range(kp):
-        x0, x1, x2, x3 = a[0, j], a[1, j], a[2, j], a[3, j]
-        mrow = m[j]
-        for c in range(hd):
-            y = mrow[c]
-            o0[c] += x0 * y
-            o1[c] += x1 * y
-            o2[c] += x2 * y
-            o3[c] += x3 * y
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _add_block_t_times(acc, a, x, i0, kp, hd):
-    """acc[j, :hd] += Σ_r a[r, j]·x[i0 + r, :hd] for j < kp (dK += dSᵀ·Q, dV += Pᵀ·dO): one load and
-    one store of each acc row per four products."""
-    x0, x1, x2, x3 = x[i0], x[i0 + 1], x[i0 + 2], x[i0 + 3]
-    for j in range(kp):
-        a0, a1, a2, a3 = a[0, j], a[1, j], a[2, j], a[3, j]
-        arow = acc[j]
-        for c in range(hd):
-            arow[c] += a0 * x0[c] + a1 * x1[c] + a2 * x2[c] + a3 * x3[c]
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _shifted_rows(p, r, n, kp, brow, has_bias, shift, own_max):
-    """Row r of the score block: + brow[:n] when has_bias, then minus the row's own max (own_max,
-    forward) or ``shift`` (lse, backward), and -inf for the keys n..kp it must not see; returns the
-    shift used (-inf when no key is visible: the row is then all -inf, and its exp all 0)."""
-    row = p[r]
-    if has_bias:
-        for j in range(n):
-            row[j] += brow[j]
-    m = shift
+def _masked_scores(unit, bias_t, bu, has_bias, causal, scale, shift, m):
+    """unit (T, T) holds Sᵀ, row j = key j, column i = query i. In place: scale·Sᵀ (+ biasᵀ), -inf where
+    a causal query i < j must not see key j; then minus ``shift[i]`` per column, or, when m is given
+    (m.size > 0), minus each column's max, which is stored in m (-inf for a column with no visible
+    key; its entries stay -inf). Every loop is elementwise over a contiguous row: vectorised."""
+    T = unit.shape[0]
+    own_max = m.shape[0] > 0
     if own_max:
-        m = row_max(row, n, row[0]) if n > 0 else -np.inf
-    if m == -np.inf:
-        n = 0
-    for j in range(n):
-        row[j] -= m
-    for j in range(n, kp):
-        row[j] = -np.inf
-    return m
+        m[:] = -np.inf
+    for j in range(T):
+        row = unit[j]
+        for i in range(T):
+            val = row[i] * scale
+            if has_bias:
+                val += bias_t[bu, j, i]
+            if causal and i < j:
+                val = -np.inf
+            row[i] = val
+            if own_max:
+                mi = m[i]
+                m[i] = mi if mi > val else val
+    if own_max:
+        shift = m
+    for j in range(T):
+        row = unit[j]
+        for i in range(T):
+            sh = shift[i]
+            row[i] = row[i] - sh if sh != -np.inf else -np.inf
 
 
-@njit(inline="always")
-def _keys(i, T, causal):
-    """How many keys query row i sees: i + 1 when causal, all T otherwise; 0 for a padding row."""
-    if i >= T:
-        return 0
-    return i + 1 if causal else T
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _probs(st, bias_t, has_bias, u0, causal, scale, lse):
+    """In place: st (n, T, T), the raw transposed scores K·Qᵀ of units u0 .. u0 + n − 1, becomes Pᵀ,
+    P = softmax(scale·S + bias) by query rows (causal: keys j > i get 0); lse (n, T) written.
+    bias_t (1 or all units, T, T) is the bias transposed like st."""
+    n, T, _ = st.shape
+    ib = int_scratch(T * T, st[0, 0])
+    m = np.empty(T, st.dtype)
+    tot = np.empty(T, st.dtype)
+    for k in range(n):
+        unit = st[k]
+        _masked_scores(unit, bias_t, u0 + k if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, m, m)
+        exp_inplace(unit.reshape(T * T), scale - scale, ib)    # one exp for the unit; -inf gives 0
+        tot[:] = 0
+        for j in range(T):
+            row = unit[j]
+            for i in range(T):
+                tot[i] += row[i]
+        for i in range(T):
+            if tot[i] > 0:
+                lse[k, i] = m[i] + np.log(tot[i])
+                tot[i] = recip(tot[i])
+            else:                                              # every key masked: P = 0, lse = -inf
+                lse[k, i] = -np.inf
+        for j in range(T):
+            row = unit[j]
+            for i in range(T):
+                row[i] *= tot[i]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _packed_forward(qkv, heads, bias, has_bias, causal, scale, out, lse, nruns):
-    """out (B, T, E), lse (B·H, T) from qkv (B, T, 3E); bias (B·H or 1, T, T) when has_bias."""
-    B, T, E3 = qkv.shape
-    E = E3 // 3
-    hd = E // heads
-    Tp, Tr = _padded(T, LANES), _padded(T, ROWS)
-    for run in prange(nruns):
-        q = np.empty((Tr, hd), qkv.dtype)
-        kt = np.empty((hd, Tp), qkv.dtype)
-        v = np.empty((Tp, hd), qkv.dtype)
-        p_flat = np.empty(ROWS * Tp, qkv.dtype)
-        o = np.empty((ROWS, hd), qkv.dtype)
-        inv = np.empty(ROWS, qkv.dtype)
-        mx = np.empty(ROWS, qkv.dtype)
-        ib = int_scratch(ROWS * Tp, q[0])
-        start, stop = _unit_range(run, nruns, B * heads)
-        for u in range(start, stop):
-            b, h = u // heads, u % heads
-            qcol, kcol, vcol = h * hd, E + h * hd, 2 * E + h * hd
-            _load_rows(qkv, b, qcol, hd, T, q, scale)
-            _load_transposed(qkv, b, kcol, hd, T, kt)
-            _load_rows(qkv, b, vcol, hd, T, v, one(scale))
-            bu = u if bias.shape[0] > 1 else 0
-            for i0 in range(0, Tr, ROWS):
-                kp = min(_padded(_keys(min(i0 + ROWS, T) - 1, T, causal), LANES), Tp)
-                p = p_flat[:ROWS * kp].reshape((ROWS, kp))     # this block's scores, contiguous
-                _block_times_t(p, q, i0, kt, kp, hd)
-                for r in range(ROWS):
-                    i = min(i0 + r, T - 1)
-                    mx[r] = _shifted_rows(p, r, _keys(i0 + r, T, causal), kp, bias[bu, i] if has_bias
-                                          else bias[0, 0], has_bias, zero(q[0]), True)
-                exp_inplace(p_flat[:ROWS * kp], zero(q[0]), ib)      # one exp pass for the block
-                for r in range(ROWS):
-                    row = p[r]
-                    tot = zero(q[0])
-                    for j in range(kp):
-                        tot += row[j]
-                    i = i0 + r
-                    inv[r] = recip(tot) if tot > 0 else zero(q[0])
-                    if i < T:
-                        lse[u, i] = mx[r] + np.log(tot) if tot > 0 else -np.inf
-                _block_times(o, p, v, kp, hd)
-                for r in range(min(ROWS, T - i0)):
-                    f = inv[r]
-                    for c in range(hd):
-                        out[b, i0 + r, qcol + c] = o[r, c] * f
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _dscores(st, dpt, bias_t, has_bias, u0, heads, causal, scale, lse, out, g):
+    """In place, for units u0 .. u0 + n − 1: st (raw K·Qᵀ) -> Pᵀ, P = exp(scale·S + bias − lse), and
+    dpt (V·dOᵀ = dPᵀ) -> scale·(P ⊙ (dP − D))ᵀ, D_i = dO_i·O_i from the (B, T, E) out and g."""
+    n, T, _ = st.shape
+    hd = out.shape[2] // heads
+    ib = int_scratch(T * T, st[0, 0])
+    d = np.empty(T, st.dtype)
+    none = np.empty(0, st.dtype)
+    for k in range(n):
+        u = u0 + k
+        b, col = u // heads, (u % heads) * hd
+        unit, dunit = st[k], dpt[k]
+        _masked_scores(unit, bias_t, u if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, lse[u], none)
+        exp_inplace(unit.reshape(T * T), scale - scale, ib)    # Pᵀ; masked entries give 0
+        for i in range(T):
+            d_i = scale - scale
+            orow, grow = out[b, i], g[b, i]
+            for c in range(hd):
+                d_i += grow[col + c] * orow[col + c]
+            d[i] = d_i
+        for j in range(T):
+            prow, drow = unit[j], dunit[j]
+            for i in range(T):
+                drow[i] = prow[i] * (drow[i] - d[i]) * scale
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _packed_backward(qkv, out, lse, g, heads, bias, has_bias, causal, scale, dqkv, nruns):
-    """dqkv (B, T, 3E), every element written once, from the output gradient g (B, T, E)."""
-    B, T, E3 = qkv.shape
-    E = E3 // 3
-    hd = E // heads
-    Tp, Tr = _padded(T, LANES), _padded(T, ROWS)
-    for run in prange(nruns):
-        q = np.empty((Tr, hd), qkv.dtype)
-        go = np.empty((Tr, hd), qkv.dtype)
-        k = np.empty((Tp, hd), qkv.dtype)
-        kt = np.empty((hd, Tp), qkv.dtype)
-        vt = np.empty((hd, Tp), qkv.dtype)
-        dk = np.empty((Tp, hd), qkv.dtype)
-        dv = np.empty((Tp, hd), qkv.dtype)
-        p_flat = np.empty(ROWS * Tp, qkv.dtype)
-        ds_flat = np.empty(ROWS * Tp, qkv.dtype)
-        dq = np.empty((ROWS, hd), qkv.dtype)
-        ib = int_scratch(ROWS * Tp, q[0])
-        start, stop = _unit_range(run, nruns, B * heads)
-        for u in range(start, stop):
-            b, h = u // heads, u % heads
-            qcol, kcol, vcol = h * hd, E + h * hd, 2 * E + h * hd
-            _load_rows(qkv, b, qcol, hd, T, q, scale)
-            _load_rows(g, b, qcol, hd, T, go, one(scale))
-            _load_rows(qkv, b, kcol, hd, T, k, one(scale))
-            _load_transposed(qkv, b, kcol, hd, T, kt)
-            _load_transposed(qkv, b, vcol, hd, T, vt)
-            dk[:, :] = 0
-            dv[:, :] = 0
-            bu = u if bias.shape[0] > 1 else 0
-            for i0 in range(0, Tr, ROWS):
-                kp = min(_padded(_keys(min(i0 + ROWS, T) - 1, T, causal), LANES), Tp)
-                p = p_flat[:ROWS * kp].reshape((ROWS, kp))
-                ds = ds_flat[:ROWS * kp].reshape((ROWS, kp))
-                _block_times_t(p, q, i0, kt, kp, hd)           # scores again
-                _block_times_t(ds, go, i0, vt, kp, hd)         # dP = dO·Vᵀ
-                for r in range(ROWS):
-                    i = min(i0 + r, T - 1)
-                    _shifted_rows(p, r, _keys(i0 + r, T, causal), kp, bias[bu, i] if has_bias else bias[0, 0],
-                                  has_bias, lse[u, i] if i0 + r < T else -np.inf, False)
-                exp_inplace(p_flat[:ROWS * kp], zero(q[0]), ib)      # P, one exp pass for the block
-                for r in range(ROWS):
-                    i = min(i0 + r, T - 1)
-                    d_i = zero(q[0])                          # D = dO_i·o_i
-                    for c in range(hd):
-                        d_i += go[i0 + r, c] * out[b, i, qcol + c]
-                    row, drow = p[r], ds[r]
-                    for j in range(kp):
-                        drow[j] = row[j] * (drow[j] - d_i)
-                _block_times(dq, ds, k, kp, hd)
-                _add_block_t_times(dk, ds, q, i0, kp, hd)
-                _add_block_t_times(dv, p, go, i0, kp, hd)
-                for r in range(min(ROWS, T - i0)):
-                    for c in range(hd):
-                        dqkv[b, i0 + r, qcol + c] = dq[r, c] * scale
-            for j in range(T):
-                for c in range(hd):
-                    dqkv[b, j, kcol + c] = dk[j, c]
-                    dqkv[b, j, vcol + c] = dv[j, c]
+# ---------------------------------------------------------------------------- driver
+def _heads_view(a, heads: int, part: int, parts: int):
+    """Part ``part`` of ``parts`` of the last axis of a (B, T, parts·E) array, as a (B, H, T, hd) view."""
+    B, T, width = a.shape
+    hd = width // (parts * heads)
+    return a.reshape(B, T, parts * heads, hd)[:, :, part * heads:(part + 1) * heads].transpose(0, 2, 1, 3)
 
 
-# ---------------------------------------------------------------------------- wrappers
-def _runs(units: int) -> int:
-    """How many `prange` tasks: a few per thread (scratch allocated once per task), at most one per unit."""
-    return max(1, min(units, 4 * get_num_threads()))
+def _chunks(B: int, heads: int, T: int, itemsize: int) -> list[tuple[int, int]]:
+    per = max(1, CHUNK_BYTES // max(1, heads * T * T * itemsize))
+    return [(b0, min(B, b0 + per)) for b0 in range(0, B, per)]
+
+
+def _run(work, chunks) -> None:
+    """work(b0, b1) for every chunk: on the calling thread alone when minitrans runs on one thread (or
+    OpenBLAS threads each call itself), else the chunks cut into one run per thread on minitrans's
+    worker pool, the caller doing the first run and taking back any run no worker has started."""
+    nt = min(get_num_threads(), len(chunks))
+    if nt <= 1 or threading.current_thread().name.startswith("minitrans-") or not blas_is_single_threaded():
+        for c in chunks:
+            work(*c)
+        return
+    per = -(-len(chunks) // nt)
+    runs = [chunks[i:i + per] for i in range(0, len(chunks), per)]
+
+    def run(group):
+        for c in group:
+            work(*c)
+    futures = [worker_pool(len(runs) - 1).submit(run, group) for group in runs[1:]]
+    run(runs[0])
+    for f, group in zip(futures, runs[1:]):
+        if f.cancel():
+            run(group)
+        else:
+            f.result()
 
 
 def _checked(qkv, heads, bias):
-    """qkv as a C-contiguous array and the bias as (1 or B·H, T, T) C-contiguous (a bias broadcast
-    over the units, stride 0, is read as its one (T, T) matrix); raises on a bad shape or dtype."""
+    """qkv and the bias (None, or (1 or B·H, T, T) in qkv's dtype; a bias broadcast over the units
+    with stride 0 is read as its one (T, T) matrix); raises on a bad shape, dtype or head count."""
     if not isinstance(qkv, np.ndarray) or qkv.dtype not in (np.float32, np.float64):
         raise TypeError(f"packed attention: qkv must be a float32 or float64 array, got "
                         f"{getattr(qkv, 'dtype', type(qkv).__name__)}")
@@ -293,37 +181,58 @@ def _checked(qkv, heads, bias):
         raise ValueError(f"packed attention: the last axis of qkv ({E3}) must be 3 * heads * head_dim "
                          f"with heads a positive int, got heads={heads!r}")
     if bias is None:
-        return np.ascontiguousarray(qkv), np.zeros((1, 1, 1), qkv.dtype), False
+        return np.zeros((1, 1, 1), qkv.dtype), False
     units = B * heads
     if bias.ndim != 3 or bias.shape[0] not in (1, units) or bias.shape[1:] != (T, T):
         raise ValueError(f"packed attention: bias must be (1 or {units}, {T}, {T}), got shape {bias.shape}")
     if bias.shape[0] > 1 and bias.strides[0] == 0:
         bias = bias[:1]
-    return np.ascontiguousarray(qkv), np.ascontiguousarray(bias, qkv.dtype), True
+    return np.ascontiguousarray(bias.transpose(0, 2, 1), qkv.dtype), True     # transposed like the kernels' Sᵀ
 
 
 def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: float):
     """``(out, lse)``: out (B, T, E) the heads' attention outputs side by side, lse (B·H, T)."""
-    qkv, bias, has_bias = _checked(qkv, heads, bias)
+    bias, has_bias = _checked(qkv, heads, bias)
     B, T, E3 = qkv.shape
-    out = np.empty((B, T, E3 // 3), qkv.dtype)
-    lse = np.empty((B * heads, T), qkv.dtype)
+    dt = qkv.dtype
+    out = np.empty((B, T, E3 // 3), dt)
+    lse = np.empty((B * heads, T), dt)
+    q, k, v = (_heads_view(qkv, heads, p, 3) for p in range(3))
+    o = _heads_view(out, heads, 0, 1)
+    sc, causal = dt.type(scale), bool(is_causal)
+
+    def work(b0, b1):
+        st = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2))         # Sᵀ (nb, H, T, T)
+        _probs(st.reshape(-1, T, T), bias, has_bias, b0 * heads, causal, sc, lse[b0 * heads:b1 * heads])
+        np.matmul(st.transpose(0, 1, 3, 2), v[b0:b1], out=o[b0:b1])      # O = P·V
     if out.size:
-        _packed_forward(qkv, heads, bias, has_bias, bool(is_causal), qkv.dtype.type(scale), out, lse,
-                        _runs(B * heads))
+        _run(work, _chunks(B, heads, T, dt.itemsize))
     return out, lse
 
 
 def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: bool, scale: float):
     """The (B, T, 3·E) gradient of ``qkv`` from the gradient ``g`` of the forward's ``out``."""
-    qkv, bias, has_bias = _checked(qkv, heads, bias)
+    bias, has_bias = _checked(qkv, heads, bias)
     B, T, E3 = qkv.shape
+    dt = qkv.dtype
     for name, a, shape in (("out", out, (B, T, E3 // 3)), ("g", g, (B, T, E3 // 3)), ("lse", lse, (B * heads, T))):
-        if a.shape != shape or a.dtype != qkv.dtype:
-            raise ValueError(f"packed attention: {name} must be a {shape} {qkv.dtype} array, "
-                             f"got {a.shape} {a.dtype}")
-    dqkv = np.empty_like(qkv)
+        if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dt:
+            raise ValueError(f"packed attention: {name} must be a {shape} {dt} array, got "
+                             f"{getattr(a, 'shape', type(a).__name__)} {getattr(a, 'dtype', '')}")
+    dqkv = np.empty_like(qkv, order="C")
+    q, k, v = (_heads_view(qkv, heads, p, 3) for p in range(3))
+    dq, dk, dv = (_heads_view(dqkv, heads, p, 3) for p in range(3))
+    go = _heads_view(g, heads, 0, 1)
+    sc, causal = dt.type(scale), bool(is_causal)
+
+    def work(b0, b1):
+        st = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2))         # Sᵀ again
+        dpt = np.matmul(v[b0:b1], go[b0:b1].transpose(0, 1, 3, 2))       # dPᵀ = V·dOᵀ
+        _dscores(st.reshape(-1, T, T), dpt.reshape(-1, T, T), bias, has_bias, b0 * heads, heads, causal, sc,
+                 lse, out, g)                                            # st -> Pᵀ, dpt -> scale·dSᵀ
+        np.matmul(dpt.transpose(0, 1, 3, 2), k[b0:b1], out=dq[b0:b1])    # dQ = dS·K
+        np.matmul(dpt, q[b0:b1], out=dk[b0:b1])                          # dK = dSᵀ·Q
+        np.matmul(st, go[b0:b1], out=dv[b0:b1])                          # dV = Pᵀ·dO
     if dqkv.size:
-        _packed_backward(qkv, np.ascontiguousarray(out), np.ascontiguousarray(lse), np.ascontiguousarray(g),
-                         heads, bias, has_bias, bool(is_causal), qkv.dtype.type(scale), dqkv, _runs(B * heads))
+        _run(work, _chunks(B, heads, T, dt.itemsize))
     return dqkv
