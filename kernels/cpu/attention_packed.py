@@ -105,20 +105,22 @@ def _probs(st, bias_t, has_bias, u0, causal, scale, lse):
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _dscores(st, dpt, bias_t, has_bias, u0, heads, causal, scale, lse, out, g):
-    """In place, for units u0 .. u0 + n − 1: st (raw K·Qᵀ) -> Pᵀ, P = exp(scale·S + bias − lse), and
-    dpt (V·dOᵀ = dPᵀ) -> scale·(P ⊙ (dP − D))ᵀ, D_i = dO_i·O_i from the (B, T, E) out and g."""
-    n, T, _ = st.shape
+def _dscores(pt, dpt, recompute, bias_t, has_bias, u0, heads, causal, scale, lse, out, g):
+    """In place, for units u0 .. u0 + n − 1: dpt (V·dOᵀ = dPᵀ) -> scale·(P ⊙ (dP − D))ᵀ with
+    D_i = dO_i·O_i from the (B, T, E) out and g. pt is Pᵀ as the forward left it, or, when
+    ``recompute``, the raw K·Qᵀ, turned into Pᵀ = exp(scale·S + bias − lse)ᵀ in place first."""
+    n, T, _ = pt.shape
     hd = out.shape[2] // heads
-    ib = int_scratch(T * T, st[0, 0])
-    d = np.empty(T, st.dtype)
-    none = np.empty(0, st.dtype)
+    ib = int_scratch(T * T if recompute else 0, pt[0, 0])
+    d = np.empty(T, pt.dtype)
+    none = np.empty(0, pt.dtype)
     for k in range(n):
         u = u0 + k
         b, col = u // heads, (u % heads) * hd
-        unit, dunit = st[k], dpt[k]
-        _masked_scores(unit, bias_t, u if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, lse[u], none)
-        exp_inplace(unit.reshape(T * T), scale - scale, ib)    # Pᵀ; masked entries give 0
+        unit, dunit = pt[k], dpt[k]
+        if recompute:
+            _masked_scores(unit, bias_t, u if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, lse[u], none)
+            exp_inplace(unit.reshape(T * T), scale - scale, ib)    # Pᵀ; masked entries give 0
         for i in range(T):
             d_i = scale - scale
             orow, grow = out[b, i], g[b, i]
@@ -190,35 +192,51 @@ def _checked(qkv, heads, bias):
     return np.ascontiguousarray(bias.transpose(0, 2, 1), qkv.dtype), True     # transposed like the kernels' Sᵀ
 
 
+def _keeps_probs(qkv, heads: int) -> bool:
+    """Whether the forward keeps P for the backward: when P (B·H·T² elements) is at most twice the size
+    of qkv, the activation the op saves anyway. The backward then skips recomputing S = Q·Kᵀ and its
+    exp (~0.45 of its ~1.9 ms per W1 layer at 1 thread); past that, memory wins and it recomputes."""
+    B, T, E3 = qkv.shape
+    return B * heads * T * T <= 2 * qkv.size
+
+
 def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: float):
-    """``(out, lse)``: out (B, T, E) the heads' attention outputs side by side, lse (B·H, T)."""
+    """``(out, lse, pt)``: out (B, T, E) the heads' attention outputs side by side, lse (B·H, T), and
+    the probabilities transposed, Pᵀ (B, H, T, T), for the backward (None where it would be too large
+    to keep: see ``_keeps_probs``)."""
     bias, has_bias = _checked(qkv, heads, bias)
     B, T, E3 = qkv.shape
     dt = qkv.dtype
     out = np.empty((B, T, E3 // 3), dt)
     lse = np.empty((B * heads, T), dt)
+    keep = _keeps_probs(qkv, heads)
+    pt = np.empty((B, heads, T, T), dt) if keep else None
     q, k, v = (_heads_view(qkv, heads, p, 3) for p in range(3))
     o = _heads_view(out, heads, 0, 1)
     sc, causal = dt.type(scale), bool(is_causal)
 
     def work(b0, b1):
-        st = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2))         # Sᵀ (nb, H, T, T)
+        st = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2), out=pt[b0:b1] if keep else None)   # Sᵀ
         _probs(st.reshape(-1, T, T), bias, has_bias, b0 * heads, causal, sc, lse[b0 * heads:b1 * heads])
         np.matmul(st.transpose(0, 1, 3, 2), v[b0:b1], out=o[b0:b1])      # O = P·V
     if out.size:
         _run(work, _chunks(B, heads, T, dt.itemsize))
-    return out, lse
+    return out, lse, pt
 
 
-def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: bool, scale: float):
-    """The (B, T, 3·E) gradient of ``qkv`` from the gradient ``g`` of the forward's ``out``."""
+def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: bool, scale: float, pt=None):
+    """The (B, T, 3·E) gradient of ``qkv`` from the gradient ``g`` of the forward's ``out``; ``pt`` the
+    forward's Pᵀ when it kept it (only read), else P is recomputed from qkv, bias and lse."""
     bias, has_bias = _checked(qkv, heads, bias)
     B, T, E3 = qkv.shape
     dt = qkv.dtype
-    for name, a, shape in (("out", out, (B, T, E3 // 3)), ("g", g, (B, T, E3 // 3)), ("lse", lse, (B * heads, T))):
+    for name, a, shape in (("out", out, (B, T, E3 // 3)), ("g", g, (B, T, E3 // 3)), ("lse", lse, (B * heads, T)),
+                           ("pt", pt if pt is not None else np.empty((B, heads, T, T), dt), (B, heads, T, T))):
         if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dt:
             raise ValueError(f"packed attention: {name} must be a {shape} {dt} array, got "
                              f"{getattr(a, 'shape', type(a).__name__)} {getattr(a, 'dtype', '')}")
+    out, g, lse = (np.ascontiguousarray(a) for a in (out, g, lse))
+    pt = None if pt is None else np.ascontiguousarray(pt)
     dqkv = np.empty_like(qkv, order="C")
     q, k, v = (_heads_view(qkv, heads, p, 3) for p in range(3))
     dq, dk, dv = (_heads_view(dqkv, heads, p, 3) for p in range(3))
@@ -226,13 +244,13 @@ def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: boo
     sc, causal = dt.type(scale), bool(is_causal)
 
     def work(b0, b1):
-        st = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2))         # Sᵀ again
+        p_t = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2)) if pt is None else pt[b0:b1]  # Sᵀ again, or Pᵀ
         dpt = np.matmul(v[b0:b1], go[b0:b1].transpose(0, 1, 3, 2))       # dPᵀ = V·dOᵀ
-        _dscores(st.reshape(-1, T, T), dpt.reshape(-1, T, T), bias, has_bias, b0 * heads, heads, causal, sc,
-                 lse, out, g)                                            # st -> Pᵀ, dpt -> scale·dSᵀ
+        _dscores(p_t.reshape(-1, T, T), dpt.reshape(-1, T, T), pt is None, bias, has_bias, b0 * heads, heads,
+                 causal, sc, lse, out, g)                                # dpt -> scale·dSᵀ (and p_t -> Pᵀ)
         np.matmul(dpt.transpose(0, 1, 3, 2), k[b0:b1], out=dq[b0:b1])    # dQ = dS·K
         np.matmul(dpt, q[b0:b1], out=dk[b0:b1])                          # dK = dSᵀ·Q
-        np.matmul(st, go[b0:b1], out=dv[b0:b1])                          # dV = Pᵀ·dO
+        np.matmul(p_t, go[b0:b1], out=dv[b0:b1])                         # dV = Pᵀ·dO
     if dqkv.size:
         _run(work, _chunks(B, heads, T, dt.itemsize))
     return dqkv

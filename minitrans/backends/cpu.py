@@ -198,16 +198,13 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
         # lazy: the compiled kernel module loads on first use, not with every import of minitrans
         from ..kernels.cpu import attention_packed
         if CPUBackend._kernels == "numba" and qkv.ndim == 3 and qkv.shape[1] <= attention_packed.SMALL_T:
-            return attention_packed.packed_attention_forward(qkv, heads, bias, is_causal, scale)
+            out, lse, pt = attention_packed.packed_attention_forward(qkv, heads, bias, is_causal, scale)
+            return out, (lse, pt)
         return None                 # the reference kernels, or a long sequence: the caller composes
 
     @staticmethod
-    def packed_attention_backward(qkv, out, lse, g, heads, bias, is_causal, scale):
+    def packed_attention_backward(qkv, out, state, g, heads, bias, is_causal, scale):
         # lazy: the compiled kernel module loads on first use, not with every import of minitrans
         from ..kernels.cpu import attention_packed
-        if CPUBackend._kernels == "numba" and qkv.ndim == 3 and qkv.shape[1] <= attention_packed.SMALL_T:
-            return attention_packed.packed_attention_backward(qkv, out, lse, g, heads, bias, is_causal, scale)
-        return None
-
-
-CPUBackend.set_kernels(chosen_kernels())       # the starting choice (MINITRANS_KERNELS)
+        lse, pt = state
+        return attention_packed.packed_attention_backward(qkv, out, lse, g, heads, bias, is_causal, scale, pt)

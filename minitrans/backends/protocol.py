@@ -379,11 +379,11 @@ class Backend:
 
     @staticmethod
     def packed_attention_forward(qkv, heads, bias, is_causal, scale):
-        """Attention on a packed (B, T, 3·E) [Q|K|V] projection: ``(out (B, T, E), lse)``; None: no kernel, compose."""
+        """Attention on a packed (B, T, 3·E) [Q|K|V] projection: ``(out (B, T, E), state)``; None: no kernel."""
 
     @staticmethod
-    def packed_attention_backward(qkv, out, lse, g, heads, bias, is_causal, scale):
-        """The (B, T, 3·E) gradient of ``qkv`` from ``g``, the gradient of ``out``; None: no kernel, compose."""
+    def packed_attention_backward(qkv, out, state, g, heads, bias, is_causal, scale):
+        """The (B, T, 3·E) gradient of ``qkv`` from ``g``, the gradient of ``out``, and the forward's ``state``."""
 
     @staticmethod
     def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):

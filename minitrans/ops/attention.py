@@ -41,7 +41,8 @@ class PackedSelfAttention(Function):
 
     Where the backend has a kernel on the packed layout (``packed_attention_forward``: the CPU's for
     T ≤ SMALL_T), no head is copied out: Q, K, V are read in place, the output and the (B, T, 3·E)
-    gradient written in place, and only ``qkv``, the output and the row log-sum-exp are saved.
+    gradient written in place, and ``qkv``, the output and the backend's ``state`` are saved (on the
+    CPU the row log-sum-exp and, for short sequences, the probabilities, see attention_packed.py).
     Elsewhere the heads are split into (B·H, T, hd) copies for ``attention_forward`` and merged
     back, and the backward joins dQ, dK and dV into one new (B, T, 3·E) gradient.
     """
@@ -54,8 +55,8 @@ class PackedSelfAttention(Function):
         fused = xp.packed_attention_forward(qkv, heads, bias, is_causal, scale)
         ctx.packed = fused is not None
         if ctx.packed:
-            out, lse = fused
-            ctx.save_for_backward(qkv, out, lse)
+            out, state = fused
+            ctx.save_for_backward(qkv, out, state)
             return out
         q, k, v = _split_heads(xp, qkv, heads, 3)
         o, lse = xp.attention_forward(q, k, v, bias, is_causal, scale)
@@ -67,8 +68,8 @@ class PackedSelfAttention(Function):
         xp, H = ctx.xp, ctx.heads
         g = xp.ascontiguousarray(g)
         if ctx.packed:
-            qkv, out, lse = ctx.saved_arrays
-            dqkv = xp.packed_attention_backward(qkv, out, lse, g, H, ctx.bias, ctx.is_causal, ctx.scale)
+            qkv, out, state = ctx.saved_arrays
+            dqkv = xp.packed_attention_backward(qkv, out, state, g, H, ctx.bias, ctx.is_causal, ctx.scale)
             return dqkv, None, None, None, None
         q, k, v, o, lse = ctx.saved_arrays
         B, T, E = g.shape

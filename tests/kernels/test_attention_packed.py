@@ -41,8 +41,17 @@ def reference(qkv, heads, bias, causal, scale, g):
 
 
 def run(qkv, heads, bias, causal, scale, g):
-    out, lse = packed.packed_attention_forward(qkv, heads, bias, causal, scale)
-    return out, lse, packed.packed_attention_backward(qkv, out, lse, g, heads, bias, causal, scale)
+    """out, lse and the qkv gradient; the gradient from the forward's kept probabilities and the one
+    recomputed from lse must agree (both backward paths run)."""
+    out, lse, pt = packed.packed_attention_forward(qkv, heads, bias, causal, scale)
+    assert pt is not None               # these sizes are small enough to keep P
+    kept = pt.copy()
+    dqkv = packed.packed_attention_backward(qkv, out, lse, g, heads, bias, causal, scale, pt)
+    np.testing.assert_array_equal(pt, kept)            # the backward only reads the kept P
+    again = packed.packed_attention_backward(qkv, out, lse, g, heads, bias, causal, scale)
+    tol = 1e-12 if qkv.dtype == np.float64 else 1e-5
+    np.testing.assert_allclose(again, dqkv, rtol=tol, atol=tol)
+    return out, lse, dqkv
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -110,7 +119,7 @@ def test_non_contiguous_inputs(rng):
 def test_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
     """Several chunks (B·H·T² well over CHUNK_BYTES) on one thread and spread over two: bit for bit
     the same, and the two-thread run does hand chunks to the worker pool."""
-    B, T, H, hd = 9, 64, 4, 8
+    B, T, H, hd = 9, 64, 4, 32
     qkv = rng.normal(size=(B, T, 3 * H * hd))
     g = rng.normal(size=(B, T, H * hd))
     assert len(packed._chunks(B, H, T, 8)) > 2
@@ -133,6 +142,13 @@ def test_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
 def test_bad_head_count_is_refused(heads):
     with pytest.raises(ValueError, match="heads"):
         packed.packed_attention_forward(np.zeros((1, 2, 18)), heads, None, False, 1.0)
+
+
+def test_probabilities_are_kept_only_while_small():
+    assert packed._keeps_probs(np.empty((32, 64, 384), np.float32), 4)          # W1: P 2 MiB, qkv 3 MiB
+    assert not packed._keeps_probs(np.empty((2, 128, 12), np.float32), 4)       # P 32× qkv: recomputed
+    out, lse, pt = packed.packed_attention_forward(np.zeros((2, 128, 12)), 4, None, True, 1.0)
+    assert pt is None
 
 
 def test_bad_bias_shape_is_refused():
