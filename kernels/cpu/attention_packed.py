@@ -11,20 +11,25 @@ straight into strided views of the (B, T, E) output and of the (B, T, 3·E) grad
 composed path spent on three head-split copies, the merge copy and the gradient concatenation
 (≈ 1.1 ms of its 5.5 ms per W1 layer at 1 thread) is gone.
 
-Forward, per chunk of batch items:  S = Q·Kᵀ (one GEMM per (batch, head) unit, BLAS);
-one Numba pass over the chunk's units turns S into P in place (scale, bias, causal mask, the row
-max subtracted, then ONE vectorised exp over the unit's whole T×T block — masked entries are −inf
-and give exactly 0 — then each row's sum, 1/sum and lse); O = P·V (BLAS) into the output view.
-Backward: S and dP = dO·Vᵀ recomputed (BLAS); one Numba pass makes P = exp(scale·S + bias − lse)
-(again one exp per unit) and dS·scale = scale·P ⊙ (dP − rowsum(dO ⊙ O)) in place; then
-dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO (BLAS) into the three column blocks of the gradient.
+Forward, per chunk of batch items: Sᵀ = K·Qᵀ (one GEMM per (batch, head) unit, BLAS); one Numba
+pass over the chunk's units turns Sᵀ into Pᵀ in place (scale, bias, causal mask, each query's max,
+then ONE vectorised exp over the unit's whole T×T block — masked entries are −inf and give exactly
+0 — then each query's sum, 1/sum and lse); O = P·V (BLAS, Pᵀ read transposed) into the output view.
+Backward: dPᵀ = V·dOᵀ (BLAS); one Numba pass makes scale·dSᵀ = scale·(P ⊙ (dP − rowsum(dO ⊙ O)))ᵀ
+in the dPᵀ buffer; then dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO (BLAS) into the three column blocks of
+the gradient. Pᵀ is the forward's, kept while it is small (``_keeps_probs``), else recomputed
+from Sᵀ and the saved lse by the same pass.
 
-Why the exp over the whole unit: on rows of ~32 keys the per-row cost of the exp (two passes and
-their set-up) dominated the row kernel (0.68 ms per W1 layer); the causal half it computes in
-vain is cheaper than that overhead. Memory plan: the chunks are sized so that one chunk's score
-block (and dP) stays in L2 (``CHUNK_BYTES``) between the GEMM that writes it, the row pass and
-the GEMMs that read it. Threads: the chunks are spread over minitrans's threads (Numba's thread
-count), each chunk's BLAS calls single-threaded and the row passes `nogil`, as in matmul.py.
+Why Sᵀ and not S: a query's max, sum and lse are then column reductions, computed elementwise
+along contiguous key rows of one fixed length T, which vectorise; on S they are row reductions of a
+varying length (i + 1 keys when causal), which LLVM left mostly to scalar remainder loops (the row
+pass took 3× its arithmetic). Why one exp over the whole unit: on rows of ~32 keys the per-row
+set-up of the exp dominated; the causal half it computes in vain is cheaper than that. Memory
+plan: the chunks are sized so that one chunk's score block (and dPᵀ) stays in L2
+(``CHUNK_BYTES``) between the GEMM that writes it, the Numba pass and the GEMMs that read it.
+Threads: the chunks are spread over minitrans's threads (Numba's thread count), each chunk's BLAS
+calls single-threaded and the Numba passes `nogil`, as in matmul.py; each chunk is computed the
+same way on any thread, so the results do not depend on the thread count.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ CHUNK_BYTES = 1 << 19      # score bytes per chunk of batch items: S (and dP) st
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _masked_scores(unit, bias_t, bu, has_bias, causal, scale, shift, m):
+def _masked_scores(unit, bias_t, bias_unit, has_bias, causal, scale, shift, m):
     """unit (T, T) holds Sᵀ, row j = key j, column i = query i. In place: scale·Sᵀ (+ biasᵀ), -inf where
     a causal query i < j must not see key j; then minus ``shift[i]`` per column, or, when m is given
     (m.size > 0), minus each column's max, which is stored in m (-inf for a column with no visible
@@ -58,7 +63,7 @@ def _masked_scores(unit, bias_t, bu, has_bias, causal, scale, shift, m):
         for i in range(T):
             val = row[i] * scale
             if has_bias:
-                val += bias_t[bu, j, i]
+                val += bias_t[bias_unit, j, i]
             if causal and i < j:
                 val = -np.inf
             row[i] = val
@@ -75,18 +80,18 @@ def _masked_scores(unit, bias_t, bu, has_bias, causal, scale, shift, m):
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _probs(st, bias_t, has_bias, u0, causal, scale, lse):
-    """In place: st (n, T, T), the raw transposed scores K·Qᵀ of units u0 .. u0 + n − 1, becomes Pᵀ,
+def _probs(scores_t, bias_t, has_bias, u0, causal, scale, lse):
+    """In place: scores_t (n, T, T), the raw transposed scores K·Qᵀ of units u0 .. u0 + n − 1, becomes Pᵀ,
     P = softmax(scale·S + bias) by query rows (causal: keys j > i get 0); lse (n, T) written.
-    bias_t (1 or all units, T, T) is the bias transposed like st."""
-    n, T, _ = st.shape
-    ib = int_scratch(T * T, st[0, 0])
-    m = np.empty(T, st.dtype)
-    tot = np.empty(T, st.dtype)
+    bias_t (1 or all units, T, T) is the bias transposed like scores_t."""
+    n, T, _ = scores_t.shape
+    exp_bits = int_scratch(T * T, scores_t[0, 0])
+    m = np.empty(T, scores_t.dtype)
+    tot = np.empty(T, scores_t.dtype)
     for k in range(n):
-        unit = st[k]
+        unit = scores_t[k]
         _masked_scores(unit, bias_t, u0 + k if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, m, m)
-        exp_inplace(unit.reshape(T * T), scale - scale, ib)    # one exp for the unit; -inf gives 0
+        exp_inplace(unit.reshape(T * T), scale - scale, exp_bits)    # one exp for the unit; -inf gives 0
         tot[:] = 0
         for j in range(T):
             row = unit[j]
@@ -105,32 +110,32 @@ def _probs(st, bias_t, has_bias, u0, causal, scale, lse):
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _dscores(pt, dpt, recompute, bias_t, has_bias, u0, heads, causal, scale, lse, out, g):
-    """In place, for units u0 .. u0 + n − 1: dpt (V·dOᵀ = dPᵀ) -> scale·(P ⊙ (dP − D))ᵀ with
-    D_i = dO_i·O_i from the (B, T, E) out and g. pt is Pᵀ as the forward left it, or, when
+def _dscores(probs_t, dprobs_t, recompute, bias_t, has_bias, u0, heads, causal, scale, lse, out, g):
+    """In place, for units u0 .. u0 + n − 1: dprobs_t (V·dOᵀ = dPᵀ) -> scale·(P ⊙ (dP − D))ᵀ with
+    D_i = dO_i·O_i from the (B, T, E) out and g. probs_t is Pᵀ as the forward left it, or, when
     ``recompute``, the raw K·Qᵀ, turned into Pᵀ = exp(scale·S + bias − lse)ᵀ in place first."""
-    n, T, _ = pt.shape
+    n, T, _ = probs_t.shape
     hd = out.shape[2] // heads
-    ib = int_scratch(T * T if recompute else 0, pt[0, 0])
-    d = np.empty(T, pt.dtype)
-    none = np.empty(0, pt.dtype)
+    exp_bits = int_scratch(T * T if recompute else 0, probs_t[0, 0])
+    dots = np.empty(T, probs_t.dtype)
+    none = np.empty(0, probs_t.dtype)
     for k in range(n):
         u = u0 + k
         b, col = u // heads, (u % heads) * hd
-        unit, dunit = pt[k], dpt[k]
+        unit, dunit = probs_t[k], dprobs_t[k]
         if recompute:
             _masked_scores(unit, bias_t, u if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, lse[u], none)
-            exp_inplace(unit.reshape(T * T), scale - scale, ib)    # Pᵀ; masked entries give 0
+            exp_inplace(unit.reshape(T * T), scale - scale, exp_bits)    # Pᵀ; masked entries give 0
         for i in range(T):
             d_i = scale - scale
             orow, grow = out[b, i], g[b, i]
             for c in range(hd):
                 d_i += grow[col + c] * orow[col + c]
-            d[i] = d_i
+            dots[i] = d_i
         for j in range(T):
             prow, drow = unit[j], dunit[j]
             for i in range(T):
-                drow[i] = prow[i] * (drow[i] - d[i]) * scale
+                drow[i] = prow[i] * (drow[i] - dots[i]) * scale
 
 
 # ---------------------------------------------------------------------------- driver
@@ -150,12 +155,12 @@ def _run(work, chunks) -> None:
     """work(b0, b1) for every chunk: on the calling thread alone when minitrans runs on one thread (or
     OpenBLAS threads each call itself), else the chunks cut into one run per thread on minitrans's
     worker pool, the caller doing the first run and taking back any run no worker has started."""
-    nt = min(get_num_threads(), len(chunks))
-    if nt <= 1 or threading.current_thread().name.startswith("minitrans-") or not blas_is_single_threaded():
+    threads = min(get_num_threads(), len(chunks))
+    if threads <= 1 or threading.current_thread().name.startswith("minitrans-") or not blas_is_single_threaded():
         for c in chunks:
             work(*c)
         return
-    per = -(-len(chunks) // nt)
+    per = -(-len(chunks) // threads)
     runs = [chunks[i:i + per] for i in range(0, len(chunks), per)]
 
     def run(group):
@@ -201,56 +206,61 @@ def _keeps_probs(qkv, heads: int) -> bool:
 
 
 def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: float):
-    """``(out, lse, pt)``: out (B, T, E) the heads' attention outputs side by side, lse (B·H, T), and
-    the probabilities transposed, Pᵀ (B, H, T, T), for the backward (None where it would be too large
-    to keep: see ``_keeps_probs``)."""
+    """``(out, lse, probs_t)``: out (B, T, E) the heads' attention outputs side by side, lse (B·H, T),
+    and the probabilities transposed, Pᵀ (B, H, T, T), for the backward (None where it would be too
+    large to keep: see ``_keeps_probs``)."""
     bias, has_bias = _checked(qkv, heads, bias)
     B, T, E3 = qkv.shape
     dt = qkv.dtype
     out = np.empty((B, T, E3 // 3), dt)
     lse = np.empty((B * heads, T), dt)
     keep = _keeps_probs(qkv, heads)
-    pt = np.empty((B, heads, T, T), dt) if keep else None
+    probs_t = np.empty((B, heads, T, T), dt) if keep else None
     q, k, v = (_heads_view(qkv, heads, p, 3) for p in range(3))
     o = _heads_view(out, heads, 0, 1)
-    sc, causal = dt.type(scale), bool(is_causal)
+    scale_dt, causal = dt.type(scale), bool(is_causal)
 
     def work(b0, b1):
-        st = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2), out=pt[b0:b1] if keep else None)   # Sᵀ
-        _probs(st.reshape(-1, T, T), bias, has_bias, b0 * heads, causal, sc, lse[b0 * heads:b1 * heads])
-        np.matmul(st.transpose(0, 1, 3, 2), v[b0:b1], out=o[b0:b1])      # O = P·V
+        scores_t = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2),      # Sᵀ, in the kept buffer
+                             out=probs_t[b0:b1] if keep else None)
+        _probs(scores_t.reshape(-1, T, T), bias, has_bias, b0 * heads, causal, scale_dt, lse[b0 * heads:b1 * heads])
+        np.matmul(scores_t.transpose(0, 1, 3, 2), v[b0:b1], out=o[b0:b1])      # O = P·V
     if out.size:
         _run(work, _chunks(B, heads, T, dt.itemsize))
-    return out, lse, pt
+    return out, lse, probs_t
 
 
-def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: bool, scale: float, pt=None):
-    """The (B, T, 3·E) gradient of ``qkv`` from the gradient ``g`` of the forward's ``out``; ``pt`` the
-    forward's Pᵀ when it kept it (only read), else P is recomputed from qkv, bias and lse."""
+def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: bool, scale: float, probs_t=None):
+    """The (B, T, 3·E) gradient of ``qkv`` from the gradient ``g`` of the forward's ``out``; ``probs_t``
+    the forward's Pᵀ when it kept it (only read), else P is recomputed from qkv, bias and lse."""
     bias, has_bias = _checked(qkv, heads, bias)
     B, T, E3 = qkv.shape
     dt = qkv.dtype
+    kept = probs_t if probs_t is not None else np.empty((B, heads, T, T), dt)
     for name, a, shape in (("out", out, (B, T, E3 // 3)), ("g", g, (B, T, E3 // 3)), ("lse", lse, (B * heads, T)),
-                           ("pt", pt if pt is not None else np.empty((B, heads, T, T), dt), (B, heads, T, T))):
+                           ("probs_t", kept, (B, heads, T, T))):
         if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dt:
             raise ValueError(f"packed attention: {name} must be a {shape} {dt} array, got "
                              f"{getattr(a, 'shape', type(a).__name__)} {getattr(a, 'dtype', '')}")
     out, g, lse = (np.ascontiguousarray(a) for a in (out, g, lse))
-    pt = None if pt is None else np.ascontiguousarray(pt)
+    probs_t = None if probs_t is None else np.ascontiguousarray(probs_t)
     dqkv = np.empty_like(qkv, order="C")
     q, k, v = (_heads_view(qkv, heads, p, 3) for p in range(3))
     dq, dk, dv = (_heads_view(dqkv, heads, p, 3) for p in range(3))
-    go = _heads_view(g, heads, 0, 1)
-    sc, causal = dt.type(scale), bool(is_causal)
+    dout = _heads_view(g, heads, 0, 1)
+    scale_dt, causal = dt.type(scale), bool(is_causal)
 
     def work(b0, b1):
-        p_t = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2)) if pt is None else pt[b0:b1]  # Sᵀ again, or Pᵀ
-        dpt = np.matmul(v[b0:b1], go[b0:b1].transpose(0, 1, 3, 2))       # dPᵀ = V·dOᵀ
-        _dscores(p_t.reshape(-1, T, T), dpt.reshape(-1, T, T), pt is None, bias, has_bias, b0 * heads, heads,
-                 causal, sc, lse, out, g)                                # dpt -> scale·dSᵀ (and p_t -> Pᵀ)
-        np.matmul(dpt.transpose(0, 1, 3, 2), k[b0:b1], out=dq[b0:b1])    # dQ = dS·K
-        np.matmul(dpt, q[b0:b1], out=dk[b0:b1])                          # dK = dSᵀ·Q
-        np.matmul(p_t, go[b0:b1], out=dv[b0:b1])                         # dV = Pᵀ·dO
+        if probs_t is None:                                              # Sᵀ again, made Pᵀ by _dscores
+            chunk_probs = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2))
+        else:
+            chunk_probs = probs_t[b0:b1]                                 # the forward's Pᵀ, only read
+        dprobs_t = np.matmul(v[b0:b1], dout[b0:b1].transpose(0, 1, 3, 2))    # dPᵀ = V·dOᵀ
+        _dscores(chunk_probs.reshape(-1, T, T), dprobs_t.reshape(-1, T, T), probs_t is None, bias, has_bias,
+                 b0 * heads, heads, causal, scale_dt, lse, out, g)      # dprobs_t -> scale·dSᵀ
+        np.matmul(dprobs_t.transpose(0, 1, 3, 2), k[b0:b1], out=dq[b0:b1])   # dQ = dS·K
+        np.matmul(dprobs_t, q[b0:b1], out=dk[b0:b1])                         # dK = dSᵀ·Q
+        np.matmul(chunk_probs, dout[b0:b1], out=dv[b0:b1])                   # dV = Pᵀ·dO
     if dqkv.size:
         _run(work, _chunks(B, heads, T, dt.itemsize))
     return dqkv
