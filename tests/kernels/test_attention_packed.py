@@ -9,7 +9,7 @@ from minitrans.backends.cpu import CPUBackend
 from minitrans.kernels.cpu import attention_packed as packed
 from minitrans.ops.attention import PackedSelfAttention
 
-SIZES = [(1, 1, 1, 1), (2, 17, 2, 7), (1, 64, 4, 32), (3, 5, 3, 1), (2, 9, 1, 32)]   # B, T, H, hd
+SIZES = [(1, 1, 1, 1), (2, 17, 2, 7), (1, 64, 4, 32), (3, 5, 3, 1), (2, 9, 1, 32), (2, 33, 2, 16)]   # B, T, H, hd
 
 
 def reference(qkv, heads, bias, causal, scale, g):
