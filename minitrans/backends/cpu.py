@@ -195,7 +195,7 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
 
     @staticmethod
     def packed_attention_forward(qkv, heads, bias, is_causal, scale):
-        # lazy: the compiled kernel module loads on first use, not with every import of minitrans
+        # lazy: a Numba kernel module, loaded on the first packed attention, not with every minitrans import
         from ..kernels.cpu import attention_packed
         if CPUBackend._kernels == "numba" and qkv.ndim == 3 and qkv.shape[1] <= attention_packed.SMALL_T:
             out, lse, pt = attention_packed.packed_attention_forward(qkv, heads, bias, is_causal, scale)
@@ -204,7 +204,7 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
 
     @staticmethod
     def packed_attention_backward(qkv, out, state, g, heads, bias, is_causal, scale):
-        # lazy: the compiled kernel module loads on first use, not with every import of minitrans
+        # lazy: a Numba kernel module, loaded on the first packed attention, not with every minitrans import
         from ..kernels.cpu import attention_packed
         lse, pt = state
         return attention_packed.packed_attention_backward(qkv, out, lse, g, heads, bias, is_causal, scale, pt)
