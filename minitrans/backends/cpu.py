@@ -197,5 +197,18 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
         e = np.exp(-np.abs(x))
         return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e)).astype(x.dtype, copy=False)
 
+    @staticmethod
+    def packed_attention_forward(qkv, heads, bias, is_causal, scale):
+        # lazy: a Numba kernel module, loaded on the first packed attention, not with every minitrans import
+        from ..kernels.cpu import attention_packed
+        if CPUBackend._kernels == "numba" and qkv.ndim == 3 and qkv.shape[1] <= attention_packed.SMALL_T:
+            out, lse, pt = attention_packed.packed_attention_forward(qkv, heads, bias, is_causal, scale)
+            return out, (lse, pt)
+        return None                 # the reference kernels, or a long sequence: the caller composes
 
-CPUBackend.set_kernels(chosen_kernels())       # the starting choice (MINITRANS_KERNELS)
+    @staticmethod
+    def packed_attention_backward(qkv, out, state, g, heads, bias, is_causal, scale):
+        # lazy: a Numba kernel module, loaded on the first packed attention, not with every minitrans import
+        from ..kernels.cpu import attention_packed
+        lse, pt = state
+        return attention_packed.packed_attention_backward(qkv, out, lse, g, heads, bias, is_causal, scale, pt)

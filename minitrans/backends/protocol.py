@@ -386,6 +386,14 @@ class Backend:
         """``(dq, dk, dv)`` of fused attention from the saved ``o`` and ``lse``."""
 
     @staticmethod
+    def packed_attention_forward(qkv, heads, bias, is_causal, scale):
+        """Attention on a packed (B, T, 3·E) [Q|K|V] projection: ``(out (B, T, E), state)``; None: no kernel."""
+
+    @staticmethod
+    def packed_attention_backward(qkv, out, state, g, heads, bias, is_causal, scale):
+        """The (B, T, 3·E) gradient of ``qkv`` from ``g``, the gradient of ``out``, and the forward's ``state``."""
+
+    @staticmethod
     def adam_step(param, grad, exp_avg, exp_avg_sq, lr, beta1, beta2, eps, weight_decay, step, decoupled):
         """One Adam / AdamW update of ``param`` and its two moments, in place."""
 

@@ -302,6 +302,10 @@ class CUDABackend(Backend):
     layer_norm_backward = staticmethod(layer_norm_backward)
     attention_forward = staticmethod(attention_forward)
     attention_backward = staticmethod(attention_backward)
+    # no kernel on the packed projection: PackedSelfAttention composes the head split, attention_forward
+    # / attention_backward above and the merge, with the same results
+    packed_attention_forward = staticmethod(lambda qkv, heads, bias, is_causal, scale: None)
+    packed_attention_backward = staticmethod(lambda qkv, out, state, g, heads, bias, is_causal, scale: None)
     adam_step = staticmethod(adam_step)
     clip_grad_norm_flat = staticmethod(clip_grad_norm_flat)
     copy_many = staticmethod(copy_many)

@@ -1,0 +1,266 @@
+"""Multi-head self-attention read straight from the packed in-projection, for short sequences.
+
+``qkv`` is (B, T, 3·E) laid out [Q | K | V], each part [head 0 | head 1 | ...] of ``hd = E / H``
+columns, as one in-projection GEMM makes it. The forward returns the heads' outputs side by side,
+(B, T, E), and the row log-sum-exp (B·H, T); the backward takes the gradient of that output and
+returns the (B, T, 3·E) gradient of ``qkv``.
+
+No copies of Q, K, V or of the results: Q, K and V are strided views of ``qkv`` as (B, H, T, hd)
+stacks (row stride 3·E, unit column stride), which BLAS reads as they are, and the products write
+straight into strided views of the (B, T, E) output and of the (B, T, 3·E) gradient. What the
+composed path spent on three head-split copies, the merge copy and the gradient concatenation
+(≈ 1.1 ms of its 5.5 ms per W1 layer at 1 thread) is gone.
+
+Forward, per chunk of batch items: Sᵀ = K·Qᵀ (one GEMM per (batch, head) unit, BLAS); one Numba
+pass over the chunk's units turns Sᵀ into Pᵀ in place (scale, bias, causal mask, each query's max,
+then ONE vectorised exp over the unit's whole T×T block — masked entries are −inf and give exactly
+0 — then each query's sum, 1/sum and lse); O = P·V (BLAS, Pᵀ read transposed) into the output view.
+Backward: dPᵀ = V·dOᵀ (BLAS); one Numba pass makes scale·dSᵀ = scale·(P ⊙ (dP − rowsum(dO ⊙ O)))ᵀ
+in the dPᵀ buffer; then dQ = dS·K, dK = dSᵀ·Q, dV = Pᵀ·dO (BLAS) into the three column blocks of
+the gradient. Pᵀ is the forward's, kept while it is small (``_keeps_probs``), else recomputed
+from Sᵀ and the saved lse by the same pass.
+
+Why Sᵀ and not S: a query's max, sum and lse are then column reductions, computed elementwise
+along contiguous key rows of one fixed length T, which vectorise; on S they are row reductions of a
+varying length (i + 1 keys when causal), which LLVM left mostly to scalar remainder loops (the row
+pass took 3× its arithmetic). Why one exp over the whole unit: on rows of ~32 keys the per-row
+set-up of the exp dominated; the causal half it computes in vain is cheaper than that. Memory
+plan: the chunks are sized so that one chunk's score block (and dPᵀ) stays in L2
+(``CHUNK_BYTES``) between the GEMM that writes it, the Numba pass and the GEMMs that read it.
+Threads: the chunks are spread over minitrans's threads (Numba's thread count), each chunk's BLAS
+calls single-threaded and the Numba passes `nogil`, as in matmul.py; each chunk is computed the
+same way on any thread, so the results do not depend on the thread count.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from numba import get_num_threads, njit
+
+from minitrans.threads import blas_is_single_threaded, worker_pool
+
+from .attention_small import SMALL_T
+from .softmax import FASTMATH, exp_inplace, int_scratch, recip
+
+__all__ = ["SMALL_T", "packed_attention_forward", "packed_attention_backward"]
+
+CHUNK_BYTES = 1 << 19      # score bytes per chunk of batch items: S (and dP) stay in L2 between passes
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _masked_scores(unit, bias_t, bias_unit, has_bias, causal, scale, shift, m):
+    """unit (T, T) holds Sᵀ, row j = key j, column i = query i. In place: scale·Sᵀ (+ biasᵀ), -inf where
+    a causal query i < j must not see key j; then minus ``shift[i]`` per column, or, when m is given
+    (m.size > 0), minus each column's max, which is stored in m (-inf for a column with no visible
+    key; its entries stay -inf). Every loop is elementwise over a contiguous row: vectorised."""
+    T = unit.shape[0]
+    own_max = m.shape[0] > 0
+    if own_max:
+        m[:] = -np.inf
+    for j in range(T):
+        row = unit[j]
+        for i in range(T):
+            val = row[i] * scale
+            if has_bias:
+                val += bias_t[bias_unit, j, i]
+            if causal and i < j:
+                val = -np.inf
+            row[i] = val
+            if own_max:
+                mi = m[i]
+                m[i] = mi if mi > val else val
+    if own_max:
+        shift = m
+    for j in range(T):
+        row = unit[j]
+        for i in range(T):
+            sh = shift[i]
+            row[i] = row[i] - sh if sh != -np.inf else -np.inf
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _probs(scores_t, bias_t, has_bias, u0, causal, scale, lse):
+    """In place: scores_t (n, T, T), the raw transposed scores K·Qᵀ of units u0 .. u0 + n − 1, becomes Pᵀ,
+    P = softmax(scale·S + bias) by query rows (causal: keys j > i get 0); lse (n, T) written.
+    bias_t (1 or all units, T, T) is the bias transposed like scores_t."""
+    n, T, _ = scores_t.shape
+    exp_bits = int_scratch(T * T, scores_t[0, 0])
+    m = np.empty(T, scores_t.dtype)
+    tot = np.empty(T, scores_t.dtype)
+    for k in range(n):
+        unit = scores_t[k]
+        _masked_scores(unit, bias_t, u0 + k if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, m, m)
+        exp_inplace(unit.reshape(T * T), scale - scale, exp_bits)    # one exp for the unit; -inf gives 0
+        tot[:] = 0
+        for j in range(T):
+            row = unit[j]
+            for i in range(T):
+                tot[i] += row[i]
+        for i in range(T):
+            if tot[i] > 0:
+                lse[k, i] = m[i] + np.log(tot[i])
+                tot[i] = recip(tot[i])
+            else:                                              # every key masked: P = 0, lse = -inf
+                lse[k, i] = -np.inf
+        for j in range(T):
+            row = unit[j]
+            for i in range(T):
+                row[i] *= tot[i]
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _dscores(probs_t, dprobs_t, recompute, bias_t, has_bias, u0, heads, causal, scale, lse, out, g):
+    """In place, for units u0 .. u0 + n − 1: dprobs_t (V·dOᵀ = dPᵀ) -> scale·(P ⊙ (dP − D))ᵀ with
+    D_i = dO_i·O_i from the (B, T, E) out and g. probs_t is Pᵀ as the forward left it, or, when
+    ``recompute``, the raw K·Qᵀ, turned into Pᵀ = exp(scale·S + bias − lse)ᵀ in place first."""
+    n, T, _ = probs_t.shape
+    hd = out.shape[2] // heads
+    exp_bits = int_scratch(T * T if recompute else 0, probs_t[0, 0])
+    dots = np.empty(T, probs_t.dtype)
+    none = np.empty(0, probs_t.dtype)
+    for k in range(n):
+        u = u0 + k
+        b, col = u // heads, (u % heads) * hd
+        unit, dunit = probs_t[k], dprobs_t[k]
+        if recompute:
+            _masked_scores(unit, bias_t, u if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, lse[u], none)
+            exp_inplace(unit.reshape(T * T), scale - scale, exp_bits)    # Pᵀ; masked entries give 0
+        for i in range(T):
+            d_i = scale - scale
+            orow, grow = out[b, i], g[b, i]
+            for c in range(hd):
+                d_i += grow[col + c] * orow[col + c]
+            dots[i] = d_i
+        for j in range(T):
+            prow, drow = unit[j], dunit[j]
+            for i in range(T):
+                drow[i] = prow[i] * (drow[i] - dots[i]) * scale
+
+
+# ---------------------------------------------------------------------------- driver
+def _heads_view(a, heads: int, part: int, parts: int):
+    """Part ``part`` of ``parts`` of the last axis of a (B, T, parts·E) array, as a (B, H, T, hd) view."""
+    B, T, width = a.shape
+    hd = width // (parts * heads)
+    return a.reshape(B, T, parts * heads, hd)[:, :, part * heads:(part + 1) * heads].transpose(0, 2, 1, 3)
+
+
+def _chunks(B: int, heads: int, T: int, itemsize: int) -> list[tuple[int, int]]:
+    per = max(1, CHUNK_BYTES // max(1, heads * T * T * itemsize))
+    return [(b0, min(B, b0 + per)) for b0 in range(0, B, per)]
+
+
+def _run(work, chunks) -> None:
+    """work(b0, b1) for every chunk: on the calling thread alone when minitrans runs on one thread (or
+    OpenBLAS threads each call itself), else the chunks cut into one run per thread on minitrans's
+    worker pool, the caller doing the first run and taking back any run no worker has started."""
+    threads = min(get_num_threads(), len(chunks))
+    if threads <= 1 or threading.current_thread().name.startswith("minitrans-") or not blas_is_single_threaded():
+        for c in chunks:
+            work(*c)
+        return
+    per = -(-len(chunks) // threads)
+    runs = [chunks[i:i + per] for i in range(0, len(chunks), per)]
+
+    def run(group):
+        for c in group:
+            work(*c)
+    futures = [worker_pool(len(runs) - 1).submit(run, group) for group in runs[1:]]
+    run(runs[0])
+    for f, group in zip(futures, runs[1:]):
+        if f.cancel():
+            run(group)
+        else:
+            f.result()
+
+
+def _checked(qkv, heads, bias):
+    """qkv and the bias (None, or (1 or B·H, T, T) in qkv's dtype; a bias broadcast over the units
+    with stride 0 is read as its one (T, T) matrix); raises on a bad shape, dtype or head count."""
+    if not isinstance(qkv, np.ndarray) or qkv.dtype not in (np.float32, np.float64):
+        raise TypeError(f"packed attention: qkv must be a float32 or float64 array, got "
+                        f"{getattr(qkv, 'dtype', type(qkv).__name__)}")
+    if qkv.ndim != 3:
+        raise ValueError(f"packed attention: qkv must be (B, T, 3*E), got shape {qkv.shape}")
+    B, T, E3 = qkv.shape
+    if isinstance(heads, bool) or not isinstance(heads, (int, np.integer)) or heads < 1 or E3 % (3 * heads):
+        raise ValueError(f"packed attention: the last axis of qkv ({E3}) must be 3 * heads * head_dim "
+                         f"with heads a positive int, got heads={heads!r}")
+    if bias is None:
+        return np.zeros((1, 1, 1), qkv.dtype), False
+    units = B * heads
+    if bias.ndim != 3 or bias.shape[0] not in (1, units) or bias.shape[1:] != (T, T):
+        raise ValueError(f"packed attention: bias must be (1 or {units}, {T}, {T}), got shape {bias.shape}")
+    if bias.shape[0] > 1 and bias.strides[0] == 0:
+        bias = bias[:1]
+    return np.ascontiguousarray(bias.transpose(0, 2, 1), qkv.dtype), True     # transposed like the kernels' Sᵀ
+
+
+def _keeps_probs(qkv, heads: int) -> bool:
+    """Whether the forward keeps P for the backward: when P (B·H·T² elements) is at most twice the size
+    of qkv, the activation the op saves anyway. The backward then skips recomputing S = Q·Kᵀ and its
+    exp (~0.45 of its ~1.9 ms per W1 layer at 1 thread); past that, memory wins and it recomputes."""
+    B, T, E3 = qkv.shape
+    return B * heads * T * T <= 2 * qkv.size
+
+
+def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: float):
+    """``(out, lse, probs_t)``: out (B, T, E) the heads' attention outputs side by side, lse (B·H, T),
+    and the probabilities transposed, Pᵀ (B, H, T, T), for the backward (None where it would be too
+    large to keep: see ``_keeps_probs``)."""
+    bias, has_bias = _checked(qkv, heads, bias)
+    B, T, E3 = qkv.shape
+    dt = qkv.dtype
+    out = np.empty((B, T, E3 // 3), dt)
+    lse = np.empty((B * heads, T), dt)
+    keep = _keeps_probs(qkv, heads)
+    probs_t = np.empty((B, heads, T, T), dt) if keep else None
+    q, k, v = (_heads_view(qkv, heads, p, 3) for p in range(3))
+    o = _heads_view(out, heads, 0, 1)
+    scale_dt, causal = dt.type(scale), bool(is_causal)
+
+    def work(b0, b1):
+        scores_t = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2),      # Sᵀ, in the kept buffer
+                             out=probs_t[b0:b1] if keep else None)
+        _probs(scores_t.reshape(-1, T, T), bias, has_bias, b0 * heads, causal, scale_dt, lse[b0 * heads:b1 * heads])
+        np.matmul(scores_t.transpose(0, 1, 3, 2), v[b0:b1], out=o[b0:b1])      # O = P·V
+    if out.size:
+        _run(work, _chunks(B, heads, T, dt.itemsize))
+    return out, lse, probs_t
+
+
+def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: bool, scale: float, probs_t=None):
+    """The (B, T, 3·E) gradient of ``qkv`` from the gradient ``g`` of the forward's ``out``; ``probs_t``
+    the forward's Pᵀ when it kept it (only read), else P is recomputed from qkv, bias and lse."""
+    bias, has_bias = _checked(qkv, heads, bias)
+    B, T, E3 = qkv.shape
+    dt = qkv.dtype
+    kept = probs_t if probs_t is not None else np.empty((B, heads, T, T), dt)
+    for name, a, shape in (("out", out, (B, T, E3 // 3)), ("g", g, (B, T, E3 // 3)), ("lse", lse, (B * heads, T)),
+                           ("probs_t", kept, (B, heads, T, T))):
+        if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dt:
+            raise ValueError(f"packed attention: {name} must be a {shape} {dt} array, got "
+                             f"{getattr(a, 'shape', type(a).__name__)} {getattr(a, 'dtype', '')}")
+    out, g, lse = (np.ascontiguousarray(a) for a in (out, g, lse))
+    probs_t = None if probs_t is None else np.ascontiguousarray(probs_t)
+    dqkv = np.empty_like(qkv, order="C")
+    q, k, v = (_heads_view(qkv, heads, p, 3) for p in range(3))
+    dq, dk, dv = (_heads_view(dqkv, heads, p, 3) for p in range(3))
+    dout = _heads_view(g, heads, 0, 1)
+    scale_dt, causal = dt.type(scale), bool(is_causal)
+
+    def work(b0, b1):
+        if probs_t is None:                                              # Sᵀ again, made Pᵀ by _dscores
+            chunk_probs = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2))
+        else:
+            chunk_probs = probs_t[b0:b1]                                 # the forward's Pᵀ, only read
+        dprobs_t = np.matmul(v[b0:b1], dout[b0:b1].transpose(0, 1, 3, 2))    # dPᵀ = V·dOᵀ
+        _dscores(chunk_probs.reshape(-1, T, T), dprobs_t.reshape(-1, T, T), probs_t is None, bias, has_bias,
+                 b0 * heads, heads, causal, scale_dt, lse, out, g)      # dprobs_t -> scale·dSᵀ
+        np.matmul(dprobs_t.transpose(0, 1, 3, 2), k[b0:b1], out=dq[b0:b1])   # dQ = dS·K
+        np.matmul(dprobs_t, q[b0:b1], out=dk[b0:b1])                         # dK = dSᵀ·Q
+        np.matmul(chunk_probs, dout[b0:b1], out=dv[b0:b1])                   # dV = Pᵀ·dO
+    if dqkv.size:
+        _run(work, _chunks(B, heads, T, dt.itemsize))
+    return dqkv
