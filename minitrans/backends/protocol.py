@@ -6,16 +6,7 @@ numba-cuda kernels). Both subclass :class:`Backend`, and a subclass that leaves 
 primitives below unimplemented fails when it is defined (see ``Backend.__init_subclass__``), so
 the contract is checked by the interpreter, not by convention.
 
-**The array object.** A backend's arrays follow the part of the Python array API standard that
-NumPy and ``CudaArray`` share: ``.shape``, ``.ndim``, ``.size``, ``.dtype``; the arithmetic,
-comparison and logical operators (``+ - * / ** < <= > >= == != & | ^ ~``, unary ``-``) with NumPy
-broadcasting and type promotion; in-place ``+= -= *= /=``; indexing ``a[idx]`` and
-``a[idx] = v`` with ints, slices, ``None``, ``...``, bool masks and int64 index arrays (a result
-of basic indexing is a view); ``.reshape(shape)`` (a view where the strides allow one),
-``.transpose(axes)``, ``.astype(dtype, copy=)``, ``.copy()``, and the reductions ``.sum .max
-.min .mean .any .all .argmax .argmin`` with ``axis`` / ``keepdims``. Everything else an op
-needs is a function of the backend below: storage questions (views, contiguity), host transfer,
-random numbers and the fused kernels never go through attributes of the array.
+**The array object** a backend's arrays must be is described in docs/architecture.md.
 
 **Errors.** A primitive given bad input raises the same exception type with the same message on
 every backend (the conformance suite in ``tests/backends`` checks this).
