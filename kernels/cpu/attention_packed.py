@@ -40,31 +40,38 @@ from numba import get_num_threads, njit
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
-from .attention_small import SMALL_T
 from .softmax import FASTMATH, exp_inplace, int_scratch, recip
 
-__all__ = ["SMALL_T", "packed_attention_forward", "packed_attention_backward"]
+__all__ = ["PACKED_MAX_T", "SMALL_T", "packed_attention_forward", "packed_attention_backward"]
 
 CHUNK_BYTES = 1 << 19      # score bytes per chunk of batch items: S (and dP) stay in L2 between passes
+PACKED_MAX_T = 1024        # the packed kernels' longest sequence; longer ones take the tiled kernels
+# The CPU backend runs these kernels while T <= this module's SMALL_T: the packed limit above (not
+# attention_small's bound of the same name, which the whole-unit blocks below happen to share).
+SMALL_T = PACKED_MAX_T
+WHOLE_UNIT_T = 128         # up to here, one block per (batch, head) unit, several units per chunk
+QUERY_BLOCKS = 4           # past WHOLE_UNIT_T, each unit's queries in about this many row blocks ...
+QUERY_ROWS_MIN = 64        # ... of at least this many rows
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _masked_scores(unit, bias_t, bias_unit, has_bias, causal, scale, shift, m):
-    """unit (T, T) holds Sᵀ, row j = key j, column i = query i. In place: scale·Sᵀ (+ biasᵀ), -inf where
-    a causal query i < j must not see key j; then minus ``shift[i]`` per column, or, when m is given
-    (m.size > 0), minus each column's max, which is stored in m (-inf for a column with no visible
-    key; its entries stay -inf). Every loop is elementwise over a contiguous row: vectorised."""
-    T = unit.shape[0]
+def _masked_scores(block, q0, bias_t, bias_unit, has_bias, causal, scale, shift, m):
+    """block (nk, nq) holds Sᵀ for queries q0 .. q0 + nq − 1: row j = key j, column i = query q0 + i.
+    In place: scale·Sᵀ (+ biasᵀ), -inf where a causal query q0 + i < j must not see key j; then minus
+    ``shift[i]`` per column, or, when m is given (m.size > 0), minus each column's max, which is
+    stored in m (-inf for a column with no visible key; its entries stay -inf). Every loop is
+    elementwise over a contiguous row: vectorised."""
+    nk, nq = block.shape
     own_max = m.shape[0] > 0
     if own_max:
-        m[:] = -np.inf
-    for j in range(T):
-        row = unit[j]
-        for i in range(T):
+        m[:nq] = -np.inf
+    for j in range(nk):
+        row = block[j]
+        for i in range(nq):
             val = row[i] * scale
             if has_bias:
-                val += bias_t[bias_unit, j, i]
-            if causal and i < j:
+                val += bias_t[bias_unit, j, q0 + i]
+            if causal and q0 + i < j:
                 val = -np.inf
             row[i] = val
             if own_max:
@@ -72,69 +79,72 @@ def _masked_scores(unit, bias_t, bias_unit, has_bias, causal, scale, shift, m):
                 m[i] = mi if mi > val else val
     if own_max:
         shift = m
-    for j in range(T):
-        row = unit[j]
-        for i in range(T):
+    for j in range(nk):
+        row = block[j]
+        for i in range(nq):
             sh = shift[i]
             row[i] = row[i] - sh if sh != -np.inf else -np.inf
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _probs(scores_t, bias_t, has_bias, u0, causal, scale, lse):
-    """In place: scores_t (n, T, T), the raw transposed scores K·Qᵀ of units u0 .. u0 + n − 1, becomes Pᵀ,
-    P = softmax(scale·S + bias) by query rows (causal: keys j > i get 0); lse (n, T) written.
-    bias_t (1 or all units, T, T) is the bias transposed like scores_t."""
-    n, T, _ = scores_t.shape
-    exp_bits = int_scratch(T * T, scores_t[0, 0])
-    m = np.empty(T, scores_t.dtype)
-    tot = np.empty(T, scores_t.dtype)
+def _probs(scores_t, q0, bias_t, has_bias, u0, causal, scale, lse):
+    """In place: scores_t (n, nk, nq), the raw transposed scores K·Qᵀ of units u0 .. u0 + n − 1 for
+    keys 0 .. nk − 1 and queries q0 .. q0 + nq − 1, becomes Pᵀ, P = softmax(scale·S + bias) by query
+    rows (causal: keys j > i get 0; a causal block needs no key past its last query); lse (n, nq)
+    written. bias_t (1 or all units, T, T) is the bias transposed like scores_t."""
+    n, nk, nq = scores_t.shape
+    exp_bits = int_scratch(nk * nq, scores_t[0, 0])
+    m = np.empty(nq, scores_t.dtype)
+    tot = np.empty(nq, scores_t.dtype)
     for k in range(n):
         unit = scores_t[k]
-        _masked_scores(unit, bias_t, u0 + k if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, m, m)
-        exp_inplace(unit.reshape(T * T), scale - scale, exp_bits)    # one exp for the unit; -inf gives 0
+        _masked_scores(unit, q0, bias_t, u0 + k if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, m, m)
+        exp_inplace(unit.reshape(nk * nq), scale - scale, exp_bits)    # one exp for the block; -inf gives 0
         tot[:] = 0
-        for j in range(T):
+        for j in range(nk):
             row = unit[j]
-            for i in range(T):
+            for i in range(nq):
                 tot[i] += row[i]
-        for i in range(T):
+        for i in range(nq):
             if tot[i] > 0:
                 lse[k, i] = m[i] + np.log(tot[i])
                 tot[i] = recip(tot[i])
             else:                                              # every key masked: P = 0, lse = -inf
                 lse[k, i] = -np.inf
-        for j in range(T):
+        for j in range(nk):
             row = unit[j]
-            for i in range(T):
+            for i in range(nq):
                 row[i] *= tot[i]
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _dscores(probs_t, dprobs_t, recompute, bias_t, has_bias, u0, heads, causal, scale, lse, out, g):
-    """In place, for units u0 .. u0 + n − 1: dprobs_t (V·dOᵀ = dPᵀ) -> scale·(P ⊙ (dP − D))ᵀ with
-    D_i = dO_i·O_i from the (B, T, E) out and g. probs_t is Pᵀ as the forward left it, or, when
-    ``recompute``, the raw K·Qᵀ, turned into Pᵀ = exp(scale·S + bias − lse)ᵀ in place first."""
-    n, T, _ = probs_t.shape
+def _dscores(probs_t, dprobs_t, recompute, bias_t, has_bias, u0, q0, heads, causal, scale, lse, out, g):
+    """In place, for units u0 .. u0 + n − 1 and queries q0 .. q0 + nq − 1 (blocks (n, nk, nq)):
+    dprobs_t (V·dOᵀ = dPᵀ) -> scale·(P ⊙ (dP − D))ᵀ with D_i = dO_i·O_i from the (B, T, E) out and g.
+    probs_t is Pᵀ as the forward left it, or, when ``recompute``, the raw K·Qᵀ, turned into
+    Pᵀ = exp(scale·S + bias − lse)ᵀ in place first."""
+    n, nk, nq = probs_t.shape
     hd = out.shape[2] // heads
-    exp_bits = int_scratch(T * T if recompute else 0, probs_t[0, 0])
-    dots = np.empty(T, probs_t.dtype)
+    exp_bits = int_scratch(nk * nq if recompute else 0, probs_t[0, 0])
+    dots = np.empty(nq, probs_t.dtype)
     none = np.empty(0, probs_t.dtype)
     for k in range(n):
         u = u0 + k
         b, col = u // heads, (u % heads) * hd
         unit, dunit = probs_t[k], dprobs_t[k]
         if recompute:
-            _masked_scores(unit, bias_t, u if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, lse[u], none)
-            exp_inplace(unit.reshape(T * T), scale - scale, exp_bits)    # Pᵀ; masked entries give 0
-        for i in range(T):
+            _masked_scores(unit, q0, bias_t, u if bias_t.shape[0] > 1 else 0, has_bias, causal, scale,
+                           lse[u, q0:q0 + nq], none)
+            exp_inplace(unit.reshape(nk * nq), scale - scale, exp_bits)    # Pᵀ; masked entries give 0
+        for i in range(nq):
             d_i = scale - scale
-            orow, grow = out[b, i], g[b, i]
+            orow, grow = out[b, q0 + i], g[b, q0 + i]
             for c in range(hd):
                 d_i += grow[col + c] * orow[col + c]
             dots[i] = d_i
-        for j in range(T):
+        for j in range(nk):
             prow, drow = unit[j], dunit[j]
-            for i in range(T):
+            for i in range(nq):
                 drow[i] = prow[i] * (drow[i] - dots[i]) * scale
 
 
@@ -198,11 +208,25 @@ def _checked(qkv, heads, bias):
 
 
 def _keeps_probs(qkv, heads: int) -> bool:
-    """Whether the forward keeps P for the backward: when P (B·H·T² elements) is at most twice the size
-    of qkv, the activation the op saves anyway. The backward then skips recomputing S = Q·Kᵀ and its
-    exp (~0.45 of its ~1.9 ms per W1 layer at 1 thread); past that, memory wins and it recomputes."""
+    """Whether the forward keeps P for the backward: for short sequences (whole-unit blocks), when P
+    (B·H·T² elements) is at most twice the size of qkv, the activation the op saves anyway. The backward
+    then skips recomputing S = Q·Kᵀ and its exp (~0.45 of its ~1.9 ms per W1 layer at 1 thread); past
+    that, memory wins and it recomputes (always for the query-row blocks of longer sequences)."""
     B, T, E3 = qkv.shape
-    return B * heads * T * T <= 2 * qkv.size
+    return T <= WHOLE_UNIT_T and B * heads * T * T <= 2 * qkv.size
+
+
+def _query_blocks(T: int, causal: bool) -> list[tuple[int, int, int]]:
+    """(first query, end query, end key) of each query-row block of a unit, the last block first (it
+    sees every key); a causal block stops at its last query's key, skipping the masked upper part."""
+    rows = max(QUERY_ROWS_MIN, -(-T // QUERY_BLOCKS))
+    return [(i0, min(T, i0 + rows), min(T, i0 + rows) if causal else T) for i0 in range(0, T, rows)][::-1]
+
+
+def _unit_ranges(units: int) -> list[tuple[int, int]]:
+    """The units cut into one contiguous range per thread (each range allocates its blocks once)."""
+    per = -(-units // max(1, min(get_num_threads(), units)))
+    return [(u0, min(units, u0 + per)) for u0 in range(0, units, per)]
 
 
 def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: float):
@@ -223,10 +247,24 @@ def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: floa
     def work(b0, b1):
         scores_t = np.matmul(k[b0:b1], q[b0:b1].transpose(0, 1, 3, 2),      # Sᵀ, in the kept buffer
                              out=probs_t[b0:b1] if keep else None)
-        _probs(scores_t.reshape(-1, T, T), bias, has_bias, b0 * heads, causal, scale_dt, lse[b0 * heads:b1 * heads])
+        _probs(scores_t.reshape(-1, T, T), 0, bias, has_bias, b0 * heads, causal, scale_dt, lse[b0 * heads:b1 * heads])
         np.matmul(scores_t.transpose(0, 1, 3, 2), v[b0:b1], out=o[b0:b1])      # O = P·V
+
+    def long_work(u0, u1):
+        blocks = _query_blocks(T, causal)
+        scratch = np.empty(T * (blocks[-1][1] - blocks[-1][0]), dt)
+        for u in range(u0, u1):
+            b, h = divmod(u, heads)
+            for i0, i1, kend in blocks:
+                scores_t = scratch[:kend * (i1 - i0)].reshape(1, kend, i1 - i0)
+                np.matmul(k[b, h, :kend], q[b, h, i0:i1].T, out=scores_t[0])          # Sᵀ of the block
+                _probs(scores_t, i0, bias, has_bias, u, causal, scale_dt, lse[u:u + 1, i0:i1])
+                np.matmul(scores_t[0].T, v[b, h, :kend], out=o[b, h, i0:i1])         # O = P·V
     if out.size:
-        _run(work, _chunks(B, heads, T, dt.itemsize))
+        if T > WHOLE_UNIT_T:
+            _run(long_work, _unit_ranges(B * heads))
+        else:
+            _run(work, _chunks(B, heads, T, dt.itemsize))
     return out, lse, probs_t
 
 
@@ -236,9 +274,10 @@ def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: boo
     bias, has_bias = _checked(qkv, heads, bias)
     B, T, E3 = qkv.shape
     dt = qkv.dtype
-    kept = probs_t if probs_t is not None else np.empty((B, heads, T, T), dt)
     for name, a, shape in (("out", out, (B, T, E3 // 3)), ("g", g, (B, T, E3 // 3)), ("lse", lse, (B * heads, T)),
-                           ("probs_t", kept, (B, heads, T, T))):
+                           ("probs_t", probs_t, (B, heads, T, T))):
+        if a is None and name == "probs_t":
+            continue
         if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dt:
             raise ValueError(f"packed attention: {name} must be a {shape} {dt} array, got "
                              f"{getattr(a, 'shape', type(a).__name__)} {getattr(a, 'dtype', '')}")
@@ -257,10 +296,35 @@ def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: boo
             chunk_probs = probs_t[b0:b1]                                 # the forward's Pᵀ, only read
         dprobs_t = np.matmul(v[b0:b1], dout[b0:b1].transpose(0, 1, 3, 2))    # dPᵀ = V·dOᵀ
         _dscores(chunk_probs.reshape(-1, T, T), dprobs_t.reshape(-1, T, T), probs_t is None, bias, has_bias,
-                 b0 * heads, heads, causal, scale_dt, lse, out, g)      # dprobs_t -> scale·dSᵀ
+                 b0 * heads, 0, heads, causal, scale_dt, lse, out, g)      # dprobs_t -> scale·dSᵀ
         np.matmul(dprobs_t.transpose(0, 1, 3, 2), k[b0:b1], out=dq[b0:b1])   # dQ = dS·K
         np.matmul(dprobs_t, q[b0:b1], out=dk[b0:b1])                         # dK = dSᵀ·Q
         np.matmul(chunk_probs, dout[b0:b1], out=dv[b0:b1])                   # dV = Pᵀ·dO
+
+    def long_work(u0, u1):
+        blocks = _query_blocks(T, causal)
+        size = T * (blocks[-1][1] - blocks[-1][0])
+        probs_scratch, dprobs_scratch = np.empty(size, dt), np.empty(size, dt)
+        part = np.empty((T, q.shape[3]), dt)                   # one block's share of dK or dV
+        for u in range(u0, u1):
+            b, h = divmod(u, heads)
+            for n, (i0, i1, kend) in enumerate(blocks):
+                probs = probs_scratch[:kend * (i1 - i0)].reshape(1, kend, i1 - i0)
+                dprobs = dprobs_scratch[:kend * (i1 - i0)].reshape(1, kend, i1 - i0)
+                np.matmul(k[b, h, :kend], q[b, h, i0:i1].T, out=probs[0])             # Sᵀ, made Pᵀ below
+                np.matmul(v[b, h, :kend], dout[b, h, i0:i1].T, out=dprobs[0])         # dPᵀ = V·dOᵀ
+                _dscores(probs, dprobs, True, bias, has_bias, u, i0, heads, causal, scale_dt, lse, out, g)
+                np.matmul(dprobs[0].T, k[b, h, :kend], out=dq[b, h, i0:i1])          # dQ = dS·K
+                if n == 0:                                     # the first block sees every key: it writes
+                    np.matmul(dprobs[0], q[b, h, i0:i1], out=dk[b, h])                # dK = dSᵀ·Q
+                    np.matmul(probs[0], dout[b, h, i0:i1], out=dv[b, h])              # dV = Pᵀ·dO
+                    continue
+                for grad, left, right in ((dk, dprobs[0], q), (dv, probs[0], dout)):   # the others add
+                    np.matmul(left, right[b, h, i0:i1], out=part[:kend])
+                    np.add(grad[b, h, :kend], part[:kend], out=grad[b, h, :kend])
     if dqkv.size:
-        _run(work, _chunks(B, heads, T, dt.itemsize))
+        if T > WHOLE_UNIT_T:
+            _run(long_work, _unit_ranges(B * heads))
+        else:
+            _run(work, _chunks(B, heads, T, dt.itemsize))
     return dqkv
