@@ -50,7 +50,7 @@ PACKED_MAX_T = 1024        # the packed kernels' longest sequence; longer ones t
 # attention_small's bound of the same name, which the whole-unit blocks below happen to share).
 SMALL_T = PACKED_MAX_T
 WHOLE_UNIT_T = 128         # up to here, one block per (batch, head) unit, several units per chunk
-QUERY_BLOCKS = 4           # past WHOLE_UNIT_T, each unit's queries in about this many row blocks ...
+QUERY_BLOCKS = 8           # past WHOLE_UNIT_T, each unit's queries in about this many row blocks ...
 QUERY_ROWS_MIN = 64        # ... of at least this many rows
 
 
