@@ -42,8 +42,12 @@ def reference(qkv, heads, bias, causal, scale, g):
 
 def run(qkv, heads, bias, causal, scale, g):
     """out, lse and the qkv gradient; the gradient from the forward's kept probabilities and the one
-    recomputed from lse must agree (both backward paths run)."""
+    recomputed from lse must agree (both backward paths run). Past WHOLE_UNIT_T, P is never kept and
+    only the recomputing backward runs."""
     out, lse, pt = packed.packed_attention_forward(qkv, heads, bias, causal, scale)
+    if qkv.shape[1] > packed.WHOLE_UNIT_T:
+        assert pt is None
+        return out, lse, packed.packed_attention_backward(qkv, out, lse, g, heads, bias, causal, scale)
     assert pt is not None               # these sizes are small enough to keep P
     kept = pt.copy()
     dqkv = packed.packed_attention_backward(qkv, out, lse, g, heads, bias, causal, scale, pt)
@@ -138,6 +142,95 @@ def test_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
+# ------------------------------------------------------- longer sequences: query-row blocks
+LONG_SIZES = [(2, 129, 2, 8), (1, 200, 3, 5), (2, 300, 2, 16)]      # B, T, H, hd; T > WHOLE_UNIT_T
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("B,T,H,hd", LONG_SIZES)
+def test_long_sequences_match_reference_float64(rng, B, T, H, hd, causal):
+    assert T > packed.WHOLE_UNIT_T and len(packed._query_blocks(T, causal)) > 1
+    qkv = rng.normal(size=(B, T, 3 * H * hd))
+    g = rng.normal(size=(B, T, H * hd))
+    got = run(qkv, H, None, causal, 1.0 / np.sqrt(hd), g)
+    for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, None, causal, 1.0 / np.sqrt(hd), g)):
+        assert a.dtype == np.float64 and a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_long_sequence_float32_stays_float32(rng, causal):
+    B, T, H, hd = 2, 200, 2, 16
+    qkv = rng.normal(size=(B, T, 3 * H * hd)).astype(np.float32)
+    g = rng.normal(size=(B, T, H * hd)).astype(np.float32)
+    got = run(qkv, H, None, causal, 0.25, g)
+    for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, None, causal, 0.25, g)):
+        assert a.dtype == np.float32, name
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("per_unit", [False, True])
+@pytest.mark.parametrize("causal", [False, True])
+def test_long_sequence_bias_with_masked_keys_and_fully_masked_rows(rng, per_unit, causal):
+    """A mask that hides a key from every query and every key from a query in two different query
+    blocks; the block's bias is read at the block's query offset."""
+    B, T, H, hd = 2, 300, 2, 4
+    qkv = rng.normal(size=(B, T, 3 * H * hd))
+    g = rng.normal(size=(B, T, H * hd))
+    bias = rng.normal(size=(B * H if per_unit else 1, T, T))
+    bias[:, :, 2] = -np.inf            # key 2 hidden from every query
+    bias[0, 3, :] = -np.inf            # unit 0 (or every unit), query 3 (first block): no visible key
+    bias[0, 250, :] = -np.inf          # ... and query 250 (a later block)
+    got = run(qkv, H, bias, causal, 0.5, g)
+    for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, bias, causal, 0.5, g)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+    assert np.all(got[0][0, [3, 250], :hd] == 0) and np.all(got[1][0, [3, 250]] == -np.inf)
+
+
+def test_long_sequence_non_contiguous_inputs(rng):
+    B, T, H, hd = 2, 200, 2, 5
+    wide = rng.normal(size=(B, T, 3 * H * hd + 4))
+    qkv = wide[:, :, 2:-2]
+    g = np.ascontiguousarray(rng.normal(size=(T, B, H * hd))).transpose(1, 0, 2)
+    assert not qkv.flags.c_contiguous and not g.flags.c_contiguous
+    for causal in (False, True):
+        got = run(qkv, H, None, causal, 0.4, g)
+        for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, None, causal, 0.4, g)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
+def test_causal_blocks_skip_the_masked_keys():
+    """Each causal query block reads keys only up to its last query; the blocks cover every query
+    once, the one that sees every key first (it writes dK and dV, the others add)."""
+    T = 1000
+    for causal in (False, True):
+        blocks = packed._query_blocks(T, causal)
+        assert blocks[0][1] == T and blocks[0][2] == T
+        assert sorted(q for i0, i1, _ in blocks for q in range(i0, i1)) == list(range(T))
+        assert all(kend == (i1 if causal else T) for _, i1, kend in blocks)
+    skipped = sum(T - kend for _, _, kend in packed._query_blocks(T, True))
+    assert skipped * (T // len(packed._query_blocks(T, True))) > T * T / 3     # over a third of Sᵀ
+
+
+def test_long_sequence_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
+    B, T, H, hd = 2, 260, 2, 8
+    qkv = rng.normal(size=(B, T, 3 * H * hd)).astype(np.float32)
+    g = rng.normal(size=(B, T, H * hd)).astype(np.float32)
+    handed = []
+    real_pool = packed.worker_pool
+    monkeypatch.setattr(packed, "worker_pool", lambda n: handed.append(n) or real_pool(n))
+    with mt.num_threads(1):
+        one = run(qkv, H, None, True, 0.3, g)
+    try:
+        with mt.num_threads(2), mt.threads.limit_blas_threads(1):
+            two = run(qkv, H, None, True, 0.3, g)
+    except ValueError:
+        pytest.skip("Numba's pool has one thread here (NUMBA_NUM_THREADS=1): nothing to compare")
+    assert handed, "two threads: the units should be spread over the worker pool"
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("heads", [0, 4, 2.0])
 def test_bad_head_count_is_refused(heads):
     with pytest.raises(ValueError, match="heads"):
@@ -147,6 +240,7 @@ def test_bad_head_count_is_refused(heads):
 def test_probabilities_are_kept_only_while_small():
     assert packed._keeps_probs(np.empty((32, 64, 384), np.float32), 4)          # W1: P 2 MiB, qkv 3 MiB
     assert not packed._keeps_probs(np.empty((2, 128, 12), np.float32), 4)       # P 32× qkv: recomputed
+    assert not packed._keeps_probs(np.empty((1, 160, 3000), np.float32), 1)     # small, but query blocks
     out, lse, pt = packed.packed_attention_forward(np.zeros((2, 128, 12)), 4, None, True, 1.0)
     assert pt is None
 
@@ -166,9 +260,19 @@ def test_op_gradcheck_float64_on_the_packed_kernel(rng, causal):
     assert gradcheck(lambda x: PackedSelfAttention.apply(x, H, bias, causal, 0.5), (qkv,))
 
 
+@pytest.mark.parametrize("causal", [False, True])
+def test_op_gradcheck_float64_on_a_longer_sequence(rng, causal):
+    """T > WHOLE_UNIT_T: the query-row blocks, their causal key ranges and the dK, dV sums."""
+    B, T, H, hd = 1, 140, 1, 2
+    qkv = mt.tensor(rng.normal(size=(B, T, 3 * H * hd)), requires_grad=True)
+    bias = rng.normal(size=(1, T, T))
+    assert CPUBackend.packed_attention_forward(qkv.detach().numpy(), H, bias, causal, 0.5) is not None
+    assert gradcheck(lambda x: PackedSelfAttention.apply(x, H, bias, causal, 0.5), (qkv,))
+
+
 def test_op_long_sequence_and_reference_kernels_compose_the_same(rng):
-    """T > SMALL_T (no packed kernel) and the reference kernels: the composed path, same results."""
-    T = packed.SMALL_T + 3
+    """T > PACKED_MAX_T (no packed kernel) and the reference kernels: the composed path, same results."""
+    T = packed.PACKED_MAX_T + 3
     qkv = rng.normal(size=(1, T, 6))
     g = rng.normal(size=(1, T, 2))
     assert CPUBackend.packed_attention_forward(qkv, 2, None, True, 0.7) is None
