@@ -40,9 +40,10 @@ class PackedSelfAttention(Function):
     and adds them. ``bias`` is None or an array broadcastable to (B·H, T, T) (the fused kernels' form).
 
     Where the backend has a kernel on the packed layout (``packed_attention_forward``: the CPU's for
-    T ≤ SMALL_T), no head is copied out: Q, K, V are read in place, the output and the (B, T, 3·E)
-    gradient written in place, and ``qkv``, the output and the backend's ``state`` are saved (on the
-    CPU the row log-sum-exp and, for short sequences, the probabilities, see attention_packed.py).
+    T ≤ 1,024, attention_packed.PACKED_MAX_T), no head is copied out: Q, K, V are read in place, the
+    output and the (B, T, 3·E) gradient written in place, and ``qkv``, the output and the backend's
+    ``state`` are saved (on the CPU the row log-sum-exp and, for short sequences, the probabilities,
+    see attention_packed.py).
     Elsewhere the heads are split into (B·H, T, hd) copies for ``attention_forward`` and merged
     back, and the backward joins dQ, dK and dV into one new (B, T, 3·E) gradient.
     """
