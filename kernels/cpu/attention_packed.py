@@ -72,13 +72,21 @@ QUERY_ROWS_MIN = 64        # ... of at least this many rows
 def _masked_scores(block, q0, bias_t, bias_unit, has_bias, causal, scale, shift, m):
     """block (nk, nq) holds Sᵀ for queries q0 .. q0 + nq − 1: row j = key j, column i = query q0 + i.
     In place: scale·Sᵀ (+ biasᵀ), -inf where a causal query q0 + i < j must not see key j; then minus
-    ``shift[i]`` per column, or, when m is given (m.size > 0), minus each column's max, which is
-    stored in m (-inf for a column with no visible key; its entries stay -inf). Every loop is
-    elementwise over a contiguous row: vectorised."""
+    ``shift[i]`` per column (in the same pass), or, when m is given (m.size > 0), minus each column's
+    max, which is stored in m (-inf for a column with no visible key; its entries stay -inf). Every
+    loop is elementwise over a contiguous row: vectorised."""
     nk, nq = block.shape
-    own_max = m.shape[0] > 0
-    if own_max:
-        m[:nq] = -np.inf
+    if m.shape[0] == 0:                                        # a known shift: one pass
+        for j in range(nk):
+            row = block[j]
+            for i in range(nq):
+                val = row[i] * scale
+                if has_bias:
+                    val += bias_t[bias_unit, j, q0 + i]
+                sh = shift[i]
+                row[i] = val - sh if sh != -np.inf and not (causal and q0 + i < j) else -np.inf
+        return
+    m[:nq] = -np.inf
     for j in range(nk):
         row = block[j]
         for i in range(nq):
@@ -88,15 +96,12 @@ def _masked_scores(block, q0, bias_t, bias_unit, has_bias, causal, scale, shift,
             if causal and q0 + i < j:
                 val = -np.inf
             row[i] = val
-            if own_max:
-                mi = m[i]
-                m[i] = mi if mi > val else val
-    if own_max:
-        shift = m
+            mi = m[i]
+            m[i] = mi if mi > val else val
     for j in range(nk):
         row = block[j]
         for i in range(nq):
-            sh = shift[i]
+            sh = m[i]
             row[i] = row[i] - sh if sh != -np.inf else -np.inf
 
 
