@@ -47,6 +47,7 @@ computed the same way on any thread, so the results do not depend on the thread 
 """
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -242,10 +243,25 @@ def _query_blocks(T: int, causal: bool) -> list[tuple[int, int, int]]:
     return [(i0, min(T, i0 + rows), min(T, i0 + rows) if causal else T) for i0 in range(0, T, rows)][::-1]
 
 
-def _unit_ranges(units: int) -> list[tuple[int, int]]:
-    """The units cut into one contiguous range per thread (each range allocates its blocks once)."""
-    per = -(-units // max(1, min(get_num_threads(), units)))
-    return [(u0, min(units, u0 + per)) for u0 in range(0, units, per)]
+def _run_units(work, units: int) -> None:
+    """work(take) on the calling thread and, where ``_run`` would spread chunks, once more on each
+    other minitrans thread: each call allocates its buffers once, then computes the units ``take()``
+    hands out (the next one not yet taken; None when none is left), so a thread that the machine
+    slows down takes fewer. Which thread computes a unit does not change its result."""
+    counter = itertools.count()                                # next() on it is atomic under the GIL
+
+    def take():
+        u = next(counter)
+        return u if u < units else None
+    threads = min(get_num_threads(), units)
+    if threads <= 1 or threading.current_thread().name.startswith("minitrans-") or not blas_is_single_threaded():
+        work(take)
+        return
+    futures = [worker_pool(threads - 1).submit(work, take) for _ in range(threads - 1)]
+    work(take)
+    for f in futures:
+        if not f.cancel():                                     # a cancelled one had nothing left to take
+            f.result()
 
 
 def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: float):
@@ -269,10 +285,10 @@ def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: floa
         _probs(scores_t.reshape(-1, T, T), 0, bias, has_bias, b0 * heads, causal, scale_dt, lse[b0 * heads:b1 * heads])
         np.matmul(scores_t.transpose(0, 1, 3, 2), v[b0:b1], out=o[b0:b1])      # O = P·V
 
-    def long_work(u0, u1):
+    def long_work(take):
         blocks = _query_blocks(T, causal)
         scratch = np.empty(T * (blocks[-1][1] - blocks[-1][0]), dt)
-        for u in range(u0, u1):
+        for u in iter(take, None):
             b, h = divmod(u, heads)
             for i0, i1, kend in blocks:
                 scores_t = scratch[:kend * (i1 - i0)].reshape(1, kend, i1 - i0)
@@ -281,7 +297,7 @@ def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: floa
                 np.matmul(scores_t[0].T, v[b, h, :kend], out=o[b, h, i0:i1])         # O = P·V
     if out.size:
         if T > WHOLE_UNIT_T:
-            _run(long_work, _unit_ranges(B * heads))
+            _run_units(long_work, B * heads)
         else:
             _run(work, _chunks(B, heads, T, dt.itemsize))
     return out, lse, probs_t
@@ -320,12 +336,12 @@ def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: boo
         np.matmul(dprobs_t, q[b0:b1], out=dk[b0:b1])                         # dK = dSᵀ·Q
         np.matmul(chunk_probs, dout[b0:b1], out=dv[b0:b1])                   # dV = Pᵀ·dO
 
-    def long_work(u0, u1):
+    def long_work(take):
         blocks = _query_blocks(T, causal)
         size = T * (blocks[-1][1] - blocks[-1][0])
         probs_scratch, dprobs_scratch = np.empty(size, dt), np.empty(size, dt)
         part = np.empty((T, q.shape[3]), dt)                   # one block's share of dK or dV
-        for u in range(u0, u1):
+        for u in iter(take, None):
             b, h = divmod(u, heads)
             for n, (i0, i1, kend) in enumerate(blocks):
                 probs = probs_scratch[:kend * (i1 - i0)].reshape(1, kend, i1 - i0)
@@ -343,7 +359,7 @@ def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: boo
                     np.add(grad[b, h, :kend], part[:kend], out=grad[b, h, :kend])
     if dqkv.size:
         if T > WHOLE_UNIT_T:
-            _run(long_work, _unit_ranges(B * heads))
+            _run_units(long_work, B * heads)
         else:
             _run(work, _chunks(B, heads, T, dt.itemsize))
     return dqkv
