@@ -243,6 +243,15 @@ def _query_blocks(T: int, causal: bool) -> list[tuple[int, int, int]]:
     return [(i0, min(T, i0 + rows), min(T, i0 + rows) if causal else T) for i0 in range(0, T, rows)][::-1]
 
 
+def _head_pieces(B: int, heads: int, T: int, causal: bool, itemsize: int) -> list[tuple[int, int, int]]:
+    """(batch item, first head, end head): the work items past WHOLE_UNIT_T, each one Python pass over
+    the query blocks with stacked products for its heads; as many heads as keep one block of scores
+    within CHUNK_BYTES (at least one). The first piece is the largest."""
+    blocks = _query_blocks(T, causal)
+    per = max(1, min(heads, CHUNK_BYTES // max(1, T * (blocks[-1][1] - blocks[-1][0]) * itemsize)))
+    return [(b, h0, min(heads, h0 + per)) for b in range(B) for h0 in range(0, heads, per)]
+
+
 def _run_units(work, units: int) -> None:
     """work(take) on the calling thread and, where ``_run`` would spread chunks, once more on each
     other minitrans thread: each call allocates its buffers once, then computes the units ``take()``
@@ -286,18 +295,18 @@ def packed_attention_forward(qkv, heads: int, bias, is_causal: bool, scale: floa
         np.matmul(scores_t.transpose(0, 1, 3, 2), v[b0:b1], out=o[b0:b1])      # O = P·V
 
     def long_work(take):
-        blocks = _query_blocks(T, causal)
-        scratch = np.empty(T * (blocks[-1][1] - blocks[-1][0]), dt)
-        for u in iter(take, None):
-            b, h = divmod(u, heads)
+        blocks, pieces = _query_blocks(T, causal), _head_pieces(B, heads, T, causal, dt.itemsize)
+        scratch = np.empty(pieces[0][2] * T * (blocks[-1][1] - blocks[-1][0]), dt)
+        for b, h0, h1 in map(pieces.__getitem__, iter(take, None)):
             for i0, i1, kend in blocks:
-                scores_t = scratch[:kend * (i1 - i0)].reshape(1, kend, i1 - i0)
-                np.matmul(k[b, h, :kend], q[b, h, i0:i1].T, out=scores_t[0])          # Sᵀ of the block
-                _probs(scores_t, i0, bias, has_bias, u, causal, scale_dt, lse[u:u + 1, i0:i1])
-                np.matmul(scores_t[0].T, v[b, h, :kend], out=o[b, h, i0:i1])         # O = P·V
+                scores_t = scratch[:(h1 - h0) * kend * (i1 - i0)].reshape(h1 - h0, kend, i1 - i0)
+                np.matmul(k[b, h0:h1, :kend], q[b, h0:h1, i0:i1].transpose(0, 2, 1), out=scores_t)   # Sᵀ
+                _probs(scores_t, i0, bias, has_bias, b * heads + h0, causal, scale_dt,
+                       lse[b * heads + h0:b * heads + h1, i0:i1])
+                np.matmul(scores_t.transpose(0, 2, 1), v[b, h0:h1, :kend], out=o[b, h0:h1, i0:i1])   # O = P·V
     if out.size:
         if T > WHOLE_UNIT_T:
-            _run_units(long_work, B * heads)
+            _run_units(long_work, len(_head_pieces(B, heads, T, causal, dt.itemsize)))
         else:
             _run(work, _chunks(B, heads, T, dt.itemsize))
     return out, lse, probs_t
@@ -337,29 +346,31 @@ def packed_attention_backward(qkv, out, lse, g, heads: int, bias, is_causal: boo
         np.matmul(chunk_probs, dout[b0:b1], out=dv[b0:b1])                   # dV = Pᵀ·dO
 
     def long_work(take):
-        blocks = _query_blocks(T, causal)
-        size = T * (blocks[-1][1] - blocks[-1][0])
+        blocks, pieces = _query_blocks(T, causal), _head_pieces(B, heads, T, causal, dt.itemsize)
+        size = pieces[0][2] * T * (blocks[-1][1] - blocks[-1][0])
         probs_scratch, dprobs_scratch = np.empty(size, dt), np.empty(size, dt)
-        part = np.empty((T, q.shape[3]), dt)                   # one block's share of dK or dV
-        for u in iter(take, None):
-            b, h = divmod(u, heads)
+        part = np.empty((pieces[0][2], T, q.shape[3]), dt)     # one block's share of dK or dV
+        for b, h0, h1 in map(pieces.__getitem__, iter(take, None)):
+            hs = slice(h0, h1)
             for n, (i0, i1, kend) in enumerate(blocks):
-                probs = probs_scratch[:kend * (i1 - i0)].reshape(1, kend, i1 - i0)
-                dprobs = dprobs_scratch[:kend * (i1 - i0)].reshape(1, kend, i1 - i0)
-                np.matmul(k[b, h, :kend], q[b, h, i0:i1].T, out=probs[0])             # Sᵀ, made Pᵀ below
-                np.matmul(v[b, h, :kend], dout[b, h, i0:i1].T, out=dprobs[0])         # dPᵀ = V·dOᵀ
-                _dscores(probs, dprobs, True, bias, has_bias, u, i0, heads, causal, scale_dt, lse, out, g)
-                np.matmul(dprobs[0].T, k[b, h, :kend], out=dq[b, h, i0:i1])          # dQ = dS·K
+                probs = probs_scratch[:(h1 - h0) * kend * (i1 - i0)].reshape(h1 - h0, kend, i1 - i0)
+                dprobs = dprobs_scratch[:probs.size].reshape(probs.shape)
+                np.matmul(k[b, hs, :kend], q[b, hs, i0:i1].transpose(0, 2, 1), out=probs)      # Sᵀ, made Pᵀ
+                np.matmul(v[b, hs, :kend], dout[b, hs, i0:i1].transpose(0, 2, 1), out=dprobs)  # dPᵀ = V·dOᵀ
+                _dscores(probs, dprobs, True, bias, has_bias, b * heads + h0, i0, heads, causal, scale_dt,
+                         lse, out, g)                                                            # -> scale·dSᵀ
+                np.matmul(dprobs.transpose(0, 2, 1), k[b, hs, :kend], out=dq[b, hs, i0:i1])    # dQ = dS·K
                 if n == 0:                                     # the first block sees every key: it writes
-                    np.matmul(dprobs[0], q[b, h, i0:i1], out=dk[b, h])                # dK = dSᵀ·Q
-                    np.matmul(probs[0], dout[b, h, i0:i1], out=dv[b, h])              # dV = Pᵀ·dO
+                    np.matmul(dprobs, q[b, hs, i0:i1], out=dk[b, hs])                           # dK = dSᵀ·Q
+                    np.matmul(probs, dout[b, hs, i0:i1], out=dv[b, hs])                         # dV = Pᵀ·dO
                     continue
-                for grad, left, right in ((dk, dprobs[0], q), (dv, probs[0], dout)):   # the others add
-                    np.matmul(left, right[b, h, i0:i1], out=part[:kend])
-                    np.add(grad[b, h, :kend], part[:kend], out=grad[b, h, :kend])
+                for grad, left, right in ((dk, dprobs, q), (dv, probs, dout)):                 # the others add
+                    share = part[:h1 - h0, :kend]
+                    np.matmul(left, right[b, hs, i0:i1], out=share)
+                    np.add(grad[b, hs, :kend], share, out=grad[b, hs, :kend])
     if dqkv.size:
         if T > WHOLE_UNIT_T:
-            _run_units(long_work, B * heads)
+            _run_units(long_work, len(_head_pieces(B, heads, T, causal, dt.itemsize)))
         else:
             _run(work, _chunks(B, heads, T, dt.itemsize))
     return dqkv
