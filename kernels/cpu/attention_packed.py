@@ -26,24 +26,28 @@ varying length (i + 1 keys when causal), which LLVM left mostly to scalar remain
 pass took 3× its arithmetic). Why one exp over the whole unit: on rows of ~32 keys the per-row
 set-up of the exp dominated; the causal half it computes in vain is cheaper than that.
 
-Longer sequences (WHOLE_UNIT_T < T <= PACKED_MAX_T): the work unit is one (batch, head) pair, cut
-into QUERY_BLOCKS row blocks of queries i0 .. i1 − 1. A causal block needs keys 0 .. i1 − 1 only,
-so its Sᵀ block is K[:i1]·Q[i0:i1]ᵀ and the masked upper part of the scores is never computed
-(8 blocks: 56 % of T² instead of 100 %). The same passes run on the block (the query offset i0 for
-the mask and the bias); dQ of the block is complete, its dK and dV shares go to keys 0 .. i1 − 1:
-the last block, which sees every key, runs first and writes them, the others add theirs. P is
-always recomputed from lse there. A fused per-row variant (shift, exp and column sums row by row,
-the 1/sum folded into O; the backward's exp and dS in one pass) was slower at T 256-512: the
-per-row exp on 64-128 queries costs more than the passes it saves.
+Longer sequences (WHOLE_UNIT_T < T <= PACKED_MAX_T): each (batch, head) unit's queries are cut
+into QUERY_BLOCKS row blocks i0 .. i1 − 1. A causal block needs keys 0 .. i1 − 1 only, so its Sᵀ
+block is K[:i1]·Q[i0:i1]ᵀ and the masked upper part of the scores is never computed (8 blocks: 56 %
+of T² instead of 100 %). The same passes run on the block (the query offset i0 for the mask and
+the bias); dQ of the block is complete, its dK and dV shares go to keys 0 .. i1 − 1: the last block,
+which sees every key, runs first and writes them, the others add theirs. P is always recomputed
+from lse there. The work item is a piece of one batch item's heads (``_head_pieces``): the products
+of a block run stacked over the piece's heads, one Python pass per piece and block (per unit, the
+Python calls cost 15 % at T = 256). Tried and dropped: a fused per-row variant (shift, exp and
+column sums row by row, the 1/sum folded into O; the backward's exp and dS in one pass) was slower
+at T 256-512: the per-row exp on 64-128 queries costs more than the passes it saves.
 
 Memory plan: short sequences, chunks sized so that one chunk's score block (and dPᵀ) stays in L2
 (``CHUNK_BYTES``) between the GEMM that writes it, the Numba pass and the GEMMs that read it; P
 (B·H·T²) is kept for the backward only while it is at most twice qkv (``_keeps_probs``). Longer
-sequences: per thread, one Sᵀ block and one dPᵀ block of T × max(QUERY_ROWS_MIN, ⌈T / QUERY_BLOCKS⌉)
-(512 KiB each at T = 1024 in float32) and a (T, hd) buffer; nothing of size B·H·T².
-Threads: the chunks (or the units) are spread over minitrans's threads (Numba's thread count), each
-BLAS call single-threaded and the Numba passes `nogil`, as in matmul.py; each chunk or unit is
-computed the same way on any thread, so the results do not depend on the thread count.
+sequences: per thread, one Sᵀ block and one dPᵀ block of (heads in a piece) × T × rows, rows =
+max(QUERY_ROWS_MIN, ⌈T / QUERY_BLOCKS⌉), each at most CHUNK_BYTES unless one head alone is larger
+(512 KiB at T = 1024 in float32), and a (heads in a piece, T, hd) buffer; nothing of size B·H·T².
+Threads: the chunks are spread over minitrans's threads (Numba's thread count), the pieces handed
+out one at a time (a thread the machine slows takes fewer); each BLAS call single-threaded and the
+Numba passes `nogil`, as in matmul.py. Each chunk or piece is computed the same way on any thread,
+so the results do not depend on the thread count.
 """
 from __future__ import annotations
 

@@ -187,6 +187,20 @@ def test_long_sequence_bias_with_masked_keys_and_fully_masked_rows(rng, per_unit
     assert np.all(got[0][0, [3, 250], :hd] == 0) and np.all(got[1][0, [3, 250]] == -np.inf)
 
 
+def test_long_sequence_one_head_per_piece(rng, monkeypatch):
+    """Pieces of single heads (a tiny CHUNK_BYTES): a later head of a batch item starts a piece, and
+    reads its own bias, lse and columns."""
+    monkeypatch.setattr(packed, "CHUNK_BYTES", 1)
+    B, T, H, hd = 2, 150, 3, 4
+    assert packed._head_pieces(B, H, T, True, 8)[1] == (0, 1, 2)
+    qkv = rng.normal(size=(B, T, 3 * H * hd))
+    g = rng.normal(size=(B, T, H * hd))
+    bias = rng.normal(size=(B * H, T, T))
+    got = run(qkv, H, bias, True, 0.5, g)
+    for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, bias, True, 0.5, g)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+
+
 def test_long_sequence_non_contiguous_inputs(rng):
     B, T, H, hd = 2, 200, 2, 5
     wide = rng.normal(size=(B, T, 3 * H * hd + 4))
