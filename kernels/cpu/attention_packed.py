@@ -61,13 +61,10 @@ from minitrans.threads import blas_is_single_threaded, worker_pool
 
 from .softmax import FASTMATH, exp_inplace, int_scratch, recip
 
-__all__ = ["PACKED_MAX_T", "SMALL_T", "packed_attention_forward", "packed_attention_backward"]
+__all__ = ["PACKED_MAX_T", "packed_attention_forward", "packed_attention_backward"]
 
 CHUNK_BYTES = 1 << 19      # score bytes per chunk of batch items: S (and dP) stay in L2 between passes
 PACKED_MAX_T = 1024        # the packed kernels' longest sequence; longer ones take the tiled kernels
-# The CPU backend runs these kernels while T <= this module's SMALL_T: the packed limit above (not
-# attention_small's bound of the same name, which the whole-unit blocks below happen to share).
-SMALL_T = PACKED_MAX_T
 WHOLE_UNIT_T = 128         # up to here, one block per (batch, head) unit, several units per chunk
 QUERY_BLOCKS = 8           # past WHOLE_UNIT_T, each unit's queries in about this many row blocks ...
 QUERY_ROWS_MIN = 64        # ... of at least this many rows

@@ -201,7 +201,7 @@ class CPUBackend(NumpyPrimitives, NumbaFusedKernels, Backend):
     def packed_attention_forward(qkv, heads, bias, is_causal, scale):
         # lazy: a Numba kernel module, loaded on the first packed attention, not with every minitrans import
         from ..kernels.cpu import attention_packed
-        if CPUBackend._kernels == "numba" and qkv.ndim == 3 and qkv.shape[1] <= attention_packed.SMALL_T:
+        if CPUBackend._kernels == "numba" and qkv.ndim == 3 and qkv.shape[1] <= attention_packed.PACKED_MAX_T:
             out, lse, pt = attention_packed.packed_attention_forward(qkv, heads, bias, is_causal, scale)
             return out, (lse, pt)
         return None                 # the reference kernels, or a long sequence: the caller composes
