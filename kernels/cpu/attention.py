@@ -43,57 +43,93 @@ from __future__ import annotations
 import numpy as np
 import threading
 
-from numba import get_num_threads, njit, prange
+from numba import get_num_threads, njit, prange, types
+from numba.extending import intrinsic, overload
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
 from .attention_small import SMALL_T, small_backward, small_forward
 from .parallel import parallel_njit
-from .softmax import FASTMATH, exp_inplace, row_max
+from .softmax import FASTMATH, _split32, _split64, row_max
 
 BLOCK_Q = 256
 BLOCK_K = 512
 
 
 # ----------------------------------------------------------------------- njit kernels
-@njit(nogil=True, cache=True, fastmath=FASTMATH, inline="always")
-def _score_row(sr, bias, i, has_bias, scale, causal, diag):
-    """Row i of a score tile in place: scale, add the bias row, −inf past the causal limit.
-    Shared by the forward and backward tiles; returns the number of keys kept."""
-    kn = sr.shape[0]
-    lim = min(kn, max(0, i + diag + 1)) if causal else kn
-    for j in range(lim):
-        sr[j] = sr[j] * scale
-    if has_bias:
-        br = bias[i]
-        for j in range(lim):
-            sr[j] += br[j]
-    for j in range(lim, kn):
-        sr[j] = -np.inf
-    return lim
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float with the bit pattern of the int ``bits`` (int32 -> float32, int64 -> float64): one
+    register move that LLVM vectorises, so the exp below needs no int scratch row and no second pass
+    (softmax.py's `exp_inplace` stores the bits and reads them back as floats)."""
+    ftype = {types.int32: types.float32, types.int64: types.float64}.get(bits)
+    if ftype is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(ftype))
+    return ftype(bits), codegen
+
+
+def _exp(x):  # pragma: no cover - replaced by the overload below
+    """exp(x) in x's own float type, as softmax.py computes it (same polynomial, same bits)."""
+    raise NotImplementedError
+
+
+@overload(_exp, inline="always", jit_options={"fastmath": FASTMATH})
+def _exp_ov(x):
+    # Numba widens int32 arithmetic to int64: the float32 pattern is cut back to its 32 bits
+    split, itype = (_split32, np.int32) if x == types.float32 else (_split64, np.int64)
+
+    def impl(x):
+        p, bits = split(x)
+        return p * _float_from_bits(itype(bits))
+    return impl
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _fwd_tile(s, bias, has_bias, scale, causal, diag, m, l, acc, ib, first):
-    """s (qn, kn) holds Q_t K_t^T; overwritten with P_t = exp(S - m_new). Key j is masked
-    for row i iff causal and j > i + diag. Updates m, l and rescales acc rows.
-    One BLOCK_Q x BLOCK_K tile, serial over its rows in the calling worker thread (nogil);
-    s, m, l, acc updated in place; ib is the thread's int exp scratch."""
+def _fwd_tile(s, bias, has_bias, scale, ninf, causal, diag, m, l, acc, first):
+    """s (qn, kn) holds Q_t K_t^T; overwritten with P_t = exp(scale S + bias - m_new), 0 where key j
+    is masked (causal and j > i + diag). Updates the running max m and sum l and rescales acc rows.
+    One BLOCK_Q x BLOCK_K tile, serial over its rows in the calling worker thread (nogil), two
+    vectorised passes per row: the max (of the raw scores when there is no bias: scale > 0 keeps
+    the order), then exp and sum; s, m, l, acc updated in place; no scratch. ninf is -inf in s's
+    dtype: a float64 start would turn the max into a scalar float64 loop."""
     qn, kn = s.shape
+    raw = not has_bias and scale > 0
     for i in range(qn):
         sr = s[i]
-        lim = _score_row(sr, bias, i, has_bias, scale, causal, diag)
+        lim = min(kn, max(0, i + diag + 1)) if causal else kn
         m_old = m[i]
-        mx = row_max(sr, lim, m_old)
+        if raw:
+            mx = max(m_old, row_max(sr, lim, ninf) * scale)
+        else:
+            br = bias[i] if has_bias else bias[0]
+            for j in range(lim):
+                sr[j] = sr[j] * scale + br[j] if has_bias else sr[j] * scale
+            mx = row_max(sr, lim, m_old)
         if mx == -np.inf:                      # nothing kept so far in this row
             sr[:] = 0.0
             continue
-        rs = exp_inplace(sr, mx, ib[i])
+        rs = mx - mx                           # 0 in the dtype (mx is finite here)
+        if raw:
+            for j in range(lim):
+                e = _exp(sr[j] * scale - mx)
+                sr[j] = e
+                rs += e
+        else:
+            for j in range(lim):
+                e = _exp(sr[j] - mx)
+                sr[j] = e
+                rs += e
+        sr[lim:] = 0.0
         alpha = np.exp(m_old - mx)             # 0 when m_old = -inf
         l[i] = l[i] * alpha + rs
         m[i] = mx
-        if not first and alpha != 1.0:
-            acc[i, :] *= alpha
+        if not first and alpha != 1.0:         # a loop: `acc[i, :] *= alpha` allocated a temporary
+            ar = acc[i]
+            for c in range(ar.shape[0]):
+                ar[c] *= alpha
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -111,23 +147,32 @@ def _fwd_finish(acc, m, l, lse):
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec, ib):
-    """s: Q_t K_t^T -> P_t = exp(scale S + bias - lse); dp: dO_t V_t^T -> scale P (dP - D).
-    One BLOCK_Q x BLOCK_K tile, serial over its rows in the calling worker thread (nogil);
-    s and dp overwritten in place; ib is the thread's int exp scratch."""
+def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec):
+    """s: Q_t K_t^T -> P_t = exp(scale S + bias - lse); dp: dO_t V_t^T -> scale P (dP - D); both 0
+    where key j is masked (causal and j > i + diag). One BLOCK_Q x BLOCK_K tile, serial over its
+    rows in the calling worker thread (nogil), ONE vectorised pass per row that reads s and dp
+    and writes both in place; no scratch."""
     qn, kn = s.shape
     for i in range(qn):
         sr, dr = s[i], dp[i]
         z = lse[i]
+        lim = min(kn, max(0, i + diag + 1)) if causal else kn
         if z == -np.inf:                       # fully masked row: zero gradients
-            sr[:] = 0.0
-            dr[:] = 0.0
-            continue
-        _score_row(sr, bias, i, has_bias, scale, causal, diag)
-        exp_inplace(sr, z, ib[i])
+            lim = 0
         di = dvec[i]
-        for j in range(kn):
-            dr[j] = sr[j] * (dr[j] - di) * scale
+        if has_bias:
+            br = bias[i]
+            for j in range(lim):
+                p = _exp(sr[j] * scale + br[j] - z)
+                sr[j] = p
+                dr[j] = p * (dr[j] - di) * scale
+        else:
+            for j in range(lim):
+                p = _exp(sr[j] * scale - z)
+                sr[j] = p
+                dr[j] = p * (dr[j] - di) * scale
+        sr[lim:] = 0.0
+        dr[lim:] = 0.0
 
 
 @parallel_njit(cache=True, fastmath=FASTMATH)
@@ -207,10 +252,9 @@ def _parallel(work, units: list, nthreads: int) -> None:
 
 def _tiling(dt, Tq: int, Tk: int, scale: float):
     """What the tiled forward and backward set up alike: the tile sizes (bq, bk), one empty slot per
-    thread for its buffers, the dtype of the exp scratch (int of the float's width), scale as a dt."""
+    thread for its buffers, scale as a dt."""
     bq, bk = max(1, min(BLOCK_Q, Tq)), max(1, min(BLOCK_K, Tk))
-    itype = np.int32 if dt == np.float32 else np.int64
-    return bq, bk, [None] * get_num_threads(), itype, dt.type(scale)
+    return bq, bk, [None] * get_num_threads(), dt.type(scale)
 
 
 # --------------------------------------------------------------------------- public
@@ -242,13 +286,14 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float, *, out=None,
     else:
         o = np.zeros((B, Tq, dim_v), dt)
         lse = np.empty((B, Tq), dt)
-    bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
+    bq, bk, bufs, sc = _tiling(dt, Tq, Tk, scale)
+    ninf = dt.type(-np.inf)
 
     def work(tid, unit):
         if bufs[tid] is None:
-            bufs[tid] = (np.empty(bq * bk, dt), np.empty((bq, bk), itype), np.empty(bq * dim_v, dt),
+            bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * dim_v, dt),
                          np.empty(bq, dt), np.empty(bq, np.float64), _Bias(bias, bq, bk, dt))
-        sbuf, ib, pv, m, l, bias_tiles = bufs[tid]
+        sbuf, pv, m, l, bias_tiles = bufs[tid]
         b, q0 = unit
         q1 = min(q0 + bq, Tq)
         qn = q1 - q0
@@ -265,8 +310,8 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float, *, out=None,
             s = _tile(sbuf, qn, k1 - k0)
             np.matmul(q[b, q0:q1], k[b, k0:k1].T, out=s)
             masked = is_causal and k1 - 1 > q0
-            _fwd_tile(s, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc,
-                      masked, q0 - k0, m[:qn], l[:qn], acc, ib, k0 == 0 and not merge)
+            _fwd_tile(s, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc, ninf,
+                      masked, q0 - k0, m[:qn], l[:qn], acc, k0 == 0 and not merge)
             if k0 == 0 and not merge:
                 np.matmul(s, v[b, k0:k1], out=acc)
             else:
@@ -307,14 +352,14 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float,
     dvec = np.empty((B, Tq), dt)                 # D = rowsum(dO * O)
     if B * Tq:
         _row_dot(do.reshape(B * Tq, dim_v), o.reshape(B * Tq, dim_v), dvec.reshape(B * Tq))
-    bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
+    bq, bk, bufs, sc = _tiling(dt, Tq, Tk, scale)
 
     def work(tid, unit):
         if bufs[tid] is None:   # thread 0 accumulates dQ in place, the others privately
-            bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * bk, dt), np.empty((bq, bk), itype),
+            bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * bk, dt),
                          np.empty(bq * d, dt), np.empty(bk * d, dt), np.empty(bk * dim_v, dt),
                          _Bias(bias, bq, bk, dt), dq if tid == 0 else np.zeros_like(q))
-        sbuf, dpbuf, ib, tq, tk, tv, bias_tiles, dq_acc = bufs[tid]
+        sbuf, dpbuf, tq, tk, tv, bias_tiles, dq_acc = bufs[tid]
         b, k0 = unit
         k1 = min(k0 + bk, Tk)
         kn = k1 - k0
@@ -329,7 +374,7 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float,
             np.matmul(dot, vt.T, out=dp)
             masked = is_causal and k1 - 1 > q0
             _bwd_tile(s, dp, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc,
-                      masked, q0 - k0, lse[b, q0:q1], dvec[b, q0:q1], ib)
+                      masked, q0 - k0, lse[b, q0:q1], dvec[b, q0:q1])
             t = _tile(tv, kn, dim_v)
             np.matmul(s.T, dot, out=t)
             dv_acc += t
