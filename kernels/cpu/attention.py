@@ -43,50 +43,19 @@ from __future__ import annotations
 import numpy as np
 import threading
 
-from numba import get_num_threads, njit, prange, types
-from numba.extending import intrinsic, overload
+from numba import get_num_threads, njit, prange
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
-from .attention_small import SMALL_T, small_backward, small_forward
+from .attention_small import SMALL_T, exp_scalar, small_backward, small_forward
 from .parallel import parallel_njit
-from .softmax import FASTMATH, _split32, _split64, row_max
+from .softmax import FASTMATH, row_max
 
 BLOCK_Q = 256
 BLOCK_K = 512
 
 
 # ----------------------------------------------------------------------- njit kernels
-@intrinsic
-def _float_from_bits(typingctx, bits):
-    """The float with the bit pattern of the int ``bits`` (int32 -> float32, int64 -> float64): one
-    register move that LLVM vectorises, so the exp below needs no int scratch row and no second pass
-    (softmax.py's `exp_inplace` stores the bits and reads them back as floats)."""
-    ftype = {types.int32: types.float32, types.int64: types.float64}.get(bits)
-    if ftype is None:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(ftype))
-    return ftype(bits), codegen
-
-
-def _exp(x):  # pragma: no cover - replaced by the overload below
-    """exp(x) in x's own float type, as softmax.py computes it (same polynomial, same bits)."""
-    raise NotImplementedError
-
-
-@overload(_exp, inline="always", jit_options={"fastmath": FASTMATH})
-def _exp_ov(x):
-    # Numba widens int32 arithmetic to int64: the float32 pattern is cut back to its 32 bits
-    split, itype = (_split32, np.int32) if x == types.float32 else (_split64, np.int64)
-
-    def impl(x):
-        p, bits = split(x)
-        return p * _float_from_bits(itype(bits))
-    return impl
-
-
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
 def _fwd_tile(s, bias, has_bias, scale, ninf, causal, diag, m, l, acc, first):
     """s (qn, kn) holds Q_t K_t^T; overwritten with P_t = exp(scale S + bias - m_new), 0 where key j
@@ -114,12 +83,12 @@ def _fwd_tile(s, bias, has_bias, scale, ninf, causal, diag, m, l, acc, first):
         rs = mx - mx                           # 0 in the dtype (mx is finite here)
         if raw:
             for j in range(lim):
-                e = _exp(sr[j] * scale - mx)
+                e = exp_scalar(sr[j] * scale - mx)
                 sr[j] = e
                 rs += e
         else:
             for j in range(lim):
-                e = _exp(sr[j] - mx)
+                e = exp_scalar(sr[j] - mx)
                 sr[j] = e
                 rs += e
         sr[lim:] = 0.0
@@ -163,12 +132,12 @@ def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec):
         if has_bias:
             br = bias[i]
             for j in range(lim):
-                p = _exp(sr[j] * scale + br[j] - z)
+                p = exp_scalar(sr[j] * scale + br[j] - z)
                 sr[j] = p
                 dr[j] = p * (dr[j] - di) * scale
         else:
             for j in range(lim):
-                p = _exp(sr[j] * scale - z)
+                p = exp_scalar(sr[j] * scale - z)
                 sr[j] = p
                 dr[j] = p * (dr[j] - di) * scale
         sr[lim:] = 0.0
