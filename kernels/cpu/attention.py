@@ -200,13 +200,17 @@ class _Bias:
 # --------------------------------------------------------------------------- threads
 def _parallel(work, units: list, nthreads: int) -> None:
     """Run work(tid, unit) over units on nthreads threads, pulling units dynamically; on the
-    calling thread alone unless OpenBLAS is on one thread (see the module docstring)."""
+    calling thread alone unless OpenBLAS is on one thread (see the module docstring).
+    The calling thread is thread 0 and starts at once; nthreads - 1 pool threads join it. A pool
+    thread takes ~150 us to wake here: handing all the units to the pool and waiting made every
+    call pay that, and on a loaded machine a worker that never gets a core now just finds the
+    units gone."""
     nthreads = max(1, min(nthreads, len(units)))
     if nthreads == 1 or not blas_is_single_threaded():
         for u in units:
             work(0, u)
         return
-    pool = worker_pool(nthreads)
+    pool = worker_pool(nthreads - 1)
     it, lock = iter(units), threading.Lock()
 
     def loop(tid):
@@ -217,7 +221,9 @@ def _parallel(work, units: list, nthreads: int) -> None:
                 return
             work(tid, u)
 
-    for f in [pool.submit(loop, t) for t in range(nthreads)]:
+    helpers = [pool.submit(loop, t) for t in range(1, nthreads)]
+    loop(0)
+    for f in helpers:
         f.result()
 
 
