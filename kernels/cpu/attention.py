@@ -58,13 +58,41 @@ BLOCK_K = 256
 
 
 # ----------------------------------------------------------------------- njit kernels
+#: largest row sum accepted from exp(x - m_old) with the stale running max m_old (see _fwd_tile):
+#: every term is then below 2^64, far from float32's overflow, also after the P V product
+STALE_SUM_LIMIT = 2.0 ** 64
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _exp_row(sr, lim, raw, scale, shift):
+    """sr[j] = exp(sr[j] * scale - shift) for j < lim, in place, or exp(sr[j] - shift) when not raw
+    (sr already holds the scaled scores); returns their sum. One vectorised pass."""
+    rs = shift - shift
+    if raw:
+        for j in range(lim):
+            e = exp_scalar(sr[j] * scale - shift)
+            sr[j] = e
+            rs += e
+    else:
+        for j in range(lim):
+            e = exp_scalar(sr[j] - shift)
+            sr[j] = e
+            rs += e
+    return rs
+
+
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _fwd_tile(s, bias, has_bias, scale, ninf, causal, diag, m, l, acc, first):
-    """s (qn, kn) holds Q_t K_t^T; overwritten with P_t = exp(scale S + bias - m_new), 0 where key j
-    is masked (causal and j > i + diag). Updates the running max m and sum l and rescales acc rows.
-    One BLOCK_Q x BLOCK_K tile, serial over its rows in the calling worker thread (nogil), two
-    vectorised passes per row: the max (of the raw scores when there is no bias: scale > 0 keeps
-    the order), then exp and sum; s, m, l, acc updated in place; no scratch. ninf is -inf in s's
+def _fwd_tile(s, bias, has_bias, scale, ninf, causal, diag, m, l, acc, first, keep):
+    """s (qn, kn) holds Q_t K_t^T; overwritten with P_t = exp(scale S + bias - m), 0 where key j is
+    masked (causal and j > i + diag). Updates the running max m and sum l and rescales acc rows.
+    One BLOCK_Q x BLOCK_K tile, serial over its rows in the calling worker thread (nogil); s, m,
+    l, acc updated in place; keep: one row of scratch.
+    A row with a running max already (every key tile after the first) is shifted by that max
+    with no max pass: ONE vectorised pass (exp and sum). The softmax is exact for any shift; this
+    one keeps every term below 2^64 unless the row's scores grew by over ~44 since the earlier
+    tiles, which the sum shows (> STALE_SUM_LIMIT): the row, saved in keep, is then redone the
+    usual way, two vectorised passes: the max (of the raw scores when there is no bias: scale > 0
+    keeps the order), then exp and sum with the new max, and acc rescaled. ninf is -inf in s's
     dtype: a float64 start would turn the max into a scalar float64 loop."""
     qn, kn = s.shape
     raw = not has_bias and scale > 0
@@ -72,27 +100,25 @@ def _fwd_tile(s, bias, has_bias, scale, ninf, causal, diag, m, l, acc, first):
         sr = s[i]
         lim = min(kn, max(0, i + diag + 1)) if causal else kn
         m_old = m[i]
-        if raw:
-            mx = max(m_old, row_max(sr, lim, ninf) * scale)
-        else:
+        if not raw:
             br = bias[i] if has_bias else bias[0]
             for j in range(lim):
                 sr[j] = sr[j] * scale + br[j] if has_bias else sr[j] * scale
-            mx = row_max(sr, lim, m_old)
+        if m_old != -np.inf:
+            for j in range(lim):
+                keep[j] = sr[j]
+            rs = _exp_row(sr, lim, raw, scale, m_old)
+            if rs <= STALE_SUM_LIMIT:
+                sr[lim:] = 0.0
+                l[i] += rs
+                continue
+            for j in range(lim):
+                sr[j] = keep[j]
+        mx = max(m_old, row_max(sr, lim, ninf) * scale) if raw else row_max(sr, lim, m_old)
         if mx == -np.inf:                      # nothing kept so far in this row
             sr[:] = 0.0
             continue
-        rs = mx - mx                           # 0 in the dtype (mx is finite here)
-        if raw:
-            for j in range(lim):
-                e = exp_scalar(sr[j] * scale - mx)
-                sr[j] = e
-                rs += e
-        else:
-            for j in range(lim):
-                e = exp_scalar(sr[j] - mx)
-                sr[j] = e
-                rs += e
+        rs = _exp_row(sr, lim, raw, scale, mx)
         sr[lim:] = 0.0
         alpha = np.exp(m_old - mx)             # 0 when m_old = -inf
         l[i] = l[i] * alpha + rs
@@ -268,9 +294,9 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float, *, out=None,
 
     def work(tid, unit):
         if bufs[tid] is None:
-            bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * dim_v, dt),
-                         np.empty(bq, dt), np.empty(bq, np.float64), _Bias(bias, bq, bk, dt))
-        sbuf, pv, m, l, bias_tiles = bufs[tid]
+            bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * dim_v, dt), np.empty(bq, dt),
+                         np.empty(bq, np.float64), _Bias(bias, bq, bk, dt), np.empty(bk, dt))
+        sbuf, pv, m, l, bias_tiles, keep = bufs[tid]
         b, q0 = unit
         q1 = min(q0 + bq, Tq)
         qn = q1 - q0
@@ -288,7 +314,7 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float, *, out=None,
             np.matmul(q[b, q0:q1], k[b, k0:k1].T, out=s)
             masked = is_causal and k1 - 1 > q0
             _fwd_tile(s, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc, ninf,
-                      masked, q0 - k0, m[:qn], l[:qn], acc, k0 == 0 and not merge)
+                      masked, q0 - k0, m[:qn], l[:qn], acc, k0 == 0 and not merge, keep)
             if k0 == 0 and not merge:
                 np.matmul(s, v[b, k0:k1], out=acc)
             else:
