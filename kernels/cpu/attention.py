@@ -349,7 +349,9 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float,
         if Tq <= SMALL_T and Tk <= SMALL_T:
             return small_backward(q, k, v, o, lse, do, bias, is_causal, scale)
         dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+        fresh = True                             # dk, dv rows: the first query tile writes, not adds
     else:
+        fresh = False
         dq, dk, dv = (_given(name, a, like.shape, dt) for name, a, like in (("dq", dq, q), ("dk", dk, k),
                                                                              ("dv", dv, v)))
     dvec = np.empty((B, Tq), dt)                 # D = rowsum(dO * O)
@@ -368,7 +370,8 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float,
         kn = k1 - k0
         kt, vt = k[b, k0:k1], v[b, k0:k1]
         dk_acc, dv_acc = dk[b, k0:k1], dv[b, k0:k1]
-        for q0 in range(min(k0, Tq) if is_causal else 0, Tq, bq):
+        q_first = min(k0, Tq) if is_causal else 0
+        for q0 in range(q_first, Tq, bq):
             q1 = min(q0 + bq, Tq)
             qn = q1 - q0
             qt, dot = q[b, q0:q1], do[b, q0:q1]
@@ -378,12 +381,16 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float,
             masked = is_causal and k1 - 1 > q0
             _bwd_tile(s, dp, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc,
                       masked, q0 - k0, lse[b, q0:q1], dvec[b, q0:q1])
-            t = _tile(tv, kn, dim_v)
-            np.matmul(s.T, dot, out=t)
-            dv_acc += t
             t = _tile(tq, qn, d)
             np.matmul(dp, kt, out=t)
             dq_acc[b, q0:q1] += t
+            if fresh and q0 == q_first:
+                np.matmul(s.T, dot, out=dv_acc)
+                np.matmul(dp.T, qt, out=dk_acc)
+                continue
+            t = _tile(tv, kn, dim_v)
+            np.matmul(s.T, dot, out=t)
+            dv_acc += t
             t = _tile(tk, kn, d)
             np.matmul(dp.T, qt, out=t)
             dk_acc += t

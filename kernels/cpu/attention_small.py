@@ -110,27 +110,67 @@ def _row_probs(row, brow, has_bias, kend, scale, ninf):
     return mx, tot
 
 
+# The row kernels' bodies are functions of their own, compiled once and called by the serial and
+# the threaded version alike: compiled inside each (the prange body is outlined into a separate
+# function in the threaded one), LLVM vectorised the row sums differently and the two versions
+# disagreed in the last bit of P and lse.
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _probs_rows(s, bias, has_bias, causal, scale, ninf, lse, start, stop):
+    """Rows [start, stop) of the B·Tq rows of `_probs`."""
+    Tq, Tk = s.shape[1], s.shape[2]
+    for r in range(start, stop):
+        b, i = r // Tq, r % Tq
+        row = s[b, i]
+        kend = min(i + 1, Tk) if causal else Tk
+        m, tot = _row_probs(row, bias[b, i] if has_bias else bias[0, 0], has_bias, kend, scale, ninf)
+        if m == -np.inf:                     # every key masked: P = 0, lse = -inf
+            lse[b, i] = -np.inf
+            continue
+        inv = recip(tot)
+        for j in range(kend):
+            row[j] *= inv
+        lse[b, i] = m + np.log(tot)
+
+
 @parallel_njit(cache=True, fastmath=FASTMATH)
 def _probs(s, bias, has_bias, causal, scale, ninf, lse, nchunks):
     """In place: s (B, Tq, Tk) raw q·kᵀ -> P = softmax(scale·s + bias) by rows; lse saved.
     `prange` over ``nchunks`` runs of the B·Tq rows (the tile is the whole sequence, Tk <= SMALL_T);
     three vectorised passes per row, in place (max, exp and sum, 1/sum; causal: only the j <= i
     part is computed, the rest set to 0), lse written once; no scratch."""
-    B, Tq, Tk = s.shape
     for c in prange(nchunks):
-        start, stop = _chunk_rows(c, nchunks, B * Tq)
-        for r in range(start, stop):
-            b, i = r // Tq, r % Tq
-            row = s[b, i]
-            kend = min(i + 1, Tk) if causal else Tk
-            m, tot = _row_probs(row, bias[b, i] if has_bias else bias[0, 0], has_bias, kend, scale, ninf)
-            if m == -np.inf:                     # every key masked: P = 0, lse = -inf
-                lse[b, i] = -np.inf
-                continue
-            inv = recip(tot)
+        start, stop = _chunk_rows(c, nchunks, s.shape[0] * s.shape[1])
+        _probs_rows(s, bias, has_bias, causal, scale, ninf, lse, start, stop)
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _dscores_rows(s, dp, bias, has_bias, causal, scale, lse, o, do, start, stop):
+    """Rows [start, stop) of the B·Tq rows of `_dscores`."""
+    Tq, Tk = s.shape[1], s.shape[2]
+    dv = o.shape[2]
+    for r in range(start, stop):
+        b, i = r // Tq, r % Tq
+        row, drow = s[b, i], dp[b, i]
+        li = lse[b, i]
+        kend = min(i + 1, Tk) if causal else Tk
+        if li == -np.inf:
+            kend = 0
+        D = zero(row)
+        for ch in range(dv):
+            D += do[b, i, ch] * o[b, i, ch]
+        if has_bias:
+            brow = bias[b, i]
             for j in range(kend):
-                row[j] *= inv
-            lse[b, i] = m + np.log(tot)
+                p = exp_scalar(row[j] * scale + brow[j] - li)
+                row[j] = p
+                drow[j] = p * (drow[j] - D) * scale
+        else:
+            for j in range(kend):
+                p = exp_scalar(row[j] * scale - li)
+                row[j] = p
+                drow[j] = p * (drow[j] - D) * scale
+        row[kend:] = 0.0
+        drow[kend:] = 0.0
 
 
 @parallel_njit(cache=True, fastmath=FASTMATH)
@@ -139,33 +179,9 @@ def _dscores(s, dp, bias, has_bias, causal, scale, lse, o, do, nchunks):
     `prange` over ``nchunks`` runs of the B·Tq rows; ONE vectorised pass per row rewrites its s and
     dp entries in place (causal: only j <= i computed, the rest set to 0), the o / do rows read
     once (for D, summed in the rows' dtype), lse read once; no scratch."""
-    B, Tq, Tk = s.shape
-    dv = o.shape[2]
     for c in prange(nchunks):
-        start, stop = _chunk_rows(c, nchunks, B * Tq)
-        for r in range(start, stop):
-            b, i = r // Tq, r % Tq
-            row, drow = s[b, i], dp[b, i]
-            li = lse[b, i]
-            kend = min(i + 1, Tk) if causal else Tk
-            if li == -np.inf:
-                kend = 0
-            D = zero(row)
-            for ch in range(dv):
-                D += do[b, i, ch] * o[b, i, ch]
-            if has_bias:
-                brow = bias[b, i]
-                for j in range(kend):
-                    p = exp_scalar(row[j] * scale + brow[j] - li)
-                    row[j] = p
-                    drow[j] = p * (drow[j] - D) * scale
-            else:
-                for j in range(kend):
-                    p = exp_scalar(row[j] * scale - li)
-                    row[j] = p
-                    drow[j] = p * (drow[j] - D) * scale
-            row[kend:] = 0.0
-            drow[kend:] = 0.0
+        start, stop = _chunk_rows(c, nchunks, s.shape[0] * s.shape[1])
+        _dscores_rows(s, dp, bias, has_bias, causal, scale, lse, o, do, start, stop)
 
 
 def _bias_arg(bias, dt):

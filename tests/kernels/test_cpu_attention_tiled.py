@@ -15,7 +15,7 @@ def tol(dt):
     return dict(rtol=2e-4, atol=2e-5) if dt == np.float32 else dict(rtol=1e-9, atol=1e-10)
 
 
-def check_against_reference(q, k, v, do, bias, causal, scale):
+def check_against_reference(q, k, v, do, bias, causal, scale, grad_tol=None):
     dt = q.dtype
     o, lse = cpu.attention_forward(q, k, v, bias, causal, scale)
     want_o, want_lse = ref.attention_forward(q.astype(np.float64), k.astype(np.float64),
@@ -29,7 +29,7 @@ def check_against_reference(q, k, v, do, bias, causal, scale):
                                   do.astype(np.float64), bias, causal, scale)
     for g, w in zip(grads, want):
         assert g.dtype == dt and np.isfinite(g).all()
-        np.testing.assert_allclose(g, w, **tol(dt))
+        np.testing.assert_allclose(g, w, **(grad_tol or tol(dt)))
 
 
 @pytest.fixture
@@ -54,7 +54,9 @@ def test_scores_growing_across_key_tiles(rng, tiles, dt, causal, growth):
     k = 0.01 * rng.standard_normal((B, T, d))
     k[..., 0] += growth * np.arange(T) / tiled.BLOCK_K
     v, do = rng.standard_normal((B, T, 3)), rng.standard_normal((B, T, 3))
-    check_against_reference(*(a.astype(dt) for a in (q, k, v, do)), None, causal, 1.0)
+    # float32 scores near 130 are rounded by ~1e-5 before the exp: the gradients get atol 1e-4
+    grad_tol = dict(rtol=2e-4, atol=1e-4) if dt == np.float32 else None
+    check_against_reference(*(a.astype(dt) for a in (q, k, v, do)), None, causal, 1.0, grad_tol)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
