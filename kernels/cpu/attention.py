@@ -3,12 +3,14 @@
 Design: a hybrid. Python walks the tiles; NumPy `@` (OpenBLAS) does every product on a
 tile (Q_t K_t^T, P V_t; backward also dO_t V_t^T, P^T dO_t, dS K_t, dS^T Q_t) into
 preallocated buffers; Numba kernels do the fused elementwise part in place on the score
-tile: scale, bias, causal mask, row max, exp (the vectorised `exp_inplace` of
-softmax.py), row sum and the online-softmax rescale in the forward; P = exp(S - lse)
-and dS = scale * P * (dP - D) in the backward.
+tile, in as few vectorised passes as they can: forward, scale, bias, causal mask, row max
+(first key tile only, see `_fwd_tile`), then exp and row sum in one pass (the one-pass exp
+of attention_small.py) and the online-softmax rescale; backward, P = exp(S - lse) and
+dS = scale * P * (dP - D) in one pass.
 Why not pure Numba: Numba cannot call BLAS without SciPy, and a hand-written tile matmul
-reaches a fraction of OpenBLAS's ~110 GFLOP/s per core here; the matmuls are most of the
-work (7 products of 2 n^2 d FLOPs each for forward + backward), so the hybrid wins.
+reaches a fraction of OpenBLAS's ~180 GFLOP/s per core at these shapes; the matmuls are most
+of the work (7 products of 2 n^2 d FLOPs each for forward + backward): at n = 2048 on one
+thread they took 180 of 206 ms, the elementwise passes ~22 and Python ~6.
 
 Parallelisation: tiles, not rows. Work units are (batch*head, query tile) in the forward
 and (batch*head, key tile) in the backward; `get_num_threads()` Python threads pull
@@ -23,17 +25,17 @@ each product. Units write disjoint rows of o / dk / dv;
 dQ rows are summed by key tiles of different threads, so thread 0 accumulates into dq and
 each other thread into a private (B, Tq, d) buffer added at the end.
 
-Tiles: BLOCK_Q = 256 query rows x BLOCK_K = 512 keys (S and dP tiles of 512 KiB in
-float32, cache resident). Measured at n = 2048, 8 heads: 256x512 and 512x1024 tie on
-the full mask (within 5%); 256x512 is 15% faster causal (less waste on diagonal tiles).
+Tiles: BLOCK_Q = 512 query rows x BLOCK_K = 256 keys (S and dP tiles of 512 KiB in float32,
+in a 2 MiB L2). Against 256x512 (8 heads, d = 64, fwd+bwd, paired): 0.98-0.99 full, 0.92-0.95
+causal at n = 512-2048; 512x512 ties full and loses causal; 128-row tiles lose 5-14%.
 Forward: per query tile, key tiles in order with the online softmax (running max m,
 running sum l, output accumulated in place in o). Backward: per key tile, query tiles in
 order; dK / dV accumulate in place. Causal (key j kept iff j <= i): tiles entirely above
 the diagonal are never visited; only tiles crossing it are masked.
 
 Memory plan: outputs (o, lse; dq, dk, dv, D = rowsum(dO*O)) plus, per thread,
-O(BLOCK_Q * BLOCK_K) tile buffers (S, dP, the int exp scratch, a bias tile when there is
-a bias) and in the backward one private dQ. Never a (Tq, Tk) matrix: peak memory above
+O(BLOCK_Q * BLOCK_K) tile buffers (S, dP, a bias tile when there is a bias) and in the
+backward one private dQ. Never a (Tq, Tk) matrix: peak memory above
 the inputs is linear in n (W6: ~24 MiB at n = 16384, one head, d = 64). A bias view with
 zero strides (a key-padding mask broadcast to (B, Tq, Tk)) is copied tile by tile into
 the bias buffer, so it is never materialised either.
@@ -47,53 +49,81 @@ from numba import get_num_threads, njit, prange
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
-from .attention_small import SMALL_T, small_backward, small_forward
+from .attention_small import SMALL_T, exp_scalar, small_backward, small_forward
 from .parallel import parallel_njit
-from .softmax import FASTMATH, exp_inplace, row_max
+from .softmax import FASTMATH, row_max
 
-BLOCK_Q = 256
-BLOCK_K = 512
+BLOCK_Q = 512
+BLOCK_K = 256
 
 
 # ----------------------------------------------------------------------- njit kernels
-@njit(nogil=True, cache=True, fastmath=FASTMATH, inline="always")
-def _score_row(sr, bias, i, has_bias, scale, causal, diag):
-    """Row i of a score tile in place: scale, add the bias row, −inf past the causal limit.
-    Shared by the forward and backward tiles; returns the number of keys kept."""
-    kn = sr.shape[0]
-    lim = min(kn, max(0, i + diag + 1)) if causal else kn
-    for j in range(lim):
-        sr[j] = sr[j] * scale
-    if has_bias:
-        br = bias[i]
+#: largest row sum accepted from exp(x - m_old) with the stale running max m_old (see _fwd_tile):
+#: every term is then below 2^64, far from float32's overflow, also after the P V product
+STALE_SUM_LIMIT = 2.0 ** 64
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _exp_row(sr, lim, raw, scale, shift):
+    """sr[j] = exp(sr[j] * scale - shift) for j < lim, in place, or exp(sr[j] - shift) when not raw
+    (sr already holds the scaled scores); returns their sum. One vectorised pass."""
+    rs = shift - shift
+    if raw:
         for j in range(lim):
-            sr[j] += br[j]
-    for j in range(lim, kn):
-        sr[j] = -np.inf
-    return lim
+            e = exp_scalar(sr[j] * scale - shift)
+            sr[j] = e
+            rs += e
+    else:
+        for j in range(lim):
+            e = exp_scalar(sr[j] - shift)
+            sr[j] = e
+            rs += e
+    return rs
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _fwd_tile(s, bias, has_bias, scale, causal, diag, m, l, acc, ib, first):
-    """s (qn, kn) holds Q_t K_t^T; overwritten with P_t = exp(S - m_new). Key j is masked
-    for row i iff causal and j > i + diag. Updates m, l and rescales acc rows.
-    One BLOCK_Q x BLOCK_K tile, serial over its rows in the calling worker thread (nogil);
-    s, m, l, acc updated in place; ib is the thread's int exp scratch."""
+def _fwd_tile(s, bias, has_bias, scale, ninf, causal, diag, m, l, acc, first, keep):
+    """s (qn, kn) holds Q_t K_t^T; overwritten with P_t = exp(scale S + bias - m), 0 where key j is
+    masked (causal and j > i + diag). Updates the running max m and sum l and rescales acc rows.
+    One tile, serial over its rows in the calling worker thread (nogil); s, m, l, acc in place;
+    keep: one row of scratch. A row with a running max (key tiles after the first) is shifted by
+    it in ONE pass (exp and sum), and redone from keep with its own max only if the sum exceeds
+    STALE_SUM_LIMIT (docs/attention.md, "Any shift works"). Otherwise two passes: the max (of
+    the raw scores when there is no bias: scale > 0 keeps the order), then exp and sum. ninf:
+    -inf in s's dtype (a float64 one turns the max into a scalar float64 loop)."""
     qn, kn = s.shape
+    raw = not has_bias and scale > 0
     for i in range(qn):
         sr = s[i]
-        lim = _score_row(sr, bias, i, has_bias, scale, causal, diag)
+        lim = min(kn, max(0, i + diag + 1)) if causal else kn
         m_old = m[i]
-        mx = row_max(sr, lim, m_old)
+        if not raw:
+            br = bias[i] if has_bias else bias[0]
+            for j in range(lim):
+                sr[j] = sr[j] * scale + br[j] if has_bias else sr[j] * scale
+        if m_old != -np.inf:
+            for j in range(lim):
+                keep[j] = sr[j]
+            rs = _exp_row(sr, lim, raw, scale, m_old)
+            if rs <= STALE_SUM_LIMIT:
+                sr[lim:] = 0.0
+                l[i] += rs
+                continue
+            for j in range(lim):
+                sr[j] = keep[j]
+        mx = max(m_old, row_max(sr, lim, ninf) * scale) if raw else row_max(sr, lim, m_old)
         if mx == -np.inf:                      # nothing kept so far in this row
             sr[:] = 0.0
             continue
-        rs = exp_inplace(sr, mx, ib[i])
+        rs = _exp_row(sr, lim, raw, scale, mx)
+        sr[lim:] = 0.0
         alpha = np.exp(m_old - mx)             # 0 when m_old = -inf
         l[i] = l[i] * alpha + rs
         m[i] = mx
-        if not first and alpha != 1.0:
-            acc[i, :] *= alpha
+        if not first and alpha != 1.0:         # a loop: `acc[i, :] *= alpha` allocated a temporary
+            ar = acc[i]
+            for c in range(ar.shape[0]):
+                ar[c] *= alpha
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -111,23 +141,32 @@ def _fwd_finish(acc, m, l, lse):
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
-def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec, ib):
-    """s: Q_t K_t^T -> P_t = exp(scale S + bias - lse); dp: dO_t V_t^T -> scale P (dP - D).
-    One BLOCK_Q x BLOCK_K tile, serial over its rows in the calling worker thread (nogil);
-    s and dp overwritten in place; ib is the thread's int exp scratch."""
+def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec):
+    """s: Q_t K_t^T -> P_t = exp(scale S + bias - lse); dp: dO_t V_t^T -> scale P (dP - D); both 0
+    where key j is masked (causal and j > i + diag). One BLOCK_Q x BLOCK_K tile, serial over its
+    rows in the calling worker thread (nogil), ONE vectorised pass per row that reads s and dp
+    and writes both in place; no scratch."""
     qn, kn = s.shape
     for i in range(qn):
         sr, dr = s[i], dp[i]
         z = lse[i]
+        lim = min(kn, max(0, i + diag + 1)) if causal else kn
         if z == -np.inf:                       # fully masked row: zero gradients
-            sr[:] = 0.0
-            dr[:] = 0.0
-            continue
-        _score_row(sr, bias, i, has_bias, scale, causal, diag)
-        exp_inplace(sr, z, ib[i])
+            lim = 0
         di = dvec[i]
-        for j in range(kn):
-            dr[j] = sr[j] * (dr[j] - di) * scale
+        if has_bias:
+            br = bias[i]
+            for j in range(lim):
+                p = exp_scalar(sr[j] * scale + br[j] - z)
+                sr[j] = p
+                dr[j] = p * (dr[j] - di) * scale
+        else:
+            for j in range(lim):
+                p = exp_scalar(sr[j] * scale - z)
+                sr[j] = p
+                dr[j] = p * (dr[j] - di) * scale
+        sr[lim:] = 0.0
+        dr[lim:] = 0.0
 
 
 @parallel_njit(cache=True, fastmath=FASTMATH)
@@ -184,13 +223,17 @@ class _Bias:
 # --------------------------------------------------------------------------- threads
 def _parallel(work, units: list, nthreads: int) -> None:
     """Run work(tid, unit) over units on nthreads threads, pulling units dynamically; on the
-    calling thread alone unless OpenBLAS is on one thread (see the module docstring)."""
+    calling thread alone unless OpenBLAS is on one thread (see the module docstring).
+    The calling thread is thread 0 and starts at once; nthreads - 1 pool threads join it. A pool
+    thread takes ~150 us to wake here: handing all the units to the pool and waiting made every
+    call pay that, and on a loaded machine a worker that never gets a core now just finds the
+    units gone."""
     nthreads = max(1, min(nthreads, len(units)))
     if nthreads == 1 or not blas_is_single_threaded():
         for u in units:
             work(0, u)
         return
-    pool = worker_pool(nthreads)
+    pool = worker_pool(nthreads - 1)
     it, lock = iter(units), threading.Lock()
 
     def loop(tid):
@@ -201,16 +244,17 @@ def _parallel(work, units: list, nthreads: int) -> None:
                 return
             work(tid, u)
 
-    for f in [pool.submit(loop, t) for t in range(nthreads)]:
+    helpers = [pool.submit(loop, t) for t in range(1, nthreads)]
+    loop(0)
+    for f in helpers:
         f.result()
 
 
 def _tiling(dt, Tq: int, Tk: int, scale: float):
     """What the tiled forward and backward set up alike: the tile sizes (bq, bk), one empty slot per
-    thread for its buffers, the dtype of the exp scratch (int of the float's width), scale as a dt."""
+    thread for its buffers, scale as a dt."""
     bq, bk = max(1, min(BLOCK_Q, Tq)), max(1, min(BLOCK_K, Tk))
-    itype = np.int32 if dt == np.float32 else np.int64
-    return bq, bk, [None] * get_num_threads(), itype, dt.type(scale)
+    return bq, bk, [None] * get_num_threads(), dt.type(scale)
 
 
 # --------------------------------------------------------------------------- public
@@ -242,13 +286,14 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float, *, out=None,
     else:
         o = np.zeros((B, Tq, dim_v), dt)
         lse = np.empty((B, Tq), dt)
-    bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
+    bq, bk, bufs, sc = _tiling(dt, Tq, Tk, scale)
+    ninf = dt.type(-np.inf)
 
     def work(tid, unit):
         if bufs[tid] is None:
-            bufs[tid] = (np.empty(bq * bk, dt), np.empty((bq, bk), itype), np.empty(bq * dim_v, dt),
-                         np.empty(bq, dt), np.empty(bq, np.float64), _Bias(bias, bq, bk, dt))
-        sbuf, ib, pv, m, l, bias_tiles = bufs[tid]
+            bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * dim_v, dt), np.empty(bq, dt),
+                         np.empty(bq, np.float64), _Bias(bias, bq, bk, dt), np.empty(bk, dt))
+        sbuf, pv, m, l, bias_tiles, keep = bufs[tid]
         b, q0 = unit
         q1 = min(q0 + bq, Tq)
         qn = q1 - q0
@@ -265,8 +310,8 @@ def attention_forward(q, k, v, bias, is_causal: bool, scale: float, *, out=None,
             s = _tile(sbuf, qn, k1 - k0)
             np.matmul(q[b, q0:q1], k[b, k0:k1].T, out=s)
             masked = is_causal and k1 - 1 > q0
-            _fwd_tile(s, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc,
-                      masked, q0 - k0, m[:qn], l[:qn], acc, ib, k0 == 0 and not merge)
+            _fwd_tile(s, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc, ninf,
+                      masked, q0 - k0, m[:qn], l[:qn], acc, k0 == 0 and not merge, keep)
             if k0 == 0 and not merge:
                 np.matmul(s, v[b, k0:k1], out=acc)
             else:
@@ -301,26 +346,29 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float,
         if Tq <= SMALL_T and Tk <= SMALL_T:
             return small_backward(q, k, v, o, lse, do, bias, is_causal, scale)
         dq, dk, dv = np.zeros_like(q), np.zeros_like(k), np.zeros_like(v)
+        fresh = True                             # dk, dv rows: the first query tile writes, not adds
     else:
+        fresh = False
         dq, dk, dv = (_given(name, a, like.shape, dt) for name, a, like in (("dq", dq, q), ("dk", dk, k),
                                                                              ("dv", dv, v)))
     dvec = np.empty((B, Tq), dt)                 # D = rowsum(dO * O)
     if B * Tq:
         _row_dot(do.reshape(B * Tq, dim_v), o.reshape(B * Tq, dim_v), dvec.reshape(B * Tq))
-    bq, bk, bufs, itype, sc = _tiling(dt, Tq, Tk, scale)
+    bq, bk, bufs, sc = _tiling(dt, Tq, Tk, scale)
 
     def work(tid, unit):
         if bufs[tid] is None:   # thread 0 accumulates dQ in place, the others privately
-            bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * bk, dt), np.empty((bq, bk), itype),
+            bufs[tid] = (np.empty(bq * bk, dt), np.empty(bq * bk, dt),
                          np.empty(bq * d, dt), np.empty(bk * d, dt), np.empty(bk * dim_v, dt),
                          _Bias(bias, bq, bk, dt), dq if tid == 0 else np.zeros_like(q))
-        sbuf, dpbuf, ib, tq, tk, tv, bias_tiles, dq_acc = bufs[tid]
+        sbuf, dpbuf, tq, tk, tv, bias_tiles, dq_acc = bufs[tid]
         b, k0 = unit
         k1 = min(k0 + bk, Tk)
         kn = k1 - k0
         kt, vt = k[b, k0:k1], v[b, k0:k1]
         dk_acc, dv_acc = dk[b, k0:k1], dv[b, k0:k1]
-        for q0 in range(min(k0, Tq) if is_causal else 0, Tq, bq):
+        q_first = min(k0, Tq) if is_causal else 0
+        for q0 in range(q_first, Tq, bq):
             q1 = min(q0 + bq, Tq)
             qn = q1 - q0
             qt, dot = q[b, q0:q1], do[b, q0:q1]
@@ -329,13 +377,17 @@ def attention_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float,
             np.matmul(dot, vt.T, out=dp)
             masked = is_causal and k1 - 1 > q0
             _bwd_tile(s, dp, bias_tiles.tile(b, q0, q1, k0, k1), bias is not None, sc,
-                      masked, q0 - k0, lse[b, q0:q1], dvec[b, q0:q1], ib)
-            t = _tile(tv, kn, dim_v)
-            np.matmul(s.T, dot, out=t)
-            dv_acc += t
+                      masked, q0 - k0, lse[b, q0:q1], dvec[b, q0:q1])
             t = _tile(tq, qn, d)
             np.matmul(dp, kt, out=t)
             dq_acc[b, q0:q1] += t
+            if fresh and q0 == q_first:
+                np.matmul(s.T, dot, out=dv_acc)
+                np.matmul(dp.T, qt, out=dk_acc)
+                continue
+            t = _tile(tv, kn, dim_v)
+            np.matmul(s.T, dot, out=t)
+            dv_acc += t
             t = _tile(tk, kn, d)
             np.matmul(dp.T, qt, out=t)
             dk_acc += t

@@ -6,9 +6,12 @@ sequence: NumPy's batched `matmul` (one BLAS GEMM per sequence) forms S = Q·K�
 whole batch, and one Numba `prange` kernel over the B·Tq rows turns it into P in place;
 P·V is a second batched GEMM. Measured against scalar Numba loops on a quiet 2-core
 machine: 2–3× faster forward, 1–2× backward (e.g. B=128, T=64, d=32: 2.4 vs 5.3 ms).
-The row kernels use softmax.py's vectorised exp in the input's precision and, when causal,
-touch only the j ≤ i half of each row: the forward row kernel went from 3.6 to 0.9 ms CPU
-time at B=128, T=64 (a scalar float64 `math.exp` per element before).
+The row kernels use `exp_scalar` (below: softmax.py's polynomial, with 2^k made by a bit
+cast, so exp and the row sum are one vectorised pass) in the input's precision and, when
+causal, touch only the j ≤ i half of each row. At W2's n = 128 (8 heads, d = 64, one thread)
+that took the forward row pass from ~163 to ~94 µs, the backward one from ~130 to ~76 µs,
+and fwd+bwd from 1.20 to 1.06 ms (the previous max was unified with a float64 −inf, which ran
+the exp loop in float64).
 
 Forward: S = scale·Q·Kᵀ + bias (causal: key j > i is −inf), P = exp(S − max)/Σ, O = P·V,
 lse = max + log Σ; a row with every key masked gives P = 0, O = 0, lse = −inf.
@@ -21,17 +24,24 @@ from __future__ import annotations
 
 
 import numpy as np
-from numba import get_num_threads, njit, prange
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
 
 from .matmul import matmul
-from .softmax import FASTMATH, exp_inplace, int_scratch, recip, row_max
+from .parallel import parallel_njit, row_tasks
+from .softmax import FASTMATH, _split32, _split64, recip, row_max, zero
 
 SMALL_T = 128          # use this path when Tq ≤ SMALL_T and Tk ≤ SMALL_T
 
-def _chunks(rows: int) -> int:
-    """How many `prange` tasks the row kernels use: a few per thread, so that each task allocates its
-    int scratch row once and the causal rows (of unequal length) still balance."""
-    return max(1, min(rows, 4 * get_num_threads()))
+def _row_kernel(kernel, s):
+    """The version of a row kernel to run on the score stack s, and its number of `prange` tasks.
+    Serial below `parallel.THREADED_MIN_ELEMENTS` scores or on one thread: handing a call to Numba's
+    pool wakes an idle thread (~150 us measured here), more than W2's n = 128 forward row pass
+    takes. Otherwise a few tasks per thread (`row_tasks`), so that each task allocates its int
+    scratch row once and the causal rows (of unequal length) still balance. Every row is computed
+    the same way in either version and any task, so the result does not depend on the choice."""
+    tasks = row_tasks(s.shape[0] * s.shape[1], s.size)
+    return (kernel.threaded if tasks else kernel.serial), max(tasks, 1)
 
 
 @njit(inline="always")
@@ -41,72 +51,140 @@ def _chunk_rows(c, nchunks, n):
     return c * per, min(n, (c + 1) * per)
 
 
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float with the bit pattern of the int ``bits`` (int32 -> float32, int64 -> float64): one
+    register move that LLVM vectorises, so the exp below needs no int scratch row and no second pass
+    (softmax.py's `exp_inplace` stores the bits and reads them back as floats)."""
+    ftype = {types.int32: types.float32, types.int64: types.float64}.get(bits)
+    if ftype is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(ftype))
+    return ftype(bits), codegen
+
+
+def exp_scalar(x):  # pragma: no cover - replaced by the overload below
+    """exp(x) in x's own float type, as softmax.py computes it (same polynomial, same bits)."""
+    raise NotImplementedError
+
+
+@overload(exp_scalar, inline="always", jit_options={"fastmath": FASTMATH})
+def _exp_ov(x):
+    # Numba widens int32 arithmetic to int64: the float32 pattern is cut back to its 32 bits
+    split, itype = (_split32, np.int32) if x == types.float32 else (_split64, np.int64)
+
+    def impl(x):
+        p, bits = split(x)
+        return p * _float_from_bits(itype(bits))
+    return impl
+
+
 @njit(inline="always", fastmath=FASTMATH)
-def _scaled_row(row, brow, has_bias, kend, scale):
-    """row[:kend] = scale·row[:kend] (+ brow[:kend]); returns the max of the result (-inf if none)."""
-    for j in range(kend):
-        val = row[j] * scale
-        if has_bias:
-            val += brow[j]
-        row[j] = val
-    return row_max(row, kend, row[0]) if kend > 0 else -np.inf
+def _row_probs(row, brow, has_bias, kend, scale, ninf):
+    """row[:kend] (raw q·kᵀ) -> exp(scale·row + brow - max), the rest 0; returns (max, sum) of the
+    scaled row, max = -inf (and the row all 0) when kend = 0 or every kept key is -inf. Two
+    vectorised passes: the max (of the raw row when there is no bias: scale > 0 keeps the order),
+    then exp and sum. ninf: -inf in the row's dtype (a float64 one makes the loops scalar)."""
+    if not has_bias and scale > 0:
+        mx = row_max(row, kend, ninf) * scale
+        if mx == -np.inf:
+            row[:] = 0.0
+            return mx, mx
+        tot = mx - mx
+        for j in range(kend):
+            e = exp_scalar(row[j] * scale - mx)
+            row[j] = e
+            tot += e
+    else:
+        for j in range(kend):
+            row[j] = row[j] * scale + brow[j] if has_bias else row[j] * scale
+        mx = row_max(row, kend, ninf)
+        if mx == -np.inf:
+            row[:] = 0.0
+            return mx, mx
+        tot = mx - mx
+        for j in range(kend):
+            e = exp_scalar(row[j] - mx)
+            row[j] = e
+            tot += e
+    row[kend:] = 0.0
+    return mx, tot
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _probs(s, bias, has_bias, causal, scale, lse, nchunks):
+# The row kernels' bodies are functions of their own, compiled once and called by the serial and
+# the threaded version alike: compiled inside each (the prange body is outlined into a separate
+# function in the threaded one), LLVM vectorised the row sums differently and the two versions
+# disagreed in the last bit of P and lse.
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _probs_rows(s, bias, has_bias, causal, scale, ninf, lse, start, stop):
+    """Rows [start, stop) of the B·Tq rows of `_probs`."""
+    Tq, Tk = s.shape[1], s.shape[2]
+    for r in range(start, stop):
+        b, i = r // Tq, r % Tq
+        row = s[b, i]
+        kend = min(i + 1, Tk) if causal else Tk
+        m, tot = _row_probs(row, bias[b, i] if has_bias else bias[0, 0], has_bias, kend, scale, ninf)
+        if m == -np.inf:                     # every key masked: P = 0, lse = -inf
+            lse[b, i] = -np.inf
+            continue
+        inv = recip(tot)
+        for j in range(kend):
+            row[j] *= inv
+        lse[b, i] = m + np.log(tot)
+
+
+@parallel_njit(cache=True, fastmath=FASTMATH)
+def _probs(s, bias, has_bias, causal, scale, ninf, lse, nchunks):
     """In place: s (B, Tq, Tk) raw q·kᵀ -> P = softmax(scale·s + bias) by rows; lse saved.
     `prange` over ``nchunks`` runs of the B·Tq rows (the tile is the whole sequence, Tk <= SMALL_T);
-    each s row read and rewritten in place with the vectorised exp of softmax.py (causal: only the
-    j <= i part is computed, the rest set to 0), lse written once; scratch: one int row per task."""
-    B, Tq, Tk = s.shape
+    three vectorised passes per row, in place (max, exp and sum, 1/sum; causal: only the j <= i
+    part is computed, the rest set to 0), lse written once; no scratch."""
     for c in prange(nchunks):
-        ib = int_scratch(Tk, s[0, 0])
-        start, stop = _chunk_rows(c, nchunks, B * Tq)
-        for r in range(start, stop):
-            b, i = r // Tq, r % Tq
-            row = s[b, i]
-            kend = min(i + 1, Tk) if causal else Tk
-            m = _scaled_row(row, bias[b, i] if has_bias else bias[0, 0], has_bias, kend, scale)
-            if m == -np.inf:                     # every key masked: P = 0, lse = -inf
-                lse[b, i] = -np.inf
-                row[:] = 0.0
-                continue
-            tot = exp_inplace(row[:kend], m, ib)
-            inv = recip(tot)
+        start, stop = _chunk_rows(c, nchunks, s.shape[0] * s.shape[1])
+        _probs_rows(s, bias, has_bias, causal, scale, ninf, lse, start, stop)
+
+
+@njit(nogil=True, cache=True, fastmath=FASTMATH)
+def _dscores_rows(s, dp, bias, has_bias, causal, scale, lse, o, do, start, stop):
+    """Rows [start, stop) of the B·Tq rows of `_dscores`."""
+    Tq, Tk = s.shape[1], s.shape[2]
+    dv = o.shape[2]
+    for r in range(start, stop):
+        b, i = r // Tq, r % Tq
+        row, drow = s[b, i], dp[b, i]
+        li = lse[b, i]
+        kend = min(i + 1, Tk) if causal else Tk
+        if li == -np.inf:
+            kend = 0
+        D = zero(row)
+        for ch in range(dv):
+            D += do[b, i, ch] * o[b, i, ch]
+        if has_bias:
+            brow = bias[b, i]
             for j in range(kend):
-                row[j] *= inv
-            row[kend:] = 0.0
-            lse[b, i] = m + np.log(tot)
+                p = exp_scalar(row[j] * scale + brow[j] - li)
+                row[j] = p
+                drow[j] = p * (drow[j] - D) * scale
+        else:
+            for j in range(kend):
+                p = exp_scalar(row[j] * scale - li)
+                row[j] = p
+                drow[j] = p * (drow[j] - D) * scale
+        row[kend:] = 0.0
+        drow[kend:] = 0.0
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@parallel_njit(cache=True, fastmath=FASTMATH)
 def _dscores(s, dp, bias, has_bias, causal, scale, lse, o, do, nchunks):
     """In place: s (raw q·kᵀ) -> P = exp(scale·s + bias − lse); dp -> dS·scale = scale·P ⊙ (dP − rowsum(dO ⊙ O)).
-    `prange` over ``nchunks`` runs of the B·Tq rows; s and dp rows rewritten in place (vectorised
-    exp; causal: only j <= i computed), the o / do rows read once (for D), lse read once;
-    scratch: one int row per task."""
-    B, Tq, Tk = s.shape
-    dv = o.shape[2]
+    `prange` over ``nchunks`` runs of the B·Tq rows; ONE vectorised pass per row rewrites its s and
+    dp entries in place (causal: only j <= i computed, the rest set to 0), the o / do rows read
+    once (for D, summed in the rows' dtype), lse read once; no scratch."""
     for c in prange(nchunks):
-        ib = int_scratch(Tk, s[0, 0])
-        start, stop = _chunk_rows(c, nchunks, B * Tq)
-        for r in range(start, stop):
-            b, i = r // Tq, r % Tq
-            row, drow = s[b, i], dp[b, i]
-            li = lse[b, i]
-            kend = min(i + 1, Tk) if causal else Tk
-            if li == -np.inf:
-                kend = 0
-            _scaled_row(row, bias[b, i] if has_bias else bias[0, 0], has_bias, kend, scale)
-            D = 0.0
-            for ch in range(dv):
-                D += do[b, i, ch] * o[b, i, ch]
-            if kend > 0:
-                exp_inplace(row[:kend], li, ib)
-            for j in range(kend):
-                drow[j] = row[j] * (drow[j] - D) * scale
-            row[kend:] = 0.0
-            drow[kend:] = 0.0
+        start, stop = _chunk_rows(c, nchunks, s.shape[0] * s.shape[1])
+        _dscores_rows(s, dp, bias, has_bias, causal, scale, lse, o, do, start, stop)
 
 
 def _bias_arg(bias, dt):
@@ -127,7 +205,8 @@ def small_forward(q, k, v, bias, is_causal: bool, scale: float):
     s = matmul(q, _transposed(k))                       # (B, Tq, Tk) raw scores
     lse = np.empty((B, Tq), q.dtype)
     b, has = _bias_arg(bias, q.dtype)
-    _probs(s, b, has, bool(is_causal), q.dtype.type(scale), lse, _chunks(s.shape[0] * s.shape[1]))  # s -> P
+    kernel, tasks = _row_kernel(_probs, s)
+    kernel(s, b, has, bool(is_causal), q.dtype.type(scale), q.dtype.type(-np.inf), lse, tasks)  # s -> P
     return matmul(s, v), lse
 
 
@@ -135,6 +214,6 @@ def small_backward(q, k, v, o, lse, do, bias, is_causal: bool, scale: float):
     s = matmul(q, _transposed(k))                       # scores again (not saved)
     dp = matmul(do, _transposed(v))                     # dP = dO·Vᵀ
     b, has = _bias_arg(bias, q.dtype)
-    _dscores(s, dp, b, has, bool(is_causal), q.dtype.type(scale), lse, o, do,
-             _chunks(s.shape[0] * s.shape[1]))                          # s -> P, dp -> scale·dS
+    kernel, tasks = _row_kernel(_dscores, s)
+    kernel(s, dp, b, has, bool(is_causal), q.dtype.type(scale), lse, o, do, tasks)  # s -> P, dp -> scale·dS
     return matmul(dp, k), matmul(dp.transpose(0, 2, 1), q), matmul(s.transpose(0, 2, 1), do)
