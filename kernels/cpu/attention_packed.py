@@ -59,7 +59,7 @@ from numba import get_num_threads, njit
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
-from .softmax import FASTMATH, exp_inplace, int_scratch, recip
+from .softmax import FASTMATH, exp_scalar, recip
 
 __all__ = ["PACKED_MAX_T", "packed_attention_forward", "packed_attention_backward"]
 
@@ -114,18 +114,18 @@ def _probs(scores_t, q0, bias_t, has_bias, u0, causal, scale, lse):
     rows (causal: keys j > i get 0; a causal block needs no key past its last query); lse (n, nq)
     written. bias_t (1 or all units, T, T) is the bias transposed like scores_t."""
     n, nk, nq = scores_t.shape
-    exp_bits = int_scratch(nk * nq, scores_t[0, 0])
     m = np.empty(nq, scores_t.dtype)
     tot = np.empty(nq, scores_t.dtype)
     for k in range(n):
         unit = scores_t[k]
         _masked_scores(unit, q0, bias_t, u0 + k if bias_t.shape[0] > 1 else 0, has_bias, causal, scale, m, m)
-        exp_inplace(unit.reshape(nk * nq), scale - scale, exp_bits)    # one exp for the block; -inf gives 0
         tot[:] = 0
-        for j in range(nk):
+        for j in range(nk):                 # exp and the per-query sums in one pass; -inf gives 0
             row = unit[j]
             for i in range(nq):
-                tot[i] += row[i]
+                e = exp_scalar(row[i])
+                row[i] = e
+                tot[i] += e
         for i in range(nq):
             if tot[i] > 0:
                 lse[k, i] = m[i] + np.log(tot[i])
@@ -146,7 +146,6 @@ def _dscores(probs_t, dprobs_t, recompute, bias_t, has_bias, u0, q0, heads, caus
     Pᵀ = exp(scale·S + bias − lse)ᵀ in place first."""
     n, nk, nq = probs_t.shape
     hd = out.shape[2] // heads
-    exp_bits = int_scratch(nk * nq if recompute else 0, probs_t[0, 0])
     dots = np.empty(nq, probs_t.dtype)
     none = np.empty(0, probs_t.dtype)
     for k in range(n):
@@ -156,7 +155,6 @@ def _dscores(probs_t, dprobs_t, recompute, bias_t, has_bias, u0, q0, heads, caus
         if recompute:
             _masked_scores(unit, q0, bias_t, u if bias_t.shape[0] > 1 else 0, has_bias, causal, scale,
                            lse[u, q0:q0 + nq], none)
-            exp_inplace(unit.reshape(nk * nq), scale - scale, exp_bits)    # Pᵀ; masked entries give 0
         for i in range(nq):
             d_i = scale - scale
             orow, grow = out[b, q0 + i], g[b, q0 + i]
@@ -165,6 +163,9 @@ def _dscores(probs_t, dprobs_t, recompute, bias_t, has_bias, u0, q0, heads, caus
             dots[i] = d_i
         for j in range(nk):
             prow, drow = unit[j], dunit[j]
+            if recompute:                   # Pᵀ = exp of the shifted scores; masked entries give 0
+                for i in range(nq):
+                    prow[i] = exp_scalar(prow[i])
             for i in range(nq):
                 drow[i] = prow[i] * (drow[i] - dots[i]) * scale
 

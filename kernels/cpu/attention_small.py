@@ -24,12 +24,11 @@ from __future__ import annotations
 
 
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import intrinsic, overload
+from numba import njit, prange
 
 from .matmul import matmul
 from .parallel import parallel_njit, row_tasks
-from .softmax import FASTMATH, _split32, _split64, recip, row_max, zero
+from .softmax import FASTMATH, exp_scalar, recip, row_max, zero
 
 SMALL_T = 128          # use this path when Tq ≤ SMALL_T and Tk ≤ SMALL_T
 
@@ -49,36 +48,6 @@ def _chunk_rows(c, nchunks, n):
     """Rows [start, stop) of `prange` task c when n rows are cut into nchunks runs of equal length."""
     per = (n + nchunks - 1) // nchunks
     return c * per, min(n, (c + 1) * per)
-
-
-@intrinsic
-def _float_from_bits(typingctx, bits):
-    """The float with the bit pattern of the int ``bits`` (int32 -> float32, int64 -> float64): one
-    register move that LLVM vectorises, so the exp below needs no int scratch row and no second pass
-    (softmax.py's `exp_inplace` stores the bits and reads them back as floats)."""
-    ftype = {types.int32: types.float32, types.int64: types.float64}.get(bits)
-    if ftype is None:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(ftype))
-    return ftype(bits), codegen
-
-
-def exp_scalar(x):  # pragma: no cover - replaced by the overload below
-    """exp(x) in x's own float type, as softmax.py computes it (same polynomial, same bits)."""
-    raise NotImplementedError
-
-
-@overload(exp_scalar, inline="always", jit_options={"fastmath": FASTMATH})
-def _exp_ov(x):
-    # Numba widens int32 arithmetic to int64: the float32 pattern is cut back to its 32 bits
-    split, itype = (_split32, np.int32) if x == types.float32 else (_split64, np.int64)
-
-    def impl(x):
-        p, bits = split(x)
-        return p * _float_from_bits(itype(bits))
-    return impl
 
 
 @njit(inline="always", fastmath=FASTMATH)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange, types
-from numba.extending import overload
+from numba.extending import intrinsic, overload
 
 FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 
@@ -289,3 +289,33 @@ def log_softmax_forward(x: np.ndarray) -> np.ndarray:
 
 def log_softmax_backward(y: np.ndarray, dy: np.ndarray) -> np.ndarray:
     return _rowwise(_log_softmax_bwd, y, dy)
+
+
+@intrinsic
+def _float_from_bits(typingctx, bits):
+    """The float with the bit pattern of the int ``bits`` (int32 -> float32, int64 -> float64): one
+    register move that LLVM vectorises, so the exp below needs no int scratch row and no second pass
+    (softmax.py's `exp_inplace` stores the bits and reads them back as floats)."""
+    ftype = {types.int32: types.float32, types.int64: types.float64}.get(bits)
+    if ftype is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(ftype))
+    return ftype(bits), codegen
+
+
+def exp_scalar(x):  # pragma: no cover - replaced by the overload below
+    """exp(x) in x's own float type, as softmax.py computes it (same polynomial, same bits)."""
+    raise NotImplementedError
+
+
+@overload(exp_scalar, inline="always", jit_options={"fastmath": FASTMATH})
+def _exp_ov(x):
+    # Numba widens int32 arithmetic to int64: the float32 pattern is cut back to its 32 bits
+    split, itype = (_split32, np.int32) if x == types.float32 else (_split64, np.int64)
+
+    def impl(x):
+        p, bits = split(x)
+        return p * _float_from_bits(itype(bits))
+    return impl
