@@ -52,9 +52,10 @@ BENCH_HEAD = """## Benchmarks (docs/benchmarks.md W1–W6)
 Measured with `experiments/bench.py`: **each framework in its own process**, the sides alternated over 3
 rounds, the same thread count for every side, medians of the per-process medians, the machine's load and
 a same-run 2048³ GEMM figure beside each table (docs/performance.md explains the method). The load
-average is printed with each table: above about 1.5 per core other jobs shared the machine, wall times
-are then upper bounds, and the CPU-time figures in the notes (the process's CPU seconds per call, all
-threads) are the steadier comparison.
+average is printed with each table (while the benchmark runs, its own processes keep it near the thread
+count); a table whose 1-minute load before the run exceeded the core count is marked **shared with other
+jobs**: its wall times are upper bounds, and the CPU-time figures in the notes (the process's CPU seconds
+per call, all threads) are the steadier comparison.
 
 **What changed from the earlier tables, and why.** The tables that stood here before timed minitrans
 and PyTorch alternately inside one process. Their thread pools then slow each other (NumPy's OpenBLAS
@@ -361,9 +362,15 @@ def _pct(v) -> str:
     return "—" if v is None else f"{100 * v:.0f}%"
 
 
+def _busy(info: dict) -> str:
+    """A warning when other work shared the machine: a 1-minute load average above the core count
+    before the run (the benchmark's own processes keep it near the thread count while it runs)."""
+    return "**shared with other jobs**: " if float(info["load_before"].split()[0]) > info["cores"] else ""
+
+
 def _header(info: dict) -> list[str]:
     return [f"- command: `{info['command']}`, {info['date']}",
-            f"- machine: {info['cpu']}, {info['cores']} cores (os.cpu_count()), **shared with other jobs**: load "
+            f"- machine: {info['cpu']}, {info['cores']} cores (os.cpu_count()), {_busy(info)}load "
             f"average {info['load_before']} before, {info['load_after']} after; float32 2048³ NumPy GEMM in the "
             f"same run: {info['gemm_before']:.0f} GFLOP/s before, {info['gemm_after']:.0f} after (peak used for "
             f"the %-of-peak columns: {info['gemm_gflops']:.0f})",
