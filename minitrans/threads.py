@@ -37,8 +37,8 @@ it. The choice matters on a machine with few cores: Numba's OpenMP layer (its de
 not installed) keeps its threads spinning for a while after each parallel kernel, and an OpenBLAS
 matmul that follows at once then competes with them for the cores. ``set_threading_layer
 ("workqueue")`` — or ``NUMBA_THREADING_LAYER=workqueue`` in the environment — picks Numba's
-own non-spinning pool (on one thread ``"omp"`` is faster: its calling thread runs the kernel itself,
-where ``workqueue`` hands every kernel to a pool thread and waits); it must be called before the
+own non-spinning pool (on one thread the CPU row kernels run their serial versions on the calling
+thread, ``kernels/cpu/parallel.py``, so no kernel waits for a pool thread there); it must be called before the
 first parallel kernel runs (Numba starts its pool once per process), and before ``set_num_threads``,
 which starts the pool. The benchmarks and training scripts in ``experiments/`` make these choices
 explicitly; ``docs/performance.md`` has the measurements behind them.
