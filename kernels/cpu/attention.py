@@ -49,7 +49,7 @@ from numba import get_num_threads, njit, prange
 
 from minitrans.threads import blas_is_single_threaded, worker_pool
 
-from .attention_small import SMALL_T, exp_scalar, small_backward, small_forward
+from .attention_small import SMALL_T, exp_row, probs_and_dscores, small_backward, small_forward
 from .parallel import parallel_njit
 from .softmax import FASTMATH, row_max
 
@@ -61,24 +61,6 @@ BLOCK_K = 256
 #: largest row sum accepted from exp(x - m_old) with the stale running max m_old (see _fwd_tile):
 #: every term is then below 2^64, far from float32's overflow, also after the P V product
 STALE_SUM_LIMIT = 2.0 ** 64
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _exp_row(sr, lim, raw, scale, shift):
-    """sr[j] = exp(sr[j] * scale - shift) for j < lim, in place, or exp(sr[j] - shift) when not raw
-    (sr already holds the scaled scores); returns their sum. One vectorised pass."""
-    rs = shift - shift
-    if raw:
-        for j in range(lim):
-            e = exp_scalar(sr[j] * scale - shift)
-            sr[j] = e
-            rs += e
-    else:
-        for j in range(lim):
-            e = exp_scalar(sr[j] - shift)
-            sr[j] = e
-            rs += e
-    return rs
 
 
 @njit(nogil=True, cache=True, fastmath=FASTMATH)
@@ -104,7 +86,7 @@ def _fwd_tile(s, bias, has_bias, scale, ninf, causal, diag, m, l, acc, first, ke
         if m_old != -np.inf:
             for j in range(lim):
                 keep[j] = sr[j]
-            rs = _exp_row(sr, lim, raw, scale, m_old)
+            rs = exp_row(sr, lim, raw, scale, m_old)
             if rs <= STALE_SUM_LIMIT:
                 sr[lim:] = 0.0
                 l[i] += rs
@@ -115,7 +97,7 @@ def _fwd_tile(s, bias, has_bias, scale, ninf, causal, diag, m, l, acc, first, ke
         if mx == -np.inf:                      # nothing kept so far in this row
             sr[:] = 0.0
             continue
-        rs = _exp_row(sr, lim, raw, scale, mx)
+        rs = exp_row(sr, lim, raw, scale, mx)
         sr[lim:] = 0.0
         alpha = np.exp(m_old - mx)             # 0 when m_old = -inf
         l[i] = l[i] * alpha + rs
@@ -154,19 +136,7 @@ def _bwd_tile(s, dp, bias, has_bias, scale, causal, diag, lse, dvec):
         if z == -np.inf:                       # fully masked row: zero gradients
             lim = 0
         di = dvec[i]
-        if has_bias:
-            br = bias[i]
-            for j in range(lim):
-                p = exp_scalar(sr[j] * scale + br[j] - z)
-                sr[j] = p
-                dr[j] = p * (dr[j] - di) * scale
-        else:
-            for j in range(lim):
-                p = exp_scalar(sr[j] * scale - z)
-                sr[j] = p
-                dr[j] = p * (dr[j] - di) * scale
-        sr[lim:] = 0.0
-        dr[lim:] = 0.0
+        probs_and_dscores(sr, dr, bias[i] if has_bias else bias[0], has_bias, lim, scale, z, di)
 
 
 @parallel_njit(cache=True, fastmath=FASTMATH)

@@ -51,6 +51,43 @@ def _chunk_rows(c, nchunks, n):
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def exp_row(sr, lim, raw, scale, shift):
+    """sr[j] = exp(sr[j] * scale - shift) for j < lim, in place, or exp(sr[j] - shift) when not raw
+    (sr already holds the scaled scores); returns their sum. One vectorised pass."""
+    rs = shift - shift
+    if raw:
+        for j in range(lim):
+            e = exp_scalar(sr[j] * scale - shift)
+            sr[j] = e
+            rs += e
+    else:
+        for j in range(lim):
+            e = exp_scalar(sr[j] - shift)
+            sr[j] = e
+            rs += e
+    return rs
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def probs_and_dscores(sr, dr, brow, has_bias, lim, scale, shift, d):
+    """One row of the backward in one vectorised pass, in place: sr[j] (raw q·kᵀ) becomes
+    P = exp(scale·sr[j] (+ brow[j]) − shift) and dr[j] (dP) becomes scale·P·(dP − d) for j < lim;
+    both 0 past lim. ``brow`` is read only when ``has_bias``."""
+    if has_bias:
+        for j in range(lim):
+            p = exp_scalar(sr[j] * scale + brow[j] - shift)
+            sr[j] = p
+            dr[j] = p * (dr[j] - d) * scale
+    else:
+        for j in range(lim):
+            p = exp_scalar(sr[j] * scale - shift)
+            sr[j] = p
+            dr[j] = p * (dr[j] - d) * scale
+    sr[lim:] = 0.0
+    dr[lim:] = 0.0
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _row_probs(row, brow, has_bias, kend, scale, ninf):
     """row[:kend] (raw q·kᵀ) -> exp(scale·row + brow - max), the rest 0; returns (max, sum) of the
     scaled row, max = -inf (and the row all 0) when kend = 0 or every kept key is -inf. Two
@@ -61,11 +98,7 @@ def _row_probs(row, brow, has_bias, kend, scale, ninf):
         if mx == -np.inf:
             row[:] = 0.0
             return mx, mx
-        tot = mx - mx
-        for j in range(kend):
-            e = exp_scalar(row[j] * scale - mx)
-            row[j] = e
-            tot += e
+        tot = exp_row(row, kend, True, scale, mx)
     else:
         for j in range(kend):
             row[j] = row[j] * scale + brow[j] if has_bias else row[j] * scale
@@ -73,11 +106,7 @@ def _row_probs(row, brow, has_bias, kend, scale, ninf):
         if mx == -np.inf:
             row[:] = 0.0
             return mx, mx
-        tot = mx - mx
-        for j in range(kend):
-            e = exp_scalar(row[j] - mx)
-            row[j] = e
-            tot += e
+        tot = exp_row(row, kend, False, scale, mx)
     row[kend:] = 0.0
     return mx, tot
 
@@ -130,19 +159,7 @@ def _dscores_rows(s, dp, bias, has_bias, causal, scale, lse, o, do, start, stop)
         D = zero(row)
         for ch in range(dv):
             D += do[b, i, ch] * o[b, i, ch]
-        if has_bias:
-            brow = bias[b, i]
-            for j in range(kend):
-                p = exp_scalar(row[j] * scale + brow[j] - li)
-                row[j] = p
-                drow[j] = p * (drow[j] - D) * scale
-        else:
-            for j in range(kend):
-                p = exp_scalar(row[j] * scale - li)
-                row[j] = p
-                drow[j] = p * (drow[j] - D) * scale
-        row[kend:] = 0.0
-        drow[kend:] = 0.0
+        probs_and_dscores(row, drow, bias[b, i] if has_bias else bias[0, 0], has_bias, kend, scale, li, D)
 
 
 @parallel_njit(cache=True, fastmath=FASTMATH)

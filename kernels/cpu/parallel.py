@@ -7,7 +7,10 @@ thread too, where nothing runs in parallel and the hand-off is pure cost (the th
 runs the kernel, the caller wakes up again). The serial twin is the same Python function compiled
 with ``parallel=False``, where ``prange`` is ``range``: the caller runs it itself. Every kernel's
 work is divided into the same tasks either way, and each task does the same operations in the
-same order, so the two give the same results bit for bit.
+same order. LLVM compiles the two separately, though (the threaded one's loop body becomes a
+function of its own), and under fastmath it may vectorise a reduction differently: a kernel whose
+serial and threaded results must agree bit for bit keeps its row body in a function that is not
+inlined, compiled once for both (``attention_small.py`` does), and its tests compare the two.
 
 ``kernel = parallel_njit(cache=True, fastmath=...)(fn)`` takes ``njit``'s options; ``kernel(*args)``
 runs the serial twin when ``numba.get_num_threads() == 1`` and the threaded one otherwise.
