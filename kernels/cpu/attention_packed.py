@@ -71,6 +71,15 @@ QUERY_ROWS_MIN = 64        # ... of at least this many rows
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def _score(row, i, j, q0, bias_t, bias_unit, has_bias, causal, scale):
+    """scale·row[i] (+ the bias of key j, query q0 + i), or -inf where a causal query q0 + i < j."""
+    val = row[i] * scale
+    if has_bias:
+        val += bias_t[bias_unit, j, q0 + i]
+    return -np.inf if causal and q0 + i < j else val
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _masked_scores(block, q0, bias_t, bias_unit, has_bias, causal, scale, shift, m):
     """block (nk, nq) holds Sᵀ for queries q0 .. q0 + nq − 1: row j = key j, column i = query q0 + i.
     In place: scale·Sᵀ (+ biasᵀ), -inf where a causal query q0 + i < j must not see key j; then minus
@@ -82,21 +91,15 @@ def _masked_scores(block, q0, bias_t, bias_unit, has_bias, causal, scale, shift,
         for j in range(nk):
             row = block[j]
             for i in range(nq):
-                val = row[i] * scale
-                if has_bias:
-                    val += bias_t[bias_unit, j, q0 + i]
                 sh = shift[i]
-                row[i] = val - sh if sh != -np.inf and not (causal and q0 + i < j) else -np.inf
+                val = _score(row, i, j, q0, bias_t, bias_unit, has_bias, causal, scale)
+                row[i] = val - sh if sh != -np.inf else -np.inf
         return
     m[:nq] = -np.inf
     for j in range(nk):
         row = block[j]
         for i in range(nq):
-            val = row[i] * scale
-            if has_bias:
-                val += bias_t[bias_unit, j, q0 + i]
-            if causal and q0 + i < j:
-                val = -np.inf
+            val = _score(row, i, j, q0, bias_t, bias_unit, has_bias, causal, scale)
             row[i] = val
             mi = m[i]
             m[i] = mi if mi > val else val
