@@ -285,6 +285,7 @@ def test_index_extremes(rng, n, ignore):
     index_range.THREADS = 8   # several entries per thread, and a partial last round
     try:
         idx = rng.integers(-50, 50, size=n).astype(np.int64)
+        idx[0] = 5                            # one entry no case ignores: the kept extremes exist
         idx[1::3] = -100                      # a loss's ignore_index, left out when asked
         got = host(index_range.index_extremes(dev(idx), ignore))
         only_ignored = host(index_range.index_extremes(dev(np.full(n, 3, np.int64)), 3))
