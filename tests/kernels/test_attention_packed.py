@@ -58,6 +58,19 @@ def run(qkv, heads, bias, causal, scale, g):
     return out, lse, dqkv
 
 
+_SAME = object()        # the reference takes the bias the kernels take
+
+
+def _matches_reference(qkv, heads, bias, causal, scale, g, reference_bias=_SAME):
+    """The kernels' out, lse and dqkv against the float64 reference (given ``reference_bias`` when
+    the kernels take the bias in another form, e.g. broadcast); returns the kernels' results."""
+    got = run(qkv, heads, bias, causal, scale, g)
+    want = reference(qkv, heads, bias if reference_bias is _SAME else reference_bias, causal, scale, g)
+    for name, a, b in zip(("out", "lse", "dqkv"), got, want):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+    return got
+
+
 @pytest.mark.parametrize("causal", [False, True])
 @pytest.mark.parametrize("B,T,H,hd", SIZES)
 def test_matches_reference_float64(rng, B, T, H, hd, causal):
@@ -103,9 +116,7 @@ def test_bias_broadcast_over_units_reads_one_matrix(rng):
     g = rng.normal(size=(B, T, H * hd))
     mask = np.where(rng.random((1, T, T)) < 0.3, -np.inf, rng.normal(size=(1, T, T)))
     np.fill_diagonal(mask[0], 0.0)
-    got = run(qkv, H, np.broadcast_to(mask, (B * H, T, T)), False, 0.4, g)
-    for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, mask, False, 0.4, g)):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+    _matches_reference(qkv, H, np.broadcast_to(mask, (B * H, T, T)), False, 0.4, g, reference_bias=mask)
 
 
 def test_non_contiguous_inputs(rng):
@@ -115,9 +126,7 @@ def test_non_contiguous_inputs(rng):
     qkv = wide[:, :, 2:-2]
     g = np.ascontiguousarray(rng.normal(size=(T, B, H * hd))).transpose(1, 0, 2)
     assert not qkv.flags.c_contiguous and not g.flags.c_contiguous
-    got = run(qkv, H, None, True, 0.4, g)
-    for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, None, True, 0.4, g)):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+    _matches_reference(qkv, H, None, True, 0.4, g)
 
 
 def test_results_do_not_depend_on_the_thread_count(rng, monkeypatch):
@@ -181,9 +190,7 @@ def test_long_sequence_bias_with_masked_keys_and_fully_masked_rows(rng, per_unit
     bias[:, :, 2] = -np.inf            # key 2 hidden from every query
     bias[0, 3, :] = -np.inf            # unit 0 (or every unit), query 3 (first block): no visible key
     bias[0, 250, :] = -np.inf          # ... and query 250 (a later block)
-    got = run(qkv, H, bias, causal, 0.5, g)
-    for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, bias, causal, 0.5, g)):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+    got = _matches_reference(qkv, H, bias, causal, 0.5, g)
     assert np.all(got[0][0, [3, 250], :hd] == 0) and np.all(got[1][0, [3, 250]] == -np.inf)
 
 
@@ -196,9 +203,7 @@ def test_long_sequence_one_head_per_piece(rng, monkeypatch):
     qkv = rng.normal(size=(B, T, 3 * H * hd))
     g = rng.normal(size=(B, T, H * hd))
     bias = rng.normal(size=(B * H, T, T))
-    got = run(qkv, H, bias, True, 0.5, g)
-    for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, bias, True, 0.5, g)):
-        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+    _matches_reference(qkv, H, bias, True, 0.5, g)
 
 
 def test_long_sequence_non_contiguous_inputs(rng):
@@ -208,9 +213,7 @@ def test_long_sequence_non_contiguous_inputs(rng):
     g = np.ascontiguousarray(rng.normal(size=(T, B, H * hd))).transpose(1, 0, 2)
     assert not qkv.flags.c_contiguous and not g.flags.c_contiguous
     for causal in (False, True):
-        got = run(qkv, H, None, causal, 0.4, g)
-        for name, a, b in zip(("out", "lse", "dqkv"), got, reference(qkv, H, None, causal, 0.4, g)):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12, err_msg=name)
+        _matches_reference(qkv, H, None, causal, 0.4, g)
 
 
 def test_causal_blocks_skip_the_masked_keys():
